@@ -1,0 +1,103 @@
+"""Read one training sample file and check it fits the model, naming the file in every complaint.
+
+Formats: ACE-Step / Side-Step `.pt` dicts (read with `weights_only=True`, never unpickling code) and
+our `.safetensors` (metadata JSON in the header). Layout per sample (DESIGN §5):
+`target_latents` [T, C], `attention_mask` [T], `encoder_hidden_states` [L, H],
+`encoder_attention_mask` [L], `context_latents` [T, 2C].
+"""
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+
+from sidestep.errors import DataError
+
+TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask", "context_latents")
+METADATA_KEY = "sidestep_metadata"
+SAMPLE_SUFFIXES = (".pt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class SampleShape:
+    """What the model expects: latent channels, context channels, text-condition width, shortest length."""
+
+    latent_dim: int
+    context_dim: int
+    condition_dim: int
+    min_frames: int
+
+
+def read_sample(path: Path) -> Dict[str, Any]:
+    """Tensors (float32, bool masks) plus `metadata` (a dict, possibly empty)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pt(path)
+    missing = [k for k in TENSOR_KEYS if k not in raw]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; is this a preprocessed Side-Step/ACE-Step sample?")
+    sample: Dict[str, Any] = {"metadata": raw.get("metadata") or {}}
+    for key in TENSOR_KEYS:
+        value = raw[key]
+        if not isinstance(value, torch.Tensor):
+            raise DataError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
+        sample[key] = value.bool() if key.endswith("attention_mask") else value.float()
+    return sample
+
+
+def check_sample(path: Path, sample: Dict[str, Any], shape: SampleShape) -> None:
+    """Raise `DataError` if the sample's shapes or values cannot train `shape`'s model."""
+    lat, mask, enc, enc_mask, ctx = (sample[k] for k in TENSOR_KEYS)
+
+    def fail(problem: str) -> None:
+        raise DataError(f"{path}: {problem}")
+
+    if lat.ndim != 2 or lat.shape[1] != shape.latent_dim:
+        fail(f"target_latents has shape {list(lat.shape)}, expected [frames, {shape.latent_dim}]")
+    frames = lat.shape[0]
+    if frames < shape.min_frames:
+        fail(f"only {frames} latent frames, need at least {shape.min_frames}")
+    if list(mask.shape) != [frames]:
+        fail(f"attention_mask has shape {list(mask.shape)}, expected [{frames}] like target_latents")
+    if list(ctx.shape) != [frames, shape.context_dim]:
+        fail(f"context_latents has shape {list(ctx.shape)}, expected [{frames}, {shape.context_dim}]")
+    if enc.ndim != 2 or enc.shape[1] != shape.condition_dim:
+        fail(f"encoder_hidden_states has shape {list(enc.shape)}, expected [tokens, {shape.condition_dim}] for this model")
+    if list(enc_mask.shape) != [enc.shape[0]]:
+        fail(f"encoder_attention_mask has shape {list(enc_mask.shape)}, expected [{enc.shape[0]}]")
+    for key, value in (("target_latents", lat), ("encoder_hidden_states", enc), ("context_latents", ctx)):
+        if not torch.isfinite(value).all():
+            fail(f"{key} contains NaN or Inf; re-run preprocessing for this file")
+
+
+def _read_pt(path: Path) -> Dict[str, Any]:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise DataError(f"{path}: refused to load, it holds Python objects beyond tensors (unsafe or not a sample): "
+                        f"{str(err).splitlines()[0][:120]}") from None
+    except Exception as err:  # truncated zip, not a torch file at all
+        raise DataError(f"{path}: unreadable .pt file ({type(err).__name__}); re-run preprocessing for it") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: holds a {type(raw).__name__}, expected a dict of tensors")
+    return raw
+
+
+def _read_safetensors(path: Path) -> Dict[str, Any]:
+    try:
+        tensors: Dict[str, Any] = dict(load_file(path))
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable .safetensors file ({err}); re-run preprocessing for it") from None
+    try:
+        tensors["metadata"] = json.loads(header.get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        raise DataError(f"{path}: metadata in the file header is not valid JSON") from None
+    return tensors

@@ -1,0 +1,40 @@
+"""`python -m sidestep.train [overrides]`: compose the config, check it, train, write the run directory.
+
+The run directory is Hydra's (`hydra.run.dir`, or one numbered folder per job of a `-m` sweep). Its
+`.hydra/config.yaml` is rewritten with the checked, fully resolved config, so a rerun from it needs nothing else.
+"""
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.config import as_container, prepare, register_schemas
+from sidestep.ui.console import exit_on_user_error
+
+log = logging.getLogger("sidestep.train")
+register_schemas()
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    target = run_dir / HydraConfig.get().output_subdir / "config.yaml"
+    target.write_text(OmegaConf.to_yaml(as_container(cfg)))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
+def main(cfg: DictConfig) -> Optional[float]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with exit_on_user_error():
+        cfg = prepare(cfg)
+        save_resolved_config(cfg, run_dir)
+        from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
+
+        result = fit(cfg, run_dir)
+        return None if result is None else result.final_loss
+
+
+if __name__ == "__main__":
+    main()

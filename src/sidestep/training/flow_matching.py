@@ -1,0 +1,67 @@
+"""One flow-matching training step for the ACE-Step DiT (DESIGN §4).
+
+With clean latents x0 and noise x1: x_t = t*x1 + (1-t)*x0, the target velocity is x1 - x0, and the loss is
+the MSE over valid (unpadded) frames. Timesteps, noise and condition dropout each draw from their own
+generator, so the run's random stream does not depend on anything else that uses randomness.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+
+@dataclass
+class StepGenerators:
+    timesteps: torch.Generator
+    noise: torch.Generator
+    condition_dropout: torch.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "StepGenerators":
+        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3)]
+        return cls(*(torch.Generator().manual_seed(s) for s in seeds))
+
+
+def sample_timesteps(training: DictConfig, model: DictConfig, n: int, gen: torch.Generator) -> torch.Tensor:
+    """`fixed`: the max of two logit-normal draws (r = t). `vanilla`: uniform over the discrete turbo schedule."""
+    if training.mode == "vanilla":
+        schedule = torch.tensor(list(training.discrete_timesteps))
+        return schedule[torch.randint(len(schedule), (n,), generator=gen)]
+    draws = torch.sigmoid(torch.randn(2, n, generator=gen) * model.timestep_sigma + model.timestep_mu)
+    return draws.max(dim=0).values
+
+
+def drop_condition(encoder_hidden_states: torch.Tensor, null_emb: torch.Tensor, ratio: float,
+                   gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Replace each sample's whole text condition by the null embedding with probability `ratio`."""
+    dropped = torch.rand(encoder_hidden_states.shape[0], generator=gen) < ratio
+    if not dropped.any():
+        return encoder_hidden_states, dropped
+    null = null_emb.to(encoder_hidden_states).expand_as(encoder_hidden_states)
+    keep = dropped.to(encoder_hidden_states.device)[:, None, None]
+    return torch.where(keep, null, encoder_hidden_states), dropped
+
+
+def flow_matching_loss(transformer: torch.nn.Module, batch: Dict[str, Any], null_emb: torch.Tensor,
+                       training: DictConfig, model: DictConfig, gens: StepGenerators) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The masked velocity MSE for one batch, and the timesteps it used."""
+    x0 = batch["target_latents"]
+    n = x0.shape[0]
+    t_cpu = sample_timesteps(training, model, n, gens.timesteps)
+    noise = torch.randn(x0.shape, generator=gens.noise).to(x0)
+    encoder_hidden_states, _ = drop_condition(batch["encoder_hidden_states"], null_emb, training.cfg_ratio,
+                                              gens.condition_dropout)
+    t = t_cpu.to(x0)
+    xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
+    prediction = transformer(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=encoder_hidden_states,
+                             context_latents=batch["context_latents"], return_dict=False)[0]
+    per_frame = (prediction.float() - (noise - x0).float()).pow(2).mean(dim=-1)
+    mask = batch["attention_mask"].float()
+    per_sample = (per_frame * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    if training.min_snr_gamma is not None:
+        snr = ((1 - t.float()) / t.float()).pow(2)
+        per_sample = per_sample * snr.clamp(max=training.min_snr_gamma) / snr.clamp(min=1e-8)
+    return per_sample.mean(), t_cpu

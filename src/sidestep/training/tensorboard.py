@@ -1,0 +1,69 @@
+"""What goes to TensorBoard (`<run>/tb/`), written by the main process only.
+
+Every `log_every` optimizer steps: smoothed and raw loss, learning rate, gradient norm and a histogram of the
+timesteps drawn since the last write. Every `log_heavy_every` steps: the LoRA gradient norm of each layer.
+"""
+
+from typing import List, Optional
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.training.lora import layer_grad_norms
+
+TRACKER_NAME = "tb"
+
+
+def flat_hparams(cfg: DictConfig) -> dict:
+    """TensorBoard's hparams take flat scalars: `lora/rank`, `optimizer/lr`, ..."""
+    flat = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}/{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                walk(value, name)
+            elif isinstance(value, (int, float, str, bool)):
+                flat[name] = value
+            elif value is not None:
+                flat[name] = str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+class TrainingLogger:
+    def __init__(self, accelerator: Accelerator, cfg: DictConfig, log_every: int, log_heavy_every: int):
+        self.accelerator, self.log_every, self.log_heavy_every = accelerator, log_every, log_heavy_every
+        self.main = accelerator.is_main_process
+        self.timestep_buffer: List[torch.Tensor] = []
+        accelerator.init_trackers(TRACKER_NAME, config=flat_hparams(cfg))
+        self.writer = accelerator.get_tracker("tensorboard", unwrap=True) if self.main else None
+
+    def add_timesteps(self, timesteps: torch.Tensor) -> None:
+        self.timestep_buffer.append(timesteps)
+
+    def layer_gradients(self, step: int, transformer: torch.nn.Module) -> None:
+        """Call after backward, before clipping, on steps that complete an update."""
+        if self.main and step % self.log_heavy_every == 0:
+            for layer, norm in layer_grad_norms(transformer).items():
+                self.writer.add_scalar(f"grad_norm/layer_{layer:02d}", norm, step)
+
+    def scalars(self, step: int, smoothed: torch.Tensor, loss: torch.Tensor, grad_norm: Optional[torch.Tensor],
+                lr: float) -> float:
+        """Log the step's numbers (one device sync) and return the smoothed loss for the progress display."""
+        smoothed_value = float(self.accelerator.reduce(smoothed.detach(), "mean"))
+        values = {"loss/smoothed": smoothed_value, "loss/step": float(self.accelerator.reduce(loss.detach(), "mean")),
+                  "lr": lr}
+        if grad_norm is not None:
+            values["grad_norm/total"] = float(grad_norm)
+        self.accelerator.log(values, step=step)
+        if self.main and self.timestep_buffer:
+            self.writer.add_histogram("timesteps", torch.cat(self.timestep_buffer), step)
+        self.timestep_buffer.clear()
+        return smoothed_value
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()

@@ -1,0 +1,45 @@
+"""Terminal output: one rich console, plain mode when asked or when output is not a terminal."""
+
+import contextlib
+import logging
+import sys
+from typing import Iterator
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from sidestep.errors import SidestepError
+
+console = Console()
+log = logging.getLogger("sidestep")
+
+
+def log_handler() -> logging.Handler:
+    """Console log handler (Hydra's job_logging builds it): rich in a terminal, one plain line per record otherwise."""
+    if console.is_terminal:
+        return RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    return handler
+
+
+def is_plain(requested: bool) -> bool:
+    return requested or not console.is_terminal
+
+
+def is_interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty() and console.is_terminal
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Bad input becomes one line on stderr and exit code 2; Ctrl-C exits 130. Bugs still raise."""
+    try:
+        yield
+    except SidestepError as err:
+        log.debug("user error", exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

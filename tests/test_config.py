@@ -1,0 +1,118 @@
+"""The config tree composes for every option, and bad values stop with one line naming the key."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from sidestep.config import CONSTANT_SCHEDULER, prepare
+from sidestep.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["optimizer", "scheduler", "attention", "vram", "training", "model"])
+def test_every_group_option_composes_and_validates(make_cfg, group, tmp_path):
+    for option in options(group):
+        overrides = [f"{group}={option}"]
+        if group == "model" and option != "tiny":
+            overrides.append(f"model.checkpoint_dir={tmp_path}")
+        cfg = make_cfg(*overrides)
+        assert cfg is not None
+
+
+def test_real_variants_carry_the_2b_architecture(make_cfg, tmp_path):
+    for variant, turbo in [("turbo", True), ("base", False), ("sft", False)]:
+        cfg = make_cfg(f"model={variant}", f"model.checkpoint_dir={tmp_path}")
+        arch = cfg.model.arch
+        assert (arch.hidden_size, arch.num_hidden_layers, arch.num_attention_heads, arch.num_key_value_heads,
+                arch.head_dim, arch.in_channels) == (2048, 24, 16, 8, 128, 192)
+        assert cfg.model.is_turbo is turbo
+        assert (cfg.model.timestep_mu, cfg.model.timestep_sigma, cfg.model.data_proportion) == (-0.4, 1.0, 0.5)
+
+
+def test_seed_defaults(make_cfg, tmp_path):
+    cfg = make_cfg(f"model.checkpoint_dir={tmp_path}", f"data.dataset_dir={tmp_path}", experiment=None)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (64, 128, 0.1, "none")
+    assert list(cfg.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    tr = cfg.trainer
+    assert (tr.epochs, tr.batch_size, tr.gradient_accumulation, tr.max_grad_norm, tr.seed) == (100, 1, 4, 1.0, 42)
+    assert (tr.device, tr.precision, tr.save_every, tr.log_every, tr.log_heavy_every) == ("auto", "auto", 10, 10, 50)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (1e-4, 0.01)
+    assert cfg.scheduler.warmup_steps == 100 and cfg.training.cfg_ratio == 0.15
+    assert cfg.model.variant == "turbo" and list(cfg.attention.blocks) == ["self_attn", "cross_attn"]
+    assert (cfg.data.num_workers, cfg.data.pin_memory, cfg.data.prefetch_factor, cfg.data.persistent_workers) == (4, True, 2, True)
+
+
+def test_vram_preset_sets_memory_knobs_and_explicit_overrides_win(make_cfg):
+    cfg = make_cfg("vram=8gb")
+    assert cfg.optimizer._target_ == "bitsandbytes.optim.AdamW8bit"
+    assert (cfg.lora.rank, cfg.trainer.gradient_accumulation, cfg.trainer.gradient_checkpointing) == (16, 8, True)
+    assert cfg.data.crop_seconds == 30
+    cfg = make_cfg("vram=8gb", "lora.rank=4", "optimizer=adamw", "trainer.gradient_checkpointing=false")
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"
+    assert cfg.lora.rank == 4 and cfg.trainer.gradient_checkpointing is False
+
+
+def test_prodigy_forces_a_constant_schedule_and_warns_about_a_small_lr(make_cfg, caplog):
+    cfg = make_cfg("optimizer=prodigy", "scheduler=cosine", "optimizer.lr=1.0")
+    assert cfg.scheduler._target_ == CONSTANT_SCHEDULER and cfg.scheduler.warmup_steps == 0
+    assert "scheduler=constant" in caplog.text and "use about 1.0" not in caplog.text
+    make_cfg("optimizer=prodigy", "optimizer.lr=1e-4")
+    assert "use about 1.0" in caplog.text
+
+
+def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, monkeypatch):
+    (tmp_path / "tensors").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg("model=tiny", "data.dataset_dir=tensors", experiment=None)
+    assert cfg.data.dataset_dir == str(tmp_path / "tensors")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("optimizer.lr=-1e-4", "optimizer.lr"),
+    ("lora.rank=0", "lora.rank"),
+    ("lora.dropout=0.6", "lora.dropout"),
+    ("lora.dropout=-0.1", "lora.dropout"),
+    ("lora.bias=some", "lora.bias"),
+    ("lora.target_modules=[q_proj,qkv]", "lora.target_modules"),
+    ("trainer.batch_size=0", "trainer.batch_size"),
+    ("trainer.device=tpu", "trainer.device"),
+    ("trainer.precision=fp8", "trainer.precision"),
+    ("trainer.max_steps=0", "trainer.max_steps"),
+    ("training.cfg_ratio=1.5", "training.cfg_ratio"),
+    ("data.crop_seconds=0.01", "data.crop_seconds"),
+])
+def test_bad_values_name_the_key(make_cfg, override, key):
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}: "):
+        make_cfg(override)
+
+
+def test_missing_dataset_and_checkpoint_dirs_suggest_the_demo(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="data.dataset_dir.*experiment=demo"):
+        make_cfg("model=tiny", f"data.dataset_dir={tmp_path / 'nope'}", experiment=None)
+    with pytest.raises(ConfigError, match="model.checkpoint_dir.*experiment=demo"):
+        make_cfg("model=turbo", f"data.dataset_dir={tmp_path}", experiment=None)
+    with pytest.raises(ConfigError, match="model.checkpoint_dir.*does not exist"):
+        make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'nope'}", f"data.dataset_dir={tmp_path}", experiment=None)
+
+
+def test_unknown_group_option_is_refused(make_cfg):
+    with pytest.raises(MissingConfigException, match="optimizer/sgd"):
+        make_cfg("optimizer=sgd")
+
+
+def test_a_saved_plain_config_validates_like_a_composed_one(make_cfg):
+    cfg = make_cfg()
+    plain = OmegaConf.create(OmegaConf.to_yaml(cfg))
+    again = prepare(plain)
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+    plain.lora.rank = 0
+    with pytest.raises(ConfigError, match="lora.rank"):
+        prepare(plain)
