@@ -1,0 +1,116 @@
+"""LoRA lands on exactly the modules the config names, counts match the published numbers, and the written
+adapter reproduces the trained model when loaded back."""
+
+import json
+
+import pytest
+import torch
+from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+from omegaconf import OmegaConf
+from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
+
+from sidestep.models.dit import build_dit
+from sidestep.training.lora import add_lora, lora_parameter_count, save_adapter, target_pattern
+
+
+def lora_modules(model):
+    return [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+
+
+@pytest.mark.parametrize("attention, count", [("both", 16), ("self", 8), ("cross", 8)])
+def test_attention_option_targets_the_right_modules_on_the_tiny_model(make_cfg, attention, count):
+    cfg = make_cfg(f"attention={attention}")
+    dit = build_dit(cfg.model)
+    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    names = lora_modules(dit.transformer)
+    assert len(names) == count
+    blocks = {"both": {"self_attn", "cross_attn"}, "self": {"self_attn"}, "cross": {"cross_attn"}}[attention]
+    assert {n.split(".")[2] for n in names} == blocks
+    assert {n.split(".", 3)[3] for n in names} == {"to_q", "to_k", "to_v", "to_out.0"}
+    trainable = sum(p.numel() for p in dit.transformer.parameters() if p.requires_grad)
+    assert trainable == lora_parameter_count(cfg.model.arch, cfg.lora, cfg.attention)
+    assert all(p.dtype == torch.float32 for p in dit.transformer.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("attention, count", [("both", 192), ("self", 96), ("cross", 96)])
+def test_attention_option_module_counts_on_the_24_layer_dit(make_cfg, tmp_path, attention, count):
+    import re
+
+    cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", f"attention={attention}")
+    with torch.device("meta"):
+        model = AceStepTransformer1DModel(**OmegaConf.to_container(cfg.model.arch))
+    pattern = re.compile(target_pattern(cfg.lora, cfg.attention))
+    assert sum(1 for name, _ in model.named_modules() if pattern.fullmatch(name)) == count
+
+
+def test_trainable_parameters_match_side_steps_published_count(make_cfg, tmp_path):
+    cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", "lora.rank=64")
+    assert lora_parameter_count(cfg.model.arch, cfg.lora, cfg.attention) == 44_040_192
+
+
+def test_mlp_targets_are_layer_wide(make_cfg):
+    cfg = make_cfg("attention=self", "lora.target_modules=[q_proj,gate_proj,down_proj]")
+    dit = build_dit(cfg.model)
+    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    assert sorted(lora_modules(dit.transformer)) == sorted(
+        f"layers.{i}.{m}" for i in range(2) for m in ("self_attn.to_q", "mlp.gate_proj", "mlp.down_proj"))
+
+
+def outputs(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 12, 64, generator=gen)
+    t = torch.tensor([0.3, 0.8])
+    enc = torch.randn(2, 5, 64, generator=gen)
+    ctx = torch.randn(2, 12, 128, generator=gen)
+    with torch.no_grad():
+        return model(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
+                     return_dict=False)[0]
+
+
+def trained_tiny(cfg):
+    """A tiny DiT whose LoRA weights are far from their zero-effect initialisation."""
+    dit = build_dit(cfg.model)
+    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    for param in dit.transformer.parameters():
+        if param.requires_grad:
+            param.data = torch.randn(param.shape, generator=gen) * 0.1
+    return dit.transformer.eval()
+
+
+def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(make_cfg, tmp_path):
+    cfg = make_cfg("lora.rank=4", "lora.alpha=8")
+    trained = trained_tiny(cfg)
+    save_adapter(trained, tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    fresh = build_dit(cfg.model).transformer.eval()
+    assert not torch.allclose(outputs(fresh), outputs(trained))
+    fresh.load_lora_adapter(tmp_path / "adapter", weight_name="adapter_model.safetensors", prefix=None)
+    assert torch.allclose(outputs(fresh), outputs(trained), atol=1e-6)
+
+
+def test_adapter_files_carry_rank_and_alpha_for_peft_and_diffusers(make_cfg, tmp_path):
+    cfg = make_cfg("lora.rank=4", "lora.alpha=8")
+    save_adapter(trained_tiny(cfg), tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["peft_type"]) == (4, 8, "LORA")
+    with safe_open(tmp_path / "adapter" / "adapter_model.safetensors", "pt") as f:
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert (meta["r"], meta["lora_alpha"]) == (4, 8)
+
+
+def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("lora.rank=4")
+    model = trained_tiny(cfg)
+    save_adapter(model, tmp_path / "adapter")
+    before = (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("sidestep.training.lora.save_file", crash)
+    with pytest.raises(OSError):
+        save_adapter(model, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
