@@ -1,0 +1,23 @@
+"""The docs say what the code does: the README's preset table is the one generated from conf/vram/."""
+
+import importlib.util
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_preset_table_matches_the_config_files():
+    spec = importlib.util.spec_from_file_location("preset_table", ROOT / "scripts" / "preset_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"<!-- preset-table -->\n(.*?)\n<!-- /preset-table -->", readme, re.S).group(1)
+    assert shown == module.table()
+
+
+def test_packaging_lists_every_subpackage():
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = {".".join(p.parent.relative_to(ROOT / "src").parts) for p in (ROOT / "src").rglob("__init__.py")}
+    assert set(packages) == found | {"sidestep.conf"}
