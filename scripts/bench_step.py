@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_module
 
 from sidestep.config import prepare, register_schemas
 from sidestep.models.dit import build_dit
-from sidestep.training.flow_matching import sample_timesteps
+from sidestep.training.flow_matching import StepSettings, sample_timesteps
 from sidestep.training.lora import peft_config
 from sidestep.training.loop import fit
 
@@ -55,10 +55,11 @@ def bare_steps(cfg, steps, warmup):
     x0 = torch.randn(1, frames, 64, generator=gen)
     enc = torch.randn(1, cfg.data.synthetic.text_tokens, cfg.model.arch.encoder_hidden_size, generator=gen)
     ctx = torch.randn(1, frames, 128, generator=gen)
+    settings = StepSettings.from_config(cfg.training, cfg.model)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        t = sample_timesteps(cfg.training, cfg.model, 1, gen)
+        t = sample_timesteps(settings, 1, gen)
         noise = torch.randn(x0.shape, generator=gen)
         xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
         pred = transformer(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,

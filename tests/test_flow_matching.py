@@ -6,19 +6,23 @@ from statistics import NormalDist
 import torch
 from omegaconf import OmegaConf
 
-from sidestep.training.flow_matching import StepGenerators, drop_condition, flow_matching_loss, sample_timesteps
+from sidestep.training.flow_matching import (StepGenerators, StepSettings, drop_condition, flow_matching_loss,
+                                             sample_timesteps)
 
 MODEL = OmegaConf.create({"timestep_mu": -0.4, "timestep_sigma": 1.0})
 
 
-def training(mode: str, cfg_ratio: float = 0.15):
-    steps = [1.0, 0.9545454545454546, 0.9, 0.8333333333333334, 0.75, 0.6428571428571429, 0.5, 0.3]
-    return OmegaConf.create({"mode": mode, "cfg_ratio": cfg_ratio, "min_snr_gamma": None,
-                             "discrete_timesteps": steps if mode == "vanilla" else []})
+TURBO_SCHEDULE = [1.0, 0.9545454545454546, 0.9, 0.8333333333333334, 0.75, 0.6428571428571429, 0.5, 0.3]
+
+
+def training(mode: str, cfg_ratio: float = 0.15) -> StepSettings:
+    cfg = OmegaConf.create({"mode": mode, "cfg_ratio": cfg_ratio, "min_snr_gamma": None,
+                            "discrete_timesteps": TURBO_SCHEDULE if mode == "vanilla" else []})
+    return StepSettings.from_config(cfg, MODEL)
 
 
 def test_fixed_mode_draws_the_max_of_two_logit_normals():
-    t = sample_timesteps(training("fixed"), MODEL, 200_000, torch.Generator().manual_seed(0))
+    t = sample_timesteps(training("fixed"), 200_000, torch.Generator().manual_seed(0))
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
         # P(max(a, b) <= x) = Phi((logit x - mu) / sigma)^2, so the q-quantile is sigmoid(mu + sigma * Phi^-1(sqrt q)).
         expected = 1 / (1 + math.exp(-(-0.4 + NormalDist().inv_cdf(math.sqrt(q)))))
@@ -29,10 +33,9 @@ def test_fixed_mode_draws_the_max_of_two_logit_normals():
 
 
 def test_vanilla_mode_draws_only_the_discrete_turbo_schedule_uniformly():
-    cfg = training("vanilla", 0.0)
-    t = sample_timesteps(cfg, MODEL, 80_000, torch.Generator().manual_seed(0))
+    t = sample_timesteps(training("vanilla", 0.0), 80_000, torch.Generator().manual_seed(0))
     values, counts = torch.unique(t, return_counts=True)
-    assert sorted(values.tolist()) == sorted(torch.tensor(cfg.discrete_timesteps).tolist())
+    assert sorted(values.tolist()) == sorted(torch.tensor(TURBO_SCHEDULE).tolist())
     assert (counts.float() / len(t) - 1 / 8).abs().max() < 0.01
 
 
@@ -63,10 +66,10 @@ def batch(frames: int, valid: int):
 
 def test_padded_frames_do_not_count_in_the_loss():
     b = batch(10, 6)
-    loss, _ = flow_matching_loss(EchoModel(), b, torch.zeros(1, 1, 4), training("fixed"), MODEL, StepGenerators.from_seed(1))
+    loss, _ = flow_matching_loss(EchoModel(), b, torch.zeros(1, 1, 4), training("fixed"), StepGenerators.from_seed(1))
     b2 = {k: v.clone() for k, v in b.items()}
     b2["target_latents"][:, 6:] = 1e3  # garbage in the padding
-    loss2, _ = flow_matching_loss(EchoModel(), b2, torch.zeros(1, 1, 4), training("fixed"), MODEL, StepGenerators.from_seed(1))
+    loss2, _ = flow_matching_loss(EchoModel(), b2, torch.zeros(1, 1, 4), training("fixed"), StepGenerators.from_seed(1))
     assert torch.allclose(loss, loss2)
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open
+from safetensors import SafetensorError, safe_open
 
 from sidestep.errors import DataError
 
@@ -91,8 +90,8 @@ def _read_pt(path: Path) -> Dict[str, Any]:
 
 def _read_safetensors(path: Path) -> Dict[str, Any]:
     try:
-        tensors: Dict[str, Any] = dict(load_file(path))
         with safe_open(path, framework="pt") as f:
+            tensors: Dict[str, Any] = {key: f.get_tensor(key) for key in f.keys()}
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise DataError(f"{path}: unreadable .safetensors file ({err}); re-run preprocessing for it") from None

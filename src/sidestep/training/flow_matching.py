@@ -6,7 +6,7 @@ generator, so the run's random stream does not depend on anything else that uses
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,12 +25,29 @@ class StepGenerators:
         return cls(*(torch.Generator().manual_seed(s) for s in seeds))
 
 
-def sample_timesteps(training: DictConfig, model: DictConfig, n: int, gen: torch.Generator) -> torch.Tensor:
+@dataclass(frozen=True)
+class StepSettings:
+    """The config values the step reads, as plain Python (read once, not per step)."""
+
+    discrete_timesteps: Optional[torch.Tensor]  # vanilla mode's schedule; None in fixed mode
+    timestep_mu: float
+    timestep_sigma: float
+    cfg_ratio: float
+    min_snr_gamma: Optional[float]
+
+    @classmethod
+    def from_config(cls, training: DictConfig, model: DictConfig) -> "StepSettings":
+        vanilla = training.mode == "vanilla"
+        return cls(torch.tensor(list(training.discrete_timesteps)) if vanilla else None, model.timestep_mu,
+                   model.timestep_sigma, training.cfg_ratio, training.min_snr_gamma)
+
+
+def sample_timesteps(settings: StepSettings, n: int, gen: torch.Generator) -> torch.Tensor:
     """`fixed`: the max of two logit-normal draws (r = t). `vanilla`: uniform over the discrete turbo schedule."""
-    if training.mode == "vanilla":
-        schedule = torch.tensor(list(training.discrete_timesteps))
+    if settings.discrete_timesteps is not None:
+        schedule = settings.discrete_timesteps
         return schedule[torch.randint(len(schedule), (n,), generator=gen)]
-    draws = torch.sigmoid(torch.randn(2, n, generator=gen) * model.timestep_sigma + model.timestep_mu)
+    draws = torch.sigmoid(torch.randn(2, n, generator=gen) * settings.timestep_sigma + settings.timestep_mu)
     return draws.max(dim=0).values
 
 
@@ -46,13 +63,13 @@ def drop_condition(encoder_hidden_states: torch.Tensor, null_emb: torch.Tensor, 
 
 
 def flow_matching_loss(transformer: torch.nn.Module, batch: Dict[str, Any], null_emb: torch.Tensor,
-                       training: DictConfig, model: DictConfig, gens: StepGenerators) -> Tuple[torch.Tensor, torch.Tensor]:
+                       settings: StepSettings, gens: StepGenerators) -> Tuple[torch.Tensor, torch.Tensor]:
     """The masked velocity MSE for one batch, and the timesteps it used."""
     x0 = batch["target_latents"]
     n = x0.shape[0]
-    t_cpu = sample_timesteps(training, model, n, gens.timesteps)
+    t_cpu = sample_timesteps(settings, n, gens.timesteps)
     noise = torch.randn(x0.shape, generator=gens.noise).to(x0)
-    encoder_hidden_states, _ = drop_condition(batch["encoder_hidden_states"], null_emb, training.cfg_ratio,
+    encoder_hidden_states, _ = drop_condition(batch["encoder_hidden_states"], null_emb, settings.cfg_ratio,
                                               gens.condition_dropout)
     t = t_cpu.to(x0)
     xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
@@ -61,7 +78,7 @@ def flow_matching_loss(transformer: torch.nn.Module, batch: Dict[str, Any], null
     per_frame = (prediction.float() - (noise - x0).float()).pow(2).mean(dim=-1)
     mask = batch["attention_mask"].float()
     per_sample = (per_frame * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    if training.min_snr_gamma is not None:
+    if settings.min_snr_gamma is not None:
         snr = ((1 - t.float()) / t.float()).pow(2)
-        per_sample = per_sample * snr.clamp(max=training.min_snr_gamma) / snr.clamp(min=1e-8)
+        per_sample = per_sample * snr.clamp(max=settings.min_snr_gamma) / snr.clamp(min=1e-8)
     return per_sample.mean(), t_cpu

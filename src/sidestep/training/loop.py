@@ -6,6 +6,7 @@ the order of things and nothing else.
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from sidestep.data.sampler import EpochSampler
 from sidestep.data.synthetic import synthetic_dataset
 from sidestep.models.dit import build_dit, sample_shape
 from sidestep.training.accelerator import build_accelerator, weight_dtype
-from sidestep.training.flow_matching import StepGenerators, flow_matching_loss
+from sidestep.training.flow_matching import StepGenerators, StepSettings, flow_matching_loss
 from sidestep.training.lora import add_lora, lora_parameter_count, save_adapter
 from sidestep.training.tensorboard import TrainingLogger
 from sidestep.ui.console import is_plain
@@ -56,7 +57,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     dataset_dir = synthetic_dataset(cfg.data.synthetic, shape) if cfg.data.synthetic else Path(cfg.data.dataset_dir)
     dataset = LatentDataset(dataset_dir, shape)
     sampler = EpochSampler(len(dataset), tr.seed)
-    workers = cfg.data.num_workers
+    workers = 0 if sys.platform == "win32" else cfg.data.num_workers  # worker processes re-import torch there: slow
     loader = DataLoader(
         dataset, batch_size=tr.batch_size, sampler=sampler, num_workers=workers,
         collate_fn=CropCollate(tr.seed, _crop_frames(cfg.data.crop_seconds), cfg.model.arch.patch_size),
@@ -88,23 +89,25 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     gens = StepGenerators.from_seed(tr.seed)
+    settings = StepSettings.from_config(cfg.training, cfg.model)
+    max_grad_norm, log_every = tr.max_grad_norm, tr.log_every
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
 
     transformer.train()
     step, smoothed, first, shown_loss, window = 0, None, None, float("nan"), []
     result = FitResult(final_loss=float("nan"), first_loss=float("nan"), steps=0)
     clock = time.perf_counter()
-    with TrainingProgress(total_steps, epochs, is_plain(cfg.ui.plain), tr.log_every,
+    with TrainingProgress(total_steps, epochs, is_plain(cfg.ui.plain), log_every,
                           accelerator.is_main_process) as progress:
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
             for batch in loader:
                 with accelerator.accumulate(transformer):
-                    loss, timesteps = flow_matching_loss(transformer, batch, null_emb, cfg.training, cfg.model, gens)
+                    loss, timesteps = flow_matching_loss(transformer, batch, null_emb, settings, gens)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         logger.layer_gradients(step + 1, transformer)
-                        grad_norm = accelerator.clip_grad_norm_(params, tr.max_grad_norm)
+                        grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 window.append(loss.detach())
@@ -123,7 +126,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                 now = time.perf_counter()
                 result.step_seconds.append(now - clock)
                 clock = now
-                if step % tr.log_every == 0 or step == total_steps:
+                if step % log_every == 0 or step == total_steps:
                     shown_loss = logger.scalars(step, smoothed, step_loss, grad_norm, lr)
                 progress.update(step, epoch, shown_loss, lr)
                 if step >= total_steps:
