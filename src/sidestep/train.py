@@ -29,6 +29,10 @@ def main(cfg: DictConfig) -> Optional[float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with exit_on_user_error():
         cfg = prepare(cfg)
+        if cfg.model.variant != "tiny":
+            from sidestep.models.checkpoints import apply_checkpoint_config
+
+            apply_checkpoint_config(cfg.model)
         save_resolved_config(cfg, run_dir)
         from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
 

@@ -11,7 +11,7 @@ from diffusers.models.transformers.ace_step_transformer import AceStepTransforme
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.data.samples import SampleShape
-from sidestep.errors import ConfigError
+from sidestep.models.checkpoints import assign_weights, locate, read_decoder_weights, read_null_condition, weight_files
 
 
 @dataclass
@@ -33,11 +33,9 @@ def sample_shape(model_cfg: DictConfig) -> SampleShape:
 
 def build_dit(model_cfg: DictConfig, dtype: torch.dtype = torch.float32) -> DiT:
     """A frozen DiT in `dtype`: random weights from `model.init_seed` for `tiny`, else the checkpoint's."""
-    if model_cfg.variant != "tiny":
-        raise ConfigError(
-            f"model={model_cfg.variant}: reading ACE-Step checkpoint folders is not available in this version yet; "
-            "train the tiny model with experiment=demo")
     arch = OmegaConf.to_container(model_cfg.arch)
+    if model_cfg.variant != "tiny":
+        return _load_dit(model_cfg, arch, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(model_cfg.init_seed)
         transformer = AceStepTransformer1DModel(**arch, is_turbo=model_cfg.is_turbo)
@@ -46,3 +44,18 @@ def build_dit(model_cfg: DictConfig, dtype: torch.dtype = torch.float32) -> DiT:
     if dtype != torch.float32:
         transformer.to(dtype)
     return DiT(transformer, null.to(dtype))
+
+
+def _load_dit(model_cfg: DictConfig, arch: dict, dtype: torch.dtype) -> DiT:
+    """Original layout: built on the meta device and filled tensor by tensor, so RAM holds one copy of the weights."""
+    folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
+    if folder.layout == "diffusers":
+        transformer = AceStepTransformer1DModel.from_pretrained(folder.path / "transformer", torch_dtype=dtype)
+        null = read_null_condition(sorted((folder.path / "condition_encoder").glob("*.safetensors")), dtype)
+    else:
+        with torch.device("meta"):
+            transformer = AceStepTransformer1DModel(**arch, is_turbo=model_cfg.is_turbo)
+        assign_weights(transformer, read_decoder_weights(folder.path, dtype), folder.path)
+        null = read_null_condition(weight_files(folder.path), dtype)
+    transformer.requires_grad_(False)
+    return DiT(transformer, null)

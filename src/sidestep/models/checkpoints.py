@@ -1,0 +1,134 @@
+"""Finding the DiT weights in what a user points `model.checkpoint_dir` at, and loading them without a second copy.
+
+Accepted: an ACE-Step `checkpoints/` root (holding `acestep-v15-<variant>/`), one variant folder (its
+`config.json` + `model.safetensors` or a sharded `model.safetensors.index.json`), or a diffusers-format folder
+(`transformer/`, `condition_encoder/`).
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from sidestep.errors import ConfigError
+from sidestep.models.keymap import NULL_CONDITION_KEY, decoder_keys
+
+log = logging.getLogger(__name__)
+VARIANT_PREFIX = "acestep-v15-"
+SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class VariantFolder:
+    path: Path
+    layout: str  # "original" | "diffusers"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / ("transformer/config.json" if self.layout == "diffusers" else "config.json")
+
+
+def find_variants(root: Path) -> Dict[str, Path]:
+    """`{"turbo": root/acestep-v15-turbo, ...}` for every variant folder with a config.json."""
+    return {p.name[len(VARIANT_PREFIX):]: p for p in sorted(Path(root).glob(f"{VARIANT_PREFIX}*"))
+            if (p / "config.json").is_file()}
+
+
+def locate(checkpoint_dir: Path, variant: str) -> VariantFolder:
+    root = Path(checkpoint_dir)
+    if (root / "transformer" / "config.json").is_file():
+        return VariantFolder(root, "diffusers")
+    if (root / "config.json").is_file():
+        return VariantFolder(root, "original")
+    variants = find_variants(root)
+    if variant not in variants:
+        found = ", ".join(variants) or "none"
+        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: {found}); "
+                          "pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
+    return VariantFolder(variants[variant], "original")
+
+
+def read_config(folder: VariantFolder) -> dict:
+    try:
+        return json.loads(folder.config_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{folder.config_file}: unreadable model config ({err})") from None
+
+
+def weight_files(folder: Path) -> List[Path]:
+    """The safetensors files of an original-layout variant folder, sharded or not."""
+    if (folder / INDEX_FILE).is_file():
+        index = json.loads((folder / INDEX_FILE).read_text())
+        return sorted({folder / name for name in index["weight_map"].values()})
+    if (folder / SINGLE_FILE).is_file():
+        return [folder / SINGLE_FILE]
+    raise ConfigError(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}; is the download complete?")
+
+
+def read_decoder_weights(folder: Path, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """The DiT's tensors of an original-layout folder under diffusers names, read one tensor at a time."""
+    weights: Dict[str, torch.Tensor] = {}
+    for path in weight_files(folder):
+        with _open(path) as f:
+            for new, old in decoder_keys(f.keys()).items():
+                weights[new] = f.get_tensor(old).to(dtype)
+    return weights
+
+
+def read_null_condition(files: List[Path], dtype: torch.dtype) -> torch.Tensor:
+    """The learned "no text" condition CFG dropout swaps in, as [1, 1, width]."""
+    for path in files:
+        with _open(path) as f:
+            if NULL_CONDITION_KEY in f.keys():
+                return f.get_tensor(NULL_CONDITION_KEY).to(dtype).reshape(1, 1, -1)
+    raise ConfigError(f"{files[0].parent if files else 'checkpoint'}: no {NULL_CONDITION_KEY} in the weights; "
+                      "is this an ACE-Step 1.5 checkpoint?")
+
+
+def _open(path: Path):
+    try:
+        return safe_open(path, framework="pt")
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(f"{path}: unreadable safetensors file ({err}); re-download it") from None
+
+
+def assign_weights(transformer: torch.nn.Module, weights: Dict[str, torch.Tensor], source: Path) -> None:
+    """Put the tensors into a meta-device model (no second copy); every key must match, name and shape."""
+    expected = transformer.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            problems.append(f"{len(wrong)} with the wrong shape (e.g. {k}: {list(weights[k].shape)} vs {list(expected[k].shape)})")
+        raise ConfigError(f"{source}: weights do not fit the model config: {'; '.join(problems)}")
+    transformer.load_state_dict(weights, strict=True, assign=True)
+
+
+CHECKPOINT_OWNED = ("is_turbo", "timestep_mu", "timestep_sigma", "data_proportion")
+
+
+def apply_checkpoint_config(model_cfg) -> None:
+    """The variant's config.json decides architecture and training constants; log where it overrules the YAML."""
+    folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
+    found = read_config(folder)
+    for key in list(model_cfg.arch.keys()):
+        _take(model_cfg.arch, key, found, f"model.arch.{key}")
+    for key in CHECKPOINT_OWNED:
+        _take(model_cfg, key, found, f"model.{key}")
+
+
+def _take(node, key: str, found: dict, name: str) -> None:
+    if key in found and found[key] is not None and found[key] != node[key]:
+        log.info("%s = %s from the checkpoint's config.json (config said %s)", name, found[key], node[key])
+        node[key] = found[key]

@@ -1,0 +1,132 @@
+"""Real checkpoint folders: found, read through the key table onto diffusers' DiT, and refused clearly when wrong."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from sidestep.errors import ConfigError
+from sidestep.models.checkpoints import apply_checkpoint_config, find_variants, locate
+from sidestep.models.dit import build_dit
+from sidestep.models.keymap import decoder_key_to_diffusers, diffusers_key_to_decoder
+
+TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, in_channels=192, audio_acoustic_hidden_dim=64, patch_size=2,
+                 sliding_window=8, rope_theta=1_000_000.0, encoder_hidden_size=64)
+
+
+@pytest.fixture
+def reference(make_cfg):
+    """The tiny random DiT the checkpoints below are written from."""
+    return build_dit(make_cfg().model)
+
+
+def write_original(folder, reference, shards=1, extra=None):
+    """An ACE-Step-style variant folder: original key names, encoder/tokenizer keys beside the decoder's."""
+    folder.mkdir(parents=True)
+    state = {diffusers_key_to_decoder(k): v.contiguous() for k, v in reference.transformer.state_dict().items()}
+    state.update({"encoder.lyric_encoder.layers.0.self_attn.q_proj.weight": torch.zeros(4, 4),
+                  "tokenizer.embed.weight": torch.zeros(2, 2), "null_condition_emb": reference.null_condition_emb,
+                  **(extra or {})})
+    keys = sorted(state)
+    if shards == 1:
+        save_file(state, folder / "model.safetensors")
+    else:
+        weight_map = {}
+        for i in range(shards):
+            name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            part = {k: state[k] for k in keys[i::shards]}
+            save_file(part, folder / name)
+            weight_map.update({k: name for k in part})
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (folder / "config.json").write_text(json.dumps({**TINY_ARCH, "is_turbo": True, "timestep_mu": -0.4,
+                                                    "timestep_sigma": 1.0, "data_proportion": 0.5}))
+    return folder
+
+
+def outputs(transformer):
+    gen = torch.Generator().manual_seed(0)
+    x, enc, ctx = torch.randn(1, 10, 64, generator=gen), torch.randn(1, 4, 64, generator=gen), torch.randn(1, 10, 128, generator=gen)
+    t = torch.tensor([0.4])
+    with torch.no_grad():
+        return transformer(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
+                           return_dict=False)[0]
+
+
+def real_cfg(make_cfg, root, variant="turbo"):
+    cfg = make_cfg(f"model={variant}", f"model.checkpoint_dir={root}")
+    apply_checkpoint_config(cfg.model)
+    return cfg
+
+
+def test_key_table_round_trips_and_renames_attention_only():
+    assert decoder_key_to_diffusers("decoder.layers.3.cross_attn.o_proj.weight") == "layers.3.cross_attn.to_out.0.weight"
+    assert decoder_key_to_diffusers("decoder.layers.0.self_attn.q_norm.weight") == "layers.0.self_attn.norm_q.weight"
+    assert decoder_key_to_diffusers("decoder.proj_in.1.weight") == "proj_in_conv.weight"
+    assert decoder_key_to_diffusers("decoder.layers.1.mlp.down_proj.weight") == "layers.1.mlp.down_proj.weight"
+    assert decoder_key_to_diffusers("encoder.lyric_encoder.layers.0.self_attn.q_proj.weight") is None
+    for key in ("layers.3.cross_attn.to_out.0.weight", "proj_out_conv.bias", "time_embed_r.linear_1.weight"):
+        assert decoder_key_to_diffusers(diffusers_key_to_decoder(key)) == key
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_original_layout_loads_to_the_same_outputs(make_cfg, reference, tmp_path, shards):
+    write_original(tmp_path / "acestep-v15-turbo", reference, shards=shards)
+    cfg = real_cfg(make_cfg, tmp_path)
+    assert OmegaConf.to_container(cfg.model.arch) == TINY_ARCH and cfg.model.is_turbo
+    dit = build_dit(cfg.model)
+    assert torch.equal(outputs(dit.transformer), outputs(reference.transformer))
+    assert torch.equal(dit.null_condition_emb, reference.null_condition_emb)
+    assert not any(p.requires_grad for p in dit.transformer.parameters())
+
+
+def test_diffusers_layout_loads_to_the_same_outputs(make_cfg, reference, tmp_path):
+    reference.transformer.save_pretrained(tmp_path / "transformer")
+    (tmp_path / "condition_encoder").mkdir()
+    save_file({"null_condition_emb": reference.null_condition_emb}, tmp_path / "condition_encoder" / "diffusion_pytorch_model.safetensors")
+    dit = build_dit(real_cfg(make_cfg, tmp_path).model)
+    diff = (outputs(dit.transformer) - outputs(reference.transformer)).abs().max().item()
+    assert diff < 1e-5, diff
+
+
+def test_variant_detection_in_a_checkpoints_root(reference, tmp_path):
+    for variant in ("turbo", "base"):
+        write_original(tmp_path / f"acestep-v15-{variant}", reference)
+    (tmp_path / "vae").mkdir()
+    assert sorted(find_variants(tmp_path)) == ["base", "turbo"]
+    assert locate(tmp_path, "base").path.name == "acestep-v15-base"
+    assert locate(tmp_path / "acestep-v15-turbo", "sft").layout == "original"  # a variant folder is taken as given
+    with pytest.raises(ConfigError, match=r"no acestep-v15-sft/ in .* \(variants found: base, turbo\)"):
+        locate(tmp_path, "sft")
+
+
+def test_training_runs_on_an_original_layout_checkpoint(make_cfg, reference, tmp_path):
+    from sidestep.training.loop import fit
+
+    write_original(tmp_path / "ckpt" / "acestep-v15-base", reference)
+    cfg = make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "trainer.max_steps=3")
+    apply_checkpoint_config(cfg.model)
+    assert fit(cfg, tmp_path / "run").steps == 3
+
+
+def test_broken_checkpoints_give_one_clear_line(make_cfg, reference, tmp_path):
+    folder = write_original(tmp_path / "bad" / "acestep-v15-turbo", reference,
+                            extra={"decoder.layers.9.self_attn.q_proj.weight": torch.zeros(1)})
+    with pytest.raises(ConfigError, match=r"weights do not fit the model config: 1 unexpected \(e.g. layers.9.self_attn.to_q.weight\)"):
+        build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
+
+    cfg = real_cfg(make_cfg, tmp_path / "bad")
+    cfg.model.arch.intermediate_size = 96
+    with pytest.raises(ConfigError, match="with the wrong shape"):
+        build_dit(cfg.model)
+
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="model.safetensors: unreadable safetensors file"):
+        build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
+
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="no model.safetensors or model.safetensors.index.json"):
+        build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
