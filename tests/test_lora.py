@@ -83,7 +83,8 @@ def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(mak
     cfg = make_cfg("lora.rank=4", "lora.alpha=8")
     trained = trained_tiny(cfg)
     save_adapter(trained, tmp_path / "adapter")
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui.safetensors", "pytorch_lora_weights.safetensors"]
     fresh = build_dit(cfg.model).transformer.eval()
     assert not torch.allclose(outputs(fresh), outputs(trained))
     fresh.load_lora_adapter(tmp_path / "adapter", weight_name="adapter_model.safetensors", prefix=None)
@@ -109,7 +110,7 @@ def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("sidestep.training.lora.save_file", crash)
+    monkeypatch.setattr("sidestep.training.adapter_files.save_file", crash)
     with pytest.raises(OSError):
         save_adapter(model, tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == before

@@ -4,7 +4,6 @@ Config names follow the original ACE-Step checkpoint (`q_proj`, `o_proj`, ...); 
 attention projections `to_q`, `to_out.0` (DESIGN §3). The MLP projections have the same name in both.
 """
 
-import json
 import re
 from pathlib import Path
 from typing import Dict
@@ -12,13 +11,11 @@ from typing import Dict
 import torch
 from omegaconf import DictConfig
 from peft import LoraConfig, get_peft_model_state_dict
-from safetensors.torch import save_file
 
 from sidestep.atomic import atomic_dir
+from sidestep.training.adapter_files import write_formats
 
 DIFFUSERS_ATTENTION_NAMES = {"q_proj": "to_q", "k_proj": "to_k", "v_proj": "to_v", "o_proj": "to_out.0"}
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"  # diffusers reads alpha from here, not adapter_config.json
 LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 
 
@@ -82,11 +79,8 @@ def layer_grad_norms(transformer: torch.nn.Module) -> Dict[int, float]:
 
 
 def save_adapter(transformer: torch.nn.Module, target: Path) -> None:
-    """Write `target/` as a PEFT folder that diffusers' `load_lora_adapter` also loads at full strength."""
+    """Write `target/` with the adapter in every format (see adapter_files), all or nothing."""
     config = transformer.peft_config["default"]
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
-    metadata = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
     with atomic_dir(target) as tmp:
-        save_file(weights, tmp / ADAPTER_WEIGHTS,
-                  metadata={"format": "pt", DIFFUSERS_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-        config.save_pretrained(tmp)
+        write_formats(weights, config, tmp)
