@@ -130,3 +130,21 @@ def test_broken_checkpoints_give_one_clear_line(make_cfg, reference, tmp_path):
     (folder / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="no model.safetensors or model.safetensors.index.json"):
         build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
+
+
+def test_model_auto_prefers_base_then_sft_then_turbo_and_records_the_choice(make_cfg, reference, tmp_path, caplog):
+    caplog.set_level("INFO")
+    write_original(tmp_path / "acestep-v15-turbo", reference)
+    cfg = real_cfg(make_cfg, tmp_path, variant="auto")
+    assert cfg.model.variant == "turbo" and cfg.model.is_turbo
+    write_original(tmp_path / "acestep-v15-sft", reference)
+    write_original(tmp_path / "acestep-v15-base", reference)
+    cfg = real_cfg(make_cfg, tmp_path, variant="auto")
+    assert cfg.model.variant == "base"
+    assert "model=auto: training base (found: base, sft, turbo)" in caplog.text
+    assert torch.equal(outputs(build_dit(cfg.model).transformer), outputs(reference.transformer))
+    assert real_cfg(make_cfg, tmp_path / "acestep-v15-sft", variant="auto").model.variant == "sft"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no acestep-v15-\\*/ variant folders"):
+        real_cfg(make_cfg, empty, variant="auto")

@@ -116,10 +116,32 @@ def assign_weights(transformer: torch.nn.Module, weights: Dict[str, torch.Tensor
 
 
 CHECKPOINT_OWNED = ("is_turbo", "timestep_mu", "timestep_sigma", "data_proportion")
+AUTO_PREFERENCE = ("base", "sft", "turbo")  # base and sft train best; turbo is distilled
+
+
+def pick_variant(checkpoint_dir: Path) -> str:
+    """What `model=auto` trains: the folder's own variant, else the first of base > sft > turbo > others found."""
+    root = Path(checkpoint_dir)
+    if root.name.startswith(VARIANT_PREFIX) and (root / "config.json").is_file():
+        return root.name[len(VARIANT_PREFIX):]
+    variants = find_variants(root)
+    ranked = [v for v in AUTO_PREFERENCE if v in variants] + [v for v in variants if v not in AUTO_PREFERENCE]
+    if not ranked:
+        if (root / "transformer" / "config.json").is_file():
+            return "diffusers"
+        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folders in {root}; "
+                          "point it at your ACE-Step checkpoints/ folder")
+    return ranked[0]
 
 
 def apply_checkpoint_config(model_cfg) -> None:
-    """The variant's config.json decides architecture and training constants; log where it overrules the YAML."""
+    """The variant's config.json decides architecture and training constants; log where it overrules the YAML.
+
+    `model=auto` first becomes the variant `pick_variant` chooses, so the saved config names what was trained."""
+    if model_cfg.variant == "auto":
+        model_cfg.variant = pick_variant(model_cfg.checkpoint_dir)
+        found = ", ".join(find_variants(model_cfg.checkpoint_dir)) or model_cfg.variant
+        log.info("model=auto: training %s (found: %s)", model_cfg.variant, found)
     folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
     found = read_config(folder)
     for key in list(model_cfg.arch.keys()):
