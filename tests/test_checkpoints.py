@@ -148,3 +148,20 @@ def test_model_auto_prefers_base_then_sft_then_turbo_and_records_the_choice(make
     empty.mkdir()
     with pytest.raises(ConfigError, match="no acestep-v15-\\*/ variant folders"):
         real_cfg(make_cfg, empty, variant="auto")
+
+
+def test_cli_records_the_checkpoints_numbers_in_the_saved_config(cli, reference, tmp_path, cache_dir):
+    write_original(tmp_path / "ckpt" / "acestep-v15-base", reference)
+    run = tmp_path / "run"
+    proc = cli("experiment=demo", "model=base", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "trainer.max_steps=2",
+               "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml").model
+    assert saved.arch.hidden_size == 64 and saved.is_turbo is True and saved.variant == "base"
+    assert "model.arch.hidden_size = 64 from the checkpoint's config.json (config said 2048)" in proc.stdout + proc.stderr
+
+    proc = cli("experiment=demo", "model=sft", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "ui.yes=true")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: model.checkpoint_dir: no acestep-v15-sft/ in {tmp_path / 'ckpt'} (variants found: base); "
+        "pick model=<one of them> or point at your ACE-Step checkpoints/ folder"]
