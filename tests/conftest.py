@@ -20,17 +20,22 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def compose_cfg(cache_dir, *overrides: str, experiment: str = "demo", check: bool = True) -> DictConfig:
+    """The checked config `python -m sidestep.train experiment=demo <overrides>` uses."""
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        base: List[str] = [f"experiment={experiment}", "ui.yes=true"] if experiment else []
+        if experiment == "demo":
+            base.append(f"data.synthetic.cache_dir={cache_dir}")
+        cfg = compose(config_name="train", overrides=base + list(overrides))
+    return prepare(cfg) if check else cfg
+
+
 @pytest.fixture
 def make_cfg(cache_dir):
     """`make_cfg("lora.rank=4")` -> the checked config `python -m sidestep.train experiment=demo lora.rank=4` uses."""
 
     def make(*overrides: str, experiment: str = "demo", check: bool = True) -> DictConfig:
-        with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-            base: List[str] = [f"experiment={experiment}", "ui.yes=true"] if experiment else []
-            if experiment == "demo":
-                base.append(f"data.synthetic.cache_dir={cache_dir}")
-            cfg = compose(config_name="train", overrides=base + list(overrides))
-        return prepare(cfg) if check else cfg
+        return compose_cfg(cache_dir, *overrides, experiment=experiment, check=check)
 
     return make
 

@@ -170,3 +170,28 @@ def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
     assert orders[0] != orders[1]
     sampler.set_epoch(1)
     assert [i for _, i in sampler] == orders[1]
+
+
+def test_all_problems_are_reported_together_and_skip_trains_on_the_rest(tmp_path, caplog):
+    write_pt(tmp_path / "good.pt", sample())
+    write_pt(tmp_path / "nan.pt", {**sample(), "target_latents": torch.full((50, 64), float("nan"))})
+    (tmp_path / "zero.pt").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        LatentDataset(tmp_path, SHAPE)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("2 unusable sample files in") and "data.on_bad_sample=skip" in lines[0]
+    assert any("nan.pt: target_latents contains NaN" in line for line in lines)
+    assert any("zero.pt: empty file" in line for line in lines)
+    caplog.set_level("WARNING")
+    dataset = LatentDataset(tmp_path, SHAPE, on_bad_sample="skip")
+    assert [p.name for p in dataset.files] == ["good.pt"] and "skipping 2 unusable sample file(s) of 3" in caplog.text
+    (tmp_path / "good.pt").unlink()
+    with pytest.raises(DataError):
+        LatentDataset(tmp_path, SHAPE, on_bad_sample="skip")  # nothing usable left is always an error
+
+
+def test_a_manifest_listing_a_file_twice_is_refused(tmp_path):
+    write_pt(tmp_path / "a.pt", sample())
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": ["a.pt", "a.pt"]}))
+    with pytest.raises(DataError, match="manifest.json: lists .*a.pt more than once"):
+        list_sample_files(tmp_path)

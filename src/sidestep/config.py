@@ -147,6 +147,9 @@ class TrainerConfig:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     gradient_checkpointing: bool = False
     save_every: int = 10  # epochs
+    save_every_steps: Optional[int] = None  # optimizer steps; also checkpoint mid-epoch when set
+    keep_checkpoints: int = 3
+    on_nonfinite: str = "error"  # error | skip: what a NaN/Inf loss or gradient does
     log_every: int = 10  # optimizer steps
     log_heavy_every: int = 50  # optimizer steps
 
@@ -172,6 +175,12 @@ class DataConfig:
     pin_memory: bool = True
     prefetch_factor: int = 2
     persistent_workers: bool = True
+    on_bad_sample: str = "error"  # error | skip: what an unusable sample file does
+
+
+@dataclass
+class ResumeConfig:
+    strict: bool = True  # false: a checkpoint that does not fit loads its matching LoRA tensors only
 
 
 @dataclass
@@ -191,6 +200,8 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
 def register_schemas() -> None:
@@ -251,8 +262,12 @@ def validate(cfg: DictConfig) -> None:
     _check(tr.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 (got {tr.max_grad_norm})")
     _check(bool(DEVICE_PATTERN.fullmatch(tr.device)), "trainer.device", f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {tr.device!r})")
     _check(tr.precision in ("auto", "bf16", "fp16", "fp32"), "trainer.precision", f"must be auto, bf16, fp16 or fp32 (got {tr.precision!r})")
-    for key in ("save_every", "log_every", "log_heavy_every"):
+    for key in ("save_every", "log_every", "log_heavy_every", "keep_checkpoints"):
         _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
+    _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
+           f"must be at least 1 or null (got {tr.save_every_steps})")
+    _check(tr.on_nonfinite in ("error", "skip"), "trainer.on_nonfinite", f"must be error or skip (got {tr.on_nonfinite!r})")
+    _check(data.on_bad_sample in ("error", "skip"), "data.on_bad_sample", f"must be error or skip (got {data.on_bad_sample!r})")
     t = cfg.training
     _check(t.mode in ("fixed", "vanilla"), "training.mode", f"must be fixed or vanilla (got {t.mode!r}); use training=fixed|vanilla")
     _check(0.0 <= t.cfg_ratio < 1.0, "training.cfg_ratio", f"must be in [0, 1) (got {t.cfg_ratio})")
@@ -292,6 +307,8 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg = typed(cfg)
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
+    if cfg.resume_from not in (None, "latest"):
+        cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:
         cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)
     if cfg.optimizer._target_ == PRODIGY_TARGET:

@@ -1,6 +1,7 @@
 """A folder of preprocessed samples as a map-style dataset, checked file by file when it is opened."""
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -11,6 +12,7 @@ from sidestep.data.samples import SAMPLE_SUFFIXES, SampleShape, check_sample, re
 from sidestep.errors import DataError
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def list_sample_files(dataset_dir: Path) -> List[Path]:
@@ -23,6 +25,9 @@ def list_sample_files(dataset_dir: Path) -> List[Path]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise DataError(f"{manifest}: not a manifest (expected JSON with a 'samples' list); fix or delete it") from None
         files = [Path(p) if Path(p).is_absolute() else dataset_dir / p for p in entries]
+        repeated = sorted({str(p) for p in files if files.count(p) > 1})
+        if repeated:
+            raise DataError(f"{manifest}: lists {repeated[0]} more than once; each sample must appear once")
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise DataError(f"{manifest}: lists {len(missing)} missing file(s), e.g. {missing[0]}; fix or delete the manifest")
@@ -36,15 +41,30 @@ def list_sample_files(dataset_dir: Path) -> List[Path]:
 
 
 class LatentDataset(Dataset):
-    """Items are `(epoch, index)` keys from `EpochSampler`, so cropping can be seeded per epoch and sample."""
+    """Items are `(epoch, index)` keys from `EpochSampler`, so cropping can be seeded per epoch and sample.
 
-    def __init__(self, dataset_dir: Path, shape: SampleShape):
-        self.files = list_sample_files(dataset_dir)
-        self.frames = []
-        for path in self.files:
-            sample = read_sample(path)
-            check_sample(path, sample, shape)
+    Every file is read and checked when the dataset opens, and all problems are reported together:
+    `on_bad_sample="error"` stops, `"skip"` trains on the usable files and says how many were left out."""
+
+    def __init__(self, dataset_dir: Path, shape: SampleShape, on_bad_sample: str = "error"):
+        self.files, self.frames, problems = [], [], []
+        for path in list_sample_files(dataset_dir):
+            try:
+                sample = read_sample(path)
+                check_sample(path, sample, shape)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            self.files.append(path)
             self.frames.append(int(sample["target_latents"].shape[0]))
+        if problems and (on_bad_sample == "error" or not self.files):
+            if len(problems) == 1:
+                raise DataError(problems[0])
+            raise DataError(f"{len(problems)} unusable sample files in {dataset_dir} "
+                            f"(data.on_bad_sample=skip trains on the rest):\n  " + "\n  ".join(problems))
+        if problems:
+            log.warning("skipping %d unusable sample file(s) of %d:\n  %s", len(problems),
+                        len(problems) + len(self.files), "\n  ".join(problems))
 
     def __len__(self) -> int:
         return len(self.files)

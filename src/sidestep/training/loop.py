@@ -1,11 +1,10 @@
-"""The training recipe, top to bottom: data -> frozen DiT + LoRA -> optimizer -> loop -> adapter.
+"""The training recipe, top to bottom: data -> frozen DiT + LoRA -> optimizer -> (resume) -> loop -> adapter.
 
-Accelerate owns devices, precision, accumulation, clipping and (later) several processes; this file owns
-the order of things and nothing else.
+Accelerate owns devices, precision, accumulation, clipping and several processes; this file owns the order of
+things, when checkpoints are written, and what happens on a signal or a non-finite step.
 """
 
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,14 +23,18 @@ from sidestep.data.collate import CropCollate
 from sidestep.data.dataset import LatentDataset
 from sidestep.data.sampler import EpochSampler
 from sidestep.data.synthetic import synthetic_dataset
+from sidestep.errors import SidestepError
 from sidestep.models.dit import build_dit, sample_shape
+from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.flow_matching import StepGenerators, StepSettings, flow_matching_loss
-from sidestep.training.lora import add_lora, lora_parameter_count, save_adapter
+from sidestep.training.interrupts import StopRequest
+from sidestep.training.lora import add_lora, save_adapter
+from sidestep.training.plan import run_plan, schedule_lengths
 from sidestep.training.tensorboard import TrainingLogger
 from sidestep.ui.console import is_plain
 from sidestep.ui.progress import TrainingProgress
-from sidestep.ui.summary import RunPlan, confirm, show
+from sidestep.ui.summary import confirm, show
 
 log = logging.getLogger(__name__)
 LOSS_SMOOTHING = 0.9
@@ -42,7 +45,7 @@ class FitResult:
     final_loss: float  # exponentially smoothed training loss at the last step
     first_loss: float
     steps: int
-    step_seconds: List[float] = field(default_factory=list)  # wall time of each optimizer step
+    step_seconds: List[float] = field(default_factory=list)  # wall time of each optimizer step run here
     adapter_dir: Optional[Path] = None
 
 
@@ -55,21 +58,27 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     # Data: every file is checked against the model's sample layout before any weight is loaded.
     shape = sample_shape(cfg.model)
     dataset_dir = synthetic_dataset(cfg.data.synthetic, shape) if cfg.data.synthetic else Path(cfg.data.dataset_dir)
-    dataset = LatentDataset(dataset_dir, shape)
+    dataset = LatentDataset(dataset_dir, shape, cfg.data.on_bad_sample)
     sampler = EpochSampler(len(dataset), tr.seed)
     workers = 0 if sys.platform == "win32" else cfg.data.num_workers  # worker processes re-import torch there: slow
+    crop_frames = None if cfg.data.crop_seconds is None else int(cfg.data.crop_seconds * LATENT_FPS)
     loader = DataLoader(
         dataset, batch_size=tr.batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=CropCollate(tr.seed, _crop_frames(cfg.data.crop_seconds), cfg.model.arch.patch_size),
+        collate_fn=CropCollate(tr.seed, crop_frames, cfg.model.arch.patch_size),
         pin_memory=cfg.data.pin_memory and accelerator.device.type == "cuda",
         persistent_workers=cfg.data.persistent_workers and workers > 0,
         prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
+        generator=torch.Generator().manual_seed(tr.seed),  # iterators draw worker seeds here, not from the global RNG
     )
-    steps_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes) / tr.gradient_accumulation)
-    total_steps = tr.epochs * steps_per_epoch if tr.max_steps is None else min(tr.max_steps, tr.epochs * steps_per_epoch)
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
 
-    plan = _plan(cfg, run_dir, accelerator, dataset, steps_per_epoch, epochs, total_steps)
+    # Resume: refuse a checkpoint of a different setup before anything heavy happens.
+    fingerprint = ckpt.fingerprint(cfg, dataset.files)
+    resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
+    exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
+
+    plan = run_plan(cfg, run_dir, accelerator, dataset, steps_per_epoch, epochs, total_steps,
+                    f"resuming {resume_dir}" if resume_dir else "fresh start")
     if accelerator.is_main_process:
         show(plan)
         if not confirm(cfg.ui.yes):
@@ -87,87 +96,131 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     optimizer = instantiate(cfg.optimizer)(params)
     scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
+    ckpt.register_lora_hooks(accelerator)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     gens = StepGenerators.from_seed(tr.seed)
     settings = StepSettings.from_config(cfg.training, cfg.model)
-    max_grad_norm, log_every = tr.max_grad_norm, tr.log_every
+
+    state = ckpt.TrainerState()
+    if exact_resume:
+        state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch + 1,
+                 state.batch_in_epoch)
+    elif resume_dir is not None:
+        count = ckpt.load_lora_only(accelerator.unwrap_model(transformer), resume_dir)
+        log.warning("resume.strict=false: loaded %d LoRA tensors from %s; optimizer, schedule and counters start fresh",
+                    count, resume_dir)
+
+    def save() -> Path:
+        state.smoothed_loss = None if smoothed is None else float(smoothed)
+        state.first_loss = None if first is None else float(first)
+        return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, fingerprint, tr.keep_checkpoints)
+
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
+    max_grad_norm, log_every, save_every_steps = tr.max_grad_norm, tr.log_every, tr.save_every_steps
+    smoothed = None if state.smoothed_loss is None else torch.tensor(state.smoothed_loss, device=accelerator.device)
+    first = None if state.first_loss is None else torch.tensor(state.first_loss, device=accelerator.device)
+    shown_loss, window, names = float("nan") if smoothed is None else float(smoothed), [], []
+    result = FitResult(final_loss=float("nan"), first_loss=float("nan"), steps=state.step)
+    last_checkpoint = resume_dir
 
     transformer.train()
-    step, smoothed, first, shown_loss, window = 0, None, None, float("nan"), []
-    result = FitResult(final_loss=float("nan"), first_loss=float("nan"), steps=0)
     clock = time.perf_counter()
-    with TrainingProgress(total_steps, epochs, is_plain(cfg.ui.plain), log_every,
-                          accelerator.is_main_process) as progress:
-        for epoch in range(epochs):
-            sampler.set_epoch(epoch)
-            for batch in loader:
+    with StopRequest() as stop, TrainingProgress(total_steps, epochs, is_plain(cfg.ui.plain), log_every,
+                                                 accelerator.is_main_process) as progress:
+        progress.start_at(state.step)
+        while state.step < total_steps and state.epoch < epochs:
+            batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+            batches.set_epoch(state.epoch)  # Accelerate's loader passes it to our sampler; it would count on its own
+            for batch in batches:
+                state.batch_in_epoch += 1
+                names += batch["names"]
                 with accelerator.accumulate(transformer):
-                    loss, timesteps = flow_matching_loss(transformer, batch, null_emb, settings, gens)
+                    loss, timesteps = _guard_oom(cfg, lambda: flow_matching_loss(transformer, batch, null_emb, settings, gens))
                     accelerator.backward(loss)
+                    finite = True
                     if accelerator.sync_gradients:
-                        logger.layer_gradients(step + 1, transformer)
+                        logger.layer_gradients(state.step + 1, transformer)
                         grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
-                    optimizer.step()
+                        finite = bool(torch.isfinite(grad_norm))  # one scalar read per optimizer step
+                    if finite:
+                        optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 window.append(loss.detach())
                 logger.add_timesteps(timesteps)
                 if not accelerator.sync_gradients:
                     continue
 
-                # One optimizer step is complete. Losses stay on the device until they are logged.
-                step_loss = torch.stack(window).mean()
+                # One optimizer step is complete (or skipped as non-finite). Losses stay on the device until logged.
+                if not finite:
+                    _nonfinite(cfg, state, names, last_checkpoint)
+                else:
+                    step_loss = torch.stack(window).mean()
+                    first = step_loss if first is None else first
+                    smoothed = step_loss if smoothed is None else LOSS_SMOOTHING * smoothed + (1 - LOSS_SMOOTHING) * step_loss
                 window.clear()
-                first = step_loss if first is None else first
-                smoothed = step_loss if smoothed is None else LOSS_SMOOTHING * smoothed + (1 - LOSS_SMOOTHING) * step_loss
+                names = []
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
-                step += 1
+                state.step += 1
                 now = time.perf_counter()
                 result.step_seconds.append(now - clock)
                 clock = now
-                if step % log_every == 0 or step == total_steps:
-                    shown_loss = logger.scalars(step, smoothed, step_loss, grad_norm, lr)
-                progress.update(step, epoch, shown_loss, lr)
-                if step >= total_steps:
+                if finite and (state.step % log_every == 0 or state.step == total_steps):
+                    shown_loss = logger.scalars(state.step, smoothed, step_loss, grad_norm, lr)
+                progress.update(state.step, state.epoch, shown_loss, lr)
+                if stop.requested or (save_every_steps and state.step % save_every_steps == 0):
+                    last_checkpoint = save()
+                if stop.requested:
+                    raise stop.interrupted(run_dir, last_checkpoint)
+                if state.step >= total_steps:
                     break
+            else:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if state.epoch % tr.save_every == 0:
+                    last_checkpoint = save()
 
     accelerator.wait_for_everyone()
-    result.steps, result.first_loss, result.final_loss = step, float(first), float(smoothed)
+    result.steps = state.step
+    result.first_loss = float("nan") if first is None else float(first)
+    result.final_loss = float("nan") if smoothed is None else float(smoothed)
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
         save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
-        log.info("adapter written to %s (smoothed loss %.4f, first %.4f)", result.adapter_dir, result.final_loss,
-                 result.first_loss)
+        log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s)", result.adapter_dir, result.final_loss,
+                 result.first_loss, f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")
     logger.close()
     accelerator.end_training()
     return result
 
 
-def _crop_frames(crop_seconds: Optional[float]) -> Optional[int]:
-    return None if crop_seconds is None else int(crop_seconds * LATENT_FPS)
+def _fits(checkpoint: Path, fingerprint: dict, strict: bool) -> bool:
+    """True when the checkpoint belongs to this setup; a mismatch stops the run unless `resume.strict=false`."""
+    problems = ckpt.mismatches(ckpt.read_state(checkpoint)["fingerprint"], fingerprint)
+    if not problems:
+        return True
+    if strict:
+        raise ckpt.CheckpointError(f"{checkpoint} does not fit this run (resume.strict=false loads its LoRA "
+                                   "weights only):\n  " + "\n  ".join(problems))
+    log.warning("checkpoint %s differs from this run:\n  %s", checkpoint, "\n  ".join(problems))
+    return False
 
 
-def _plan(cfg: DictConfig, run_dir: Path, accelerator, dataset: LatentDataset, steps_per_epoch: int, epochs: int,
-          total_steps: int) -> RunPlan:
-    lora, tr = cfg.lora, cfg.trainer
-    modules = "+".join(lora.target_modules)
-    return RunPlan(
-        run_dir=str(run_dir),
-        model=f"{cfg.model.variant} ({cfg.model.arch.num_hidden_layers} layers, hidden {cfg.model.arch.hidden_size})",
-        device=str(accelerator.device),
-        precision="fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision,
-        samples=len(dataset),
-        audio_seconds=dataset.seconds,
-        batch_size=tr.batch_size,
-        gradient_accumulation=tr.gradient_accumulation,
-        processes=accelerator.num_processes,
-        steps_per_epoch=steps_per_epoch,
-        epochs=epochs,
-        total_steps=total_steps,
-        lora=f"rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, {modules} on {'+'.join(cfg.attention.blocks)}",
-        trainable_params=lora_parameter_count(cfg.model.arch, lora, cfg.attention),
-        optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
-        scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
-        training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",
-    )
+def _nonfinite(cfg: DictConfig, state: ckpt.TrainerState, names: List[str], last_checkpoint: Optional[Path]) -> None:
+    where = f"step {state.step + 1} (samples: {', '.join(sorted(set(names)))})"
+    if cfg.trainer.on_nonfinite == "error":
+        raise SidestepError(f"non-finite loss or gradient at {where}; last good checkpoint: {last_checkpoint or 'none'}; "
+                            "trainer.on_nonfinite=skip skips such steps")
+    state.skipped_nonfinite += 1
+    log.warning("skipped non-finite %s (%d so far)", where, state.skipped_nonfinite)
+
+
+def _guard_oom(cfg: DictConfig, step):
+    try:
+        return step()
+    except torch.OutOfMemoryError:
+        tr = cfg.trainer
+        raise SidestepError(
+            f"out of GPU memory (batch {tr.batch_size}, crop {cfg.data.crop_seconds or 'whole songs'} s, precision "
+            f"{tr.precision}, gradient checkpointing {'on' if tr.gradient_checkpointing else 'off'}); try a smaller "
+            "vram= profile, trainer.gradient_checkpointing=true, optimizer=adamw8bit or a shorter data.crop_seconds") from None

@@ -33,13 +33,15 @@ def is_interactive() -> bool:
 
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Bad input becomes one line on stderr and exit code 2; Ctrl-C exits 130. Bugs still raise."""
+    """Bad input becomes one line on stderr and exit code 2 (an interrupted run: its own message and 130/143);
+    Ctrl-C outside training exits 130. Bugs still raise."""
     try:
         yield
     except SidestepError as err:
         log.debug("user error", exc_info=True)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        code = getattr(err, "exit_code", 2)
+        print(f"error: {err}" if code == 2 else str(err), file=sys.stderr)
+        sys.exit(code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

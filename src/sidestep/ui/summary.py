@@ -27,6 +27,7 @@ class RunPlan:
     optimizer: str
     scheduler: str
     training: str
+    checkpoints: str
 
     @property
     def effective_batch(self) -> int:
@@ -49,6 +50,7 @@ def show(plan: RunPlan) -> None:
         ("optimizer", plan.optimizer),
         ("schedule", plan.scheduler),
         ("timesteps", plan.training),
+        ("checkpoints", plan.checkpoints),
     ]
     for key, value in rows:
         table.add_row(key, value)

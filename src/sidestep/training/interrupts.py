@@ -1,0 +1,58 @@
+"""Ctrl-C and SIGTERM during training: finish the step, write a checkpoint, say how to resume, exit 130/143."""
+
+import logging
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+from sidestep.errors import SidestepError
+
+log = logging.getLogger(__name__)
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(SidestepError):
+    """Training stopped on a signal after saving; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopRequest:
+    """The first signal asks the loop to stop at the next step boundary; a second Ctrl-C stops at once
+    (nothing is left half-written: every file is written under a temporary name first)."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: stopping after this step and writing a checkpoint (Ctrl-C again to stop now)",
+                    signal.Signals(signum).name)
+
+    def interrupted(self, run_dir: Path, checkpoint: Path) -> Interrupted:
+        args = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "resume_from="))]
+        command = shlex.join(["python", "-m", "sidestep.train", *args, f"hydra.run.dir={run_dir}", "resume_from=latest"])
+        return Interrupted(f"stopped by {signal.Signals(self.signum).name}; checkpoint {checkpoint}\n"
+                           f"resume with: {command}", 128 + self.signum)

@@ -1,0 +1,46 @@
+"""The numbers of a run, worked out before any weight is loaded, for the summary the user confirms."""
+
+import math
+from pathlib import Path
+
+from accelerate import Accelerator
+from omegaconf import DictConfig
+
+from sidestep.data.dataset import LatentDataset
+from sidestep.training.lora import lora_parameter_count
+from sidestep.ui.summary import RunPlan
+
+
+def schedule_lengths(cfg: DictConfig, batches: int, processes: int):
+    """(optimizer steps per epoch, total optimizer steps, epochs to run) for `batches` batches per epoch."""
+    tr = cfg.trainer
+    steps_per_epoch = math.ceil(math.ceil(batches / processes) / tr.gradient_accumulation)
+    total = tr.epochs * steps_per_epoch if tr.max_steps is None else min(tr.max_steps, tr.epochs * steps_per_epoch)
+    return steps_per_epoch, total, math.ceil(total / steps_per_epoch)
+
+
+def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset, steps_per_epoch: int,
+             epochs: int, total_steps: int, resume: str) -> RunPlan:
+    lora, tr = cfg.lora, cfg.trainer
+    modules = "+".join(lora.target_modules)
+    return RunPlan(
+        run_dir=str(run_dir),
+        model=f"{cfg.model.variant} ({cfg.model.arch.num_hidden_layers} layers, hidden {cfg.model.arch.hidden_size})",
+        device=str(accelerator.device),
+        precision="fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision,
+        samples=len(dataset),
+        audio_seconds=dataset.seconds,
+        batch_size=tr.batch_size,
+        gradient_accumulation=tr.gradient_accumulation,
+        processes=accelerator.num_processes,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        total_steps=total_steps,
+        lora=f"rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, {modules} on {'+'.join(cfg.attention.blocks)}",
+        trainable_params=lora_parameter_count(cfg.model.arch, lora, cfg.attention),
+        optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
+        scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
+        training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",
+        checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
+                     + f", keeping {tr.keep_checkpoints}; {resume}"),
+    )
