@@ -196,3 +196,16 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(mak
     assert result.steps == 10
     fit(make_cfg(*BASE), tmp_path / "reference")
     assert_same(adapter(tmp_path / "reference"), adapter(run))
+
+
+def test_first_signal_asks_to_stop_and_a_second_ctrl_c_stops_at_once(tmp_path):
+    from sidestep.training.interrupts import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGTERM
+        error = stop.interrupted(tmp_path, tmp_path / "checkpoints" / "step-0000007")
+        assert error.exit_code == 143 and "resume_from=latest" in str(error) and f"hydra.run.dir={tmp_path}" in str(error)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
