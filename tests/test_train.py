@@ -88,27 +88,6 @@ def test_cli_demo_writes_a_complete_run_dir(cli, tmp_path, cache_dir):
     assert [e.step for e in events.Scalars("loss/smoothed")] == [10, 12]
 
 
-def test_cli_rerun_from_the_saved_config_gives_the_same_adapter(cli, tmp_path, cache_dir):
-    first = tmp_path / "first"
-    assert cli("experiment=demo", "trainer.max_steps=6", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
-               f"hydra.run.dir={first}").returncode == 0
-    proc = cli("--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={tmp_path / 'again'}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    a = load_file(first / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "again" / "adapter" / "adapter_model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_cli_multirun_makes_one_dir_per_job_with_its_rank(cli, tmp_path, cache_dir):
-    sweep = tmp_path / "sweep"
-    proc = cli("-m", "experiment=demo", "lora.rank=2,4", "optimizer.lr=1e-4,1e-3", "trainer.max_steps=3", "ui.yes=true",
-               f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    configs = sorted(sweep.glob("*/adapter/adapter_config.json"))
-    assert len(configs) == 4
-    assert sorted(json.loads(p.read_text())["r"] for p in configs) == [2, 2, 4, 4]
-
-
 @pytest.mark.parametrize("args, message", [
     (["optimizer.lr=-1"], "error: optimizer.lr: must be > 0"),
     (["lora.dropout=0.9"], "error: lora.dropout: must be between 0 and 0.5"),

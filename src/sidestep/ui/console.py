@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Iterator
 
@@ -11,6 +12,8 @@ from rich.logging import RichHandler
 from sidestep.errors import SidestepError
 
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console = Console(width=200)  # piped into a log file: do not wrap tables at 80 columns
 log = logging.getLogger("sidestep")
 
 

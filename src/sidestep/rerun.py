@@ -1,0 +1,88 @@
+"""`python -m sidestep.rerun RUN_DIR [overrides...]`: run a past run again, optionally changed.
+
+The run is recomposed from today's `conf/` with the overrides it was started with (`RUN/.hydra/overrides.yaml`)
+plus the new ones, so group choices such as `optimizer=prodigy` work. First the recomposition without the new
+overrides is compared with the run's saved config: if `conf/` has changed since, the rerun is refused with the
+keys that differ (`--config-path RUN/.hydra --config-name config` still reruns the saved values exactly).
+"""
+
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sidestep.config import as_container, prepare, register_schemas
+from sidestep.errors import SidestepError
+from sidestep.ui.console import exit_on_user_error
+
+PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir", "resume_from")
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def saved_overrides(run_dir: Path) -> List[str]:
+    """The run's own overrides, with paths pinned to the absolute values it used and its run dir dropped."""
+    hydra_dir = run_dir / ".hydra"
+    if not (hydra_dir / "overrides.yaml").is_file() or not (hydra_dir / "config.yaml").is_file():
+        raise SidestepError(f"{run_dir}: not a Side-Step run dir (no .hydra/overrides.yaml and config.yaml)")
+    saved = OmegaConf.load(hydra_dir / "config.yaml")
+    pinned = []
+    for override in OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml")):
+        key = override_key(override)
+        if key.startswith("hydra."):
+            continue
+        if key in PATH_KEYS and OmegaConf.select(saved, key) is not None:
+            override = f"{key}={OmegaConf.select(saved, key)}"
+        pinned.append(override)
+    return pinned
+
+
+def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
+    """{key: (saved, recomposed)} for every value today's conf/ would set differently."""
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = prepare(compose(config_name="train", overrides=overrides))
+    if cfg.model.variant != "tiny":
+        from sidestep.models.checkpoints import apply_checkpoint_config
+
+        apply_checkpoint_config(cfg.model)
+    now = _flatten(as_container(cfg))
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)}
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def main(argv: List[str]) -> None:
+    register_schemas()
+    if not argv or argv[0].startswith("-"):
+        print("usage: python -m sidestep.rerun RUN_DIR [overrides...]", file=sys.stderr)
+        sys.exit(2)
+    with exit_on_user_error():
+        run_dir = Path(argv[0]).resolve()
+        old = saved_overrides(run_dir)
+        changed = drift(run_dir, old)
+        if changed:
+            lines = [f"{k}: run had {a!r}, conf/ now gives {b!r}" for k, (a, b) in changed.items()]
+            raise SidestepError(f"conf/ has changed since {run_dir} ran; for its exact values use "
+                                f"--config-path {run_dir / '.hydra'} --config-name config\n  " + "\n  ".join(lines))
+    new = argv[1:]
+    replaced = {override_key(o) for o in new}
+    sys.argv = [sys.argv[0], *[o for o in old if override_key(o) not in replaced], *new]
+    from sidestep.train import main as train
+
+    train()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

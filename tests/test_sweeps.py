@@ -1,0 +1,72 @@
+"""Sweeps and reruns: a grid makes one dir per job and a report compares them; past runs rerun exactly."""
+
+import csv
+import json
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from sidestep.rerun import drift, saved_overrides
+
+
+def same_adapter(a, b):
+    x = load_file(a / "adapter" / "adapter_model.safetensors")
+    y = load_file(b / "adapter" / "adapter_model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "experiment=demo", "lora.rank=2,4", "optimizer.lr=1e-4,1e-3", "trainer.max_steps=10",
+               "trainer.log_every=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    configs = sorted(sweep.glob("*/adapter/adapter_config.json"))
+    assert len(configs) == 4
+    assert sorted(json.loads(p.read_text())["r"] for p in configs) == [2, 2, 4, 4]
+
+    report = cli(str(sweep), app="report")
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert len(rows) == 4 and all(int(r["steps"]) == 10 for r in rows)
+    finals = [float(r["final_loss"]) for r in rows]
+    assert finals == sorted(finals)  # best first
+    assert sorted(r["overrides"].split()[1] for r in rows) == ["lora.rank=2", "lora.rank=2", "lora.rank=4", "lora.rank=4"]
+    assert all("lora.rank=" in line for line in report.stdout.splitlines() if "optimizer.lr=" in line)
+    assert (sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((sweep / "sweep.json").read_text())[0]["curve"]) == 5
+
+
+def test_reruns_reproduce_the_adapter_and_accept_changes(cli, tmp_path, cache_dir):
+    first = tmp_path / "first"
+    assert cli("experiment=demo", "trainer.max_steps=6", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
+               f"hydra.run.dir={first}").returncode == 0
+
+    proc = cli("--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={tmp_path / 'exact'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert same_adapter(first, tmp_path / "exact")
+
+    proc = cli(str(first), f"hydra.run.dir={tmp_path / 'again'}", app="rerun")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert same_adapter(first, tmp_path / "again")
+
+    proc = cli(str(first), "optimizer=prodigy", "lora.rank=8", f"hydra.run.dir={tmp_path / 'changed'}", app="rerun")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = OmegaConf.load(tmp_path / "changed" / ".hydra" / "config.yaml")
+    assert saved.optimizer._target_ == "prodigyopt.Prodigy" and saved.lora.rank == 8
+    assert json.loads((tmp_path / "changed" / "adapter" / "adapter_config.json").read_text())["r"] == 8
+
+
+def test_rerun_refuses_when_the_config_tree_has_drifted(cli, tmp_path, cache_dir):
+    run = tmp_path / "run"
+    assert cli("experiment=demo", "trainer.max_steps=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
+               f"hydra.run.dir={run}").returncode == 0
+    assert drift(run, saved_overrides(run)) == {}
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    saved.training.cfg_ratio = 0.2  # as if conf/training/fixed.yaml had said 0.2 back then
+    OmegaConf.save(saved, run / ".hydra" / "config.yaml")
+    assert drift(run, saved_overrides(run)) == {"training.cfg_ratio": (0.2, 0.15)}
+    proc = cli(str(run), app="rerun")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: conf/ has changed since {run} ran")
+    assert "training.cfg_ratio: run had 0.2, conf/ now gives 0.15" in proc.stderr
