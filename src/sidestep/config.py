@@ -133,6 +133,7 @@ class LoraConfig:
     dropout: float = 0.1
     bias: str = "none"  # none | all | lora_only
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    rank_map: Optional[str] = None  # an estimate.json from `python -m sidestep.estimate`: per-module ranks
 
 
 @dataclass
@@ -190,6 +191,16 @@ class UIConfig:
 
 
 @dataclass
+class EstimateConfig:
+    """`python -m sidestep.estimate`: gradient sensitivity of each candidate module, turned into a rank plan."""
+
+    batches: int = 32
+    include_mlp: bool = False  # also score the MLP projections
+    budget_params: Optional[int] = None  # default: what lora.rank on every candidate module would train
+    ranks: List[int] = field(default_factory=lambda: [4, 8, 16, 32, 64, 128])
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     optimizer: OptimizerConfig = MISSING
@@ -202,6 +213,7 @@ class TrainConfig:
     ui: UIConfig = field(default_factory=UIConfig)
     resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
 
 
 def register_schemas() -> None:
@@ -277,6 +289,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.model.timestep_sigma > 0, "model.timestep_sigma", f"must be > 0 (got {cfg.model.timestep_sigma})")
     _check(data.crop_seconds is None or data.crop_seconds * LATENT_FPS >= 2 * cfg.model.arch.patch_size,
            "data.crop_seconds", f"must be null or at least {2 * cfg.model.arch.patch_size / LATENT_FPS} s (got {data.crop_seconds})")
+    est = cfg.estimate
+    _check(est.batches >= 1, "estimate.batches", f"must be at least 1 (got {est.batches})")
+    _check(len(est.ranks) > 0 and all(r >= 1 for r in est.ranks), "estimate.ranks", "must be a list of ranks >= 1")
+    _check(est.budget_params is None or est.budget_params > 0, "estimate.budget_params", "must be > 0 or null")
+    _check(lora.rank_map is None or Path(lora.rank_map).is_file(), "lora.rank_map",
+           f"{lora.rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
     _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
     if data.synthetic is None:
@@ -307,6 +325,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg = typed(cfg)
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
+    cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
     if cfg.resume_from not in (None, "latest"):
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:

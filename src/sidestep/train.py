@@ -6,7 +6,7 @@ The run directory is Hydra's (`hydra.run.dir`, or one numbered folder per job of
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,21 +19,24 @@ log = logging.getLogger("sidestep.train")
 register_schemas()
 
 
-def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
+    """Check the config, let the checkpoint's config.json decide the model numbers, and save what the run uses
+    over Hydra's `.hydra/config.yaml`. Shared by every entry point that runs on a model."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg = prepare(cfg)
+    if cfg.model.variant != "tiny":
+        from sidestep.models.checkpoints import apply_checkpoint_config
+
+        apply_checkpoint_config(cfg.model)
     target = run_dir / HydraConfig.get().output_subdir / "config.yaml"
     target.write_text(OmegaConf.to_yaml(as_container(cfg)))
+    return cfg, run_dir
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     with exit_on_user_error():
-        cfg = prepare(cfg)
-        if cfg.model.variant != "tiny":
-            from sidestep.models.checkpoints import apply_checkpoint_config
-
-            apply_checkpoint_config(cfg.model)
-        save_resolved_config(cfg, run_dir)
+        cfg, run_dir = resolve_run(cfg)
         from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
 
         result = fit(cfg, run_dir)

@@ -59,6 +59,7 @@ def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
         "lora.rank": cfg.lora.rank,
         "lora.alpha": cfg.lora.alpha,
         "lora.target_modules": list(cfg.lora.target_modules),
+        "lora.rank_map": cfg.lora.rank_map and hashlib.sha256(Path(cfg.lora.rank_map).read_bytes()).hexdigest()[:16],
         "lora.bias": cfg.lora.bias,
         "attention.blocks": list(cfg.attention.blocks),
         "dataset": data,

@@ -5,7 +5,6 @@ things, when checkpoints are written, and what happens on a signal or a non-fini
 """
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +15,10 @@ from accelerate.utils import set_seed
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
 
-from sidestep.config import LATENT_FPS
-from sidestep.data.collate import CropCollate
-from sidestep.data.dataset import LatentDataset
-from sidestep.data.sampler import EpochSampler
-from sidestep.data.synthetic import synthetic_dataset
+from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError
-from sidestep.models.dit import build_dit, sample_shape
+from sidestep.models.dit import build_dit
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.flow_matching import StepGenerators, StepSettings, flow_matching_loss
@@ -55,21 +49,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     accelerator = build_accelerator(tr, run_dir)
     set_seed(tr.seed)
 
-    # Data: every file is checked against the model's sample layout before any weight is loaded.
-    shape = sample_shape(cfg.model)
-    dataset_dir = synthetic_dataset(cfg.data.synthetic, shape) if cfg.data.synthetic else Path(cfg.data.dataset_dir)
-    dataset = LatentDataset(dataset_dir, shape, cfg.data.on_bad_sample)
-    sampler = EpochSampler(len(dataset), tr.seed)
-    workers = 0 if sys.platform == "win32" else cfg.data.num_workers  # worker processes re-import torch there: slow
-    crop_frames = None if cfg.data.crop_seconds is None else int(cfg.data.crop_seconds * LATENT_FPS)
-    loader = DataLoader(
-        dataset, batch_size=tr.batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=CropCollate(tr.seed, crop_frames, cfg.model.arch.patch_size),
-        pin_memory=cfg.data.pin_memory and accelerator.device.type == "cuda",
-        persistent_workers=cfg.data.persistent_workers and workers > 0,
-        prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
-        generator=torch.Generator().manual_seed(tr.seed),  # iterators draw worker seeds here, not from the global RNG
-    )
+    dataset = open_dataset(cfg)
+    loader, _ = make_loader(cfg, dataset, accelerator.device.type)
     steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
 
     # Resume: refuse a checkpoint of a different setup before anything heavy happens.
@@ -88,7 +69,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
     dit = build_dit(cfg.model, weight_dtype(accelerator.mixed_precision))
     transformer = dit.transformer
-    add_lora(transformer, cfg.lora, cfg.attention, tr.seed)
+    add_lora(transformer, cfg.lora, cfg.attention, tr.seed, cfg.model.arch)
     if tr.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     params = [p for p in transformer.parameters() if p.requires_grad]

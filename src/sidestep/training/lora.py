@@ -6,7 +6,7 @@ attention projections `to_q`, `to_out.0` (DESIGN §3). The MLP projections have 
 
 import re
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model_state_dict
 
 from sidestep.atomic import atomic_dir
 from sidestep.training.adapter_files import write_formats
+from sidestep.training.rank_map import read_rank_map
 
 DIFFUSERS_ATTENTION_NAMES = {"q_proj": "to_q", "k_proj": "to_k", "v_proj": "to_v", "o_proj": "to_out.0"}
 LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
@@ -31,21 +32,24 @@ def target_pattern(lora: DictConfig, attention: DictConfig) -> str:
     return f"layers\\.\\d+\\.(?:{'|'.join(branches)})"
 
 
-def peft_config(lora: DictConfig, attention: DictConfig) -> LoraConfig:
-    return LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        bias=lora.bias,
-        target_modules=target_pattern(lora, attention),
-    )
+def peft_config(lora: DictConfig, attention: DictConfig, arch: Optional[DictConfig] = None) -> LoraConfig:
+    """One rank for every target, or with `lora.rank_map` the estimate's modules and per-module ranks
+    (PEFT's rank_pattern / alpha_pattern, keeping alpha / rank as configured)."""
+    common = dict(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias)
+    if lora.rank_map is None:
+        return LoraConfig(**common, target_modules=target_pattern(lora, attention))
+    plan = read_rank_map(lora.rank_map, arch).trained
+    ratio = lora.alpha / lora.rank
+    return LoraConfig(**common, target_modules=sorted(plan), rank_pattern=dict(plan),
+                      alpha_pattern={name: rank * ratio for name, rank in plan.items()})
 
 
-def add_lora(transformer: torch.nn.Module, lora: DictConfig, attention: DictConfig, seed: int) -> None:
+def add_lora(transformer: torch.nn.Module, lora: DictConfig, attention: DictConfig, seed: int,
+             arch: Optional[DictConfig] = None) -> None:
     """Attach a trainable fp32 adapter to the frozen transformer; its initial weights depend only on `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer.add_adapter(peft_config(lora, attention))
+        transformer.add_adapter(peft_config(lora, attention, arch))
     for param in transformer.parameters():
         if param.requires_grad:
             param.data = param.data.float()
@@ -53,6 +57,8 @@ def add_lora(transformer: torch.nn.Module, lora: DictConfig, attention: DictConf
 
 def lora_parameter_count(arch: DictConfig, lora: DictConfig, attention: DictConfig) -> int:
     """Trainable parameters, from the architecture alone (for the summary shown before the model loads)."""
+    if lora.rank_map is not None:
+        return read_rank_map(lora.rank_map, arch).parameter_count()
     q_out = arch.num_attention_heads * arch.head_dim
     kv_out = arch.num_key_value_heads * arch.head_dim
     h, ff = arch.hidden_size, arch.intermediate_size

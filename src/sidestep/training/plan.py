@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.lora import lora_parameter_count
+from sidestep.training.rank_map import read_rank_map
 from sidestep.ui.summary import RunPlan
 
 
@@ -36,7 +37,9 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total_steps,
-        lora=f"rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, {modules} on {'+'.join(cfg.attention.blocks)}",
+        lora=(f"rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, " +
+              (read_rank_map(lora.rank_map, cfg.model.arch).describe() if lora.rank_map
+               else f"{modules} on {'+'.join(cfg.attention.blocks)}")),
         trainable_params=lora_parameter_count(cfg.model.arch, lora, cfg.attention),
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
         scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",

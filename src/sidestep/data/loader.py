@@ -1,0 +1,39 @@
+"""The dataset and data loader a config describes, shared by training and the sensitivity estimate."""
+
+import sys
+from pathlib import Path
+from typing import Tuple
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from sidestep.config import LATENT_FPS
+from sidestep.data.collate import CropCollate
+from sidestep.data.dataset import LatentDataset
+from sidestep.data.sampler import EpochSampler
+from sidestep.data.synthetic import synthetic_dataset
+from sidestep.models.dit import sample_shape
+
+
+def open_dataset(cfg: DictConfig) -> LatentDataset:
+    """Every file is checked against the model's sample layout before any weight is loaded."""
+    shape = sample_shape(cfg.model)
+    folder = synthetic_dataset(cfg.data.synthetic, shape) if cfg.data.synthetic else Path(cfg.data.dataset_dir)
+    return LatentDataset(folder, shape, cfg.data.on_bad_sample)
+
+
+def make_loader(cfg: DictConfig, dataset: LatentDataset, device_type: str) -> Tuple[DataLoader, EpochSampler]:
+    tr, data = cfg.trainer, cfg.data
+    sampler = EpochSampler(len(dataset), tr.seed)
+    workers = 0 if sys.platform == "win32" else data.num_workers  # worker processes re-import torch there: slow
+    crop_frames = None if data.crop_seconds is None else int(data.crop_seconds * LATENT_FPS)
+    loader = DataLoader(
+        dataset, batch_size=tr.batch_size, sampler=sampler, num_workers=workers,
+        collate_fn=CropCollate(tr.seed, crop_frames, cfg.model.arch.patch_size),
+        pin_memory=data.pin_memory and device_type == "cuda",
+        persistent_workers=data.persistent_workers and workers > 0,
+        prefetch_factor=data.prefetch_factor if workers > 0 else None,
+        generator=torch.Generator().manual_seed(tr.seed),  # iterators draw worker seeds here, not from the global RNG
+    )
+    return loader, sampler
