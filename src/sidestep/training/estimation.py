@@ -122,7 +122,7 @@ def _heat_map(scores: Dict[str, ModuleScore], path: Path) -> None:
     grid = torch.zeros(len(layers), len(projections))
     for (layer, projection), value in cells.items():
         grid[layers.index(layer), projections.index(projection)] = value
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(projections), 1.5 + 0.3 * len(layers)))
+    fig, ax = plt.subplots(figsize=(2 + 0.7 * len(projections), 2.5 + 0.3 * len(layers)))
     image = ax.imshow((grid / grid.max().clamp(min=1e-30)).numpy(), aspect="auto", cmap="magma")
     ax.set(xticks=range(len(projections)), yticks=range(len(layers)), xlabel="projection", ylabel="layer",
            title="LoRA sensitivity (share of the largest)")
