@@ -59,7 +59,7 @@ def test_resuming_from_any_step_gives_the_uninterrupted_adapter(full_run, make_c
 def test_checkpoint_holds_lora_only_and_state(full_run):
     folder = full_run / "checkpoints" / "step-0000006"
     names = sorted(p.name for p in folder.iterdir())
-    assert {"adapter_model.safetensors", "generators.safetensors", "trainer_state.json", "optimizer.bin"} <= set(names)
+    assert {"adapter_model.safetensors", "generators_0.safetensors", "trainer_state.json", "optimizer.bin"} <= set(names)
     assert not any(n.startswith("model") for n in names)  # the frozen base is never copied into a checkpoint
     state = ckpt.read_state(folder)["state"]
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 4)
@@ -104,7 +104,7 @@ def test_a_pickle_payload_in_a_checkpoint_never_runs(full_run, make_cfg, tmp_pat
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("victim", ["random_states_0.pkl", "generators.safetensors", "adapter_model.safetensors",
+@pytest.mark.parametrize("victim", ["random_states_0.pkl", "generators_0.safetensors", "adapter_model.safetensors",
                                     "trainer_state.json"])
 def test_a_truncated_checkpoint_file_is_named(full_run, make_cfg, tmp_path, victim):
     checkpoint = tmp_path / "step-0000004"

@@ -70,3 +70,25 @@ def test_rerun_refuses_when_the_config_tree_has_drifted(cli, tmp_path, cache_dir
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: conf/ has changed since {run} ran")
     assert "training.cfg_ratio: run had 0.2, conf/ now gives 0.15" in proc.stderr
+
+
+def test_two_process_launch_writes_one_run_dir_and_replicas_agree(tmp_path, cache_dir):
+    """`accelerate launch --multi_gpu` on a machine without GPUs runs 2 CPU processes over gloo."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sidestep.train", "experiment=demo",
+         "trainer.max_steps=4", "trainer.save_every_steps=2", f"data.synthetic.cache_dir={cache_dir}",
+         f"hydra.run.dir={run}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert "LoRA weights identical on all 2 processes" in out
+    assert "4 x 1 accumulation x 2 process(es) = 8" in out
+    checkpoint = run / "checkpoints" / "step-0000004"
+    assert {"random_states_0.pkl", "random_states_1.pkl", "generators_0.safetensors", "generators_1.safetensors"} <= {
+        p.name for p in checkpoint.iterdir()}
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()

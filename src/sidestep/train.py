@@ -4,7 +4,12 @@ The run directory is Hydra's (`hydra.run.dir`, or one numbered folder per job of
 `.hydra/config.yaml` is rewritten with the checked, fully resolved config, so a rerun from it needs nothing else.
 """
 
+import atexit
 import logging
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -19,6 +24,16 @@ log = logging.getLogger("sidestep.train")
 register_schemas()
 
 
+def follow_the_main_process() -> None:
+    """Under `accelerate launch`, every process runs this entry point, and Hydra would give each one its own
+    `${now:}` run dir. Other ranks get a throwaway dir and write no `.hydra/`; training then adopts the main
+    process's run dir (see `fit`)."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        scratch = tempfile.mkdtemp(prefix=f"sidestep-rank{os.environ['RANK']}-")
+        atexit.register(shutil.rmtree, scratch, True)
+        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+
+
 def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
     """Check the config, let the checkpoint's config.json decide the model numbers, and save what the run uses
     over Hydra's `.hydra/config.yaml`. Shared by every entry point that runs on a model."""
@@ -28,8 +43,8 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
         from sidestep.models.checkpoints import apply_checkpoint_config
 
         apply_checkpoint_config(cfg.model)
-    target = run_dir / HydraConfig.get().output_subdir / "config.yaml"
-    target.write_text(OmegaConf.to_yaml(as_container(cfg)))
+    if HydraConfig.get().output_subdir is not None:
+        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
     return cfg, run_dir
 
 
@@ -44,4 +59,5 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 
 if __name__ == "__main__":
+    follow_the_main_process()
     main()

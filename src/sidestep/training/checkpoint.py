@@ -4,8 +4,8 @@ A checkpoint is `<run>/checkpoints/step-NNNNNNN/`:
 - Accelerate's `save_state`: optimizer state and every RNG (python, numpy, torch, CUDA); Accelerate loads these
   with `weights_only=True`. Its model weights are replaced (save/load hooks) by the LoRA tensors alone.
 - `adapter_model.safetensors`: the LoRA weights (diffusers names).
-- `generators.safetensors`: the step generators (timesteps, noise, condition dropout) and a copy of the torch
-  RNG state, so a silently failed RNG restore in Accelerate is caught.
+- `generators_<process>.safetensors`: each process's step generators (timesteps, noise, condition dropout) and a
+  copy of its torch RNG state, so a silently failed RNG restore in Accelerate is caught.
 - `trainer_state.json`: counters, position in the epoch, scheduler state, smoothed loss, config fingerprint.
 It is built under `checkpoints/.tmp-step-NNNNNNN/` and renamed into place; the oldest beyond `keep` are pruned.
 """
@@ -29,7 +29,8 @@ from sidestep.errors import SidestepError
 from sidestep.training.flow_matching import StepGenerators
 
 log = logging.getLogger(__name__)
-STATE_FILE, LORA_FILE, GENERATORS_FILE = "trainer_state.json", "adapter_model.safetensors", "generators.safetensors"
+STATE_FILE, LORA_FILE = "trainer_state.json", "adapter_model.safetensors"
+GENERATORS_FILE = "generators_{}.safetensors"  # one per process
 CHECKPOINTS = "checkpoints"
 TMP_PREFIX = ".tmp-"
 
@@ -100,10 +101,11 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    generators = {name: g.get_state() for name, g in vars(gens).items()}
+    generators["torch_rng"] = torch.get_rng_state()
+    save_file(generators, tmp / GENERATORS_FILE.format(accelerator.process_index))
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        generators = {name: g.get_state() for name, g in vars(gens).items()}
-        generators["torch_rng"] = torch.get_rng_state()
-        save_file(generators, tmp / GENERATORS_FILE)
         payload = {"state": asdict(state), "scheduler": scheduler.state_dict(), "fingerprint": fingerprint_}
         (tmp / STATE_FILE).write_text(json.dumps(payload, indent=2))
         if final.exists():
@@ -154,7 +156,7 @@ def mismatches(saved: dict, current: dict) -> List[str]:
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, gens: StepGenerators, scheduler) -> TrainerState:
     """Restore everything `save_checkpoint` wrote; any unreadable file stops with its name."""
     payload = read_state(checkpoint)
-    generators = _read_safetensors(checkpoint / GENERATORS_FILE)
+    generators = _read_safetensors(checkpoint / GENERATORS_FILE.format(accelerator.process_index))
     _check_pickles(checkpoint)
     accelerator.load_state(str(checkpoint))
     if not torch.equal(torch.get_rng_state(), generators["torch_rng"]):

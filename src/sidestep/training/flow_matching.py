@@ -20,8 +20,10 @@ class StepGenerators:
     condition_dropout: torch.Generator
 
     @classmethod
-    def from_seed(cls, seed: int) -> "StepGenerators":
-        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3)]
+    def from_seed(cls, seed: int, process_index: int = 0) -> "StepGenerators":
+        """Independent streams per purpose, and per process so replicas do not draw the same noise."""
+        root = np.random.SeedSequence(seed) if process_index == 0 else np.random.SeedSequence([seed, process_index])
+        seeds = [int(s.generate_state(1)[0]) for s in root.spawn(3)]
         return cls(*(torch.Generator().manual_seed(s) for s in seeds))
 
 

@@ -52,6 +52,7 @@ class StopRequest:
                     signal.Signals(signum).name)
 
     def interrupted(self, run_dir: Path, checkpoint: Path) -> Interrupted:
+        self.signum = self.signum or signal.SIGTERM  # another process got the signal
         args = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "resume_from="))]
         command = shlex.join(["python", "-m", "sidestep.train", *args, f"hydra.run.dir={run_dir}", "resume_from=latest"])
         return Interrupted(f"stopped by {signal.Signals(self.signum).name}; checkpoint {checkpoint}\n"

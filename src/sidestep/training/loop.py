@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
@@ -47,9 +47,11 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     """Train a LoRA adapter as `cfg` says and write it to `run_dir/adapter/`. None if the user declined."""
     tr = cfg.trainer
     accelerator = build_accelerator(tr, run_dir)
+    run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
     set_seed(tr.seed)
 
-    dataset = open_dataset(cfg)
+    with accelerator.main_process_first():  # the main process generates the synthetic demo data, if any, alone
+        dataset = open_dataset(cfg)
     loader, _ = make_loader(cfg, dataset, accelerator.device.type)
     steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
 
@@ -62,7 +64,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                     f"resuming {resume_dir}" if resume_dir else "fresh start")
     if accelerator.is_main_process:
         show(plan)
-        if not confirm(cfg.ui.yes):
+        if not confirm(cfg.ui.yes or accelerator.num_processes > 1):  # other processes would wait forever
             log.info("not started")
             return None
 
@@ -79,7 +81,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     ckpt.register_lora_hooks(accelerator)
     null_emb = dit.null_condition_emb.to(accelerator.device)
-    gens = StepGenerators.from_seed(tr.seed)
+    gens = StepGenerators.from_seed(tr.seed, accelerator.process_index)
     settings = StepSettings.from_config(cfg.training, cfg.model)
 
     state = ckpt.TrainerState()
@@ -150,9 +152,10 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                 if finite and (state.step % log_every == 0 or state.step == total_steps):
                     shown_loss = logger.scalars(state.step, smoothed, step_loss, grad_norm, lr)
                 progress.update(state.step, state.epoch, shown_loss, lr)
-                if stop.requested or (save_every_steps and state.step % save_every_steps == 0):
+                stopping = _agreed(accelerator, stop.requested)
+                if stopping or (save_every_steps and state.step % save_every_steps == 0):
                     last_checkpoint = save()
-                if stop.requested:
+                if stopping:
                     raise stop.interrupted(run_dir, last_checkpoint)
                 if state.step >= total_steps:
                     break
@@ -162,6 +165,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                     last_checkpoint = save()
 
     accelerator.wait_for_everyone()
+    _check_replicas_agree(accelerator, params)
     result.steps = state.step
     result.first_loss = float("nan") if first is None else float(first)
     result.final_loss = float("nan") if smoothed is None else float(smoothed)
@@ -173,6 +177,25 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     logger.close()
     accelerator.end_training()
     return result
+
+
+def _agreed(accelerator, requested: bool) -> bool:
+    """Stop when any process got the signal, all at the same step (checkpointing is collective)."""
+    if accelerator.num_processes == 1:
+        return requested
+    flag = torch.tensor([float(requested)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, "sum") > 0)
+
+
+def _check_replicas_agree(accelerator, params: List[torch.Tensor]) -> None:
+    """With several processes, every replica must end with the same LoRA weights; a silent desync is a bug."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).to(accelerator.device)
+    sums = accelerator.gather(checksum)
+    if not torch.all(sums == sums[0]):
+        raise SidestepError(f"the {accelerator.num_processes} processes ended with different LoRA weights: {sums.tolist()}")
+    log.info("LoRA weights identical on all %d processes (checksum %.10g)", accelerator.num_processes, float(sums[0]))
 
 
 def _fits(checkpoint: Path, fingerprint: dict, strict: bool) -> bool:
