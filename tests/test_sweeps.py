@@ -92,3 +92,49 @@ def test_two_process_launch_writes_one_run_dir_and_replicas_agree(tmp_path, cach
     assert {"random_states_0.pkl", "random_states_1.pkl", "generators_0.safetensors", "generators_1.safetensors"} <= {
         p.name for p in checkpoint.iterdir()}
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_held_out_loss_is_repeatable_and_leaves_training_alone(make_cfg, tmp_path):
+    from sidestep.training.loop import fit
+
+    often = fit(make_cfg("data.val_fraction=0.25", "trainer.max_steps=12", "trainer.log_heavy_every=3"), tmp_path / "a")
+    rarely = fit(make_cfg("data.val_fraction=0.25", "trainer.max_steps=12", "trainer.log_heavy_every=50"), tmp_path / "b")
+    assert often.val_loss is not None and often.val_loss == rarely.val_loss
+    assert same_adapter(tmp_path / "a", tmp_path / "b")  # evaluating 4x instead of once changed nothing
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "a" / "tb")).Reload()
+    assert [e.step for e in events.Scalars("loss/val")] == [3, 6, 9, 12]
+
+
+def test_optuna_search_runs_its_trials_and_reports_the_best(cli, tmp_path, cache_dir):
+    sweep = tmp_path / "optuna"
+    proc = cli("-m", "hparams_search=optuna", "experiment=demo", "trainer.max_steps=3", "hydra.sweeper.n_trials=3",
+               "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert set(results.best_params) == {"lora.rank", "optimizer.lr", "lora.alpha_ratio", "scheduler.warmup_steps"}
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 3
+    for job in jobs:
+        saved = OmegaConf.load(job / ".hydra" / "config.yaml")
+        assert saved.lora.alpha == saved.lora.alpha_ratio * saved.lora.rank
+
+
+def test_submitit_local_launcher_runs_two_jobs(cli, tmp_path, cache_dir):
+    sweep = tmp_path / "submitit"
+    proc = cli("-m", "hydra/launcher=submitit_local", "experiment=demo", "lora.rank=2,4", "trainer.max_steps=2",
+               "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = sorted(json.loads(p.read_text())["r"] for p in sweep.glob("*/adapter/adapter_config.json"))
+    assert ranks == [2, 4]
+
+
+def test_launcher_presets_compose():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        for launcher in ("slurm", "parallel"):
+            cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}", "experiment=demo"],
+                          return_hydra_config=True)
+            assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_

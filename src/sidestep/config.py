@@ -130,6 +130,7 @@ class TrainingConfig:
 class LoraConfig:
     rank: int = 64
     alpha: float = 128.0
+    alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (keeps the scale fixed in rank sweeps)
     dropout: float = 0.1
     bias: str = "none"  # none | all | lora_only
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -177,6 +178,7 @@ class DataConfig:
     prefetch_factor: int = 2
     persistent_workers: bool = True
     on_bad_sample: str = "error"  # error | skip: what an unusable sample file does
+    val_fraction: float = 0.0  # held out, scored at fixed timesteps and noise so runs compare
 
 
 @dataclass
@@ -257,6 +259,7 @@ def validate(cfg: DictConfig) -> None:
     lora, tr, opt, data = cfg.lora, cfg.trainer, cfg.optimizer, cfg.data
     _check(lora.rank >= 1, "lora.rank", f"must be at least 1 (got {lora.rank})")
     _check(lora.alpha > 0, "lora.alpha", f"must be > 0 (got {lora.alpha}); usually 2 x rank")
+    _check(lora.alpha_ratio is None or lora.alpha_ratio > 0, "lora.alpha_ratio", f"must be > 0 or null (got {lora.alpha_ratio})")
     _check(0.0 <= lora.dropout <= 0.5, "lora.dropout", f"must be between 0 and 0.5 (got {lora.dropout})")
     _check(lora.bias in ("none", "all", "lora_only"), "lora.bias", f"must be none, all or lora_only (got {lora.bias!r})")
     known = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
@@ -295,6 +298,7 @@ def validate(cfg: DictConfig) -> None:
     _check(est.budget_params is None or est.budget_params > 0, "estimate.budget_params", "must be > 0 or null")
     _check(lora.rank_map is None or Path(lora.rank_map).is_file(), "lora.rank_map",
            f"{lora.rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
+    _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
     _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
     if data.synthetic is None:
@@ -326,6 +330,8 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
     cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
+    if cfg.lora.alpha_ratio is not None:
+        cfg.lora.alpha = cfg.lora.alpha_ratio * cfg.lora.rank
     if cfg.resume_from not in (None, "latest"):
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:

@@ -55,7 +55,9 @@ def main(cfg: DictConfig) -> Optional[float]:
         from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
 
         result = fit(cfg, run_dir)
-        return None if result is None else result.final_loss
+        if result is None:
+            return None
+        return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import torch
 from torch.utils.data import Dataset
 
 from sidestep.config import LATENT_FPS
@@ -74,6 +75,21 @@ class LatentDataset(Dataset):
         sample = read_sample(self.files[index])
         sample.update(epoch=epoch, index=index, name=self.files[index].name)
         return sample
+
+    def split(self, fraction: float, seed: int) -> Tuple["LatentDataset", Optional["LatentDataset"]]:
+        """(train, held-out) by a seeded draw of `fraction` of the files; no held-out set when fraction is 0."""
+        if fraction <= 0:
+            return self, None
+        held = max(1, round(fraction * len(self.files)))
+        if held >= len(self.files):
+            raise DataError(f"data.val_fraction={fraction} leaves no training sample of {len(self.files)}; lower it")
+        order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(seed)).tolist()
+        return self._subset(sorted(order[held:])), self._subset(sorted(order[:held]))
+
+    def _subset(self, indices: List[int]) -> "LatentDataset":
+        part = object.__new__(LatentDataset)
+        part.files, part.frames = [self.files[i] for i in indices], [self.frames[i] for i in indices]
+        return part
 
     @property
     def seconds(self) -> float:

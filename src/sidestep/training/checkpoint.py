@@ -64,6 +64,7 @@ def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
         "lora.bias": cfg.lora.bias,
         "attention.blocks": list(cfg.attention.blocks),
         "dataset": data,
+        "data.val_fraction": cfg.data.val_fraction,
         "trainer.batch_size": cfg.trainer.batch_size,
         "trainer.gradient_accumulation": cfg.trainer.gradient_accumulation,
         "trainer.seed": cfg.trainer.seed,

@@ -66,21 +66,28 @@ def drop_condition(encoder_hidden_states: torch.Tensor, null_emb: torch.Tensor, 
 
 def flow_matching_loss(transformer: torch.nn.Module, batch: Dict[str, Any], null_emb: torch.Tensor,
                        settings: StepSettings, gens: StepGenerators) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The masked velocity MSE for one batch, and the timesteps it used."""
+    """The masked velocity MSE for one batch with freshly drawn timesteps, noise and condition dropout,
+    and the timesteps it used."""
     x0 = batch["target_latents"]
-    n = x0.shape[0]
-    t_cpu = sample_timesteps(settings, n, gens.timesteps)
+    t_cpu = sample_timesteps(settings, x0.shape[0], gens.timesteps)
     noise = torch.randn(x0.shape, generator=gens.noise).to(x0)
     encoder_hidden_states, _ = drop_condition(batch["encoder_hidden_states"], null_emb, settings.cfg_ratio,
                                               gens.condition_dropout)
-    t = t_cpu.to(x0)
+    loss = velocity_loss(transformer, batch, t_cpu.to(x0), noise, encoder_hidden_states, settings.min_snr_gamma)
+    return loss, t_cpu
+
+
+def velocity_loss(transformer: torch.nn.Module, batch: Dict[str, Any], t: torch.Tensor, noise: torch.Tensor,
+                  encoder_hidden_states: torch.Tensor, min_snr_gamma: Optional[float] = None) -> torch.Tensor:
+    """x_t = t*noise + (1-t)*x0; MSE between the prediction and noise - x0 over the valid frames."""
+    x0 = batch["target_latents"]
     xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
     prediction = transformer(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=encoder_hidden_states,
                              context_latents=batch["context_latents"], return_dict=False)[0]
     per_frame = (prediction.float() - (noise - x0).float()).pow(2).mean(dim=-1)
     mask = batch["attention_mask"].float()
     per_sample = (per_frame * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    if settings.min_snr_gamma is not None:
+    if min_snr_gamma is not None:
         snr = ((1 - t.float()) / t.float()).pow(2)
-        per_sample = per_sample * snr.clamp(max=settings.min_snr_gamma) / snr.clamp(min=1e-8)
-    return per_sample.mean(), t_cpu
+        per_sample = per_sample * snr.clamp(max=min_snr_gamma) / snr.clamp(min=1e-8)
+    return per_sample.mean()

@@ -26,6 +26,7 @@ from sidestep.training.interrupts import StopRequest
 from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
 from sidestep.training.tensorboard import TrainingLogger
+from sidestep.training.validation import HeldOutLoss
 from sidestep.ui.console import is_plain
 from sidestep.ui.progress import TrainingProgress
 from sidestep.ui.summary import confirm, show
@@ -40,6 +41,7 @@ class FitResult:
     first_loss: float
     steps: int
     step_seconds: List[float] = field(default_factory=list)  # wall time of each optimizer step run here
+    val_loss: Optional[float] = None  # held-out loss at fixed timesteps and noise (data.val_fraction > 0)
     adapter_dir: Optional[Path] = None
 
 
@@ -52,7 +54,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
 
     with accelerator.main_process_first():  # the main process generates the synthetic demo data, if any, alone
         dataset = open_dataset(cfg)
-    loader, _ = make_loader(cfg, dataset, accelerator.device.type)
+    train_set, held_out_set = dataset.split(cfg.data.val_fraction, tr.seed)
+    loader, _ = make_loader(cfg, train_set, accelerator.device.type)
+    held_out = HeldOutLoss(cfg, held_out_set, accelerator.device)
     steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
 
     # Resume: refuse a checkpoint of a different setup before anything heavy happens.
@@ -60,7 +64,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
     exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
 
-    plan = run_plan(cfg, run_dir, accelerator, dataset, steps_per_epoch, epochs, total_steps,
+    plan = run_plan(cfg, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
                     f"resuming {resume_dir}" if resume_dir else "fresh start")
     if accelerator.is_main_process:
         show(plan)
@@ -151,6 +155,10 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                 clock = now
                 if finite and (state.step % log_every == 0 or state.step == total_steps):
                     shown_loss = logger.scalars(state.step, smoothed, step_loss, grad_norm, lr)
+                if held_out.enabled and (state.step % tr.log_heavy_every == 0 or state.step == total_steps):
+                    with accelerator.autocast():
+                        result.val_loss = held_out(transformer)
+                    accelerator.log({"loss/val": result.val_loss}, step=state.step)
                 progress.update(state.step, state.epoch, shown_loss, lr)
                 stopping = _agreed(accelerator, stop.requested)
                 if stopping or (save_every_steps and state.step % save_every_steps == 0):
@@ -172,8 +180,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
         save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
-        log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s)", result.adapter_dir, result.final_loss,
-                 result.first_loss, f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")
+        log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
+                 result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
+                 f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")
     logger.close()
     accelerator.end_training()
     return result

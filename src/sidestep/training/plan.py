@@ -2,6 +2,7 @@
 
 import math
 from pathlib import Path
+from typing import Optional
 
 from accelerate import Accelerator
 from omegaconf import DictConfig
@@ -20,8 +21,8 @@ def schedule_lengths(cfg: DictConfig, batches: int, processes: int):
     return steps_per_epoch, total, math.ceil(total / steps_per_epoch)
 
 
-def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset, steps_per_epoch: int,
-             epochs: int, total_steps: int, resume: str) -> RunPlan:
+def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset,
+             held_out: Optional[LatentDataset], steps_per_epoch: int, epochs: int, total_steps: int, resume: str) -> RunPlan:
     lora, tr = cfg.lora, cfg.trainer
     modules = "+".join(lora.target_modules)
     return RunPlan(
@@ -30,6 +31,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         device=str(accelerator.device),
         precision="fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision,
         samples=len(dataset),
+        held_out=0 if held_out is None else len(held_out),
         audio_seconds=dataset.seconds,
         batch_size=tr.batch_size,
         gradient_accumulation=tr.gradient_accumulation,

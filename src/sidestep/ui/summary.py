@@ -15,6 +15,7 @@ class RunPlan:
     device: str
     precision: str
     samples: int
+    held_out: int
     audio_seconds: float
     batch_size: int
     gradient_accumulation: int
@@ -42,7 +43,8 @@ def show(plan: RunPlan) -> None:
         ("run dir", plan.run_dir),
         ("model", plan.model),
         ("device / precision", f"{plan.device} / {plan.precision}"),
-        ("data", f"{plan.samples} samples, {plan.audio_seconds / 60:.1f} min of audio"),
+        ("data", f"{plan.samples} samples, {plan.audio_seconds / 60:.1f} min of audio"
+                 + (f", {plan.held_out} held out for the validation loss" if plan.held_out else "")),
         ("batch", f"{plan.batch_size} x {plan.gradient_accumulation} accumulation x {plan.processes} process(es)"
                   f" = {plan.effective_batch}"),
         ("steps", f"{plan.total_steps} optimizer steps ({plan.steps_per_epoch}/epoch, {plan.epochs} epochs)"),
