@@ -42,6 +42,9 @@ def test_reruns_reproduce_the_adapter_and_accept_changes(cli, tmp_path, cache_di
     assert cli("experiment=demo", "trainer.max_steps=6", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                f"hydra.run.dir={first}").returncode == 0
 
+    report = cli(str(first), app="report")  # a single run is a report of one row
+    assert report.returncode == 0 and len(list(csv.DictReader(open(first / "report.csv")))) == 1
+
     proc = cli("--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={tmp_path / 'exact'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert same_adapter(first, tmp_path / "exact")
