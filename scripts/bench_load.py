@@ -22,7 +22,9 @@ REAL_WIDTH = dict(hidden_size=2048, intermediate_size=6144, num_attention_heads=
 
 def write_checkpoint(root: Path, layers: int, dtype_name: str) -> Path:
     import torch
-    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.models.transformers.ace_step_transformer import (
+        AceStepTransformer1DModel,
+    )
     from safetensors.torch import save_file
 
     from sidestep.models.keymap import diffusers_key_to_decoder

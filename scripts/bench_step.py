@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_module
 from sidestep.config import prepare, register_schemas
 from sidestep.models.dit import build_dit
 from sidestep.training.flow_matching import StepSettings, sample_timesteps
-from sidestep.training.lora import peft_config
 from sidestep.training.loop import fit
+from sidestep.training.lora import peft_config
 
 REAL_WIDTH = [
     "model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_hidden_layers=2",

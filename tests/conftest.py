@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -50,3 +51,24 @@ def cli(tmp_path, cache_dir):
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
     return run
+
+
+def dit_outputs(model: torch.nn.Module, seed: int = 0) -> torch.Tensor:
+    """The DiT's prediction for a fixed random batch of two (tiny-model widths), for comparing models."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 12, 64, generator=gen)
+    enc = torch.randn(2, 5, 64, generator=gen)
+    ctx = torch.randn(2, 12, 128, generator=gen)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        return model(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
+                     return_dict=False)[0]
+
+
+def randomize_lora(transformer: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """LoRA weights far from their zero-effect start, as if trained; returns the model in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    for param in transformer.parameters():
+        if param.requires_grad:
+            param.data = torch.randn(param.shape, generator=gen) * 0.1
+    return transformer.eval()

@@ -12,6 +12,7 @@ from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.training.adapter_files import original_module_name, read_adapter
 from sidestep.training.lora import add_lora, save_adapter
+from tests.conftest import dit_outputs, randomize_lora
 
 
 @pytest.fixture
@@ -21,21 +22,9 @@ def trained(make_cfg, tmp_path):
     cfg = make_cfg("lora.rank=4", "lora.alpha=8", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
     dit = build_dit(cfg.model)
     add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
-    gen = torch.Generator().manual_seed(1)
-    for param in dit.transformer.parameters():
-        if param.requires_grad:
-            param.data = torch.randn(param.shape, generator=gen) * 0.1
-    save_adapter(dit.transformer, tmp_path / "adapter")
-    return cfg, dit.transformer.eval(), tmp_path / "adapter"
-
-
-def dit_outputs(model):
-    gen = torch.Generator().manual_seed(0)
-    x, enc, ctx = torch.randn(1, 12, 64, generator=gen), torch.randn(1, 5, 64, generator=gen), torch.randn(1, 12, 128, generator=gen)
-    t = torch.tensor([0.6])
-    with torch.no_grad():
-        return model(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
-                     return_dict=False)[0]
+    model = randomize_lora(dit.transformer)
+    save_adapter(model, tmp_path / "adapter")
+    return cfg, model, tmp_path / "adapter"
 
 
 def test_acestep_ui_loads_the_original_named_peft_folder(trained):

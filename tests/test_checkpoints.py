@@ -11,6 +11,7 @@ from sidestep.errors import ConfigError
 from sidestep.models.checkpoints import apply_checkpoint_config, find_variants, locate
 from sidestep.models.dit import build_dit
 from sidestep.models.keymap import decoder_key_to_diffusers, diffusers_key_to_decoder
+from tests.conftest import dit_outputs
 
 TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, in_channels=192, audio_acoustic_hidden_dim=64, patch_size=2,
@@ -46,15 +47,6 @@ def write_original(folder, reference, shards=1, extra=None):
     return folder
 
 
-def outputs(transformer):
-    gen = torch.Generator().manual_seed(0)
-    x, enc, ctx = torch.randn(1, 10, 64, generator=gen), torch.randn(1, 4, 64, generator=gen), torch.randn(1, 10, 128, generator=gen)
-    t = torch.tensor([0.4])
-    with torch.no_grad():
-        return transformer(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
-                           return_dict=False)[0]
-
-
 def real_cfg(make_cfg, root, variant="turbo"):
     cfg = make_cfg(f"model={variant}", f"model.checkpoint_dir={root}")
     apply_checkpoint_config(cfg.model)
@@ -72,22 +64,22 @@ def test_key_table_round_trips_and_renames_attention_only():
 
 
 @pytest.mark.parametrize("shards", [1, 2])
-def test_original_layout_loads_to_the_same_outputs(make_cfg, reference, tmp_path, shards):
+def test_original_layout_loads_to_the_same_dit_outputs(make_cfg, reference, tmp_path, shards):
     write_original(tmp_path / "acestep-v15-turbo", reference, shards=shards)
     cfg = real_cfg(make_cfg, tmp_path)
     assert OmegaConf.to_container(cfg.model.arch) == TINY_ARCH and cfg.model.is_turbo
     dit = build_dit(cfg.model)
-    assert torch.equal(outputs(dit.transformer), outputs(reference.transformer))
+    assert torch.equal(dit_outputs(dit.transformer), dit_outputs(reference.transformer))
     assert torch.equal(dit.null_condition_emb, reference.null_condition_emb)
     assert not any(p.requires_grad for p in dit.transformer.parameters())
 
 
-def test_diffusers_layout_loads_to_the_same_outputs(make_cfg, reference, tmp_path):
+def test_diffusers_layout_loads_to_the_same_dit_outputs(make_cfg, reference, tmp_path):
     reference.transformer.save_pretrained(tmp_path / "transformer")
     (tmp_path / "condition_encoder").mkdir()
     save_file({"null_condition_emb": reference.null_condition_emb}, tmp_path / "condition_encoder" / "diffusion_pytorch_model.safetensors")
     dit = build_dit(real_cfg(make_cfg, tmp_path).model)
-    diff = (outputs(dit.transformer) - outputs(reference.transformer)).abs().max().item()
+    diff = (dit_outputs(dit.transformer) - dit_outputs(reference.transformer)).abs().max().item()
     assert diff < 1e-5, diff
 
 
@@ -142,7 +134,7 @@ def test_model_auto_prefers_base_then_sft_then_turbo_and_records_the_choice(make
     cfg = real_cfg(make_cfg, tmp_path, variant="auto")
     assert cfg.model.variant == "base"
     assert "model=auto: training base (found: base, sft, turbo)" in caplog.text
-    assert torch.equal(outputs(build_dit(cfg.model).transformer), outputs(reference.transformer))
+    assert torch.equal(dit_outputs(build_dit(cfg.model).transformer), dit_outputs(reference.transformer))
     assert real_cfg(make_cfg, tmp_path / "acestep-v15-sft", variant="auto").model.variant == "sft"
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from sidestep.errors import ConfigError
 from sidestep.training import estimation

@@ -6,8 +6,13 @@ from statistics import NormalDist
 import torch
 from omegaconf import OmegaConf
 
-from sidestep.training.flow_matching import (StepGenerators, StepSettings, drop_condition, flow_matching_loss,
-                                             sample_timesteps)
+from sidestep.training.flow_matching import (
+    StepGenerators,
+    StepSettings,
+    drop_condition,
+    flow_matching_loss,
+    sample_timesteps,
+)
 
 MODEL = OmegaConf.create({"timestep_mu": -0.4, "timestep_sigma": 1.0})
 

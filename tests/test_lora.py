@@ -11,7 +11,13 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 
 from sidestep.models.dit import build_dit
-from sidestep.training.lora import add_lora, lora_parameter_count, save_adapter, target_pattern
+from sidestep.training.lora import (
+    add_lora,
+    lora_parameter_count,
+    save_adapter,
+    target_pattern,
+)
+from tests.conftest import dit_outputs, randomize_lora
 
 
 def lora_modules(model):
@@ -57,26 +63,10 @@ def test_mlp_targets_are_layer_wide(make_cfg):
         f"layers.{i}.{m}" for i in range(2) for m in ("self_attn.to_q", "mlp.gate_proj", "mlp.down_proj"))
 
 
-def outputs(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 12, 64, generator=gen)
-    t = torch.tensor([0.3, 0.8])
-    enc = torch.randn(2, 5, 64, generator=gen)
-    ctx = torch.randn(2, 12, 128, generator=gen)
-    with torch.no_grad():
-        return model(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
-                     return_dict=False)[0]
-
-
 def trained_tiny(cfg):
-    """A tiny DiT whose LoRA weights are far from their zero-effect initialisation."""
     dit = build_dit(cfg.model)
     add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
-    gen = torch.Generator().manual_seed(1)
-    for param in dit.transformer.parameters():
-        if param.requires_grad:
-            param.data = torch.randn(param.shape, generator=gen) * 0.1
-    return dit.transformer.eval()
+    return randomize_lora(dit.transformer)
 
 
 def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(make_cfg, tmp_path):
@@ -86,9 +76,9 @@ def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(mak
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
         "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui.safetensors", "pytorch_lora_weights.safetensors"]
     fresh = build_dit(cfg.model).transformer.eval()
-    assert not torch.allclose(outputs(fresh), outputs(trained))
+    assert not torch.allclose(dit_outputs(fresh), dit_outputs(trained))
     fresh.load_lora_adapter(tmp_path / "adapter", weight_name="adapter_model.safetensors", prefix=None)
-    assert torch.allclose(outputs(fresh), outputs(trained), atol=1e-6)
+    assert torch.allclose(dit_outputs(fresh), dit_outputs(trained), atol=1e-6)
 
 
 def test_adapter_files_carry_rank_and_alpha_for_peft_and_diffusers(make_cfg, tmp_path):

@@ -1,6 +1,5 @@
 """End to end on the tiny model: the loss falls, runs are reproducible, and the CLI writes a complete run dir."""
 
-import json
 
 import pytest
 import torch
@@ -31,6 +30,7 @@ def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_mod
     assert not torch.allclose(base, adapted, atol=1e-4)
     # The same weights through PEFT's own layer math give the same output.
     from peft import set_peft_model_state_dict
+
     from sidestep.training.lora import add_lora
 
     peft_model = build_dit(cfg.model).transformer

@@ -13,7 +13,13 @@ from omegaconf import OmegaConf
 
 from sidestep.atomic import atomic_dir
 from sidestep.errors import SidestepError
-from sidestep.training.adapter_files import FORMATS, WEIGHTS, merge_into, read_adapter, write_formats
+from sidestep.training.adapter_files import (
+    FORMATS,
+    WEIGHTS,
+    merge_into,
+    read_adapter,
+    write_formats,
+)
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"

@@ -52,7 +52,9 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
 def main(cfg: DictConfig) -> Optional[float]:
     with exit_on_user_error():
         cfg, run_dir = resolve_run(cfg)
-        from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
+        from sidestep.training.loop import (
+            fit,  # torch, diffusers: only once the config is known to be good
+        )
 
         result = fit(cfg, run_dir)
         if result is None:

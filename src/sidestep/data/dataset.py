@@ -9,7 +9,12 @@ import torch
 from torch.utils.data import Dataset
 
 from sidestep.config import LATENT_FPS
-from sidestep.data.samples import SAMPLE_SUFFIXES, SampleShape, check_sample, read_sample
+from sidestep.data.samples import (
+    SAMPLE_SUFFIXES,
+    SampleShape,
+    check_sample,
+    read_sample,
+)
 from sidestep.errors import DataError
 
 MANIFEST = "manifest.json"

@@ -11,7 +11,13 @@ from diffusers.models.transformers.ace_step_transformer import AceStepTransforme
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.data.samples import SampleShape
-from sidestep.models.checkpoints import assign_weights, locate, read_decoder_weights, read_null_condition, weight_files
+from sidestep.models.checkpoints import (
+    assign_weights,
+    locate,
+    read_decoder_weights,
+    read_null_condition,
+    weight_files,
+)
 
 
 @dataclass

@@ -9,17 +9,34 @@ from typing import Dict
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from sidestep.atomic import atomic_file
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.models.dit import build_dit
 from sidestep.training.accelerator import build_accelerator, weight_dtype
-from sidestep.training.flow_matching import StepGenerators, StepSettings, flow_matching_loss
+from sidestep.training.flow_matching import (
+    StepGenerators,
+    StepSettings,
+    flow_matching_loss,
+)
 from sidestep.training.rank_map import FORMAT
-from sidestep.training.sensitivity import (ModuleScore, SensitivityMeter, candidate_modules, layer_and_projection, mean,
-                                           plan_ranks, uniform_budget)
+from sidestep.training.sensitivity import (
+    ModuleScore,
+    SensitivityMeter,
+    candidate_modules,
+    layer_and_projection,
+    mean,
+    plan_ranks,
+    uniform_budget,
+)
 from sidestep.ui.console import console, is_plain
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,11 @@ from sidestep.errors import SidestepError
 from sidestep.models.dit import build_dit
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
-from sidestep.training.flow_matching import StepGenerators, StepSettings, flow_matching_loss
+from sidestep.training.flow_matching import (
+    StepGenerators,
+    StepSettings,
+    flow_matching_loss,
+)
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
