@@ -319,6 +319,16 @@ def as_container(cfg: DictConfig) -> Any:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def flatten(node: Any, sep: str = ".", prefix: str = "") -> dict:
+    """`{"lora": {"rank": 4}}` -> `{"lora.rank": 4}` (leaves include lists and None), for comparing and logging."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(flatten(value, sep, f"{prefix}{sep}{key}" if prefix else str(key)))
+    return out
+
+
 def _absolute(path: Optional[str]) -> Optional[str]:
     """Relative paths are relative to where the command was launched (Hydra does not chdir)."""
     return None if path is None else str(Path(path).expanduser().resolve())

@@ -13,8 +13,10 @@ from typing import Dict, List
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sidestep.config import as_container, prepare, register_schemas
+from sidestep.config import as_container, flatten, register_schemas
 from sidestep.errors import SidestepError
+from sidestep.train import main as train
+from sidestep.train import resolve
 from sidestep.ui.console import exit_on_user_error
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir", "resume_from")
@@ -44,23 +46,10 @@ def saved_overrides(run_dir: Path) -> List[str]:
 def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
     """{key: (saved, recomposed)} for every value today's conf/ would set differently."""
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        cfg = prepare(compose(config_name="train", overrides=overrides))
-    if cfg.model.variant != "tiny":
-        from sidestep.models.checkpoints import apply_checkpoint_config
-
-        apply_checkpoint_config(cfg.model)
-    now = _flatten(as_container(cfg))
-    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
+        cfg = resolve(compose(config_name="train", overrides=overrides))
+    now = flatten(as_container(cfg))
+    saved = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
     return {k: (saved.get(k), now.get(k)) for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)}
-
-
-def _flatten(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out = {}
-    for key, value in node.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def main(argv: List[str]) -> None:
@@ -79,8 +68,6 @@ def main(argv: List[str]) -> None:
     new = argv[1:]
     replaced = {override_key(o) for o in new}
     sys.argv = [sys.argv[0], *[o for o in old if override_key(o) not in replaced], *new]
-    from sidestep.train import main as train
-
     train()
 
 

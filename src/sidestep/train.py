@@ -34,15 +34,21 @@ def follow_the_main_process() -> None:
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
 
 
-def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
-    """Check the config, let the checkpoint's config.json decide the model numbers, and save what the run uses
-    over Hydra's `.hydra/config.yaml`. Shared by every entry point that runs on a model."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def resolve(cfg: DictConfig) -> DictConfig:
+    """The config a run really uses: checked, and with the model numbers the checkpoint's config.json gives."""
     cfg = prepare(cfg)
     if cfg.model.variant != "tiny":
         from sidestep.models.checkpoints import apply_checkpoint_config
 
         apply_checkpoint_config(cfg.model)
+    return cfg
+
+
+def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
+    """`resolve`, then save the result over Hydra's `.hydra/config.yaml`. Shared by every entry point that runs
+    on a model."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg = resolve(cfg)
     if HydraConfig.get().output_subdir is not None:
         (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
     return cfg, run_dir

@@ -8,29 +8,18 @@ from typing import List, Optional
 
 import torch
 from accelerate import Accelerator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sidestep.config import as_container, flatten
 from sidestep.training.lora import layer_grad_norms
 
 TRACKER_NAME = "tb"
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
-    """TensorBoard's hparams take flat scalars: `lora/rank`, `optimizer/lr`, ..."""
-    flat = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}/{key}" if prefix else str(key)
-            if isinstance(value, dict):
-                walk(value, name)
-            elif isinstance(value, (int, float, str, bool)):
-                flat[name] = value
-            elif value is not None:
-                flat[name] = str(value)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+    """TensorBoard's hparams take flat scalars: `lora/rank`, `optimizer/lr`, ... (lists as text, None left out)."""
+    leaves = flatten(as_container(cfg), sep="/")
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in leaves.items() if v is not None}
 
 
 class TrainingLogger:
