@@ -1,0 +1,17 @@
+"""Config: the typed schema of `conf/` (`schema.py`) and the checks run before anything heavy (`checks.py`)."""
+
+from sidestep.config.checks import prepare, typed, validate
+from sidestep.config.schema import (
+    CONSTANT_SCHEDULER,
+    LATENT_FPS,
+    OPTIMIZER_SCHEMAS,
+    ModelConfig,
+    SyntheticConfig,
+    TrainConfig,
+    as_container,
+    flatten,
+    register_schemas,
+)
+
+__all__ = ["CONSTANT_SCHEDULER", "LATENT_FPS", "OPTIMIZER_SCHEMAS", "ModelConfig", "SyntheticConfig", "TrainConfig",
+           "as_container", "flatten", "prepare", "register_schemas", "typed", "validate"]

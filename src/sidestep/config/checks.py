@@ -1,0 +1,139 @@
+"""The checks run on a composed config before anything heavy is built: one `ConfigError` naming the key."""
+
+import logging
+import re
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.config.schema import (
+    CONSTANT_SCHEDULER,
+    LATENT_FPS,
+    OPTIMIZER_SCHEMAS,
+    PRODIGY_TARGET,
+    SchedulerConfig,
+    TrainConfig,
+)
+from sidestep.errors import ConfigError
+
+log = logging.getLogger("sidestep")
+
+ATTENTION_BLOCKS = ("self_attn", "cross_attn")
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|xpu|cuda(:\d+)?")
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """Re-attach the schema to a config that lost it (a rerun from a saved `config.yaml` is a plain dict)."""
+    schema = OmegaConf.structured(TrainConfig)
+    target = OmegaConf.select(cfg, "optimizer._target_")
+    by_target = {s._target_: s for s in OPTIMIZER_SCHEMAS.values()}
+    if target not in by_target:
+        raise ConfigError(f"optimizer._target_={target!r} is not a known optimizer; pick optimizer=" + "|".join(OPTIMIZER_SCHEMAS))
+    schema.optimizer = OmegaConf.structured(by_target[target])
+    try:
+        return OmegaConf.merge(schema, cfg)
+    except Exception as err:  # omegaconf's ValidationError family: wrong key or type
+        raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and consistency checks that a type system cannot express. Touches no model or data file."""
+    lora, tr, opt, data = cfg.lora, cfg.trainer, cfg.optimizer, cfg.data
+    _check(lora.rank >= 1, "lora.rank", f"must be at least 1 (got {lora.rank})")
+    _check(lora.alpha > 0, "lora.alpha", f"must be > 0 (got {lora.alpha}); usually 2 x rank")
+    _check(lora.alpha_ratio is None or lora.alpha_ratio > 0, "lora.alpha_ratio", f"must be > 0 or null (got {lora.alpha_ratio})")
+    _check(0.0 <= lora.dropout <= 0.5, "lora.dropout", f"must be between 0 and 0.5 (got {lora.dropout})")
+    _check(lora.bias in ("none", "all", "lora_only"), "lora.bias", f"must be none, all or lora_only (got {lora.bias!r})")
+    known = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+    bad = [m for m in lora.target_modules if m not in known]
+    _check(not bad and len(lora.target_modules) > 0, "lora.target_modules", f"unknown {bad}; choose from {list(known)}")
+    bad = [b for b in cfg.attention.blocks if b not in ATTENTION_BLOCKS]
+    _check(not bad, "attention.blocks", f"unknown {bad}; use attention=both|self|cross")
+    _check(opt.lr > 0, "optimizer.lr", f"must be > 0 (got {opt.lr})")
+    _check(opt.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0 (got {opt.weight_decay})")
+    _check(cfg.scheduler.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0 (got {cfg.scheduler.warmup_steps})")
+    _check(tr.epochs >= 1, "trainer.epochs", f"must be at least 1 (got {tr.epochs})")
+    _check(tr.max_steps is None or tr.max_steps >= 1, "trainer.max_steps", f"must be at least 1 or null (got {tr.max_steps})")
+    _check(tr.batch_size >= 1, "trainer.batch_size", f"must be at least 1 (got {tr.batch_size})")
+    _check(tr.gradient_accumulation >= 1, "trainer.gradient_accumulation", f"must be at least 1 (got {tr.gradient_accumulation})")
+    _check(tr.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 (got {tr.max_grad_norm})")
+    _check(bool(DEVICE_PATTERN.fullmatch(tr.device)), "trainer.device", f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {tr.device!r})")
+    _check(tr.precision in ("auto", "bf16", "fp16", "fp32"), "trainer.precision", f"must be auto, bf16, fp16 or fp32 (got {tr.precision!r})")
+    for key in ("save_every", "log_every", "log_heavy_every", "keep_checkpoints"):
+        _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
+    _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
+           f"must be at least 1 or null (got {tr.save_every_steps})")
+    _check(tr.on_nonfinite in ("error", "skip"), "trainer.on_nonfinite", f"must be error or skip (got {tr.on_nonfinite!r})")
+    _check(data.on_bad_sample in ("error", "skip"), "data.on_bad_sample", f"must be error or skip (got {data.on_bad_sample!r})")
+    t = cfg.training
+    _check(t.mode in ("fixed", "vanilla"), "training.mode", f"must be fixed or vanilla (got {t.mode!r}); use training=fixed|vanilla")
+    _check(0.0 <= t.cfg_ratio < 1.0, "training.cfg_ratio", f"must be in [0, 1) (got {t.cfg_ratio})")
+    _check(t.mode != "vanilla" or len(t.discrete_timesteps) > 0, "training.discrete_timesteps", "vanilla mode needs the discrete schedule")
+    _check(all(0.0 < s <= 1.0 for s in t.discrete_timesteps), "training.discrete_timesteps", "values must be in (0, 1]")
+    _check(t.min_snr_gamma is None or t.min_snr_gamma > 0, "training.min_snr_gamma", f"must be > 0 or null (got {t.min_snr_gamma})")
+    _check(cfg.model.timestep_sigma > 0, "model.timestep_sigma", f"must be > 0 (got {cfg.model.timestep_sigma})")
+    _check(data.crop_seconds is None or data.crop_seconds * LATENT_FPS >= 2 * cfg.model.arch.patch_size,
+           "data.crop_seconds", f"must be null or at least {2 * cfg.model.arch.patch_size / LATENT_FPS} s (got {data.crop_seconds})")
+    est = cfg.estimate
+    _check(est.batches >= 1, "estimate.batches", f"must be at least 1 (got {est.batches})")
+    _check(len(est.ranks) > 0 and all(r >= 1 for r in est.ranks), "estimate.ranks", "must be a list of ranks >= 1")
+    _check(est.budget_params is None or est.budget_params > 0, "estimate.budget_params", "must be > 0 or null")
+    _check(lora.rank_map is None or Path(lora.rank_map).is_file(), "lora.rank_map",
+           f"{lora.rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
+    _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
+    _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
+    _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
+    if data.synthetic is None:
+        _check(data.dataset_dir is not None, "data.dataset_dir",
+               "is not set; point it at a folder of preprocessed samples, or try experiment=demo")
+        _check(Path(data.dataset_dir).is_dir(), "data.dataset_dir",
+               f"{data.dataset_dir} is not a folder; point it at your preprocessed tensors, or try experiment=demo")
+    if cfg.model.variant != "tiny":
+        ckpt = cfg.model.checkpoint_dir
+        _check(ckpt is not None, "model.checkpoint_dir",
+               f"is not set; point it at your ACE-Step checkpoints/ folder for model={cfg.model.variant}, or try experiment=demo")
+        _check(Path(ckpt).is_dir(), "model.checkpoint_dir",
+               f"{ckpt} does not exist; point it at your ACE-Step checkpoints/ folder, or try experiment=demo")
+
+
+def _absolute(path: Optional[str]) -> Optional[str]:
+    """Relative paths are relative to where the command was launched (Hydra does not chdir)."""
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """Typed, validated and resolved: absolute paths, and the schedule Prodigy needs. What the run really uses."""
+    cfg = typed(cfg)
+    cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
+    cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
+    cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
+    if cfg.lora.alpha_ratio is not None:
+        cfg.lora.alpha = cfg.lora.alpha_ratio * cfg.lora.rank
+    if cfg.resume_from not in (None, "latest"):
+        cfg.resume_from = _absolute(cfg.resume_from)
+    if cfg.data.synthetic is not None:
+        cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)
+    if cfg.optimizer._target_ == PRODIGY_TARGET:
+        _prodigy_rules(cfg)
+    validate(cfg)
+    return cfg
+
+
+def _prodigy_rules(cfg: DictConfig) -> None:
+    """Prodigy estimates the step size itself: its lr is a multiplier near 1, and the schedule must be constant."""
+    if not 0.1 <= cfg.optimizer.lr <= 10:
+        log.warning("optimizer=prodigy with optimizer.lr=%g: Prodigy's lr scales its own estimate, use about 1.0",
+                    cfg.optimizer.lr)
+    if cfg.scheduler._target_ != CONSTANT_SCHEDULER:
+        log.warning("optimizer=prodigy adapts its own step size: using scheduler=constant instead of %s",
+                    cfg.scheduler._target_.rsplit(".", 1)[-1])
+        cfg.scheduler = OmegaConf.merge(OmegaConf.structured(SchedulerConfig),
+                                        {"_target_": CONSTANT_SCHEDULER, "warmup_steps": 0})

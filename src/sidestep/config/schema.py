@@ -1,0 +1,237 @@
+"""The typed schema of every knob in `conf/`.
+
+Each config group's YAML extends one of these dataclasses (registered in Hydra's ConfigStore as
+`schema/<group>/<name>`), so a typo or a wrong type fails at compose time; `checks.py` then checks ranges.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
+
+
+@dataclass
+class ArchConfig:
+    """Keyword arguments of diffusers' `AceStepTransformer1DModel`; defaults are the 2B turbo/base/sft DiT."""
+
+    hidden_size: int = 2048
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    in_channels: int = 192
+    audio_acoustic_hidden_dim: int = 64
+    patch_size: int = 2
+    rope_theta: float = 1_000_000.0
+    sliding_window: int = 128
+    encoder_hidden_size: int = 2048
+
+
+@dataclass
+class ModelConfig:
+    variant: str = MISSING  # tiny | turbo | base | sft
+    checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root; unused by `tiny`
+    is_turbo: bool = False
+    timestep_mu: float = -0.4
+    timestep_sigma: float = 1.0
+    data_proportion: float = 0.5
+    init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
+    arch: ArchConfig = field(default_factory=ArchConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    """Built with `hydra.utils.instantiate(cfg.optimizer)(params)`; subclasses add the optimizer's own kwargs."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    _target_: str = "torch.optim.AdamW"
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamW8bitConfig(AdamWConfig):
+    _target_: str = "bitsandbytes.optim.AdamW8bit"
+
+
+@dataclass
+class AdafactorConfig(OptimizerConfig):
+    _target_: str = "transformers.optimization.Adafactor"
+    scale_parameter: bool = False
+    relative_step: bool = False
+    warmup_init: bool = False
+
+
+@dataclass
+class ProdigyConfig(OptimizerConfig):
+    _target_: str = "prodigyopt.Prodigy"
+    lr: float = 1.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    d_coef: float = 1.0
+    use_bias_correction: bool = True
+    safeguard_warmup: bool = True
+
+
+PRODIGY_TARGET = ProdigyConfig._target_
+OPTIMIZER_SCHEMAS = {
+    "adamw": AdamWConfig,
+    "adamw8bit": AdamW8bitConfig,
+    "adafactor": AdafactorConfig,
+    "prodigy": ProdigyConfig,
+}
+
+
+@dataclass
+class SchedulerConfig:
+    """`instantiate(cfg.scheduler)(total_steps=N)` gives the LR multiplier for `LambdaLR`."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    warmup_steps: int = 100  # optimizer steps; the LR ramps from 10% to 100%
+
+
+CONSTANT_SCHEDULER = "sidestep.training.lr_schedules.constant"
+
+
+@dataclass
+class AttentionConfig:
+    blocks: List[str] = field(default_factory=lambda: ["self_attn", "cross_attn"])
+
+
+@dataclass
+class TrainingConfig:
+    """How timesteps are drawn and how often the text condition is dropped (DESIGN §4)."""
+
+    mode: str = "fixed"  # fixed | vanilla
+    cfg_ratio: float = 0.15
+    discrete_timesteps: List[float] = field(default_factory=list)  # vanilla only
+    min_snr_gamma: Optional[float] = None
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 64
+    alpha: float = 128.0
+    alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (keeps the scale fixed in rank sweeps)
+    dropout: float = 0.1
+    bias: str = "none"  # none | all | lora_only
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    rank_map: Optional[str] = None  # an estimate.json from `python -m sidestep.estimate`: per-module ranks
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 100
+    max_steps: Optional[int] = None  # optimizer steps; caps `epochs` when set
+    batch_size: int = 1
+    gradient_accumulation: int = 4
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps | xpu
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    gradient_checkpointing: bool = False
+    save_every: int = 10  # epochs
+    save_every_steps: Optional[int] = None  # optimizer steps; also checkpoint mid-epoch when set
+    keep_checkpoints: int = 3
+    on_nonfinite: str = "error"  # error | skip: what a NaN/Inf loss or gradient does
+    log_every: int = 10  # optimizer steps
+    log_heavy_every: int = 50  # optimizer steps
+
+
+@dataclass
+class SyntheticConfig:
+    """A small generated dataset the tiny model can learn; written once to a cache folder."""
+
+    num_samples: int = 8
+    seconds: float = 4.0
+    styles: int = 4
+    text_tokens: int = 16
+    seed: int = 0
+    cache_dir: Optional[str] = None  # default: the user cache folder
+
+
+@dataclass
+class DataConfig:
+    dataset_dir: Optional[str] = None
+    synthetic: Optional[SyntheticConfig] = None
+    crop_seconds: Optional[float] = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    on_bad_sample: str = "error"  # error | skip: what an unusable sample file does
+    val_fraction: float = 0.0  # held out, scored at fixed timesteps and noise so runs compare
+
+
+@dataclass
+class ResumeConfig:
+    strict: bool = True  # false: a checkpoint that does not fit loads its matching LoRA tensors only
+
+
+@dataclass
+class UIConfig:
+    plain: bool = False  # plain log lines instead of a live progress bar; automatic when stdout is piped
+    yes: bool = False  # skip the confirmation after the setup summary
+
+
+@dataclass
+class EstimateConfig:
+    """`python -m sidestep.estimate`: gradient sensitivity of each candidate module, turned into a rank plan."""
+
+    batches: int = 32
+    include_mlp: bool = False  # also score the MLP projections
+    budget_params: Optional[int] = None  # default: what lora.rank on every candidate module would train
+    ranks: List[int] = field(default_factory=lambda: [4, 8, 16, 32, 64, 128])
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    attention: AttentionConfig = MISSING
+    training: TrainingConfig = MISSING
+    data: DataConfig = MISSING
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+    resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+
+
+def register_schemas() -> None:
+    """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
+                          ("training", TrainingConfig), ("data", DataConfig)]:
+        cs.store(group=f"schema/{group}", name="base", node=schema)
+    for name, schema in OPTIMIZER_SCHEMAS.items():
+        cs.store(group="schema/optimizer", name=name, node=schema)
+
+
+def as_container(cfg: DictConfig) -> Any:
+    """A plain, fully resolved copy for saving and printing."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(node: Any, sep: str = ".", prefix: str = "") -> dict:
+    """`{"lora": {"rank": 4}}` -> `{"lora.rank": 4}` (leaves include lists and None), for comparing and logging."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(flatten(value, sep, f"{prefix}{sep}{key}" if prefix else str(key)))
+    return out
