@@ -5,7 +5,7 @@ Each config group's YAML extends one of these dataclasses (registered in Hydra's
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -32,6 +32,15 @@ class ArchConfig:
 
 
 @dataclass
+class TinyStackConfig:
+    """`tiny` only: keyword arguments of the random VAE, Qwen3 text encoder and condition encoder (DESIGN §8)."""
+
+    vae: Dict[str, Any] = field(default_factory=dict)
+    text_encoder: Dict[str, Any] = field(default_factory=dict)
+    condition_encoder: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     variant: str = MISSING  # tiny | turbo | base | sft
     checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root; unused by `tiny`
@@ -41,6 +50,7 @@ class ModelConfig:
     data_proportion: float = 0.5
     init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
     arch: ArchConfig = field(default_factory=ArchConfig)
+    tiny_stack: Optional[TinyStackConfig] = None
 
 
 @dataclass

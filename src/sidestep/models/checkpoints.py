@@ -15,11 +15,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sidestep.errors import ConfigError
-from sidestep.models.keymap import NULL_CONDITION_KEY, decoder_keys
+from sidestep.models.keymap import NULL_CONDITION_KEY, decoder_keys, encoder_keys
 
 log = logging.getLogger(__name__)
 VARIANT_PREFIX = "acestep-v15-"
 SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
+SILENCE_FILE = "silence_latent.pt"  # beside model.safetensors: [1, 64, 15000], the VAE encoding of silence
+VAE_DIR, TEXT_ENCODER_DIR = "vae", "Qwen3-Embedding-0.6B"  # beside the variant folders
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ def locate(checkpoint_dir: Path, variant: str) -> VariantFolder:
     return VariantFolder(variants[variant], "original")
 
 
+def shared_folder(folder: VariantFolder, name: str, diffusers_name: str) -> Path:
+    """Where a model shared by all variants lives: beside the variant folders (ACE-Step), or a subfolder
+    (diffusers). A missing one is named with what to do."""
+    path = folder.path / diffusers_name if folder.layout == "diffusers" else folder.path.parent / name
+    if not path.is_dir():
+        raise ConfigError(f"model.checkpoint_dir: no {path.name}/ folder at {path.parent}; it ships with ACE-Step's "
+                          "checkpoints (run ACE-Step once to download it), and preprocessing and sampling need it")
+    return path
+
+
 def read_config(folder: VariantFolder) -> dict:
     try:
         return json.loads(folder.config_file.read_text())
@@ -69,12 +81,14 @@ def weight_files(folder: Path) -> List[Path]:
     raise ConfigError(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}; is the download complete?")
 
 
-def read_decoder_weights(folder: Path, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
-    """The DiT's tensors of an original-layout folder under diffusers names, read one tensor at a time."""
+def read_weights(folder: Path, dtype: torch.dtype, part: str = "decoder") -> Dict[str, torch.Tensor]:
+    """One model's tensors (`decoder`: the DiT, `encoder`: the condition encoder) of an original-layout folder,
+    under diffusers names, read one tensor at a time."""
+    select = {"decoder": decoder_keys, "encoder": encoder_keys}[part]
     weights: Dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
         with _open(path) as f:
-            for new, old in decoder_keys(f.keys()).items():
+            for new, old in select(f.keys()).items():
                 weights[new] = f.get_tensor(old).to(dtype)
     return weights
 

@@ -14,8 +14,8 @@ from sidestep.data.samples import SampleShape
 from sidestep.models.checkpoints import (
     assign_weights,
     locate,
-    read_decoder_weights,
     read_null_condition,
+    read_weights,
     weight_files,
 )
 
@@ -61,7 +61,7 @@ def _load_dit(model_cfg: DictConfig, arch: dict, dtype: torch.dtype) -> DiT:
     else:
         with torch.device("meta"):
             transformer = AceStepTransformer1DModel(**arch, is_turbo=model_cfg.is_turbo)
-        assign_weights(transformer, read_decoder_weights(folder.path, dtype), folder.path)
+        assign_weights(transformer, read_weights(folder.path, dtype), folder.path)
         null = read_null_condition(weight_files(folder.path), dtype)
     transformer.requires_grad_(False)
     return DiT(transformer, null)

@@ -1,12 +1,14 @@
 """Original ACE-Step 1.5 checkpoint keys -> diffusers `AceStepTransformer1DModel` keys (DESIGN §3), as data.
 
 The original `model.safetensors` holds `decoder.*` (the DiT), `encoder.*` (condition encoder), `tokenizer.*`,
-`detokenizer.*` and `null_condition_emb`. Training needs the decoder and the null embedding only.
+`detokenizer.*` and `null_condition_emb`. Training needs the decoder and the null embedding; preprocessing and
+sampling also need the condition encoder.
 """
 
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 DECODER_PREFIX = "decoder."
+ENCODER_PREFIX = "encoder."
 NULL_CONDITION_KEY = "null_condition_emb"
 
 # Whole-prefix renames, tried in order after the decoder prefix is removed.
@@ -34,6 +36,15 @@ def decoder_key_to_diffusers(key: str) -> Optional[str]:
     for old, new in PREFIX_RENAMES:
         if rest.startswith(old):
             return new + rest[len(old):]
+    return _rename_attention(rest)
+
+
+def encoder_key_to_diffusers(key: str) -> Optional[str]:
+    """The condition encoder's name of an original `encoder.*` key (same attention renames), else None."""
+    return _rename_attention(key[len(ENCODER_PREFIX):]) if key.startswith(ENCODER_PREFIX) else None
+
+
+def _rename_attention(rest: str) -> str:
     parts = rest.split(".")
     for i, part in enumerate(parts[:-1]):
         if part in ATTENTION_BLOCKS and i + 1 < len(parts) and parts[i + 1] in ATTENTION_RENAMES:
@@ -47,20 +58,38 @@ def diffusers_key_to_decoder(key: str) -> str:
     for old, new in PREFIX_RENAMES:
         if key.startswith(new):
             return DECODER_PREFIX + old + key[len(new):]
+    return DECODER_PREFIX + _original_attention(key)
+
+
+def diffusers_key_to_encoder(key: str) -> str:
+    """The original `encoder.*` name of a condition encoder key."""
+    return ENCODER_PREFIX + _original_attention(key)
+
+
+def _original_attention(key: str) -> str:
     inverse = {new: old for old, new in ATTENTION_RENAMES.items()}
     for block in ATTENTION_BLOCKS:
         for new, old in inverse.items():
             marker = f".{block}.{new}."
             if marker in key:
-                return DECODER_PREFIX + key.replace(marker, f".{block}.{old}.")
-    return DECODER_PREFIX + key
+                return key.replace(marker, f".{block}.{old}.")
+    return key
 
 
 def decoder_keys(keys: Iterable[str]) -> Dict[str, str]:
     """{diffusers key: original key} for every DiT key among `keys`."""
+    return _mapping(keys, decoder_key_to_diffusers)
+
+
+def encoder_keys(keys: Iterable[str]) -> Dict[str, str]:
+    """{condition encoder key: original key} for every `encoder.*` key among `keys`."""
+    return _mapping(keys, encoder_key_to_diffusers)
+
+
+def _mapping(keys: Iterable[str], rename: Callable[[str], Optional[str]]) -> Dict[str, str]:
     mapping = {}
     for key in keys:
-        new = decoder_key_to_diffusers(key)
+        new = rename(key)
         if new is not None:
             mapping[new] = key
     return mapping

@@ -1,0 +1,87 @@
+"""The tiny random ACE-Step stack (DESIGN §8): the demo and the tests run on it, and nothing is downloaded.
+
+Each model is seeded from `model.init_seed`, so every process and every later command (preprocess, train,
+sample) builds the same weights. `write_checkpoints` saves the stack in the layout of a user's ACE-Step
+`checkpoints/` folder, so the real loading code is tested end to end on it.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderOobleck
+from diffusers.pipelines.ace_step import AceStepConditionEncoder
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+from sidestep.models.checkpoints import SILENCE_FILE, TEXT_ENCODER_DIR, VAE_DIR, VARIANT_PREFIX
+from sidestep.models.dit import build_dit
+from sidestep.models.keymap import diffusers_key_to_decoder, diffusers_key_to_encoder
+
+END_OF_TEXT = "<|endoftext|>"
+# Offsets added to `init_seed`, one per model, so the models do not share random streams.
+SEED_OFFSETS = {"vae": 1, "text_encoder": 2, "condition_encoder": 3}
+
+
+def tiny_vae(model_cfg: DictConfig) -> AutoencoderOobleck:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_cfg.init_seed + SEED_OFFSETS["vae"])
+        return AutoencoderOobleck(**OmegaConf.to_container(model_cfg.tiny_stack.vae, resolve=True))
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE over the 256-byte alphabet with no merges: every UTF-8 string encodes, one token per byte."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    vocab[END_OF_TEXT] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([END_OF_TEXT])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=END_OF_TEXT, pad_token=END_OF_TEXT)
+
+
+def tiny_text_encoder(model_cfg: DictConfig) -> Qwen3Model:
+    config = Qwen3Config(**OmegaConf.to_container(model_cfg.tiny_stack.text_encoder, resolve=True), vocab_size=len(tiny_tokenizer()))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_cfg.init_seed + SEED_OFFSETS["text_encoder"])
+        return Qwen3Model(config)
+
+
+def tiny_condition_encoder(model_cfg: DictConfig) -> AceStepConditionEncoder:
+    """Its `null_condition_emb` is the DiT's (one tensor in a real checkpoint too), so CFG at sampling time uses
+    the embedding that CFG dropout trained with."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_cfg.init_seed + SEED_OFFSETS["condition_encoder"])
+        encoder = AceStepConditionEncoder(**OmegaConf.to_container(model_cfg.tiny_stack.condition_encoder, resolve=True))
+        with torch.no_grad():  # a fixed, non-zero "encoded silence", as the real silence_latent.pt is
+            encoder.silence_latent.copy_(0.5 * torch.randn(encoder.silence_latent.shape))
+            encoder.null_condition_emb.copy_(build_dit(model_cfg).null_condition_emb)
+    return encoder
+
+
+def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo") -> Path:
+    """Save the tiny stack as an ACE-Step `checkpoints/` folder: `acestep-v15-<variant>/` (config.json,
+    model.safetensors with original key names, silence_latent.pt), `vae/` and the text encoder folder."""
+    root = Path(root)
+    folder = root / f"{VARIANT_PREFIX}{variant}"
+    folder.mkdir(parents=True, exist_ok=True)
+    dit = build_dit(model_cfg)
+    encoder = tiny_condition_encoder(model_cfg)
+    state = {diffusers_key_to_decoder(k): v.contiguous() for k, v in dit.transformer.state_dict().items()}
+    for key, value in encoder.state_dict().items():
+        if key not in ("silence_latent", "null_condition_emb"):
+            state[diffusers_key_to_encoder(key)] = value.contiguous()
+    state["null_condition_emb"] = dit.null_condition_emb.contiguous()
+    save_file(state, folder / "model.safetensors")
+    torch.save(encoder.silence_latent.transpose(1, 2).contiguous(), folder / SILENCE_FILE)  # original: [1, 64, T]
+    config = {**OmegaConf.to_container(model_cfg.arch, resolve=True), "is_turbo": variant == "turbo",
+              "timestep_mu": model_cfg.timestep_mu, "timestep_sigma": model_cfg.timestep_sigma,
+              "data_proportion": model_cfg.data_proportion}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    tiny_vae(model_cfg).save_pretrained(root / VAE_DIR)
+    tiny_text_encoder(model_cfg).save_pretrained(root / TEXT_ENCODER_DIR)
+    tiny_tokenizer().save_pretrained(root / TEXT_ENCODER_DIR)
+    return folder
