@@ -5,8 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from sidestep.errors import ConfigError, DataError
+from sidestep.models.tiny import tiny_text_encoder, tiny_tokenizer
+from sidestep.preprocessing.encoding import encode_text, text_pipeline
 from sidestep.preprocessing.labels import (
     INSTRUMENTAL,
     Label,
@@ -15,7 +18,6 @@ from sidestep.preprocessing.labels import (
     read_dataset_json,
     with_trigger,
 )
-from sidestep.preprocessing.prompts import caption_prompt, lyrics_prompt
 
 
 def song(folder: Path, name: str = "song.wav") -> Path:
@@ -187,22 +189,43 @@ def test_an_unknown_trigger_position_is_a_config_error():
         with_trigger(Label(caption="x", lyrics=INSTRUMENTAL), "zx9", "middle")
 
 
-def test_caption_prompt_is_acesteps_text_exactly():
+class RecordingTokenizer:
+    """The tiny tokenizer, remembering every text it was given."""
+
+    def __init__(self):
+        self.inner, self.texts = tiny_tokenizer(), []
+
+    def __call__(self, texts, **kwargs):
+        self.texts += texts
+        return self.inner(texts, **kwargs)
+
+
+def prompts_for(label, seconds, make_cfg):
+    """The two texts preprocessing gives the text encoder for `label` (caption prompt, lyrics prompt)."""
+    model = make_cfg().model
+    tokenizer = RecordingTokenizer()
+    pipe = text_pipeline(tiny_text_encoder(model), tokenizer)
+    encode_text(pipe, label, seconds, OmegaConf.create({"max_text_tokens": 256, "max_lyric_tokens": 2048}))
+    return tokenizer.texts
+
+
+def test_caption_prompt_is_acesteps_text_exactly(make_cfg):
     label = Label(caption="warm lofi piano", lyrics="[Verse]\nla", bpm=82, keyscale="A minor", timesignature="4",
                   language="en", is_instrumental=False)
-    assert caption_prompt(label, 183.97) == (
+    caption, lyrics = prompts_for(label, 183.97, make_cfg)
+    assert caption == (
         "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n"
         "# Caption\nwarm lofi piano\n\n"
         "# Metas\n- bpm: 82\n- timesignature: 4\n- keyscale: A minor\n- duration: 183 seconds\n"
         "<|endoftext|>\n")
-    assert lyrics_prompt(label) == "# Languages\nen\n\n# Lyric\n[Verse]\nla<|endoftext|>"
+    assert lyrics == "# Languages\nen\n\n# Lyric\n[Verse]\nla<|endoftext|>"
 
 
-def test_prompts_say_n_a_for_what_is_not_known():
-    label = Label(caption="noise", lyrics=INSTRUMENTAL)
+def test_prompts_say_n_a_for_what_is_not_known(make_cfg):
+    caption, lyrics = prompts_for(Label(caption="noise", lyrics=INSTRUMENTAL), 30, make_cfg)
     assert "# Metas\n- bpm: N/A\n- timesignature: N/A\n- keyscale: N/A\n- duration: 30 seconds\n<|endoftext|>\n" \
-        in caption_prompt(label, 30)
-    assert lyrics_prompt(label) == "# Languages\nunknown\n\n# Lyric\n[Instrumental]<|endoftext|>"
+        in caption
+    assert lyrics == "# Languages\nunknown\n\n# Lyric\n[Instrumental]<|endoftext|>"
 
 
 def test_metadata_is_json_ready_with_acesteps_names():

@@ -18,7 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import as_container, prepare, register_schemas
-from sidestep.ui.console import exit_on_user_error
+from sidestep.ui.console import exit_on_user_error, use_plain
+from sidestep.wizard import offer_wizard
 
 log = logging.getLogger("sidestep.train")
 register_schemas()
@@ -49,6 +50,9 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
     on a model."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = resolve(cfg)
+    if cfg.preprocess.audio_dir is not None:  # songs first: training reads what preprocessing writes
+        cfg.preprocess.out_dir = cfg.preprocess.out_dir or cfg.data.dataset_dir or str(run_dir / "dataset")
+        cfg.data.dataset_dir = cfg.preprocess.out_dir
     if HydraConfig.get().output_subdir is not None:
         (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
     return cfg, run_dir
@@ -57,6 +61,8 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
     with exit_on_user_error():
+        use_plain(cfg.ui.plain)
+        offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
         cfg, run_dir = resolve_run(cfg)
         from sidestep.training.loop import (
             fit,  # torch, diffusers: only once the config is known to be good

@@ -12,6 +12,7 @@ from sidestep.config.schema import (
     LATENT_FPS,
     OPTIMIZER_SCHEMAS,
     PRODIGY_TARGET,
+    PreprocessConfig,
     SchedulerConfig,
     TrainConfig,
 )
@@ -91,17 +92,55 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
     _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
-    if data.synthetic is None:
+    if data.synthetic is None and cfg.preprocess.audio_dir is None:
         _check(data.dataset_dir is not None, "data.dataset_dir",
-               "is not set; point it at a folder of preprocessed samples, or try experiment=demo")
+               "is not set; point it at a folder of preprocessed samples (or preprocess.audio_dir at your songs), "
+               "or try experiment=demo")
         _check(Path(data.dataset_dir).is_dir(), "data.dataset_dir",
                f"{data.dataset_dir} is not a folder; point it at your preprocessed tensors, or try experiment=demo")
-    if cfg.model.variant != "tiny":
-        ckpt = cfg.model.checkpoint_dir
+    if cfg.preprocess.audio_dir is not None:
+        validate_preprocess(cfg.preprocess, "preprocess.")
+    validate_sample(cfg.sample)
+    validate_model(cfg.model)
+
+
+def validate_model(model: DictConfig) -> None:
+    if model.variant != "tiny":
+        ckpt = model.checkpoint_dir
         _check(ckpt is not None, "model.checkpoint_dir",
-               f"is not set; point it at your ACE-Step checkpoints/ folder for model={cfg.model.variant}, or try experiment=demo")
+               f"is not set; point it at your ACE-Step checkpoints/ folder for model={model.variant}, or try experiment=demo")
         _check(Path(ckpt).is_dir(), "model.checkpoint_dir",
                f"{ckpt} does not exist; point it at your ACE-Step checkpoints/ folder, or try experiment=demo")
+
+
+def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
+    """The preprocessing settings, for `sidestep.preprocess` (no prefix) and `preprocess.*` in training."""
+    _check(p.audio_dir is not None, f"{prefix}audio_dir", "is not set; point it at a folder of songs")
+    _check(Path(p.audio_dir).is_dir(), f"{prefix}audio_dir", f"{p.audio_dir} is not a folder of songs")
+    _check(p.dataset_json is None or Path(p.dataset_json).is_file(), f"{prefix}dataset_json",
+           f"{p.dataset_json} is not a file; point it at ACE-Step's dataset.json, or leave it out to use sidecars")
+    _check(p.max_duration > 0, f"{prefix}max_duration", f"must be > 0 seconds (got {p.max_duration})")
+    _check(p.trigger_position in ("prepend", "append", "replace"), f"{prefix}trigger_position",
+           f"must be prepend, append or replace (got {p.trigger_position!r})")
+    _check(p.tile_overlap_seconds >= 0, f"{prefix}tile_overlap_seconds", f"must be >= 0 (got {p.tile_overlap_seconds})")
+    _check(p.tile_seconds - 2 * p.tile_overlap_seconds >= 1, f"{prefix}tile_seconds",
+           f"must be at least 1 s longer than twice the overlap (got {p.tile_seconds} with overlap {p.tile_overlap_seconds})")
+    _check(p.max_text_tokens >= 16, f"{prefix}max_text_tokens", f"must be at least 16 (got {p.max_text_tokens})")
+    _check(p.max_lyric_tokens >= 16, f"{prefix}max_lyric_tokens", f"must be at least 16 (got {p.max_lyric_tokens})")
+    _check(bool(DEVICE_PATTERN.fullmatch(p.device)), f"{prefix}device",
+           f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {p.device!r})")
+    _check(p.precision in ("auto", "bf16", "fp16", "fp32"), f"{prefix}precision",
+           f"must be auto, bf16, fp16 or fp32 (got {p.precision!r})")
+
+
+def validate_sample(s: DictConfig) -> None:
+    for key in ("every_n_epochs", "every_n_steps", "steps"):
+        _check(s[key] is None or s[key] >= 1, f"sample.{key}", f"must be at least 1 or null (got {s[key]})")
+    _check(s.count >= 1, "sample.count", f"must be at least 1 (got {s.count})")
+    _check(0 < s.duration <= 600, "sample.duration", f"must be between 0 and 600 seconds (got {s.duration})")
+    _check(s.strength >= 0, "sample.strength", f"must be >= 0 (got {s.strength})")
+    _check(s.guidance is None or s.guidance >= 0, "sample.guidance", f"must be >= 0 or null (got {s.guidance})")
+    _check(s.shift is None or s.shift > 0, "sample.shift", f"must be > 0 or null (got {s.shift})")
 
 
 def _absolute(path: Optional[str]) -> Optional[str]:
@@ -121,9 +160,26 @@ def prepare(cfg: DictConfig) -> DictConfig:
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:
         cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)
+    for key in ("audio_dir", "out_dir", "dataset_json"):
+        cfg.preprocess[key] = _absolute(cfg.preprocess[key])
     if cfg.optimizer._target_ == PRODIGY_TARGET:
         _prodigy_rules(cfg)
     validate(cfg)
+    return cfg
+
+
+def prepare_preprocess(cfg: DictConfig) -> DictConfig:
+    """`prepare` for `python -m sidestep.preprocess`: typed, absolute paths, checked."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(PreprocessConfig), cfg)
+    except Exception as err:  # omegaconf's ValidationError family: wrong key or type
+        raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
+    for key in ("audio_dir", "out_dir", "dataset_json"):
+        cfg[key] = _absolute(cfg[key])
+    cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
+    _check(cfg.out_dir is not None, "out_dir", "is not set; name the folder the tensors go to")
+    validate_preprocess(cfg)
+    validate_model(cfg.model)
     return cfg
 
 

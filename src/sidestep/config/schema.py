@@ -41,6 +41,15 @@ class TinyStackConfig:
 
 
 @dataclass
+class SamplingDefaults:
+    """How this variant generates by default (`sidestep.sample`, samples during training); overridable there."""
+
+    steps: int = 8
+    guidance: float = 1.0  # > 1 runs classifier-free guidance (base/sft); turbo has guidance distilled in
+    shift: float = 3.0
+
+
+@dataclass
 class ModelConfig:
     variant: str = MISSING  # tiny | turbo | base | sft
     checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root; unused by `tiny`
@@ -51,6 +60,7 @@ class ModelConfig:
     init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
     arch: ArchConfig = field(default_factory=ArchConfig)
     tiny_stack: Optional[TinyStackConfig] = None
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
 
 @dataclass
@@ -206,6 +216,58 @@ class EstimateConfig:
 
 
 @dataclass
+class PreprocessSettings:
+    """Songs -> training tensors: `python -m sidestep.preprocess`, or `preprocess.*` before training."""
+
+    audio_dir: Optional[str] = None  # a folder of WAV/FLAC/OGG/MP3 songs, searched recursively
+    out_dir: Optional[str] = None  # in training: default <run>/dataset
+    dataset_json: Optional[str] = None  # ACE-Step dataset-builder labels; default: sidecars beside each song
+    max_duration: float = 240.0  # seconds; longer songs are cut
+    trigger_tag: Optional[str] = None  # a word added to every caption, to call the style up at generation time
+    trigger_position: str = "prepend"  # prepend | append | replace
+    force: bool = False  # redo songs whose tensors are up to date
+    tile_seconds: float = 30.0  # VAE encoding window: memory stays flat however long the song
+    tile_overlap_seconds: float = 2.0  # context on each side of a window, encoded and discarded
+    max_text_tokens: int = 256
+    max_lyric_tokens: int = 2048
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU
+
+
+@dataclass
+class PreprocessConfig(PreprocessSettings):
+    model: ModelConfig = MISSING
+    ui: UIConfig = field(default_factory=UIConfig)
+
+
+@dataclass
+class SamplePrompt:
+    prompt: str = MISSING
+    lyrics: str = "[Instrumental]"
+    language: str = "en"
+    bpm: Optional[int] = None
+    keyscale: Optional[str] = None
+    timesignature: Optional[str] = None
+
+
+@dataclass
+class SampleSettings:
+    """Audio rendered while training (`sample.*`): `<run>/samples/step-<N>/` and TensorBoard's audio tab."""
+
+    every_n_epochs: Optional[int] = None
+    every_n_steps: Optional[int] = None
+    prompts: List[SamplePrompt] = field(default_factory=list)  # default: captions and lyrics of the training data
+    count: int = 2  # prompts taken from the training data when `prompts` is empty
+    duration: float = 30.0  # seconds
+    seed: int = 0
+    strength: float = 1.0
+    steps: Optional[int] = None  # default: model.sampling
+    guidance: Optional[float] = None
+    shift: Optional[float] = None
+    offload: bool = False  # keep the VAE and encoders on the CPU between samples (small cards)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     optimizer: OptimizerConfig = MISSING
@@ -219,12 +281,15 @@ class TrainConfig:
     resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    sample: SampleSettings = field(default_factory=SampleSettings)
 
 
 def register_schemas() -> None:
     """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="preprocess_schema", node=PreprocessConfig)
     for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
                           ("training", TrainingConfig), ("data", DataConfig)]:
         cs.store(group=f"schema/{group}", name="base", node=schema)

@@ -8,6 +8,7 @@ can keep only one big model in memory at a time.
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -40,6 +41,8 @@ ENCODER_SETTINGS = ("rope_theta", "rms_norm_eps", "sliding_window")
 
 
 def build_vae(model_cfg: DictConfig, dtype: torch.dtype = torch.float32) -> AutoencoderOobleck:
+    # diffusers' Oobleck still uses torch's old weight_norm, which warns on every build
+    warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
     if model_cfg.variant == "tiny":
         vae = _cast(tiny.tiny_vae(model_cfg), dtype)
     else:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from sidestep.errors import ConfigError
 
 
-def resolve_device(name: str) -> str:
+def resolve_device(name: str, key: str = "trainer.device") -> str:
     """`auto` picks CUDA, then MPS, then XPU, then the CPU; an explicit device must exist."""
     available = {
         "cuda": torch.cuda.is_available(),
@@ -23,7 +23,7 @@ def resolve_device(name: str) -> str:
         return next(kind for kind, ok in available.items() if ok)
     kind = name.partition(":")[0]
     if not available[kind]:
-        raise ConfigError(f"trainer.device={name}: no such {kind.upper()} device is visible; use trainer.device=auto or cpu")
+        raise ConfigError(f"{key}={name}: no such {kind.upper()} device is visible; use {key}=auto or cpu")
     return kind
 
 

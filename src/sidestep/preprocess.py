@@ -1,0 +1,39 @@
+"""`python -m sidestep.preprocess audio_dir=./songs out_dir=./tensors/jazz [model=base model.checkpoint_dir=...]`:
+turn a folder of songs into the tensors training reads.
+
+Songs already done with the same audio and settings are skipped, so an interrupted run is simply started again.
+Exits non-zero only when no song could be used; the table at the end names every file that failed and why.
+"""
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from sidestep.config import register_schemas
+from sidestep.config.checks import prepare_preprocess
+from sidestep.ui.console import exit_on_user_error, is_plain
+
+log = logging.getLogger("sidestep.preprocess")
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="preprocess")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        cfg = prepare_preprocess(cfg)
+        if cfg.model.variant != "tiny":
+            from sidestep.models.checkpoints import apply_checkpoint_config
+
+            apply_checkpoint_config(cfg.model)
+        from sidestep.preprocessing.run import (
+            preprocess_and_report,  # torch, diffusers: only once the config is known good
+        )
+
+        outcome = preprocess_and_report(cfg, cfg.model, is_plain(cfg.ui.plain))
+        log.info("%d samples ready in %s; train on them with data.dataset_dir=%s", outcome.usable, outcome.out_dir,
+                 outcome.out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Preprocessing, top to bottom: find songs -> skip the up-to-date ones -> pass 1 (VAE + text encoder) ->
+free them -> pass 2 (condition encoder) -> manifest.
+
+Two passes keep one big model in memory at a time. Pass 1 leaves one staging file per song in
+`<out_dir>/.staging/`; pass 2 turns each into the finished sample and deletes it. Every file is written under a
+temporary name and renamed, so an interrupted run loses nothing and the next run carries on where it stopped.
+"""
+
+import gc
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from omegaconf import DictConfig
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from sidestep.atomic import atomic_file
+from sidestep.data.audio import SAMPLE_RATE, AudioError, audio_seconds, load_audio
+from sidestep.data.dataset import MANIFEST
+from sidestep.data.samples import METADATA_KEY
+from sidestep.errors import DataError
+from sidestep.models.stack import build_condition_encoder, build_text_encoder, build_vae, describe
+from sidestep.preprocessing.encoding import (
+    condition_pipeline,
+    encode_condition,
+    encode_latents,
+    encode_text,
+    text_pipeline,
+)
+from sidestep.preprocessing.songs import Failure, Song, find_songs, reason_of
+from sidestep.training.accelerator import resolve_device
+from sidestep.ui.file_progress import FileProgress, show_outcome
+
+log = logging.getLogger(__name__)
+STAGING = ".staging"
+
+
+@dataclass
+class Outcome:
+    out_dir: Path
+    processed: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)  # already up to date
+    failed: List[Failure] = field(default_factory=list)
+
+    @property
+    def usable(self) -> int:
+        return len(self.processed) + len(self.skipped)
+
+
+def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = "") -> Outcome:
+    """Turn `settings.audio_dir` into training samples in `settings.out_dir` with `model_cfg`'s models."""
+    out_dir = Path(settings.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    songs, failed = find_songs(settings, describe(model_cfg))
+    if not songs and not failed:
+        raise DataError(f"{settings.audio_dir}: no audio files found (WAV, FLAC, OGG or MP3)")
+    outcome = Outcome(out_dir, failed=failed)
+    todo = []
+    for song in songs:
+        if not settings.force and _matches(out_dir / f"{song.name}.safetensors", song):
+            outcome.skipped.append(song.name)
+        else:
+            todo.append(song)
+    if todo:
+        kind = resolve_device(settings.device, f"{key_prefix}device")
+        device = torch.device(settings.device if ":" in settings.device else kind)
+        dtype = _dtype(settings.precision, device.type)
+        log.info("preprocessing %d of %d songs on %s (%s)", len(todo), len(songs), device, str(dtype).split(".")[-1])
+        with torch.inference_mode():
+            staged = _first_pass(todo, out_dir / STAGING, settings, model_cfg, device, dtype, plain, outcome)
+            _free(device)
+            _second_pass(staged, out_dir, model_cfg, device, dtype, plain, outcome)
+            _free(device)
+    done = set(outcome.processed) | set(outcome.skipped)
+    _write_manifest(out_dir, [s.name for s in songs if s.name in done], settings, model_cfg)
+    return outcome
+
+
+def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = "") -> Outcome:
+    """`preprocess`, then the outcome table; an error when not one song could be used."""
+    outcome = preprocess(settings, model_cfg, plain, key_prefix)
+    show_outcome(outcome.processed, outcome.skipped, [(f.path, f.reason) for f in outcome.failed], outcome.out_dir)
+    if outcome.usable == 0:
+        raise DataError(f"{settings.audio_dir}: no song could be preprocessed (see the reasons above)")
+    return outcome
+
+
+def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cfg: DictConfig, device: torch.device,
+                dtype: torch.dtype, plain: bool, outcome: Outcome) -> List[Tuple[Song, Path]]:
+    """Audio -> latents and label -> text/lyric states, for every song not already staged."""
+    lengths = []
+    for song in songs:
+        try:
+            lengths.append((song, min(audio_seconds(song.path), settings.max_duration)))
+        except AudioError as err:
+            outcome.failed.append(Failure(song.path, reason_of(err, song.path)))
+    staged = [(song, staging / f"{song.name}.safetensors") for song, _ in lengths]
+    todo = [(song, seconds) for (song, seconds), (_, path) in zip(lengths, staged) if not _matches(path, song)]
+    if todo:
+        vae = build_vae(model_cfg, dtype).to(device)
+        pipe = text_pipeline(*build_text_encoder(model_cfg, dtype))
+        pipe.text_encoder.to(device)
+        with FileProgress("pass 1/2: audio and text", [s for _, s in todo], plain) as progress:
+            for song, seconds in todo:
+                _stage(song, staging / f"{song.name}.safetensors", vae, pipe, settings, model_cfg, outcome)
+                progress.advance(seconds, song.name)
+        del vae, pipe
+    failed = {f.path for f in outcome.failed}
+    return [(song, path) for song, path in staged if song.path not in failed and path.is_file()]
+
+
+def _stage(song: Song, path: Path, vae, pipe, settings: DictConfig, model_cfg: DictConfig, outcome: Outcome) -> None:
+    try:
+        audio = load_audio(song.path, settings.max_duration)
+        generator = torch.Generator(vae.device).manual_seed(int(song.source_hash[:15], 16))
+        latents = encode_latents(vae, audio, settings.tile_seconds, settings.tile_overlap_seconds, generator)
+        frames = latents.shape[0]
+        if frames < model_cfg.arch.patch_size:
+            raise AudioError(f"{song.path}: {audio.shape[-1] / SAMPLE_RATE:.3f} s is shorter than one latent patch")
+        if not torch.isfinite(latents).all():
+            raise DataError(f"{song.path}: the VAE gave NaN or Inf latents (try preprocess.precision=fp32)")
+        seconds = audio.shape[-1] / SAMPLE_RATE
+        tensors = {"target_latents": latents, **encode_text(pipe, song.label, seconds, settings)}
+        _save(path, tensors, {"source_hash": song.source_hash, "settings_hash": song.settings_hash,
+                              "duration": round(seconds, 3)})
+    except DataError as err:
+        outcome.failed.append(Failure(song.path, reason_of(err, song.path)))
+    except torch.OutOfMemoryError:
+        outcome.failed.append(Failure(song.path, "out of memory; try a smaller preprocess.tile_seconds"))
+
+
+def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: DictConfig, device: torch.device,
+                 dtype: torch.dtype, plain: bool, outcome: Outcome) -> None:
+    """Staged tensors -> finished samples with the condition encoder; each staging file is removed when done."""
+    if not staged:
+        return
+    pipe = condition_pipeline(build_condition_encoder(model_cfg, dtype).to(device))
+    durations = [_metadata(path)["duration"] for _, path in staged]
+    with FileProgress("pass 2/2: conditions", durations, plain) as progress:
+        for (song, path), seconds in zip(staged, durations):
+            try:
+                sample = encode_condition(pipe, load_file(path))
+            except DataError as err:
+                outcome.failed.append(Failure(song.path, reason_of(err, song.path)))
+            else:
+                metadata = {**song.label.metadata(), "duration": seconds, "audio_path": str(song.path),
+                            "filename": song.path.name, "source_hash": song.source_hash,
+                            "settings_hash": song.settings_hash, "model": model_cfg.variant}
+                _save(out_dir / f"{song.name}.safetensors", sample, metadata)
+                outcome.processed.append(song.name)
+            path.unlink()
+            progress.advance(seconds, song.name)
+    if not any(path.parent.iterdir()):
+        path.parent.rmdir()
+
+
+def _save(path: Path, tensors: dict, metadata: dict) -> None:
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={METADATA_KEY: json.dumps(metadata)})
+
+
+def _metadata(path: Path) -> Optional[dict]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return json.loads((f.metadata() or {}).get(METADATA_KEY, "null"))
+    except (SafetensorError, OSError, json.JSONDecodeError):
+        return None
+
+
+def _matches(path: Path, song: Song) -> bool:
+    """True when `path` holds this song's tensors for the same audio content and the same settings."""
+    if not path.is_file():
+        return False
+    found = _metadata(path) or {}
+    return found.get("source_hash") == song.source_hash and found.get("settings_hash") == song.settings_hash
+
+
+def _write_manifest(out_dir: Path, names: List[str], settings: DictConfig, model_cfg: DictConfig) -> None:
+    if not names:
+        return
+    manifest = {"metadata": {"generator": "sidestep.preprocess", "audio_dir": settings.audio_dir,
+                             "model": model_cfg.variant},
+                "samples": [f"{name}.safetensors" for name in names], "num_samples": len(names)}
+    with atomic_file(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+
+
+def _dtype(precision: str, device: str) -> torch.dtype:
+    """`auto`: bf16 where the accelerator has it, fp32 on the CPU and MPS."""
+    if precision == "auto":
+        precision = "bf16" if device in ("cuda", "xpu") else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
