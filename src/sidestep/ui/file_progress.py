@@ -47,7 +47,7 @@ class FileProgress:
 
 
 def show_outcome(processed: List[str], skipped: List[str], failed: List[Tuple[Path, str]], out_dir: Path) -> None:
-    """One line per count, then every failed file with its reason."""
+    """A table of counts, then one line per failed file with its reason."""
     table = Table(title="Preprocessing", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -56,8 +56,5 @@ def show_outcome(processed: List[str], skipped: List[str], failed: List[Tuple[Pa
     table.add_row("skipped (already done)", str(len(skipped)))
     table.add_row("failed", str(len(failed)))
     console.print(table)
-    if failed:
-        reasons = Table("failed file", "reason", title_justify="left")
-        for path, reason in failed:
-            reasons.add_row(str(path), reason)
-        console.print(reasons)
+    for path, reason in failed:  # whole lines, so paths stay intact in logs and narrow terminals
+        console.print(f"failed: {path}: {reason}", soft_wrap=True, markup=False, highlight=False)
