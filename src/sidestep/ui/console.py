@@ -21,6 +21,10 @@ def log_handler() -> logging.Handler:
     """Console log handler (Hydra's job_logging builds it): rich in a terminal, one plain line per record otherwise."""
     if console.is_terminal:
         return RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    return _plain_handler()
+
+
+def _plain_handler() -> logging.Handler:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     return handler
@@ -28,6 +32,16 @@ def log_handler() -> logging.Handler:
 
 def is_plain(requested: bool) -> bool:
     return requested or not console.is_terminal
+
+
+def use_plain(requested: bool) -> bool:
+    """`ui.plain=true` (the seed's `--plain`) makes a terminal get what a pipe gets: no colour or styles, plain log
+    lines (and, in the callers, no live display). Returns whether output is plain."""
+    if requested and console.is_terminal:
+        console._color_system = None  # rich then writes text without any escape codes
+        root = logging.getLogger()
+        root.handlers = [_plain_handler() if isinstance(h, RichHandler) else h for h in root.handlers]
+    return is_plain(requested)
 
 
 def is_interactive() -> bool:
