@@ -44,18 +44,22 @@ def _natural(path: Path):
     return [int(part) if part.isdigit() else part for part in path.parts]
 
 
+def overrides_text(run: Path) -> str:
+    """What was typed for this run (less `hydra.*` and `ui.*`), or "(defaults)"."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    return " ".join(o for o in overrides if not o.startswith(("hydra.", "ui."))) or "(defaults)"
+
+
 def read_run(run: Path, root: Path) -> RunRow:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    shown = " ".join(o for o in overrides if not o.startswith(("hydra.", "ui.")))
     events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0}).Reload() if (run / "tb").is_dir() else None
     scalars = events.Scalars(LOSS_TAG) if events and LOSS_TAG in events.Tags()["scalars"] else []
     adapter = run / "adapter" / "adapter_model.safetensors"
     return RunRow(
         run=str(run.relative_to(root)) if run != root else ".",
-        overrides=shown or "(defaults)",
+        overrides=overrides_text(run),
         final_loss=scalars[-1].value if scalars else None,
         best_loss=min(s.value for s in scalars) if scalars else None,
         steps=scalars[-1].step if scalars else 0,

@@ -1,0 +1,66 @@
+"""`<run>/status.json`: where a run stands, for `python -m sidestep.monitor`, which only reads files.
+
+TensorBoard holds the curves but not the plan (total steps, epochs) nor whether the run is still going, so the
+main process writes this small file when training starts, every `trainer.log_every` steps, and when it stops:
+`state` is `running`, then `finished` (adapter written), `stopped` (signal, checkpoint written) or `failed`.
+It is written under a temporary name and renamed, so a reader never sees half of it.
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from sidestep.atomic import atomic_file
+from sidestep.training.interrupts import Interrupted
+
+STATUS_FILE = "status.json"
+
+
+class RunStatus:
+    def __init__(self, run_dir: Path, total_steps: int, epochs: int, first_step: int, log_every: int, enabled: bool):
+        self.path, self.enabled, self.log_every = Path(run_dir) / STATUS_FILE, enabled, log_every
+        self.started, self.first_step = time.time(), first_step
+        self.fields = {"state": "running", "step": first_step, "total_steps": total_steps, "epoch": None,
+                       "epochs": epochs, "loss": None, "lr": None, "it_per_s": None, "eta_s": None,
+                       "started_at": self.started}
+
+    def __enter__(self) -> "RunStatus":
+        self._write()
+        return self
+
+    def update(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        """Call after every optimizer step; writes on logging steps and the last one."""
+        if step % self.log_every and step != self.fields["total_steps"]:
+            return
+        rate = (step - self.first_step) / max(time.time() - self.started, 1e-9)
+        eta = (self.fields["total_steps"] - step) / rate if rate > 0 else None
+        self._write(step=step, epoch=epoch + 1, loss=_number(loss), lr=lr, it_per_s=rate, eta_s=eta)
+
+    def finished(self, adapter_dir: Path) -> None:
+        self._write(state="finished", eta_s=0.0, adapter=str(adapter_dir))
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None:
+            return
+        stopped = isinstance(error, (Interrupted, KeyboardInterrupt))
+        self._write(state="stopped" if stopped else "failed", eta_s=None,
+                    error=(str(error) or type(error).__name__).splitlines()[0])
+
+    def _write(self, **changes) -> None:
+        self.fields.update(changes, updated_at=time.time())
+        if self.enabled:
+            with atomic_file(self.path) as tmp:
+                tmp.write_text(json.dumps(self.fields, indent=1))
+
+
+def read_status(run_dir: Path) -> Optional[dict]:
+    """The run's last status, or None when it has none (not started yet, or made before status files existed)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _number(value: float) -> Optional[float]:
+    return None if value != value else value  # NaN (nothing logged yet) is not JSON

@@ -1,0 +1,144 @@
+"""The monitor follows runs from their files alone: a finished tiny run in detail, a sweep one line per job, a live
+run's progress and ETA, the GPU gauge only where `nvidia-smi` answers. The sweep it watches runs in a terminal
+with `ui.plain=true ui.yes=true`, which must mean plain log lines, no escape codes and no question."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pexpect
+import pytest
+
+from sidestep.monitor import Reader, find_runs, main
+from sidestep.training.interrupts import Interrupted
+from sidestep.training.run_status import RunStatus, read_status
+from sidestep.ui.gpu import profile_for
+
+
+def monitor(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "250"}  # pytest's own COLUMNS=80 would fold the long paths
+    return subprocess.run([sys.executable, "-m", "sidestep.monitor", *args], capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
+                                           "trainer.max_steps=10", "trainer.save_every_steps=5", "trainer.log_every=5",
+                                           "ui.plain=true", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
+                                           f"hydra.sweep.dir={sweep}"],
+                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=240)
+    output = child.read()
+    child.close()
+    assert child.exitstatus == 0, output[-3000:]
+    assert "\x1b[" not in output  # no colour, no live bar, though stdout is a terminal
+    assert re.search(r"INFO step 10/10  epoch 5/5  loss \d\.\d{4}", output)
+    assert "Start training?" not in output
+
+    job = sweep / "0"
+    status = read_status(job)
+    assert (status["state"], status["step"], status["total_steps"], status["epochs"]) == ("finished", 10, 10, 5)
+    detail = monitor(str(job))
+    assert detail.returncode == 0, detail.stderr
+    text = detail.stdout
+    for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated \d+s ago\)",
+                    r"setup\s+model tiny, LoRA rank 2 / alpha 32 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
+                    r"progress\s+\S+ 100%  step 10/10  epoch 5/5",
+                    rf"loss\s+{status['loss']:.4f} smoothed \(first \d\.\d{{4}}, best \d\.\d{{4}}\)  last step \d\.\d{{4}}",
+                    r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 5-10",
+                    r"lr\s+\d\.\d\de-0\d  grad norm \d\.\d{3}",
+                    r"checkpoint\s+step-0000010 \(\d+s ago; 2 kept\)",
+                    r"log\s+.*adapter written to"):
+        assert re.search(pattern, text), (pattern, text)
+    assert "gpu" not in text and "\x1b[" not in text  # no nvidia-smi here; piped output is plain
+
+    table = monitor(str(sweep), "--once")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert f"{sweep}: 2 run(s), 2 finished" in lines[0]
+    for job, rank in (("0", 2), ("1", 4)):
+        row = next(line for line in lines if line.split()[:1] == [job])
+        assert re.fullmatch(rf"{job}\s+finished\s+10/10\s+\d\.\d{{4}}\s+\d+\.\d\d\s+-\s+step-0000010\s+"
+                            rf"experiment=demo lora.rank={rank} .*", row.strip()), row
+
+
+def fake_run(root, state="running", step=40, updated_ago=5.0):
+    """A run dir as the trainer leaves it mid-run: config, status, one finished and one half-written checkpoint."""
+    run = root / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "model: {variant: base}\nlora: {rank: 64, alpha: 128, target_modules: [q_proj, v_proj]}\n"
+        "optimizer: {_target_: torch.optim.AdamW, lr: 0.0001}\n"
+        "trainer: {batch_size: 1, gradient_accumulation: 4, epochs: 100, max_steps: null, log_every: 10}\n")
+    now = time.time()
+    (run / "status.json").write_text(json.dumps({
+        "state": state, "step": step, "total_steps": 400, "epoch": 11, "epochs": 100, "loss": 0.5, "lr": 1e-4,
+        "it_per_s": 2.0, "eta_s": 180.0, "started_at": now - 25, "updated_at": now - updated_ago}))
+    (run / "checkpoints" / "step-0000030").mkdir(parents=True)
+    (run / "checkpoints" / "step-0000030" / "trainer_state.json").write_text("{}")
+    (run / "checkpoints" / ".tmp-step-0000040").mkdir()
+    return run
+
+
+def test_a_running_run_shows_progress_eta_and_the_checkpoint_being_written(tmp_path, capsys):
+    run = fake_run(tmp_path)
+    main([str(run), "--once"])
+    out = capsys.readouterr().out
+    assert re.search(r"state\s+running \(updated 5s ago\)", out)
+    assert re.search(r"progress\s+\S+  10%  step 40/400  epoch 11/100", out)
+    assert re.search(r"speed\s+2\.00 it/s  elapsed 2\ds  ETA 3m00s", out)
+    assert re.search(r"checkpoint\s+step-0000030 \(\d+s ago; 1 kept\), writing step-0000040", out)
+    assert "adapter" not in out
+
+
+def test_a_run_that_stopped_updating_is_flagged(tmp_path, capsys):
+    main([str(fake_run(tmp_path, updated_ago=3600)), "--once"])
+    assert "running?: no update for a while; the process may have died (updated 1h00m ago)" in capsys.readouterr().out
+
+
+def test_the_gpu_gauge_comes_from_nvidia_smi_when_there_is_one(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, 87, 40960, 81559'\necho '1, NVIDIA H100 80GB HBM3, [N/A], 0, 81559'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{monkeypatch.delenv('PATH', raising=False) or '/usr/bin:/bin'}")
+    main([str(fake_run(tmp_path)), "--once"])
+    out = capsys.readouterr().out
+    assert "gpu 0  NVIDIA H100 80GB HBM3: 87% busy, 40.0 / 79.6 GiB" in out
+    assert "gpu 1  NVIDIA H100 80GB HBM3: ? busy, 0.0 / 79.6 GiB" in out
+
+
+def test_status_file_follows_the_run_and_records_how_it_ended(tmp_path):
+    with RunStatus(tmp_path, total_steps=20, epochs=2, first_step=0, log_every=10, enabled=True) as status:
+        assert read_status(tmp_path)["state"] == "running"
+        status.update(5, 0, 1.5, 1e-3)
+        assert read_status(tmp_path)["step"] == 0  # between logging steps nothing is written
+        status.update(10, 0, 1.25, 1e-3)
+        assert (read_status(tmp_path)["step"], read_status(tmp_path)["loss"]) == (10, 1.25)
+    status.finished(tmp_path / "adapter")
+    assert read_status(tmp_path)["state"] == "finished"
+    for error, state in ((Interrupted("stopped by SIGTERM; checkpoint x", 143), "stopped"), (RuntimeError("boom"), "failed")):
+        with pytest.raises(type(error)), RunStatus(tmp_path, 20, 2, 10, 10, True):
+            raise error
+        assert (read_status(tmp_path)["state"], read_status(tmp_path)["error"]) == (state, str(error).splitlines()[0])
+    with RunStatus(tmp_path / "other", 20, 2, 0, 10, enabled=False):  # not the main process: writes nothing
+        pass
+    assert not (tmp_path / "other").exists()
+
+
+def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path):
+    for job in ("10", "2", "1/nested"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["1/nested", "2", "10"]
+    assert find_runs(tmp_path / "2") == [tmp_path / "2"]
+    assert Reader(tmp_path).snapshot(tmp_path / "2").state == "no status"
+
+
+@pytest.mark.parametrize("gib, profile", [(6.0, "8gb"), (7.8, "8gb"), (11.7, "12gb"), (15.6, "16gb"), (23.6, "24gb_plus"),
+                                          (79.1, "24gb_plus")])
+def test_detected_memory_picks_the_largest_profile_the_card_holds(gib, profile):
+    assert profile_for(gib, ["12gb", "16gb", "24gb_plus", "8gb"]) == profile

@@ -1,0 +1,185 @@
+"""The wizard, driven through a pseudo-terminal: defaults come from the config tree, a bad answer is refused with
+the trainer's own message and asked again, `back` works, and the recipe it writes composes to exactly what was
+answered, passes the trainer's checks, and is what its printed command trains."""
+
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from safetensors.torch import save_file
+
+from sidestep.config import prepare
+from sidestep.recipes import HEADER, destination
+from sidestep.wizard import main
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """An ACE-Step checkpoints folder with two variants (config only) and a dataset of two 30 s samples."""
+    for variant in ("base", "sft"):
+        (tmp_path / "checkpoints" / f"acestep-v15-{variant}").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"acestep-v15-{variant}" / "config.json").write_text("{}")
+    (tmp_path / "tensors" / "jazz").mkdir(parents=True)
+    for i in range(2):
+        save_file({"target_latents": torch.zeros(750, 64), "attention_mask": torch.ones(750),
+                   "encoder_hidden_states": torch.zeros(8, 2048), "encoder_attention_mask": torch.ones(8),
+                   "context_latents": torch.zeros(750, 128)}, tmp_path / "tensors" / "jazz" / f"song{i}.safetensors")
+    return tmp_path
+
+
+class Terminal:
+    """A command in a pseudo-terminal: `answer(title, text)` waits for the question, then types the answer."""
+
+    def __init__(self, args, cwd: Path):
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # pytest sets COLUMNS=80
+        self.child = pexpect.spawn(sys.executable, args, cwd=str(cwd), env=env, encoding="utf-8",
+                                   dimensions=(50, 250), timeout=60)
+        self.child.logfile_read = self.transcript = io.StringIO()
+
+    def answer(self, title: str, text: str = "") -> str:
+        self.child.expect_exact(title)
+        shown = self.child.before  # what came before the question: help, choices, refusals
+        self.child.expect_exact(": ")
+        self.child.sendline(text)
+        return shown
+
+    def see(self, text: str) -> None:
+        self.child.expect_exact(text)
+
+    def finish(self) -> str:
+        """Wait for the end; the whole transcript."""
+        self.child.read()
+        self.child.close()
+        assert self.child.exitstatus == 0, self.transcript.getvalue()[-3000:]
+        return self.transcript.getvalue()
+
+
+def composed_recipe(config_dir: Path, name: str):
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=[f"hydra.searchpath=[file://{config_dir}]", f"experiment={name}"])
+
+
+def printed_command(output: str, config_dir: Path, name: str):
+    command = re.search(r"train it with:\s+(python -m sidestep\.train .*)", output).group(1).strip()
+    assert shlex.split(command) == ["python", "-m", "sidestep.train", "--config-dir", str(config_dir), f"experiment={name}"]
+    return shlex.split(command)
+
+
+def test_basic_mode_with_a_refused_answer_and_back(folders):
+    out = folders / "recipes"
+    term = Terminal(["-m", "sidestep.wizard", "--out", str(out), "ui.plain=true"], folders)
+    term.answer("Questions", "")
+    term.answer("Dataset folder", "tensors/jazz")  # relative to where the wizard runs
+    term.see("2 samples, 1.0 min of audio")
+    term.answer("ACE-Step checkpoints folder", "nowhere")
+    term.see(f"refused: model.checkpoint_dir: {folders / 'nowhere'} does not exist")
+    term.answer("ACE-Step checkpoints folder", "checkpoints")
+    term.see("variants found: base, sft")
+    assert "1) auto  2) base  3) sft" in term.answer("Model variant", "base")
+    assert "2) high_quality  3) quick_test  4) recommended" in term.answer("Recipe", "recommended")
+    term.answer("VRAM profile (vram=) [none]", "12gb")
+    term.answer("LoRA rank (lora.rank) [32]", "0")  # 12gb's rank is the default
+    term.see("refused: lora.rank: must be at least 1 (got 0)")
+    term.answer("LoRA rank", "back")
+    term.answer("VRAM profile (vram=) [12gb]", "8gb")  # back: the earlier answer is the default
+    term.answer("LoRA rank (lora.rank) [16]", "48")
+    term.answer("LoRA alpha (lora.alpha) [96]", "")  # the tree's alpha / rank ratio kept
+    term.answer("Epochs (trainer.epochs) [1000]", "20")
+    term.answer("Recipe name [jazz]", "")
+    term.answer("Start training now?", "n")
+    output = term.finish()
+
+    text = (out / "experiment" / "jazz.yaml").read_text()
+    assert text.splitlines()[:2] == ["# @package _global_", text.splitlines()[1]] and HEADER in text
+    cfg = composed_recipe(out, "jazz")
+    assert (cfg.model.variant, cfg.model.checkpoint_dir, cfg.data.dataset_dir) == (
+        "base", str(folders / "checkpoints"), str(folders / "tensors" / "jazz"))
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, 96, 20)
+    assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.optimizer.lr == 3e-4  # recommended
+    assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
+        8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
+    prepare(cfg)
+
+    command = printed_command(output, out, "jazz")
+    shown = subprocess.run([sys.executable, *command[1:], "--cfg", "job"], capture_output=True, text=True, cwd="/")
+    assert shown.returncode == 0 and "rank: 48" in shown.stdout, shown.stderr
+
+
+def test_advanced_mode_in_colour_with_prodigy(folders):
+    out = folders / "recipes"
+    term = Terminal(["-m", "sidestep.wizard", "--out", str(out), "experiment=quick_test"], folders)
+    term.answer("Questions", "2")  # a choice by its number
+    term.answer("Dataset folder", str(folders / "tensors" / "jazz"))
+    term.answer("ACE-Step checkpoints folder", str(folders / "checkpoints"))
+    term.answer("Model variant", "")
+    term.answer("Recipe", "")  # the command line's experiment=quick_test is the default
+    term.answer("VRAM profile", "")
+    for title in ("LoRA rank", "LoRA alpha", "Epochs"):
+        term.answer(title, "")
+    term.answer("Device", "gpu")
+    term.see("trainer.device: must be auto, cpu, cuda, cuda:N, mps or xpu (got 'gpu')")
+    term.answer("Device", "cpu")
+    term.answer("Precision", "fp32")
+    term.answer("Optimizer", "prodigy")
+    term.see("Prodigy's lr scales its own estimate, use about 1.0")  # quick_test's lr 3e-4 under Prodigy
+    for title, text in (("Learning rate", "1.0"), ("Weight decay", ""), ("Learning-rate schedule", "constant"),
+                        ("Warm-up steps", ""), ("Gradient clipping", "0.5"), ("Batch size", "2"),
+                        ("Gradient accumulation steps", "1"), ("Crop length in seconds", "10"),
+                        ("Data-loader workers", "0"), ("Pin memory", "false"), ("Prefetch factor", ""),
+                        ("Persistent workers", "false"), ("Checkpoint every N epochs", ""), ("Log every N steps", "5"),
+                        ("Per-layer gradient norms every N steps", ""), ("Recipe name", "adv"),
+                        ("Start training now?", "n")):
+        term.answer(title, text)
+    output = term.finish()
+
+    cfg = composed_recipe(out, "adv")
+    assert cfg.optimizer._target_ == "prodigyopt.Prodigy" and cfg.optimizer.lr == 1.0
+    assert cfg.scheduler._target_.endswith(".constant")
+    assert (cfg.trainer.device, cfg.trainer.precision, cfg.trainer.max_grad_norm, cfg.trainer.batch_size) == (
+        "cpu", "fp32", 0.5, 2)
+    assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)
+    assert (cfg.lora.rank, cfg.trainer.epochs, cfg.model.variant) == (16, 10, "auto")  # quick_test; auto: base > sft
+    prepare(cfg)
+    printed_command(output, out, "adv")
+
+
+def test_without_a_terminal_every_default_is_taken_and_nothing_starts(folders, monkeypatch, capsys):
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)  # even under pytest -s at a terminal
+    main(["--out", "recipes", f"data.dataset_dir={folders / 'tensors' / 'jazz'}",
+          f"model.checkpoint_dir={folders / 'checkpoints'}", "model=sft"])  # returns: no training started
+    assert composed_recipe(folders / "recipes", "jazz").model.variant == "sft"
+    out = capsys.readouterr().out
+    printed_command(out, folders / "recipes", "jazz")
+    assert "Start training" not in out
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", "recipes"])
+    assert stop.value.code == 2 and capsys.readouterr().err == "error: data.dataset_dir: needs an answer\n"
+
+
+def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
+    term = Terminal(["-m", "sidestep.train", "model=sft", "ui.plain=true"], tmp_path)
+    term.answer("No data.dataset_dir given. Set up the run with the wizard?", "y")
+    term.answer("Questions", "")
+    term.child.sendeof()
+    term.see("error: the input ended before the last question; nothing was written")
+    term.child.expect(pexpect.EOF)
+    term.child.close()
+    assert term.child.exitstatus == 2
+
+
+def test_recipes_go_to_the_installed_config_tree_when_it_is_writable():
+    import sidestep.conf
+
+    config_dir, extra = destination(None)
+    assert config_dir == Path(sidestep.conf.__file__).parent and extra == []
+    assert destination(Path("elsewhere")) == (Path("elsewhere").resolve(), ["--config-dir", str(Path("elsewhere").resolve())])
