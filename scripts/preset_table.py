@@ -1,4 +1,5 @@
-"""Print the README's VRAM preset table from conf/vram/*.yaml, so the docs say exactly what the files set.
+"""Print the README's preset tables from conf/vram/*.yaml and conf/experiment/*.yaml, so the docs say exactly
+what the files set.
 
     python scripts/preset_table.py        # tests/test_docs.py checks the README carries this output verbatim
 """
@@ -7,7 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-VRAM = Path(__file__).resolve().parents[1] / "conf" / "vram"
+CONF = Path(__file__).resolve().parents[1] / "conf"
+VRAM, EXPERIMENT = CONF / "vram", CONF / "experiment"
 COLUMNS = [
     ("rank / alpha", lambda c: f"{c.lora.rank} / {c.lora.alpha}"),
     ("targets", lambda c: ", ".join(c.lora.target_modules)),
@@ -28,5 +30,45 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def experiment_table() -> str:
+    """One column per preset (a recipe that leaves model and data to you, as the wizard offers them), one row per
+    group choice or key any of them sets; blank: not set."""
+    from sidestep.recipes import leaves_model_and_data
+
+    found = {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in EXPERIMENT.glob("*.yaml")
+             if leaves_model_and_data(p.stem, CONF)}
+    recipes = dict(sorted(found.items(), key=lambda item: (item[1].get("lora", {}).get("rank", 0), item[0])))  # by size
+    rows = {}
+    for name, recipe in recipes.items():  # group choices first, then keys, each in the order the files have them
+        for entry in recipe.pop("defaults", []):
+            for key, option in entry.items():
+                rows.setdefault(f"`{key.split('/')[-1]}=`", {})[name] = option
+    for name, recipe in recipes.items():
+        for key, value in _leaves(recipe):
+            rows.setdefault(f"`{key}`", {})[name] = value
+    lines = ["| | " + " | ".join(f"`{name}`" for name in recipes) + " |", "|---" * (len(recipes) + 1) + "|"]
+    for key, values in rows.items():
+        lines.append(f"| {key} | " + " | ".join(_cell(values[n]) if n in values else "" for n in recipes) + " |")
+    return "\n".join(lines)
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _cell(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 if __name__ == "__main__":
     print(table())
+    print()
+    print(experiment_table())

@@ -59,6 +59,26 @@ def test_vram_preset_sets_memory_knobs_and_explicit_overrides_win(make_cfg):
     assert cfg.lora.rank == 4 and cfg.trainer.gradient_checkpointing is False
 
 
+@pytest.mark.parametrize("preset, rank, alpha, lr, epochs, warmup, save_every", [
+    ("quick_test", 16, 32, 3e-4, 10, 10, 5),
+    ("recommended", 64, 128, 3e-4, 1000, 100, 50),
+    ("high_quality", 128, 256, 2e-4, 1000, 100, 50),
+])
+def test_experiment_presets_are_side_step_v11s(make_cfg, tmp_path, preset, rank, alpha, lr, epochs, warmup, save_every):
+    cfg = make_cfg(f"experiment={preset}", f"model.checkpoint_dir={tmp_path}", f"data.dataset_dir={tmp_path}",
+                   experiment=None)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.optimizer.lr, cfg.trainer.epochs) == (rank, alpha, lr, epochs)
+    assert (cfg.scheduler.warmup_steps, cfg.trainer.save_every) == (warmup, save_every)
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (cfg.lora.dropout, cfg.lora.bias, cfg.attention.blocks) == (0.1, "none", ["self_attn", "cross_attn"])
+    assert (cfg.trainer.batch_size, cfg.trainer.gradient_accumulation, cfg.trainer.max_grad_norm) == (1, 4, 1.0)
+    assert (cfg.optimizer.weight_decay, cfg.trainer.seed, cfg.training.cfg_ratio) == (0.01, 42, 0.15)
+    assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.scheduler._target_.endswith(".cosine")
+    assert cfg.trainer.gradient_checkpointing is True
+    assert make_cfg(f"experiment={preset}", "vram=8gb", f"model.checkpoint_dir={tmp_path}",
+                    f"data.dataset_dir={tmp_path}", experiment=None).lora.rank == 16  # the card's limits win
+
+
 def test_prodigy_forces_a_constant_schedule_and_warns_about_a_small_lr(make_cfg, caplog):
     cfg = make_cfg("optimizer=prodigy", "scheduler=cosine", "optimizer.lr=1.0")
     assert cfg.scheduler._target_ == CONSTANT_SCHEDULER and cfg.scheduler.warmup_steps == 0

@@ -15,7 +15,14 @@ import pytest
 from sidestep.monitor import Reader, find_runs, main
 from sidestep.training.interrupts import Interrupted
 from sidestep.training.run_status import RunStatus, read_status
+from sidestep.ui.console import console
 from sidestep.ui.gpu import profile_for
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """In-process snapshots at a fixed width: pytest's COLUMNS=80 would fold the long temporary paths."""
+    monkeypatch.setattr(console, "width", 250)
 
 
 def monitor(*args: str) -> subprocess.CompletedProcess:
@@ -129,13 +136,26 @@ def test_status_file_follows_the_run_and_records_how_it_ended(tmp_path):
     assert not (tmp_path / "other").exists()
 
 
-def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path):
+def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
+    child = pexpect.spawn(sys.executable, ["-m", "sidestep.monitor", str(fake_run(tmp_path)), "ui.plain=true"],
+                          encoding="utf-8", dimensions=(50, 200), timeout=60)
+    output = child.read()  # returns: a running run, yet no live refresh in plain mode
+    child.close()
+    assert child.exitstatus == 0 and "step 40/400" in output and "\x1b[" not in output, output
+
+
+def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):
     for job in ("10", "2", "1/nested"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- lora.target_modules=[q_proj,v_proj]\n")
     assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["1/nested", "2", "10"]
     assert find_runs(tmp_path / "2") == [tmp_path / "2"]
     assert Reader(tmp_path).snapshot(tmp_path / "2").state == "no status"
+    main([str(tmp_path), "--once"])
+    out = capsys.readouterr().out
+    assert f"{tmp_path}: 3 run(s), 3 no status" in out
+    assert "lora.target_modules=[q_proj,v_proj]" in out  # brackets are text, not rich markup
 
 
 @pytest.mark.parametrize("gib, profile", [(6.0, "8gb"), (7.8, "8gb"), (11.7, "12gb"), (15.6, "16gb"), (23.6, "24gb_plus"),

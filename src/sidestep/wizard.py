@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 from hydra import initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 from rich.prompt import Confirm
+from rich.text import Text
 
 from sidestep.config import LATENT_FPS, register_schemas
 from sidestep.errors import SidestepError
@@ -164,7 +165,7 @@ class Wizard:
         if path.is_file() and not is_ours(path):
             return f"name: {path} is a recipe the wizard did not write; pick another name"
         if path.is_file() and not self.yes and is_interactive() and not Confirm.ask(
-                f"  {path} exists; overwrite it?", default=False, console=console):
+                Text(f"  {path} exists; overwrite it?"), default=False, console=console):
             return "name: pick another name"
         return None
 

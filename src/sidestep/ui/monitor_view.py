@@ -4,6 +4,7 @@ Only text and rich tables, so it reads the same in a live terminal, a plain SSH 
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -18,6 +19,7 @@ UNICODE = (sys.stdout.encoding or "").lower().replace("-", "") in ("utf8", "utf1
 SPARKS = "▁▂▃▄▅▆▇█" if UNICODE else "_.-~=+*#"
 FULL, EMPTY = ("█", "░") if UNICODE else ("#", "-")
 STALE_AFTER = 300.0  # seconds without an update before a "running" run is flagged
+STYLES = {"running": "cyan", "running?": "yellow", "finished": "green", "stopped": "yellow", "failed": "red"}
 
 
 def render(root: Path, runs: Sequence, gauges: List[GpuGauge], now: float, single: bool):
@@ -31,38 +33,44 @@ def run_detail(run, now: float) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("run", str(run.path))
-    table.add_row("state", state_text(run, now))
+    add = partial(_add, table)
+    add("run", str(run.path))
+    add("state", Text(state_text(run, now), style=STYLES.get(state_word(run, now), "")))
     if cfg:
-        table.add_row("setup", setup_text(cfg))
+        add("setup", setup_text(cfg))
     step, total = status.get("step"), status.get("total_steps")
     if step is None and "loss/smoothed" in scalars:
         step = scalars["loss/smoothed"][-1][0]  # no status file: the last logged step
     if step is not None:
         epoch = f"  epoch {status['epoch']}/{status['epochs']}" if status.get("epoch") else ""
-        table.add_row("progress", f"{bar(step, total)}step {step}/{total or '?'}{epoch}")
+        add("progress", f"{bar(step, total)}step {step}/{total or '?'}{epoch}")
     if status.get("it_per_s"):
         ended = run.state != "running"
         elapsed = (status["updated_at"] if ended else now) - status["started_at"]
         eta = "" if ended or status.get("eta_s") is None else f"  ETA {duration(status['eta_s'])}"
-        table.add_row("speed", f"{status['it_per_s']:.2f} it/s  elapsed {duration(elapsed)}{eta}")
+        add("speed", f"{status['it_per_s']:.2f} it/s  elapsed {duration(elapsed)}{eta}")
     curve = [value for _, value in scalars.get("loss/smoothed", [])]
     if curve:
         extra = "".join(f"  {name} {scalars[tag][-1][1]:.4f}" for name, tag in (("last step", "loss/step"),
                                                                                   ("held-out", "loss/val"))
                         if tag in scalars)
-        table.add_row("loss", f"{curve[-1]:.4f} smoothed (first {curve[0]:.4f}, best {min(curve):.4f}){extra}")
+        add("loss", f"{curve[-1]:.4f} smoothed (first {curve[0]:.4f}, best {min(curve):.4f}){extra}")
         steps = scalars["loss/smoothed"]
-        table.add_row("curve", f"{sparkline(curve)}  steps {steps[0][0]}-{steps[-1][0]}")
+        add("curve", f"{sparkline(curve)}  steps {steps[0][0]}-{steps[-1][0]}")
     if "lr" in scalars:
         norm = f"  grad norm {scalars['grad_norm/total'][-1][1]:.3f}" if "grad_norm/total" in scalars else ""
-        table.add_row("lr", f"{scalars['lr'][-1][1]:.2e}{norm}")
-    table.add_row("checkpoint", checkpoint_text(run, now))
+        add("lr", f"{scalars['lr'][-1][1]:.2e}{norm}")
+    add("checkpoint", checkpoint_text(run, now))
     if run.adapter:
-        table.add_row("adapter", str(run.adapter))
+        add("adapter", str(run.adapter))
     if run.last_log_line:
-        table.add_row("log", run.last_log_line)
+        add("log", run.last_log_line)
     return table
+
+
+def _add(table: Table, *cells) -> None:
+    """Cells as plain text: paths, overrides and log lines may hold brackets that rich would read as markup."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
 
 def run_lines(root: Path, runs: Sequence, now: float):
@@ -71,7 +79,7 @@ def run_lines(root: Path, runs: Sequence, now: float):
         counts[run.state] = counts.get(run.state, 0) + 1
     title = f"{root}: {len(runs)} run(s)" + (f", {', '.join(f'{n} {s}' for s, n in counts.items())}" if runs else
                                              ", waiting for the first one")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("run", "state", "step", "loss", "it/s", "ETA", "checkpoint", "overrides"):
         table.add_column(name, overflow="fold", no_wrap=name != "overrides")
     for run in runs:
@@ -79,12 +87,13 @@ def run_lines(root: Path, runs: Sequence, now: float):
         curve = run.scalars.get("loss/smoothed")
         step = status.get("step", curve[-1][0] if curve else None)
         eta = status.get("eta_s") if run.state == "running" else None
-        table.add_row(run.label, state_word(run, now),
-                      "-" if step is None else f"{step}/{status.get('total_steps', '?')}",
-                      f"{curve[-1][1]:.4f}" if curve else "-",
-                      f"{status['it_per_s']:.2f}" if status.get("it_per_s") else "-",
-                      "-" if eta is None else duration(eta),
-                      run.checkpoints[-1][0] if run.checkpoints else "-", run.overrides)
+        word = state_word(run, now)
+        _add(table, run.label, Text(word, style=STYLES.get(word, "")),
+             "-" if step is None else f"{step}/{status.get('total_steps', '?')}",
+             f"{curve[-1][1]:.4f}" if curve else "-",
+             f"{status['it_per_s']:.2f}" if status.get("it_per_s") else "-",
+             "-" if eta is None else duration(eta),
+             run.checkpoints[-1][0] if run.checkpoints else "-", run.overrides)
     return table
 
 
