@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from sidestep.config import register_schemas
 from sidestep.train import resolve_run
-from sidestep.ui.console import exit_on_user_error
+from sidestep.ui.console import exit_on_user_error, use_plain
 
 register_schemas()
 
@@ -17,6 +17,7 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        use_plain(cfg.ui.plain)
         cfg, run_dir = resolve_run(cfg)
         from sidestep.training.estimation import estimate
 

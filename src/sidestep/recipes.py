@@ -108,7 +108,10 @@ def destination(out: Optional[Path]) -> Tuple[Path, List[str]]:
 
 def verify(config_dir: Path, extra: List[str], name: str, expected: DictConfig) -> None:
     """The printed command must compose to exactly what was answered and pass the trainer's checks."""
-    search = [f"hydra.searchpath=[file://{config_dir}]"] if extra else []
+    quoted = str(config_dir).replace("\\", "\\\\").replace("'", "\\'")
+    search = [f"hydra.searchpath=['file://{quoted}']"] if extra else []
+    _compose.cache_clear()  # a fresh look: the recipe may replace one composed earlier under the same name
+    composed.cache_clear()
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         written = ((*search, f"experiment={name}"), ())
         problem = config_problem(written)

@@ -72,7 +72,7 @@ QUESTIONS = [
     Question("trainer.save_every", "Checkpoint every N epochs", advanced=True),
     Question("trainer.log_every", "Log every N steps", advanced=True),
     Question("trainer.log_heavy_every", "Per-layer gradient norms every N steps", advanced=True),
-    Question("name", "Recipe name", "meta", "the file name: conf/experiment/<name>.yaml"),
+    Question("name", "Recipe name", "meta", "its file name: experiment/<name>.yaml in the config dir"),
 ]
 
 
