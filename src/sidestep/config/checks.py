@@ -13,6 +13,7 @@ from sidestep.config.schema import (
     OPTIMIZER_SCHEMAS,
     PRODIGY_TARGET,
     PreprocessConfig,
+    SampleConfig,
     SchedulerConfig,
     TrainConfig,
 )
@@ -138,7 +139,6 @@ def validate_sample(s: DictConfig) -> None:
         _check(s[key] is None or s[key] >= 1, f"sample.{key}", f"must be at least 1 or null (got {s[key]})")
     _check(s.count >= 1, "sample.count", f"must be at least 1 (got {s.count})")
     _check(0 < s.duration <= 600, "sample.duration", f"must be between 0 and 600 seconds (got {s.duration})")
-    _check(s.strength >= 0, "sample.strength", f"must be >= 0 (got {s.strength})")
     _check(s.guidance is None or s.guidance >= 0, "sample.guidance", f"must be >= 0 or null (got {s.guidance})")
     _check(s.shift is None or s.shift > 0, "sample.shift", f"must be > 0 or null (got {s.shift})")
 
@@ -170,10 +170,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
 
 def prepare_preprocess(cfg: DictConfig) -> DictConfig:
     """`prepare` for `python -m sidestep.preprocess`: typed, absolute paths, checked."""
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(PreprocessConfig), cfg)
-    except Exception as err:  # omegaconf's ValidationError family: wrong key or type
-        raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
+    cfg = _merge(PreprocessConfig, cfg)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg[key] = _absolute(cfg[key])
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
@@ -181,6 +178,33 @@ def prepare_preprocess(cfg: DictConfig) -> DictConfig:
     validate_preprocess(cfg)
     validate_model(cfg.model)
     return cfg
+
+
+def prepare_sample(cfg: DictConfig) -> DictConfig:
+    """`prepare` for `python -m sidestep.sample`: typed, absolute paths, checked."""
+    cfg = _merge(SampleConfig, cfg)
+    for key in ("source", "prompts"):
+        cfg[key] = _absolute(cfg[key])
+    cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
+    _check(cfg.source is not None, "source", "is not set; give a run dir, its adapter/ or a checkpoints/step-N/")
+    _check(cfg.prompts is None or Path(cfg.prompts).is_file(), "prompts", f"{cfg.prompts} is not a file")
+    _check(0 < cfg.duration <= 600, "duration", f"must be between 0 and 600 seconds (got {cfg.duration})")
+    _check(cfg.count >= 1, "count", f"must be at least 1 (got {cfg.count})")
+    for key in ("strength", "guidance"):
+        _check(cfg[key] is None or cfg[key] >= 0, key, f"must be >= 0 (got {cfg[key]})")
+    _check(all(s >= 0 for s in cfg.compare_strengths), "compare_strengths", "must all be >= 0")
+    _check(cfg.steps is None or cfg.steps >= 1, "steps", f"must be at least 1 (got {cfg.steps})")
+    _check(cfg.shift is None or cfg.shift > 0, "shift", f"must be > 0 (got {cfg.shift})")
+    _check(bool(DEVICE_PATTERN.fullmatch(cfg.device)), "device", f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {cfg.device!r})")
+    _check(cfg.precision in ("auto", "bf16", "fp16", "fp32"), "precision", f"must be auto, bf16, fp16 or fp32 (got {cfg.precision!r})")
+    return cfg
+
+
+def _merge(schema, cfg: DictConfig) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except Exception as err:  # omegaconf's ValidationError family: wrong key or type
+        raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
 
 
 def _prodigy_rules(cfg: DictConfig) -> None:

@@ -260,11 +260,37 @@ class SampleSettings:
     count: int = 2  # prompts taken from the training data when `prompts` is empty
     duration: float = 30.0  # seconds
     seed: int = 0
-    strength: float = 1.0
     steps: Optional[int] = None  # default: model.sampling
     guidance: Optional[float] = None
     shift: Optional[float] = None
     offload: bool = False  # keep the VAE and encoders on the CPU between samples (small cards)
+
+
+@dataclass
+class SampleConfig:
+    """`python -m sidestep.sample <run | adapter | checkpoint dir>`: hear an adapter, alone or beside the base."""
+
+    source: Optional[str] = None  # a run dir, its adapter/ or one of its checkpoints/step-N/
+    prompt: Optional[str] = None
+    lyrics: str = "[Instrumental]"
+    language: str = "en"
+    bpm: Optional[int] = None
+    keyscale: Optional[str] = None
+    timesignature: Optional[str] = None
+    prompts: Optional[str] = None  # a YAML list of {prompt, lyrics, ...}
+    count: int = 3  # captions taken from the run's training data when no prompt is given
+    duration: float = 30.0
+    seed: int = 0
+    strength: float = 1.0
+    compare: bool = False  # also render without the adapter (and at compare_strengths), same prompt and seed
+    compare_strengths: List[float] = field(default_factory=list)
+    steps: Optional[int] = None  # default: model.sampling
+    guidance: Optional[float] = None
+    shift: Optional[float] = None
+    device: str = "auto"
+    precision: str = "auto"
+    model: ModelConfig = MISSING  # used when the source does not say what it was trained on
+    ui: UIConfig = field(default_factory=UIConfig)
 
 
 @dataclass
@@ -290,6 +316,7 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)
+    cs.store(name="sample_schema", node=SampleConfig)
     for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
                           ("training", TrainingConfig), ("data", DataConfig)]:
         cs.store(group=f"schema/{group}", name="base", node=schema)

@@ -16,11 +16,16 @@ from sidestep.data.synthetic import synthetic_dataset
 from sidestep.models.dit import sample_shape
 
 
+def dataset_folder(cfg: DictConfig) -> Path:
+    """The folder of samples the config trains on (the synthetic one is generated on first use)."""
+    if cfg.data.synthetic:
+        return synthetic_dataset(cfg.data.synthetic, sample_shape(cfg.model))
+    return Path(cfg.data.dataset_dir)
+
+
 def open_dataset(cfg: DictConfig) -> LatentDataset:
     """Every file is checked against the model's sample layout before any weight is loaded."""
-    shape = sample_shape(cfg.model)
-    folder = synthetic_dataset(cfg.data.synthetic, shape) if cfg.data.synthetic else Path(cfg.data.dataset_dir)
-    return LatentDataset(folder, shape, cfg.data.on_bad_sample)
+    return LatentDataset(dataset_folder(cfg), sample_shape(cfg.model), cfg.data.on_bad_sample)
 
 
 def make_loader(cfg: DictConfig, dataset: LatentDataset, device_type: str) -> Tuple[DataLoader, EpochSampler]:

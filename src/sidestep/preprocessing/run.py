@@ -32,7 +32,7 @@ from sidestep.preprocessing.encoding import (
     text_pipeline,
 )
 from sidestep.preprocessing.songs import Failure, Song, find_songs, reason_of
-from sidestep.training.accelerator import resolve_device
+from sidestep.training.accelerator import compute_dtype, pick_device
 from sidestep.ui.file_progress import FileProgress, show_outcome
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,8 @@ def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_pre
         else:
             todo.append(song)
     if todo:
-        kind = resolve_device(settings.device, f"{key_prefix}device")
-        device = torch.device(settings.device if ":" in settings.device else kind)
-        dtype = _dtype(settings.precision, device.type)
+        device = pick_device(settings.device, f"{key_prefix}device")
+        dtype = compute_dtype(settings.precision, device.type)
         log.info("preprocessing %d of %d songs on %s (%s)", len(todo), len(songs), device, str(dtype).split(".")[-1])
         with torch.inference_mode():
             staged = _first_pass(todo, out_dir / STAGING, settings, model_cfg, device, dtype, plain, outcome)
@@ -187,13 +186,6 @@ def _write_manifest(out_dir: Path, names: List[str], settings: DictConfig, model
                 "samples": [f"{name}.safetensors" for name in names], "num_samples": len(names)}
     with atomic_file(out_dir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
-
-
-def _dtype(precision: str, device: str) -> torch.dtype:
-    """`auto`: bf16 where the accelerator has it, fp32 on the CPU and MPS."""
-    if precision == "auto":
-        precision = "bf16" if device in ("cuda", "xpu") else "fp32"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
 def _free(device: torch.device) -> None:

@@ -39,6 +39,19 @@ def resolve_precision(precision: str, device: str) -> str:
     return "no" if precision == "fp32" else precision
 
 
+def pick_device(name: str, key: str) -> torch.device:
+    """For the tools that run models outside training (preprocess, sample): `cuda:1` stays `cuda:1`."""
+    kind = resolve_device(name, key)
+    return torch.device(name if ":" in name else kind)
+
+
+def compute_dtype(precision: str, device: str) -> torch.dtype:
+    """Inference precision: `auto` is bf16 where the accelerator has it (CUDA, XPU), fp32 on the CPU and MPS."""
+    if precision == "auto":
+        precision = "bf16" if device in ("cuda", "xpu") else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
 def weight_dtype(mixed_precision: str) -> torch.dtype:
     """The frozen base weights are stored in the compute dtype; LoRA weights stay fp32."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)

@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError
 from sidestep.models.dit import build_dit
+from sidestep.preprocessing.run import preprocess_and_report
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.flow_matching import (
@@ -27,8 +28,10 @@ from sidestep.training.flow_matching import (
     flow_matching_loss,
 )
 from sidestep.training.interrupts import StopRequest
+from sidestep.training.live_samples import LiveSampler
 from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
+from sidestep.training.run_status import RunStatus
 from sidestep.training.tensorboard import TrainingLogger
 from sidestep.training.validation import HeldOutLoss
 from sidestep.ui.console import is_plain
@@ -56,7 +59,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
     set_seed(tr.seed)
 
-    with accelerator.main_process_first():  # the main process generates the synthetic demo data, if any, alone
+    with accelerator.main_process_first():  # the main process makes the data (songs or synthetic) alone
+        if cfg.preprocess.audio_dir is not None:
+            preprocess_and_report(cfg.preprocess, cfg.model, is_plain(cfg.ui.plain), "preprocess.")
         dataset = open_dataset(cfg)
     train_set, held_out_set = dataset.split(cfg.data.val_fraction, tr.seed)
     loader, _ = make_loader(cfg, train_set, accelerator.device.type)
@@ -108,6 +113,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
         return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, fingerprint, tr.keep_checkpoints)
 
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
+    sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, weight_dtype(accelerator.mixed_precision))
     max_grad_norm, log_every, save_every_steps = tr.max_grad_norm, tr.log_every, tr.save_every_steps
     smoothed = None if state.smoothed_loss is None else torch.tensor(state.smoothed_loss, device=accelerator.device)
     first = None if state.first_loss is None else torch.tensor(state.first_loss, device=accelerator.device)
@@ -118,7 +124,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     transformer.train()
     clock = time.perf_counter()
     with StopRequest() as stop, TrainingProgress(total_steps, epochs, is_plain(cfg.ui.plain), log_every,
-                                                 accelerator.is_main_process) as progress:
+                                                 accelerator.is_main_process) as progress, \
+            RunStatus(run_dir, total_steps, epochs, state.step, log_every, accelerator.is_main_process) as status:
         progress.start_at(state.step)
         while state.step < total_steps and state.epoch < epochs:
             batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
@@ -164,17 +171,20 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                         result.val_loss = held_out(transformer)
                     accelerator.log({"loss/val": result.val_loss}, step=state.step)
                 progress.update(state.step, state.epoch, shown_loss, lr)
+                status.update(state.step, state.epoch, shown_loss, lr)
                 stopping = _agreed(accelerator, stop.requested)
                 if stopping or (save_every_steps and state.step % save_every_steps == 0):
                     last_checkpoint = save()
                 if stopping:
                     raise stop.interrupted(run_dir, last_checkpoint)
+                sampler.after_step(transformer, state.step)
                 if state.step >= total_steps:
                     break
             else:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 if state.epoch % tr.save_every == 0:
                     last_checkpoint = save()
+                sampler.after_epoch(transformer, state.epoch, state.step)
 
     accelerator.wait_for_everyone()
     _check_replicas_agree(accelerator, params)
@@ -184,6 +194,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
         save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
+        status.finished(result.adapter_dir)
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
                  result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
                  f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")

@@ -1,0 +1,107 @@
+"""`python -m sidestep.sample <run dir | adapter dir | checkpoint dir> prompt="warm lofi piano" [compare=true]`:
+render what an adapter plays, as 48 kHz stereo WAVs with a JSON of every setting beside each.
+
+`compare=true` renders the same prompt and seed without the adapter too (and at `compare_strengths`), so the
+difference heard is the adapter's alone. Files go to `<run>/samples/<time>/` unless `hydra.run.dir` says otherwise.
+"""
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.config import register_schemas
+from sidestep.config.checks import prepare_sample
+from sidestep.errors import ConfigError
+from sidestep.sampling.sources import samples_dir
+from sidestep.ui.console import exit_on_user_error, is_plain
+
+log = logging.getLogger("sidestep.sample")
+register_schemas()
+OmegaConf.register_new_resolver("samples_dir", samples_dir, replace=True)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        cfg = prepare_sample(cfg)
+        import torch  # heavy imports only once the config is known good
+        from peft import set_peft_model_state_dict
+
+        from sidestep.config.checks import validate_model
+        from sidestep.data.audio import file_hash
+        from sidestep.data.loader import dataset_folder
+        from sidestep.models.checkpoints import apply_checkpoint_config
+        from sidestep.models.dit import build_dit
+        from sidestep.sampling import prompts as prompt_sources
+        from sidestep.sampling.render import Prompt, build_pipeline, move_helpers, render, render_settings, save_sample
+        from sidestep.sampling.sources import open_source
+        from sidestep.training.accelerator import compute_dtype, pick_device
+
+        source = open_source(Path(cfg.source))
+        named = any(o.split("=")[0].split(".")[0] == "model" for o in HydraConfig.get().overrides.task)
+        model_cfg = source.run_cfg.model if source.run_cfg is not None and not named else cfg.model
+        validate_model(model_cfg)
+        if named and model_cfg.variant != "tiny":
+            apply_checkpoint_config(model_cfg)
+
+        if cfg.prompt is not None:
+            prompts = [Prompt.from_config(OmegaConf.merge(cfg, {"prompt": cfg.prompt}))]
+        elif cfg.prompts is not None:
+            prompts = prompt_sources.from_file(Path(cfg.prompts))
+        elif source.run_cfg is not None:
+            prompts = prompt_sources.from_dataset(dataset_folder(source.run_cfg), cfg.count)
+        else:
+            raise ConfigError("prompt: not set, and the source is outside a run, so there is no training data to "
+                              "take captions from; give prompt=... or prompts=<file.yaml>")
+
+        device = pick_device(cfg.device, "device")
+        dtype = compute_dtype(cfg.precision, device.type)
+        transformer = build_dit(model_cfg, dtype).transformer
+        transformer.add_adapter(source.lora_config)
+        result = set_peft_model_state_dict(transformer, source.weights)
+        if result.unexpected_keys:
+            raise ConfigError(f"source: the adapter in {source.path} does not fit model={model_cfg.variant} "
+                              f"({result.unexpected_keys[0]}); give the model it was trained on")
+        pipe = build_pipeline(model_cfg, transformer.to(device).eval(), dtype)
+        move_helpers(pipe, device)
+        pipe.set_progress_bar_config(disable=is_plain(cfg.ui.plain))
+
+        settings = render_settings(cfg, model_cfg)
+        out = Path(HydraConfig.get().runtime.output_dir)
+        adapter = {"adapter": str(source.weights_file), "adapter_sha256": file_hash(source.weights_file)}
+        common = {"model": model_cfg.variant, "checkpoint_dir": model_cfg.checkpoint_dir, "source": str(source.path)}
+        written = []
+        with torch.inference_mode():
+            for i, prompt in enumerate(prompts):
+                for strength, suffix in _versions(cfg):
+                    audio = render(pipe, prompt, settings, strength)
+                    record = {**common, "strength": strength or 0.0, **(adapter if strength is not None else {})}
+                    written.append(save_sample(audio, out / f"{i}_{prompt.slug()}{suffix}", prompt, settings, record))
+                    log.info("wrote %s", written[-1])
+        log.info("%d samples in %s", len(written), out)
+
+
+def _versions(cfg: DictConfig) -> List[tuple]:
+    """(strength or None for no adapter, file-name suffix) for each version of a prompt to render."""
+    if not cfg.compare:
+        return [(cfg.strength, "")]
+    extra = [(s, f"_strength{s:g}".replace(".", "p")) for s in cfg.compare_strengths if s != cfg.strength]
+    return [(None, "_without"), (cfg.strength, "_with"), *extra]
+
+
+def source_from_argv(argv: List[str]) -> List[str]:
+    """`sample RUN key=value ...` -> `sample source='RUN' key=value ...` (Hydra takes only key=value)."""
+    first: Optional[str] = argv[1] if len(argv) > 1 else None
+    if first is None or "=" in first or first.startswith("-"):
+        return argv
+    return [argv[0], f"source='{Path(first).expanduser().resolve().as_posix()}'", *argv[2:]]
+
+
+if __name__ == "__main__":
+    sys.argv = source_from_argv(sys.argv)
+    main()

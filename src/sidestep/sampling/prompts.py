@@ -1,0 +1,43 @@
+"""What to render: prompts given on the command line or in a YAML file, or else the captions and lyrics of the
+songs the adapter was trained on (the most direct way to hear what it learned)."""
+
+from pathlib import Path
+from typing import List
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sidestep.config.schema import SamplePrompt
+from sidestep.data.dataset import list_sample_files
+from sidestep.data.samples import read_sample
+from sidestep.errors import ConfigError, DataError
+from sidestep.sampling.render import Prompt
+
+
+def from_dataset(dataset_dir: Path, count: int) -> List[Prompt]:
+    """Up to `count` distinct captions (with their lyrics and metas) from a dataset folder, in file order."""
+    prompts: List[Prompt] = []
+    for path in list_sample_files(Path(dataset_dir)):
+        meta = read_sample(path)["metadata"]
+        caption = str(meta.get("caption") or "").strip()
+        if caption and caption not in {p.prompt for p in prompts}:
+            prompts.append(Prompt(caption, str(meta.get("lyrics") or "[Instrumental]"),
+                                  str(meta.get("language") or "en"), meta.get("bpm"), meta.get("keyscale") or None,
+                                  meta.get("timesignature") or None))
+        if len(prompts) == count:
+            break
+    if not prompts:
+        raise DataError(f"{dataset_dir}: no captions in the training samples' metadata; give prompt=... instead")
+    return prompts
+
+
+def from_file(path: Path) -> List[Prompt]:
+    """A YAML list of prompts: `- {prompt: warm lofi piano, lyrics: "[Instrumental]"}`, checked field by field."""
+    try:
+        entries = OmegaConf.load(path)
+        typed = [OmegaConf.merge(OmegaConf.structured(SamplePrompt), entry) for entry in entries]
+    except (OSError, OmegaConfBaseException, TypeError) as err:
+        raise ConfigError(f"prompts={path}: not a YAML list of {{prompt: ..., lyrics: ...}} ({str(err).splitlines()[0]})") from None
+    if not typed:
+        raise ConfigError(f"prompts={path}: the list is empty")
+    return [Prompt.from_config(entry) for entry in typed]

@@ -1,0 +1,69 @@
+"""What `sidestep.sample` is pointed at: a run dir, its `adapter/`, or one of its `checkpoints/step-N/`. A
+folder inside a run brings the run's saved config, which says the model and checkpoint the LoRA was trained on."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from peft import LoraConfig
+from safetensors.torch import load_file
+
+from sidestep.config import typed
+from sidestep.errors import ConfigError
+from sidestep.training.adapter_files import WEIGHTS, read_adapter
+from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
+from sidestep.training.lora import peft_config
+
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
+
+
+@dataclass
+class Source:
+    path: Path
+    run_dir: Optional[Path]
+    run_cfg: Optional[DictConfig]  # the run's saved, checked config
+    weights: Dict[str, torch.Tensor]  # LoRA tensors under diffusers names
+    lora_config: LoraConfig
+    weights_file: Path
+
+
+def run_root(path: Path) -> Optional[Path]:
+    """The run dir `path` is or lies in (the nearest folder up with a saved config), if any."""
+    for folder in (path, *path.parents):
+        if (folder / SAVED_CONFIG).is_file():
+            return folder
+    return None
+
+
+def samples_dir(source: str) -> str:
+    """Where samples go by default: `<run>/samples`, `<source>/samples` outside a run, or (for a source that does
+    not exist, which is then refused) `outputs/samples`, so no folder is made inside a wrong path."""
+    path = Path(source).expanduser().resolve()
+    if not path.is_dir():
+        return str(Path("outputs") / "samples")
+    return str((run_root(path) or path) / "samples")
+
+
+def open_source(path: Path) -> Source:
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"source: {path} is not a folder; give a run dir, its adapter/ or a checkpoints/step-N/")
+    run_dir = run_root(path)
+    run_cfg = typed(OmegaConf.load(run_dir / SAVED_CONFIG)) if run_dir else None
+    folder = path / "adapter" if path == run_dir else path
+    if (folder / "adapter_config.json").is_file():
+        weights, config = read_adapter(folder)
+        return Source(path, run_dir, run_cfg, weights, config, folder / WEIGHTS)
+    if (folder / STATE_FILE).is_file() and (folder / LORA_FILE).is_file():
+        if run_cfg is None:
+            raise ConfigError(f"source: {path} is a checkpoint outside its run dir; its LoRA settings are in the run's "
+                              ".hydra/config.yaml, so point at the checkpoint inside the run")
+        config = peft_config(run_cfg.lora, run_cfg.attention, run_cfg.model.arch)
+        return Source(path, run_dir, run_cfg, load_file(folder / LORA_FILE), config, folder / LORA_FILE)
+    if path == run_dir:
+        raise ConfigError(f"source: {path} has no adapter/ yet (the run did not finish); point at one of its "
+                          "checkpoints/step-N/ folders")
+    raise ConfigError(f"source: {path} holds no adapter (adapter_config.json) or checkpoint ({STATE_FILE}); give a "
+                      "run dir, its adapter/ or a checkpoints/step-N/")

@@ -1,0 +1,98 @@
+"""Audio rendered while training (`sample.*`): `<run>/samples/step-<N>/` (WAV + JSON) and TensorBoard's audio
+tab, so the run becomes a timeline of how the style is learned.
+
+It never changes the training trajectory: it runs on the main process only, in eval mode without gradients,
+with its own generator, and restores train mode and every random state afterwards. The VAE, text encoder and
+condition encoder load on first use; with `sample.offload` they wait on the CPU between samples. A failure
+(a missing `vae/` folder, out of memory) is logged with its reason and training goes on.
+"""
+
+import logging
+import random
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from sidestep.config.schema import LATENT_FPS
+from sidestep.data.audio import SAMPLE_RATE
+from sidestep.data.loader import dataset_folder
+from sidestep.errors import SidestepError
+from sidestep.sampling.prompts import from_dataset
+from sidestep.sampling.render import Prompt, build_pipeline, move_helpers, render, render_settings, save_sample
+from sidestep.sampling.spectrogram import mel_image
+
+log = logging.getLogger(__name__)
+
+
+class LiveSampler:
+    def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, writer, dtype: torch.dtype):
+        s = cfg.sample
+        self.every_steps, self.every_epochs = s.every_n_steps, s.every_n_epochs
+        self.enabled = accelerator.is_main_process and bool(self.every_steps or self.every_epochs)
+        self.cfg, self.run_dir, self.accelerator, self.writer, self.dtype = cfg, run_dir, accelerator, writer, dtype
+        self.settings = render_settings(s, cfg.model)
+        self.pipe = None
+        self.prompts: Optional[List[Prompt]] = None
+        self.last_step = -1  # a step that ends an epoch can be due twice
+        if self.enabled and self.settings.duration * LATENT_FPS < cfg.model.arch.patch_size:
+            raise SidestepError(f"sample.duration={s.duration} is shorter than one latent patch")
+
+    def after_step(self, transformer: torch.nn.Module, step: int) -> None:
+        if self.enabled and self.every_steps and step % self.every_steps == 0:
+            self._sample(transformer, step)
+
+    def after_epoch(self, transformer: torch.nn.Module, epoch: int, step: int) -> None:
+        if self.enabled and self.every_epochs and epoch % self.every_epochs == 0:
+            self._sample(transformer, step)
+
+    def _sample(self, transformer: torch.nn.Module, step: int) -> None:
+        if step == self.last_step:
+            return
+        self.last_step = step
+        model = self.accelerator.unwrap_model(transformer)
+        cuda = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=cuda), self.accelerator.autocast():
+                self._render_all(model, step)
+        except Exception as err:  # sampling is a view on training, never a reason to stop it
+            log.warning("samples at step %d failed, training goes on: %s", step, _first_line(err))
+            if isinstance(err, SidestepError):  # a missing folder or dataset stays missing: stop trying
+                self.enabled = False
+        finally:
+            model.train(was_training)
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+            if self.cfg.sample.offload and self.pipe is not None:
+                move_helpers(self.pipe, torch.device("cpu"))
+
+    def _render_all(self, model: torch.nn.Module, step: int) -> None:
+        if self.pipe is None:
+            self.prompts = self._prompts()
+            self.pipe = build_pipeline(self.cfg.model, model, self.dtype)
+            self.pipe.set_progress_bar_config(disable=True)
+        move_helpers(self.pipe, self.accelerator.device)
+        folder = self.run_dir / "samples" / f"step-{step:07d}"
+        for i, prompt in enumerate(self.prompts):
+            audio = render(self.pipe, prompt, self.settings)
+            name = f"{i}_{prompt.slug()}"
+            save_sample(audio, folder / name, prompt, self.settings, {"step": step, "strength": 1.0,
+                                                                      "model": self.cfg.model.variant})
+            if self.writer is not None:
+                self.writer.add_audio(f"samples/{name}", audio.mean(dim=0), step, sample_rate=SAMPLE_RATE)
+                self.writer.add_image(f"spectrogram/{name}", mel_image(audio, SAMPLE_RATE), step, dataformats="HWC")
+        log.info("samples for step %d in %s", step, folder)
+
+    def _prompts(self) -> List[Prompt]:
+        if self.cfg.sample.prompts:
+            return [Prompt.from_config(p) for p in self.cfg.sample.prompts]
+        return from_dataset(dataset_folder(self.cfg), self.cfg.sample.count)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
