@@ -35,7 +35,8 @@ def project_config(extra, steps, cache):
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "experiment=demo", "ui.yes=true", "ui.plain=true", f"trainer.max_steps={steps}", "trainer.batch_size=1",
-            "trainer.gradient_accumulation=1", "lora.dropout=0.0", f"data.synthetic.cache_dir={cache}", *extra])
+            "trainer.gradient_accumulation=1", "lora.dropout=0.0", "sample.every_n_epochs=null",
+            f"data.synthetic.cache_dir={cache}", *extra])
     return prepare(cfg)
 
 
