@@ -201,8 +201,8 @@ class ResumeConfig:
 
 @dataclass
 class UIConfig:
-    plain: bool = False  # plain log lines instead of a live progress bar; automatic when stdout is piped
-    yes: bool = False  # skip the confirmation after the setup summary
+    plain: bool = False  # no colour, plain log lines, no live display (train, wizard, monitor); automatic when piped
+    yes: bool = False  # skip confirmations (train: the setup summary; wizard: take every default, then start)
 
 
 @dataclass
