@@ -50,8 +50,8 @@ def test_compare_writes_the_same_seed_with_and_without_the_adapter(demo_run, tmp
     assert names == ["0_warm_lofi_piano_strength0p5.wav", "0_warm_lofi_piano_with.wav", "0_warm_lofi_piano_without.wav"]
     rate, channels, frames = read_wav(out / "0_warm_lofi_piano_with.wav")
     assert (rate, channels, len(frames) // channels) == (48_000, 2, 96_000)
-    with_, without = read_wav(out / names[1])[2], read_wav(out / names[2])[2]
-    assert not np.array_equal(with_, without)
+    half, with_, without = (read_wav(out / name)[2] for name in names)
+    assert not np.array_equal(with_, without) and not np.array_equal(half, with_) and not np.array_equal(half, without)
     details = json.loads((out / "0_warm_lofi_piano_with.json").read_text())
     assert details["adapter_sha256"] == file_hash(demo_run / "adapter" / "adapter_model.safetensors")
     assert (details["seed"], details["steps"], details["strength"], details["model"]) == (7, 8, 1.0, "tiny")
@@ -136,3 +136,17 @@ def test_the_spectrogram_puts_a_tone_at_its_frequency():
     assert low.shape == (128, 94, 3) and low.dtype == np.uint8
     brightest = lambda image: int(image.sum(axis=(1, 2)).argmax())  # noqa: E731  (row 0 is the top)
     assert brightest(high) < brightest(low)
+
+
+def test_the_runs_model_is_used_with_what_the_command_line_changes():
+    from omegaconf import OmegaConf
+
+    from sidestep.sample import _model
+
+    run_cfg = OmegaConf.create({"model": {"variant": "base", "checkpoint_dir": "/old/checkpoints"}})
+    cfg = OmegaConf.create({"model": {"variant": "turbo", "checkpoint_dir": "/new/checkpoints"}})
+    model, from_run = _model(cfg, run_cfg, ["prompt=x", "model.checkpoint_dir=/new/checkpoints"])
+    assert (model.variant, model.checkpoint_dir, from_run) == ("base", "/new/checkpoints", True)
+    model, from_run = _model(cfg, run_cfg, ["model=turbo", "model.checkpoint_dir=/new/checkpoints"])
+    assert (model.variant, from_run) == ("turbo", False)
+    assert _model(cfg, None, [])[1] is False

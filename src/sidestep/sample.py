@@ -8,7 +8,7 @@ difference heard is the adapter's alone. Files go to `<run>/samples/<time>/` unl
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -43,10 +43,9 @@ def main(cfg: DictConfig) -> None:
         from sidestep.training.accelerator import compute_dtype, pick_device
 
         source = open_source(Path(cfg.source))
-        named = any(o.split("=")[0].split(".")[0] == "model" for o in HydraConfig.get().overrides.task)
-        model_cfg = source.run_cfg.model if source.run_cfg is not None and not named else cfg.model
+        model_cfg, from_run = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))
         validate_model(model_cfg)
-        if named and model_cfg.variant != "tiny":
+        if not from_run and model_cfg.variant != "tiny":  # a run's saved model is resolved already
             apply_checkpoint_config(model_cfg)
 
         if cfg.prompt is not None:
@@ -84,6 +83,19 @@ def main(cfg: DictConfig) -> None:
                     written.append(save_sample(audio, out / f"{i}_{prompt.slug()}{suffix}", prompt, settings, record))
                     log.info("wrote %s", written[-1])
         log.info("%d samples in %s", len(written), out)
+
+
+def _model(cfg: DictConfig, run_cfg: Optional[DictConfig], overrides: List[str]) -> Tuple[DictConfig, bool]:
+    """The model the adapter was trained on (the run's), with any `model.*` given on the command line applied
+    (say the checkpoints folder moved); `model=<variant>` or a source outside a run uses the composed one."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if run_cfg is None or "model" in keys:
+        return cfg.model, False
+    model = run_cfg.model
+    for key in keys:
+        if key.startswith("model."):
+            OmegaConf.update(model, key[len("model."):], OmegaConf.select(cfg, key), merge=False)
+    return model, True
 
 
 def _versions(cfg: DictConfig) -> List[tuple]:
