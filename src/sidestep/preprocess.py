@@ -6,9 +6,11 @@ Exits non-zero only when no song could be used; the table at the end names every
 """
 
 import logging
+from pathlib import Path
+from typing import Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_preprocess
@@ -16,6 +18,15 @@ from sidestep.ui.console import exit_on_user_error, is_plain
 
 log = logging.getLogger("sidestep.preprocess")
 register_schemas()
+
+
+def log_dir(out_dir: Optional[str]) -> str:
+    """Each run's log and resolved config go beside the tensors; with no out_dir (refused) nothing is created
+    in a folder named after a missing value."""
+    return str(Path("outputs") / "preprocess" if out_dir is None else Path(out_dir) / ".preprocess")
+
+
+OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="preprocess")
