@@ -59,15 +59,16 @@ def test_compare_writes_the_same_seed_with_and_without_the_adapter(demo_run, tmp
 
 
 def test_same_seed_same_audio_other_seed_other_audio(demo_run):
+    from sidestep.config.schema import SamplePrompt
     from sidestep.models.dit import build_dit
-    from sidestep.sampling.render import Prompt, RenderSettings, build_pipeline, render
+    from sidestep.sampling.render import RenderSettings, build_pipeline, render
 
     source = open_source(demo_run)
     transformer = build_dit(source.run_cfg.model).transformer
     transformer.add_adapter(source.lora_config)
     pipe = build_pipeline(source.run_cfg.model, transformer.eval(), torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    prompt = Prompt("warm lofi piano")
+    prompt = SamplePrompt("warm lofi piano")
     first = render(pipe, prompt, RenderSettings(1.0, 7, 4, 3.0, 3.0))
     assert first.shape == (2, 48_000)
     assert torch.equal(first, render(pipe, prompt, RenderSettings(1.0, 7, 4, 3.0, 3.0)))

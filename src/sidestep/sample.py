@@ -33,12 +33,13 @@ def main(cfg: DictConfig) -> None:
         from peft import set_peft_model_state_dict
 
         from sidestep.config.checks import validate_model
+        from sidestep.config.schema import SamplePrompt
         from sidestep.data.audio import file_hash
         from sidestep.data.loader import dataset_folder
         from sidestep.models.checkpoints import apply_checkpoint_config
         from sidestep.models.dit import build_dit
         from sidestep.sampling import prompts as prompt_sources
-        from sidestep.sampling.render import Prompt, build_pipeline, move_helpers, render, render_settings, save_sample
+        from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
         from sidestep.sampling.sources import open_source
         from sidestep.training.accelerator import compute_dtype, pick_device
 
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> None:
             apply_checkpoint_config(model_cfg)
 
         if cfg.prompt is not None:
-            prompts = [Prompt.from_config(OmegaConf.merge(cfg, {"prompt": cfg.prompt}))]
+            prompts = [SamplePrompt(cfg.prompt, cfg.lyrics, cfg.language, cfg.bpm, cfg.keyscale, cfg.timesignature)]
         elif cfg.prompts is not None:
             prompts = prompt_sources.from_file(Path(cfg.prompts))
         elif source.run_cfg is not None:
@@ -80,7 +81,7 @@ def main(cfg: DictConfig) -> None:
                 for strength, suffix in _versions(cfg):
                     audio = render(pipe, prompt, settings, strength)
                     record = {**common, "strength": strength or 0.0, **(adapter if strength is not None else {})}
-                    written.append(save_sample(audio, out / f"{i}_{prompt.slug()}{suffix}", prompt, settings, record))
+                    written.append(save_sample(audio, out / f"{i}_{slug(prompt)}{suffix}", prompt, settings, record))
                     log.info("wrote %s", written[-1])
         log.info("%d samples in %s", len(written), out)
 

@@ -11,19 +11,18 @@ from sidestep.config.schema import SamplePrompt
 from sidestep.data.dataset import list_sample_files
 from sidestep.data.samples import read_sample
 from sidestep.errors import ConfigError, DataError
-from sidestep.sampling.render import Prompt
 
 
-def from_dataset(dataset_dir: Path, count: int) -> List[Prompt]:
+def from_dataset(dataset_dir: Path, count: int) -> List[SamplePrompt]:
     """Up to `count` distinct captions (with their lyrics and metas) from a dataset folder, in file order."""
-    prompts: List[Prompt] = []
+    prompts: List[SamplePrompt] = []
     for path in list_sample_files(Path(dataset_dir)):
         meta = read_sample(path)["metadata"]
         caption = str(meta.get("caption") or "").strip()
         if caption and caption not in {p.prompt for p in prompts}:
-            prompts.append(Prompt(caption, str(meta.get("lyrics") or "[Instrumental]"),
-                                  str(meta.get("language") or "en"), meta.get("bpm"), meta.get("keyscale") or None,
-                                  meta.get("timesignature") or None))
+            prompts.append(SamplePrompt(caption, str(meta.get("lyrics") or "[Instrumental]"),
+                                        str(meta.get("language") or "en"), meta.get("bpm"), meta.get("keyscale") or None,
+                                        meta.get("timesignature") or None))
         if len(prompts) == count:
             break
     if not prompts:
@@ -31,7 +30,7 @@ def from_dataset(dataset_dir: Path, count: int) -> List[Prompt]:
     return prompts
 
 
-def from_file(path: Path) -> List[Prompt]:
+def from_file(path: Path) -> List[SamplePrompt]:
     """A YAML list of prompts: `- {prompt: warm lofi piano, lyrics: "[Instrumental]"}`, checked field by field."""
     try:
         entries = OmegaConf.load(path)
@@ -40,4 +39,4 @@ def from_file(path: Path) -> List[Prompt]:
         raise ConfigError(f"prompts={path}: not a YAML list of {{prompt: ..., lyrics: ...}} ({str(err).splitlines()[0]})") from None
     if not typed:
         raise ConfigError(f"prompts={path}: the list is empty")
-    return [Prompt.from_config(entry) for entry in typed]
+    return [OmegaConf.to_object(entry) for entry in typed]

@@ -14,26 +14,15 @@ import torch
 from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
 from omegaconf import DictConfig
 
+from sidestep.config.schema import SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE, write_wav
 from sidestep.models.stack import build_condition_encoder, build_text_encoder, build_vae
 
 
-@dataclass(frozen=True)
-class Prompt:
-    prompt: str
-    lyrics: str = "[Instrumental]"
-    language: str = "en"
-    bpm: Optional[int] = None
-    keyscale: Optional[str] = None
-    timesignature: Optional[str] = None
-
-    @classmethod
-    def from_config(cls, node) -> "Prompt":
-        return cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
-
-    def slug(self, limit: int = 40) -> str:
-        words = "".join(c if c.isalnum() else " " for c in self.prompt.lower()).split()
-        return "_".join(words)[:limit].rstrip("_") or "sample"
+def slug(prompt: SamplePrompt, limit: int = 40) -> str:
+    """A file-name-safe start of the prompt: "Warm, lo-fi piano!" -> "warm_lo_fi_piano"."""
+    words = "".join(c if c.isalnum() else " " for c in prompt.prompt.lower()).split()
+    return "_".join(words)[:limit].rstrip("_") or "sample"
 
 
 @dataclass(frozen=True)
@@ -68,7 +57,7 @@ def move_helpers(pipe: AceStepPipeline, device: torch.device) -> None:
 
 
 @torch.no_grad()
-def render(pipe: AceStepPipeline, prompt: Prompt, settings: RenderSettings, strength: Optional[float] = 1.0
+def render(pipe: AceStepPipeline, prompt: SamplePrompt, settings: RenderSettings, strength: Optional[float] = 1.0
            ) -> torch.Tensor:
     """[2, S] float audio at 48 kHz. `strength` scales the adapter; None renders without it."""
     device = next(pipe.transformer.parameters()).device
@@ -88,7 +77,7 @@ def render(pipe: AceStepPipeline, prompt: Prompt, settings: RenderSettings, stre
     return audio[0].float().cpu()
 
 
-def save_sample(audio: torch.Tensor, path: Path, prompt: Prompt, settings: RenderSettings, record: dict) -> Path:
+def save_sample(audio: torch.Tensor, path: Path, prompt: SamplePrompt, settings: RenderSettings, record: dict) -> Path:
     """`<path>.wav` plus `<path>.json` with every setting needed to render it again."""
     wav = path.parent / f"{path.name}.wav"
     write_wav(wav, audio)

@@ -14,14 +14,14 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from sidestep.config.schema import LATENT_FPS
+from sidestep.config.schema import LATENT_FPS, SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE
 from sidestep.data.loader import dataset_folder
 from sidestep.errors import SidestepError
 from sidestep.sampling.prompts import from_dataset
-from sidestep.sampling.render import Prompt, build_pipeline, move_helpers, render, render_settings, save_sample
+from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class LiveSampler:
         self.cfg, self.run_dir, self.accelerator, self.writer, self.dtype = cfg, run_dir, accelerator, writer, dtype
         self.settings = render_settings(s, cfg.model)
         self.pipe = None
-        self.prompts: Optional[List[Prompt]] = None
+        self.prompts: Optional[List[SamplePrompt]] = None
         self.last_step = -1  # a step that ends an epoch can be due twice
         if self.enabled and self.settings.duration * LATENT_FPS < cfg.model.arch.patch_size:
             raise SidestepError(f"sample.duration={s.duration} is shorter than one latent patch")
@@ -80,7 +80,7 @@ class LiveSampler:
         folder = self.run_dir / "samples" / f"step-{step:07d}"
         for i, prompt in enumerate(self.prompts):
             audio = render(self.pipe, prompt, self.settings)
-            name = f"{i}_{prompt.slug()}"
+            name = f"{i}_{slug(prompt)}"
             save_sample(audio, folder / name, prompt, self.settings, {"step": step, "strength": 1.0,
                                                                       "model": self.cfg.model.variant})
             if self.writer is not None:
@@ -88,9 +88,9 @@ class LiveSampler:
                 self.writer.add_image(f"spectrogram/{name}", mel_image(audio, SAMPLE_RATE), step, dataformats="HWC")
         log.info("samples for step %d in %s", step, folder)
 
-    def _prompts(self) -> List[Prompt]:
+    def _prompts(self) -> List[SamplePrompt]:
         if self.cfg.sample.prompts:
-            return [Prompt.from_config(p) for p in self.cfg.sample.prompts]
+            return [OmegaConf.to_object(p) for p in self.cfg.sample.prompts]
         return from_dataset(dataset_folder(self.cfg), self.cfg.sample.count)
 
 
