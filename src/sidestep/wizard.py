@@ -9,13 +9,13 @@ one-line command that trains it.
 
 import argparse
 import logging
+import os
 import re
 import shlex
-import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple
 
 from hydra import initialize_config_module
 from omegaconf import DictConfig, OmegaConf
@@ -270,14 +270,14 @@ def main(argv: List[str]) -> None:
         console.print(f"\nwrote {path}\ntrain it with:\n  {shlex.join(command)}", markup=False, highlight=False,
                       soft_wrap=True)  # one line to copy, however narrow the terminal
         if ui.yes or (is_interactive() and Confirm.ask("Start training now?", default=True, console=console)):
-            settings = ["ui.yes=true"] * ui.yes + ["ui.plain=true"] * ui.plain
-            sys.exit(subprocess.call([sys.executable, *command[1:], *settings]))
+            become([*command[1:], *["ui.yes=true"] * ui.yes, *["ui.plain=true"] * ui.plain])
 
 
 def offer_wizard(cfg: DictConfig) -> None:
     """`python -m sidestep.train` with no dataset, someone at the terminal: offer the wizard, seeded with the same
     overrides, instead of only failing. Otherwise (piped, `ui.yes`, a sweep) nothing changes."""
-    if cfg.data.dataset_dir is not None or cfg.data.synthetic is not None or cfg.ui.yes or not is_interactive():
+    data_given = cfg.data.dataset_dir, cfg.data.synthetic, OmegaConf.select(cfg, "preprocess.audio_dir")
+    if any(given is not None for given in data_given) or cfg.ui.yes or not is_interactive():
         return
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -286,8 +286,14 @@ def offer_wizard(cfg: DictConfig) -> None:
     if hydra_cfg.mode != RunMode.RUN:
         return
     if Confirm.ask("No data.dataset_dir given. Set up the run with the wizard?", default=True, console=console):
-        seed = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
-        sys.exit(subprocess.call([sys.executable, "-m", "sidestep.wizard", *seed]))
+        become(["-m", "sidestep.wizard", *[o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]])
+
+
+def become(args: List[str]) -> NoReturn:
+    """Replace this process with `python ARGS`, so nothing of it (a CUDA context, say) lingers while training runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *args])
 
 
 if __name__ == "__main__":
