@@ -64,6 +64,8 @@ class LiveSampler:
             log.warning("samples at step %d failed, training goes on: %s", step, _first_line(err))
             if isinstance(err, SidestepError):  # a missing folder or dataset stays missing: stop trying
                 self.enabled = False
+            if cuda:
+                torch.cuda.empty_cache()  # give training back what a failed sample held
         finally:
             model.train(was_training)
             random.setstate(python_state)
