@@ -34,7 +34,7 @@ def monitor(*args: str) -> subprocess.CompletedProcess:
 def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
-                                           "trainer.max_steps=10", "trainer.save_every_steps=5", "trainer.log_every=5",
+                                           "trainer.max_steps=6", "trainer.save_every_steps=6", "trainer.log_every=3",
                                            "ui.plain=true", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={sweep}"],
                           cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=240)
@@ -42,22 +42,22 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     child.close()
     assert child.exitstatus == 0, output[-3000:]
     assert "\x1b[" not in output  # no colour, no live bar, though stdout is a terminal
-    assert re.search(r"INFO step 10/10  epoch 5/5  loss \d\.\d{4}", output)
+    assert re.search(r"INFO step 6/6  epoch 3/3  loss \d\.\d{4}", output)
     assert "Start training?" not in output
 
     job = sweep / "0"
     status = read_status(job)
-    assert (status["state"], status["step"], status["total_steps"], status["epochs"]) == ("finished", 10, 10, 5)
+    assert (status["state"], status["step"], status["total_steps"], status["epochs"]) == ("finished", 6, 6, 3)
     detail = monitor(str(job))
     assert detail.returncode == 0, detail.stderr
     text = detail.stdout
     for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated \d+s ago\)",
                     r"setup\s+model tiny, LoRA rank 2 / alpha 32 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
-                    r"progress\s+\S+ 100%  step 10/10  epoch 5/5",
+                    r"progress\s+\S+ 100%  step 6/6  epoch 3/3",
                     rf"loss\s+{status['loss']:.4f} smoothed \(first \d\.\d{{4}}, best \d\.\d{{4}}\)  last step \d\.\d{{4}}",
-                    r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 5-10",
+                    r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 3-6",
                     r"lr\s+\d\.\d\de-0\d  grad norm \d\.\d{3}",
-                    r"checkpoint\s+step-0000010 \(\d+s ago; 2 kept\)",
+                    r"checkpoint\s+step-0000006 \(\d+s ago; 1 kept\)",
                     r"log\s+.*adapter written to"):
         assert re.search(pattern, text), (pattern, text)
     assert "gpu" not in text and "\x1b[" not in text  # no nvidia-smi here; piped output is plain
@@ -68,7 +68,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     assert f"{sweep}: 2 run(s), 2 finished" in lines[0]
     for job, rank in (("0", 2), ("1", 4)):
         row = next(line for line in lines if line.split()[:1] == [job])
-        assert re.fullmatch(rf"{job}\s+finished\s+10/10\s+\d\.\d{{4}}\s+\d+\.\d\d\s+-\s+step-0000010\s+"
+        assert re.fullmatch(rf"{job}\s+finished\s+6/6\s+\d\.\d{{4}}\s+\d+\.\d\d\s+-\s+step-0000006\s+"
                             rf"experiment=demo lora.rank={rank} .*", row.strip()), row
 
 

@@ -43,6 +43,7 @@ class Terminal:
         self.child = pexpect.spawn(sys.executable, args, cwd=str(cwd), env=env, encoding="utf-8",
                                    dimensions=(50, 250), timeout=60)
         self.child.logfile_read = self.transcript = io.StringIO()
+        self.child.delaybeforesend = None  # the wizard reads whole lines: no need to pace the typing
 
     def answer(self, title: str, text: str = "") -> str:
         self.child.expect_exact(title)
