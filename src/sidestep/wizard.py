@@ -47,8 +47,10 @@ QUESTIONS = [
     Question("mode", "Questions", "meta", "basic: paths, model, preset, LoRA size, epochs; advanced: also device, "
              "precision, optimizer, schedule, clipping, data loading, checkpoints and logging"),
     Question("data.dataset_dir", "Dataset folder", "path", "preprocessed samples: .pt or .safetensors files"),
-    Question("model.checkpoint_dir", "ACE-Step checkpoints folder", "path", "the folder holding acestep-v15-<variant>/"),
-    Question("model", "Model variant", "group", "base and sft train best; turbo is distilled; auto: base > sft > turbo"),
+    Question("model.checkpoint_dir", "ACE-Step checkpoints folder", "path",
+             "the folder holding acestep-v15-<variant>/"),
+    Question("model", "Model variant", "group",
+             "base and sft train best; turbo is distilled; auto: base > sft > turbo"),
     Question("experiment", "Recipe", "group", "a preset (see the README's preset table), or none"),
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
     Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large"),
@@ -92,7 +94,8 @@ class Wizard:
         """The seed overrides and the group answers (composed by Hydra), then the value answers (merged on top).
         The variant and VRAM suggestions stand in for those questions while they are still to come, so the
         checkpoints folder is checked with the variant that will be offered."""
-        groups = [o for q in QUESTIONS if q.kind == "group" and q.key in answers and (o := as_override(q, answers[q.key]))]
+        groups = [o for q in QUESTIONS
+                  if q.kind == "group" and q.key in answers and (o := as_override(q, answers[q.key]))]
         groups += [o for q in QUESTIONS[QUESTIONS.index(after) + 1:] if q.key in SUGGESTED and q.key not in answers
                    and (s := self.default(q, answers)) and (o := as_override(q, s))]
         settings = [f"{q.key}={answers[q.key]}" for q in QUESTIONS if q.kind in ("value", "path") and q.key in answers]
@@ -259,10 +262,11 @@ def set_up(seed: List[str], out: Optional[Path]) -> Tuple[Path, List[str], DictC
 
 
 def main(argv: List[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sidestep.wizard", description=__doc__.splitlines()[0][3:])
+    parser = argparse.ArgumentParser(prog="python -m sidestep.wizard",
+                                     description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("overrides", nargs="*", help="start from these (group=option, key=value; ui.plain, ui.yes)")
-    parser.add_argument("--out", type=Path, help="a config dir: write DIR/experiment/NAME.yaml (default: the "
-                                                 "installed conf/ when writable, else ./conf)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="a config dir: write DIR/experiment/NAME.yaml "
+                                                                "(default: the installed conf/ when writable, else ./conf)")
     args = parser.parse_args(argv)
     register_schemas()
     with exit_on_user_error():

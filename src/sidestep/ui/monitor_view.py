@@ -125,7 +125,8 @@ def setup_text(cfg: dict) -> str:
     lora, tr, opt = cfg.get("lora", {}), cfg.get("trainer", {}), cfg.get("optimizer", {})
     optimizer = str(opt.get("_target_", "?")).rsplit(".", 1)[-1]
     length = f"{tr.get('epochs')} epochs" + (f", at most {tr['max_steps']} steps" if tr.get("max_steps") else "")
-    return (f"model {cfg.get('model', {}).get('variant', '?')}, LoRA rank {lora.get('rank')} / alpha {lora.get('alpha'):g} "
+    return (f"model {cfg.get('model', {}).get('variant', '?')}, "
+            f"LoRA rank {lora.get('rank')} / alpha {lora.get('alpha'):g} "
             f"on {'+'.join(lora.get('target_modules', []))}, {optimizer} lr {opt.get('lr'):g}, "
             f"batch {tr.get('batch_size')} x {tr.get('gradient_accumulation')}, {length}")
 
@@ -152,7 +153,8 @@ def sparkline(values: List[float], width: int = 40) -> str:
         values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
     low, high = min(values), max(values)
     span = (high - low) or 1.0
-    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in values) + f"  {values[0]:.3f} -> {values[-1]:.3f}"
+    line = "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in values)
+    return f"{line}  {values[0]:.3f} -> {values[-1]:.3f}"
 
 
 def duration(seconds: float) -> str:
