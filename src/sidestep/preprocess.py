@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_preprocess
-from sidestep.ui.console import exit_on_user_error, is_plain
+from sidestep.ui.console import exit_on_user_error, use_plain
 
 log = logging.getLogger("sidestep.preprocess")
 register_schemas()
@@ -32,6 +32,7 @@ OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        plain = use_plain(cfg.ui.plain)
         cfg = prepare_preprocess(cfg)
         if cfg.model.variant != "tiny":
             from sidestep.models.checkpoints import apply_checkpoint_config
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> None:
             preprocess_and_report,  # torch, diffusers: only once the config is known good
         )
 
-        outcome = preprocess_and_report(cfg, cfg.model, is_plain(cfg.ui.plain))
+        outcome = preprocess_and_report(cfg, cfg.model, plain)
         log.info("%d samples ready in %s; train on them with data.dataset_dir=%s", outcome.usable, outcome.out_dir,
                  outcome.out_dir)
 

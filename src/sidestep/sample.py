@@ -18,7 +18,7 @@ from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_sample
 from sidestep.errors import ConfigError
 from sidestep.sampling.sources import samples_dir
-from sidestep.ui.console import exit_on_user_error, is_plain
+from sidestep.ui.console import exit_on_user_error, use_plain
 
 log = logging.getLogger("sidestep.sample")
 register_schemas()
@@ -28,6 +28,7 @@ OmegaConf.register_new_resolver("samples_dir", samples_dir, replace=True)
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        plain = use_plain(cfg.ui.plain)
         cfg = prepare_sample(cfg)
         import torch  # heavy imports only once the config is known good
         from peft import set_peft_model_state_dict
@@ -69,7 +70,7 @@ def main(cfg: DictConfig) -> None:
                               f"({result.unexpected_keys[0]}); give the model it was trained on")
         pipe = build_pipeline(model_cfg, transformer.to(device).eval(), dtype)
         move_helpers(pipe, device)
-        pipe.set_progress_bar_config(disable=is_plain(cfg.ui.plain))
+        pipe.set_progress_bar_config(disable=plain)
 
         settings = render_settings(cfg, model_cfg)
         out = Path(HydraConfig.get().runtime.output_dir)
