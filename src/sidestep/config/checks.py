@@ -35,10 +35,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     if target not in by_target:
         raise ConfigError(f"optimizer._target_={target!r} is not a known optimizer; pick optimizer=" + "|".join(OPTIMIZER_SCHEMAS))
     schema.optimizer = OmegaConf.structured(by_target[target])
-    try:
-        return OmegaConf.merge(schema, cfg)
-    except Exception as err:  # omegaconf's ValidationError family: wrong key or type
-        raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
+    return _merge(schema, cfg)
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -67,8 +64,7 @@ def validate(cfg: DictConfig) -> None:
     _check(tr.batch_size >= 1, "trainer.batch_size", f"must be at least 1 (got {tr.batch_size})")
     _check(tr.gradient_accumulation >= 1, "trainer.gradient_accumulation", f"must be at least 1 (got {tr.gradient_accumulation})")
     _check(tr.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 (got {tr.max_grad_norm})")
-    _check(bool(DEVICE_PATTERN.fullmatch(tr.device)), "trainer.device", f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {tr.device!r})")
-    _check(tr.precision in ("auto", "bf16", "fp16", "fp32"), "trainer.precision", f"must be auto, bf16, fp16 or fp32 (got {tr.precision!r})")
+    _check_device(tr, "trainer.")
     for key in ("save_every", "log_every", "log_heavy_every", "keep_checkpoints"):
         _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
@@ -128,19 +124,30 @@ def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
            f"must be at least 1 s longer than twice the overlap (got {p.tile_seconds} with overlap {p.tile_overlap_seconds})")
     _check(p.max_text_tokens >= 16, f"{prefix}max_text_tokens", f"must be at least 16 (got {p.max_text_tokens})")
     _check(p.max_lyric_tokens >= 16, f"{prefix}max_lyric_tokens", f"must be at least 16 (got {p.max_lyric_tokens})")
-    _check(bool(DEVICE_PATTERN.fullmatch(p.device)), f"{prefix}device",
-           f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {p.device!r})")
-    _check(p.precision in ("auto", "bf16", "fp16", "fp32"), f"{prefix}precision",
-           f"must be auto, bf16, fp16 or fp32 (got {p.precision!r})")
+    _check_device(p, prefix)
 
 
 def validate_sample(s: DictConfig) -> None:
-    for key in ("every_n_epochs", "every_n_steps", "steps"):
+    for key in ("every_n_epochs", "every_n_steps"):
         _check(s[key] is None or s[key] >= 1, f"sample.{key}", f"must be at least 1 or null (got {s[key]})")
-    _check(s.count >= 1, "sample.count", f"must be at least 1 (got {s.count})")
-    _check(0 < s.duration <= 600, "sample.duration", f"must be between 0 and 600 seconds (got {s.duration})")
-    _check(s.guidance is None or s.guidance >= 0, "sample.guidance", f"must be >= 0 or null (got {s.guidance})")
-    _check(s.shift is None or s.shift > 0, "sample.shift", f"must be > 0 or null (got {s.shift})")
+    _check_rendering(s, "sample.")
+
+
+def _check_device(node: DictConfig, prefix: str) -> None:
+    """`device` and `precision`, as training, preprocessing and sampling take them."""
+    _check(bool(DEVICE_PATTERN.fullmatch(node.device)), f"{prefix}device",
+           f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {node.device!r})")
+    _check(node.precision in ("auto", "bf16", "fp16", "fp32"), f"{prefix}precision",
+           f"must be auto, bf16, fp16 or fp32 (got {node.precision!r})")
+
+
+def _check_rendering(node: DictConfig, prefix: str) -> None:
+    """What both samplers share: how long, how many, and the generation settings (null: the variant's default)."""
+    _check(0 < node.duration <= 600, f"{prefix}duration", f"must be between 0 and 600 seconds (got {node.duration})")
+    _check(node.count >= 1, f"{prefix}count", f"must be at least 1 (got {node.count})")
+    _check(node.steps is None or node.steps >= 1, f"{prefix}steps", f"must be at least 1 or null (got {node.steps})")
+    _check(node.guidance is None or node.guidance >= 0, f"{prefix}guidance", f"must be >= 0 or null (got {node.guidance})")
+    _check(node.shift is None or node.shift > 0, f"{prefix}shift", f"must be > 0 or null (got {node.shift})")
 
 
 def _absolute(path: Optional[str]) -> Optional[str]:
@@ -170,7 +177,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
 
 def prepare_preprocess(cfg: DictConfig) -> DictConfig:
     """`prepare` for `python -m sidestep.preprocess`: typed, absolute paths, checked."""
-    cfg = _merge(PreprocessConfig, cfg)
+    cfg = _merge(OmegaConf.structured(PreprocessConfig), cfg)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg[key] = _absolute(cfg[key])
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
@@ -182,27 +189,23 @@ def prepare_preprocess(cfg: DictConfig) -> DictConfig:
 
 def prepare_sample(cfg: DictConfig) -> DictConfig:
     """`prepare` for `python -m sidestep.sample`: typed, absolute paths, checked."""
-    cfg = _merge(SampleConfig, cfg)
+    cfg = _merge(OmegaConf.structured(SampleConfig), cfg)
     for key in ("source", "prompts"):
         cfg[key] = _absolute(cfg[key])
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     _check(cfg.source is not None, "source", "is not set; give a run dir, its adapter/ or a checkpoints/step-N/")
     _check(cfg.prompts is None or Path(cfg.prompts).is_file(), "prompts", f"{cfg.prompts} is not a file")
-    _check(0 < cfg.duration <= 600, "duration", f"must be between 0 and 600 seconds (got {cfg.duration})")
-    _check(cfg.count >= 1, "count", f"must be at least 1 (got {cfg.count})")
-    for key in ("strength", "guidance"):
-        _check(cfg[key] is None or cfg[key] >= 0, key, f"must be >= 0 (got {cfg[key]})")
+    _check(cfg.strength >= 0, "strength", f"must be >= 0 (got {cfg.strength})")
     _check(all(s >= 0 for s in cfg.compare_strengths), "compare_strengths", "must all be >= 0")
-    _check(cfg.steps is None or cfg.steps >= 1, "steps", f"must be at least 1 (got {cfg.steps})")
-    _check(cfg.shift is None or cfg.shift > 0, "shift", f"must be > 0 (got {cfg.shift})")
-    _check(bool(DEVICE_PATTERN.fullmatch(cfg.device)), "device", f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {cfg.device!r})")
-    _check(cfg.precision in ("auto", "bf16", "fp16", "fp32"), "precision", f"must be auto, bf16, fp16 or fp32 (got {cfg.precision!r})")
+    _check_rendering(cfg, "")
+    _check_device(cfg, "")
     return cfg
 
 
-def _merge(schema, cfg: DictConfig) -> DictConfig:
+def _merge(schema: DictConfig, cfg: DictConfig) -> DictConfig:
+    """`cfg` on its schema; a wrong key or type is one line naming it."""
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        return OmegaConf.merge(schema, cfg)
     except Exception as err:  # omegaconf's ValidationError family: wrong key or type
         raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
 

@@ -74,6 +74,8 @@ def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_pre
             _free(device)
             _second_pass(staged, out_dir, model_cfg, device, dtype, plain, outcome)
             _free(device)
+        if (out_dir / STAGING).is_dir() and not any((out_dir / STAGING).iterdir()):
+            (out_dir / STAGING).rmdir()
     done = set(outcome.processed) | set(outcome.skipped)
     _write_manifest(out_dir, [s.name for s in songs if s.name in done], settings, model_cfg)
     return outcome
@@ -153,8 +155,6 @@ def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: Dict
                 outcome.processed.append(song.name)
             path.unlink()
             progress.advance(seconds, song.name)
-    if not any(path.parent.iterdir()):
-        path.parent.rmdir()
 
 
 def _save(path: Path, tensors: dict, metadata: dict) -> None:
