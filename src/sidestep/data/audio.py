@@ -16,7 +16,7 @@ import soxr
 import torch
 
 from sidestep.atomic import atomic_file
-from sidestep.errors import DataError
+from sidestep.errors import DataError, first_line, plain
 
 SAMPLE_RATE = 48_000
 # What libsndfile decodes (each checked by decoding a file soundfile wrote; .opus = Ogg Opus).
@@ -125,5 +125,5 @@ def _header(path: Path) -> Tuple[int, float]:
 
 def _first_line(err: Exception) -> str:
     """libsndfile's own reason ("Format not recognised."), without soundfile's repeat of the path."""
-    text = getattr(err, "error_string", None) or str(err) or type(err).__name__
-    return text.splitlines()[0][:200]
+    reason = getattr(err, "error_string", None)
+    return plain(reason).splitlines()[0] if reason else first_line(err)

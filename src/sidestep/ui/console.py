@@ -9,7 +9,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.logging import RichHandler
 
-from sidestep.errors import SidestepError
+from sidestep.errors import SidestepError, plain
 
 console = Console()
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -57,7 +57,8 @@ def exit_on_user_error() -> Iterator[None]:
     except SidestepError as err:
         log.debug("user error", exc_info=True)
         code = getattr(err, "exit_code", 2)
-        print(f"error: {err}" if code == 2 else str(err), file=sys.stderr)
+        message = plain(str(err))
+        print(f"error: {message}" if code == 2 else message, file=sys.stderr)
         sys.exit(code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
