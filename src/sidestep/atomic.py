@@ -1,8 +1,13 @@
-"""Write a file or folder under a temporary name and rename it into place, so a crash never leaves half of one."""
+"""Write a file or folder under a temporary name and rename it into place, so a crash never leaves half of one.
+
+Before the rename, the contents and the directory entries are flushed to disk (fsync), so the promise also holds
+for a power cut: after it, the target is either the old version or the complete new one.
+"""
 
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -12,6 +17,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's contents, or a folder's entries, to disk. Windows cannot open a folder for that: skipped."""
+    path = Path(path)
+    if path.is_dir() and sys.platform == "win32":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under `root` (deepest first), then `root` itself."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(folder) / name)
+        fsync_path(Path(folder))
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Rename the finished `tmp` onto `target` durably: contents first, then the parent's new entry."""
+    if tmp.is_dir():
+        fsync_tree(tmp)
+    else:
+        fsync_path(tmp)
+    os.replace(tmp, target)
+    fsync_path(target.parent)
 
 
 @contextlib.contextmanager
@@ -29,7 +64,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)
-    os.replace(tmp, target)
+    publish(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -47,4 +82,4 @@ def atomic_file(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.chmod(tmp, 0o666 & ~_umask())  # temporary files are private; the finished one gets the usual permissions
-    os.replace(tmp, target)
+    publish(tmp, target)
