@@ -195,3 +195,66 @@ def test_a_manifest_listing_a_file_twice_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"samples": ["a.pt", "a.pt"]}))
     with pytest.raises(DataError, match="manifest.json: lists .*a.pt more than once"):
         list_sample_files(tmp_path)
+
+
+def hostile(folder, kind):
+    """A dataset folder with one good sample and one hostile entry of `kind`; returns the entry's printed name."""
+    write_pt(folder / "good.pt", sample())
+    outside = folder.parent / "outside.pt"
+    if kind == "dangling symlink":
+        (folder / "gone.pt").symlink_to(folder / "nowhere.pt")
+        return "gone.pt: a broken symlink"
+    if kind == "symlink loop":
+        (folder / "loop.pt").symlink_to(folder / "loop.pt")
+        return "loop.pt: a symlink loop"
+    if kind == "non-UTF-8 name":
+        write_pt(os.fsdecode(bytes(folder) + b"/caf\xe9.pt"), sample())
+        return "caf\ufffd.pt: the file name is not valid UTF-8"
+    if kind.startswith("manifest"):
+        write_pt(outside, sample())
+        (folder / "link.pt").symlink_to(outside)
+        entry = {"manifest ../": "../outside.pt", "manifest absolute": str(outside), "manifest symlink": "link.pt"}[kind]
+        (folder / "manifest.json").write_text(json.dumps({"samples": ["good.pt", entry]}))
+        return "leads outside the dataset folder"
+    data = sample()
+    if kind == "no audio frame":
+        data["attention_mask"] = torch.zeros(50)
+    elif kind == "no text":
+        data["encoder_attention_mask"] = torch.zeros(7, dtype=torch.bool)
+    elif kind == "absurd latents":
+        data["target_latents"] = data["target_latents"] * 1e6
+    write_pt(folder / "bad.pt", data)
+    return {"no audio frame": "bad.pt: attention_mask is all false", "no text": "bad.pt: encoder_attention_mask is all false",
+            "absurd latents": "bad.pt: target_latents reaches"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["dangling symlink", "symlink loop", "non-UTF-8 name", "manifest ../",
+                                  "manifest absolute", "manifest symlink", "no audio frame", "no text", "absurd latents"])
+def test_hostile_dataset_entries_are_named_before_any_model_or_skipped(tmp_path, kind):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    problem = hostile(folder, kind)
+    with pytest.raises(DataError) as err:
+        LatentDataset(folder, SHAPE)
+    assert problem in str(err.value) and len(str(err.value).splitlines()) == 1
+    str(err.value).encode("utf-8")  # printable on any console
+    assert [p.name for p in LatentDataset(folder, SHAPE, on_bad_sample="skip").files] == ["good.pt"]
+
+
+def test_nothing_outside_the_folder_is_read_through_a_manifest(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    hostile(folder, "manifest ../")
+    opened = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    LatentDataset(folder, SHAPE, on_bad_sample="skip")
+    assert opened == [str(folder / "good.pt")]
+
+
+@pytest.mark.parametrize("samples", [[1, 2], "good.pt", [["good.pt"]], [""]])
+def test_a_manifest_whose_samples_are_not_file_names_is_refused(tmp_path, samples):
+    write_pt(tmp_path / "good.pt", sample())
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": samples}))
+    with pytest.raises(DataError, match="manifest.json: 'samples' must be a list of file names"):
+        list_sample_files(tmp_path)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,19 +23,22 @@ log = logging.getLogger(__name__)
 
 
 def list_sample_files(dataset_dir: Path) -> List[Path]:
-    """The manifest's `samples` when present, else every `*.pt` / `*.safetensors` (minus `*.tmp.*`), sorted."""
+    """The manifest's `samples` when present, else every `*.pt` / `*.safetensors` (minus `*.tmp.*`), sorted.
+    The files themselves are checked by `check_path` and the sample reader."""
     dataset_dir = Path(dataset_dir)
     manifest = dataset_dir / MANIFEST
     if manifest.is_file():
         try:
-            entries = json.loads(manifest.read_text())["samples"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            entries = json.loads(manifest.read_text(encoding="utf-8"))["samples"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise DataError(f"{manifest}: not a manifest (expected JSON with a 'samples' list); fix or delete it") from None
-        files = [Path(p) if Path(p).is_absolute() else dataset_dir / p for p in entries]
+        if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+            raise DataError(f"{manifest}: 'samples' must be a list of file names (strings); fix or delete it")
+        files = [dataset_dir / p for p in entries]  # an absolute entry stays absolute; check_path keeps it inside
         repeated = sorted({str(p) for p in files if files.count(p) > 1})
         if repeated:
             raise DataError(f"{manifest}: lists {repeated[0]} more than once; each sample must appear once")
-        missing = [str(p) for p in files if not p.is_file()]
+        missing = [str(p) for p in files if not p.is_file() and not p.is_symlink()]
         if missing:
             raise DataError(f"{manifest}: lists {len(missing)} missing file(s), e.g. {missing[0]}; fix or delete the manifest")
     else:
@@ -46,6 +50,31 @@ def list_sample_files(dataset_dir: Path) -> List[Path]:
     return files
 
 
+def check_path(path: Path, dataset_dir: Path, listed: bool) -> None:
+    """A sample path must lead to a regular file, with a name every tool can print. A manifest's entry (`listed`)
+    must also lead inside the dataset folder, through any symlinks: a manifest never makes us read elsewhere."""
+    shown = printable(path)
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{shown}: the file name is not valid UTF-8; rename it") from None
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # a dangling link (FileNotFoundError), a loop (OSError/RuntimeError)
+        what = "a broken symlink" if isinstance(err, FileNotFoundError) else "a symlink loop"
+        raise DataError(f"{shown}: {what}; fix or remove it") from None
+    if listed and Path(dataset_dir).resolve() not in real.parents:
+        raise DataError(f"{shown}: leads outside the dataset folder (to {printable(real)}); samples must lie inside "
+                        f"{printable(dataset_dir)}")
+    if not real.is_file():
+        raise DataError(f"{shown}: not a regular file")
+
+
+def printable(path: Path) -> str:
+    """A path as text any console can show (undecodable bytes of a file name replaced)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 class LatentDataset(Dataset):
     """Items are `(epoch, index)` keys from `EpochSampler`, so cropping can be seeded per epoch and sample.
 
@@ -54,8 +83,10 @@ class LatentDataset(Dataset):
 
     def __init__(self, dataset_dir: Path, shape: SampleShape, on_bad_sample: str = "error"):
         self.files, self.frames, problems = [], [], []
+        listed = (Path(dataset_dir) / MANIFEST).is_file()
         for path in list_sample_files(dataset_dir):
             try:
+                check_path(path, dataset_dir, listed)
                 sample = read_sample(path)
                 check_sample(path, sample, shape)
             except DataError as err:

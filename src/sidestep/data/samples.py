@@ -15,11 +15,14 @@ from typing import Any, Dict
 import torch
 from safetensors import SafetensorError, safe_open
 
-from sidestep.errors import DataError
+from sidestep.errors import DataError, first_line
 
 TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask", "context_latents")
 METADATA_KEY = "sidestep_metadata"
 SAMPLE_SUFFIXES = (".pt", ".safetensors")
+# Beyond these, a value is corruption, not music: VAE latents stay within a few tens; text-encoder states within
+# fp16's range (65504), which their bf16/fp16 encoders could not have exceeded.
+MAX_ABS = {"target_latents": 1e3, "context_latents": 1e3, "encoder_hidden_states": 65504.0}
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,17 @@ def check_sample(path: Path, sample: Dict[str, Any], shape: SampleShape) -> None
         fail(f"encoder_hidden_states has shape {list(enc.shape)}, expected [tokens, {shape.condition_dim}] for this model")
     if list(enc_mask.shape) != [enc.shape[0]]:
         fail(f"encoder_attention_mask has shape {list(enc_mask.shape)}, expected [{enc.shape[0]}]")
+    if not mask.any():
+        fail("attention_mask is all false: no frame of audio to train on; re-run preprocessing for this file")
+    if not enc_mask.any():
+        fail("encoder_attention_mask is all false: no text condition; re-run preprocessing for this file")
     for key, value in (("target_latents", lat), ("encoder_hidden_states", enc), ("context_latents", ctx)):
         if not torch.isfinite(value).all():
             fail(f"{key} contains NaN or Inf; re-run preprocessing for this file")
+        largest = float(value.abs().max()) if value.numel() else 0.0
+        if largest > MAX_ABS[key]:
+            fail(f"{key} reaches {largest:.3g}, far beyond what the encoders produce (|x| <= {MAX_ABS[key]:g}); "
+                 "re-run preprocessing for this file")
 
 
 def _read_pt(path: Path) -> Dict[str, Any]:
@@ -80,7 +91,7 @@ def _read_pt(path: Path) -> Dict[str, Any]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise DataError(f"{path}: refused to load, it holds Python objects beyond tensors (unsafe or not a sample): "
-                        f"{str(err).splitlines()[0][:120]}") from None
+                        f"{first_line(err)}") from None
     except Exception as err:  # truncated zip, not a torch file at all
         raise DataError(f"{path}: unreadable .pt file ({type(err).__name__}); re-run preprocessing for it") from None
     if not isinstance(raw, dict):
