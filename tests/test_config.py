@@ -7,6 +7,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from sidestep.config import CONSTANT_SCHEDULER, prepare
+from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -20,7 +21,9 @@ def options(group: str):
 def test_every_group_option_composes_and_validates(make_cfg, group, tmp_path):
     for option in options(group):
         overrides = [f"{group}={option}"]
-        if group == "model" and option != "tiny":
+        if group == "vram":  # the presets are sized for the 2B DiT: rank 128 does not fit the tiny one's layers
+            overrides.append("model=turbo")
+        if group in ("model", "vram") and option != "tiny":
             overrides.append(f"model.checkpoint_dir={tmp_path}")
         cfg = make_cfg(*overrides)
         assert cfg is not None
@@ -90,7 +93,7 @@ def test_prodigy_forces_a_constant_schedule_and_warns_about_a_small_lr(make_cfg,
 def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, monkeypatch):
     (tmp_path / "tensors").mkdir()
     monkeypatch.chdir(tmp_path)
-    cfg = make_cfg("model=tiny", "data.dataset_dir=tensors", experiment=None)
+    cfg = make_cfg("model=tiny", "lora.rank=16", "data.dataset_dir=tensors", experiment=None)
     assert cfg.data.dataset_dir == str(tmp_path / "tensors")
 
 
@@ -108,10 +111,42 @@ def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, 
     ("trainer.max_steps=0", "trainer.max_steps"),
     ("training.cfg_ratio=1.5", "training.cfg_ratio"),
     ("data.crop_seconds=0.01", "data.crop_seconds"),
+    ("trainer.seed=-1", "trainer.seed"),
+    ("trainer.seed=4294967296", "trainer.seed"),
+    ("data.crop_seconds=inf", "data.crop_seconds"),
+    ("model.arch.patch_size=0", "model.arch.patch_size"),
+    ("lora.rank=33", "lora.rank"),  # the tiny DiT's k_proj has 32 outputs
+    ("optimizer.lr=inf", "optimizer.lr"),
+    ("lora.alpha=inf", "lora.alpha"),
+    ("model.timestep_mu=nan", "model.timestep_mu"),
+    ("model.data_proportion=-3", "model.data_proportion"),
+    ("scheduler._target_=torch.optim.AdamW", "scheduler._target_"),
+    ("scheduler._target_=sidestep.training.nothing", "scheduler._target_"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}: "):
         make_cfg(override)
+
+
+def test_the_largest_rank_a_layer_allows_is_accepted(make_cfg):
+    assert make_cfg("lora.rank=32").lora.rank == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["optimizer.learning_rate=1e-4"], "optimizer.learning_rate: no such option (did you mean optimizer.lr?)"),
+    (["trainer.max_step=3"], "trainer.max_step: no such option (did you mean trainer.max_steps?)"),
+    (["scheduler.warmup=3"], "scheduler.warmup: no such option (did you mean scheduler.warmup_steps?)"),
+    (["optimizer=adamW"], "optimizer=adamW: no such optimizer option (did you mean optimizer=adamw?)"),
+])
+def test_an_unknown_override_gets_one_line_with_the_nearest_option(args, message):
+    with pytest.raises(ConfigError) as err:
+        check_overrides(["-m", "experiment=demo", *args, "+extra=1", "hydra.run.dir=x"], CONF)
+    assert str(err.value).startswith(message)
+
+
+def test_known_overrides_and_additions_pass_the_override_check():
+    check_overrides(["experiment=demo", "vram=8gb", "optimizer=prodigy", "optimizer.betas=[0.9,0.99]", "+extra=1",
+                     "model.tiny_stack.vae.decoder_channels=8", "data.synthetic.cache_dir=x", "~sample.prompts"], CONF)
 
 
 def test_missing_dataset_and_checkpoint_dirs_suggest_the_demo(make_cfg, tmp_path):

@@ -1,16 +1,20 @@
 """The checks run on a composed config before anything heavy is built: one `ConfigError` naming the key."""
 
 import logging
+import math
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config.schema import (
     CONSTANT_SCHEDULER,
     LATENT_FPS,
     OPTIMIZER_SCHEMAS,
+    as_container,
+    flatten,
     PRODIGY_TARGET,
     PreprocessConfig,
     SampleConfig,
@@ -25,6 +29,15 @@ ATTENTION_BLOCKS = ("self_attn", "cross_attn")
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|xpu|cuda(:\d+)?")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
+
+
+def projection_shapes(arch: DictConfig) -> Dict[str, Tuple[int, int]]:
+    """(in, out) features of each projection LoRA can target, from the DiT's architecture."""
+    q_out, kv_out = arch.num_attention_heads * arch.head_dim, arch.num_key_value_heads * arch.head_dim
+    h, ff = arch.hidden_size, arch.intermediate_size
+    return {"q_proj": (h, q_out), "k_proj": (h, kv_out), "v_proj": (h, kv_out), "o_proj": (q_out, h),
+            "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h)}
 
 
 def typed(cfg: DictConfig) -> DictConfig:
@@ -46,6 +59,9 @@ def _check(ok: bool, key: str, message: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a type system cannot express. Touches no model or data file."""
     lora, tr, opt, data = cfg.lora, cfg.trainer, cfg.optimizer, cfg.data
+    _check_finite(cfg)
+    _check_arch(cfg.model.arch)
+    _check(0 <= tr.seed <= MAX_SEED, "trainer.seed", f"must be between 0 and {MAX_SEED} (got {tr.seed})")
     _check(lora.rank >= 1, "lora.rank", f"must be at least 1 (got {lora.rank})")
     _check(lora.alpha > 0, "lora.alpha", f"must be > 0 (got {lora.alpha}); usually 2 x rank")
     _check(lora.alpha_ratio is None or lora.alpha_ratio > 0, "lora.alpha_ratio", f"must be > 0 or null (got {lora.alpha_ratio})")
@@ -78,6 +94,9 @@ def validate(cfg: DictConfig) -> None:
     _check(all(0.0 < s <= 1.0 for s in t.discrete_timesteps), "training.discrete_timesteps", "values must be in (0, 1]")
     _check(t.min_snr_gamma is None or t.min_snr_gamma > 0, "training.min_snr_gamma", f"must be > 0 or null (got {t.min_snr_gamma})")
     _check(cfg.model.timestep_sigma > 0, "model.timestep_sigma", f"must be > 0 (got {cfg.model.timestep_sigma})")
+    _check(0.0 <= cfg.model.data_proportion <= 1.0, "model.data_proportion",
+           f"must be between 0 and 1 (got {cfg.model.data_proportion})")
+    _check_schedule(cfg.scheduler)
     _check(data.crop_seconds is None or data.crop_seconds * LATENT_FPS >= 2 * cfg.model.arch.patch_size,
            "data.crop_seconds", f"must be null or at least {2 * cfg.model.arch.patch_size / LATENT_FPS} s (got {data.crop_seconds})")
     est = cfg.estimate
@@ -99,6 +118,31 @@ def validate(cfg: DictConfig) -> None:
         validate_preprocess(cfg.preprocess, "preprocess.")
     validate_sample(cfg.sample)
     validate_model(cfg.model)
+    shapes = projection_shapes(cfg.model.arch)
+    narrowest = min(lora.target_modules, key=lambda m: min(shapes[m]))
+    _check(lora.rank_map is not None or lora.rank <= min(shapes[narrowest]), "lora.rank",
+           f"{lora.rank} is larger than {narrowest} ({shapes[narrowest][0]} -> {shapes[narrowest][1]} features), where "
+           f"LoRA's rank cannot exceed {min(shapes[narrowest])}; lower it")
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    """No option anywhere takes NaN or infinity (an infinite crop, learning rate or alpha is a typo, not a wish)."""
+    for key, value in flatten(as_container(cfg)).items():
+        _check(not isinstance(value, float) or math.isfinite(value), key, f"must be a finite number (got {value})")
+
+
+def _check_arch(arch: DictConfig) -> None:
+    for key, value in arch.items():
+        _check(value > 0, f"model.arch.{key}", f"must be > 0 (got {value}); model.arch describes the DiT's shape")
+
+
+def _check_schedule(scheduler: DictConfig) -> None:
+    """The schedule is built from its `_target_`: it must give a number for a step, as `LambdaLR` will ask."""
+    try:
+        float(instantiate(scheduler)(total_steps=10)(0))
+    except Exception as err:
+        raise ConfigError(f"scheduler._target_: {scheduler._target_} is not a learning-rate schedule "
+                          f"({type(err).__name__}); use scheduler=constant|constant_with_warmup|cosine|linear") from None
 
 
 def validate_model(model: DictConfig) -> None:

@@ -1,0 +1,82 @@
+"""Command-line overrides checked against the schema before Hydra composes, so a typo gets one line with the
+nearest real option (`optimizer.learning_rate` -> did you mean `optimizer.lr`?) instead of Hydra's error block."""
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Iterable, List, Set
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from sidestep.config.schema import OPTIMIZER_SCHEMAS, TrainConfig
+from sidestep.errors import ConfigError
+
+OPEN_NODES = ("model.tiny_stack.",)  # free-form dicts: any key below them is accepted
+SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "steps": "max_steps", "batch": "batch_size",
+            "grad_accum": "gradient_accumulation", "accumulation": "gradient_accumulation", "r": "rank",
+            "lora_alpha": "alpha", "lora_dropout": "dropout", "warmup": "warmup_steps"}  # names other trainers use
+CONFIG_DIR_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "hydra.searchpath")
+
+
+def known_keys() -> Set[str]:
+    """Every dotted key of the training schema (any optimizer's options included), and every node above one."""
+    keys = _schema_keys(TrainConfig, "")
+    for schema in OPTIMIZER_SCHEMAS.values():
+        keys |= _schema_keys(schema, "optimizer.")
+    return keys
+
+
+def _schema_keys(schema: type, prefix: str) -> Set[str]:
+    keys = set()
+    for name, hint in typing.get_type_hints(schema).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+        keys.add(prefix + name)
+        if dataclasses.is_dataclass(inner):
+            keys |= _schema_keys(inner, f"{prefix}{name}.")
+    return keys
+
+
+def group_options(conf_dir: Path) -> dict:
+    """{group: [options]} of the config tree (`optimizer: [adafactor, adamw, ...]`)."""
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in conf_dir.iterdir()
+            if d.is_dir() and d.name != "hydra" and not d.name.startswith("_")}
+
+
+def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
+    """Raise `ConfigError` for the first `key=value` naming no option, or `group=option` naming no option of its
+    group. Additions (`+key=`), deletions (`~key`) and `hydra.*` are Hydra's own business."""
+    args = list(args)
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # Hydra reports a malformed override itself
+    keys, groups = known_keys(), group_options(conf_dir)
+    extra_configs = any(a.startswith(CONFIG_DIR_FLAGS) for a in args)
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or key.startswith("hydra") or "/" in key:
+            continue
+        if key in groups:
+            option = override.value()
+            if isinstance(option, str) and option not in groups[key] and not extra_configs:
+                raise ConfigError(f"{key}={option}: no such {key} option{_nearest(option, groups[key], f'{key}=')}; "
+                                  f"choose from {', '.join(groups[key])}")
+        elif key not in keys and not key.startswith(OPEN_NODES):
+            raise ConfigError(f"{key}: no such option{_nearest(key, keys, '')}; "
+                              "`python -m sidestep.train --cfg job` prints every option")
+
+
+def _nearest(word: str, choices: Iterable[str], prefix: str) -> str:
+    """` (did you mean X?)` for the closest choice: a usual synonym, then a leaf of the same node, then any key."""
+    choices = sorted(choices)
+    node, _, leaf = word.rpartition(".")
+    same_node = [c.rpartition(".")[2] for c in choices if c.rpartition(".")[0] == node]
+    guesses = [SYNONYMS[leaf]] if SYNONYMS.get(leaf) in same_node else []
+    guesses += difflib.get_close_matches(leaf, same_node, n=1, cutoff=0.5)
+    match: List[str] = [f"{node}.{g}" if node else g for g in guesses]
+    match += difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f" (did you mean {prefix}{match[0]}?)" if match else ""
