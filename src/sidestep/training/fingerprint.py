@@ -1,0 +1,85 @@
+"""What must not change across a resume, as a dict of comparable values stored in every checkpoint.
+
+Settings that shape the adapter or the data order are compared by value. The dataset and the base model are
+compared by content: a sample file edited in place, or a different checkpoint at the same path, is a different
+run even when names and sizes agree.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.models.checkpoints import locate, weight_files
+
+CHUNK = 1 << 20
+WEIGHT_PROBES = 64  # evenly spaced 64 KiB reads of each weight file: any other weights differ in them
+
+
+def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
+    return {
+        "model.variant": cfg.model.variant,
+        "model.arch": OmegaConf.to_container(cfg.model.arch),
+        "model.weights": base_weights_digest(cfg.model),
+        "lora.rank": cfg.lora.rank,
+        "lora.alpha": cfg.lora.alpha,
+        "lora.target_modules": list(cfg.lora.target_modules),
+        "lora.rank_map": cfg.lora.rank_map and file_digest(Path(cfg.lora.rank_map)),
+        "lora.bias": cfg.lora.bias,
+        "attention.blocks": list(cfg.attention.blocks),
+        "dataset": dataset_digest(sample_files),
+        "data.val_fraction": cfg.data.val_fraction,
+        "trainer.batch_size": cfg.trainer.batch_size,
+        "trainer.gradient_accumulation": cfg.trainer.gradient_accumulation,
+        "trainer.seed": cfg.trainer.seed,
+    }
+
+
+def mismatches(saved: dict, current: dict) -> List[str]:
+    """One line per setting that differs; content digests are named as such rather than printed."""
+    lines = []
+    for key, value in current.items():
+        if saved.get(key) == value:
+            continue
+        if key in ("dataset", "model.weights"):
+            lines.append(f"{key}: contents differ from the checkpoint's (digest {saved.get(key)} vs {value})")
+        else:
+            lines.append(f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}")
+    return lines
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a whole file, read in chunks (a checkpoint's optimizer state can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_digest(sample_files: Iterable[Path]) -> str:
+    """The names and full contents of the training samples, in order."""
+    digest = hashlib.sha256()
+    for path in sample_files:
+        digest.update(f"{Path(path).name}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def base_weights_digest(model: DictConfig) -> str:
+    """The frozen base: `tiny` is made from its seed; a checkpoint's weights are sampled at fixed offsets (a full
+    hash of a 5 GB file would add a minute to every start on a slow disk) together with their sizes."""
+    if model.variant == "tiny":
+        return f"tiny-init-seed-{model.init_seed}"
+    folder = locate(model.checkpoint_dir, model.variant)
+    files = sorted((folder.path / "transformer").glob("*.safetensors")) if folder.layout == "diffusers" \
+        else weight_files(folder.path)
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\n".encode())
+        with open(path, "rb") as f:
+            for i in range(WEIGHT_PROBES):
+                f.seek(size * i // WEIGHT_PROBES)
+                digest.update(f.read(64 * 1024))
+    return digest.hexdigest()[:16]
