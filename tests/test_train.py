@@ -55,9 +55,9 @@ def test_two_identical_runs_give_identical_adapters(make_cfg, tmp_path):
 
 def test_accumulation_and_max_steps_count_optimizer_steps(make_cfg, tmp_path):
     # 8 samples, batch 2 -> 4 batches per epoch; accumulation 3 -> 2 optimizer steps per epoch (the last is partial).
-    result = fit(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.epochs=3"), tmp_path)
+    result = fit(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.epochs=3"), tmp_path / "a")
     assert result.steps == 6
-    result = fit(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.max_steps=3"), tmp_path)
+    result = fit(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.max_steps=3"), tmp_path / "b")
     assert result.steps == 3
 
 
@@ -92,6 +92,8 @@ def test_cli_demo_writes_a_complete_run_dir(cli, tmp_path, cache_dir):
     (["optimizer.lr=-1"], "error: optimizer.lr: must be > 0"),
     (["lora.dropout=0.9"], "error: lora.dropout: must be between 0 and 0.5"),
     (["model=turbo", "data.dataset_dir=."], "error: model.checkpoint_dir: is not set"),
+    (["optimizer.learning_rate=1e-4"], "error: optimizer.learning_rate: no such option (did you mean optimizer.lr?)"),
+    (["lora.rank=[4"], "error: lora.rank=[4: cannot parse this override (no viable alternative at input '[4')"),
 ])
 def test_cli_bad_input_is_one_line_and_a_nonzero_exit(cli, args, message):
     proc = cli("experiment=demo", "ui.yes=true", *args)
@@ -105,7 +107,7 @@ def test_cli_bad_sample_file_stops_before_the_model_is_built(cli, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     torch.save({"target_latents": torch.randn(10, 64)}, data / "song.pt")
-    proc = cli("model=tiny", f"data.dataset_dir={data}", "ui.yes=true", "trainer.device=cpu")
+    proc = cli("model=tiny", "lora.rank=16", f"data.dataset_dir={data}", "ui.yes=true", "trainer.device=cpu")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {data / 'song.pt'}: missing attention_mask, encoder_hidden_states, " \
                                   "encoder_attention_mask, context_latents; is this a preprocessed Side-Step/ACE-Step sample?"

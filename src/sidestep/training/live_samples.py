@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.config.schema import LATENT_FPS, SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE
 from sidestep.data.loader import dataset_folder
-from sidestep.errors import SidestepError
+from sidestep.errors import SidestepError, first_line
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image
@@ -36,22 +36,18 @@ class LiveSampler:
         self.settings = render_settings(s, cfg.model)
         self.pipe = None
         self.prompts: Optional[List[SamplePrompt]] = None
-        self.last_step = -1  # a step that ends an epoch can be due twice
         if self.enabled and self.settings.duration * LATENT_FPS < cfg.model.arch.patch_size:
             raise SidestepError(f"sample.duration={s.duration} is shorter than one latent patch")
 
-    def after_step(self, transformer: torch.nn.Module, step: int) -> None:
-        if self.enabled and self.every_steps and step % self.every_steps == 0:
-            self._sample(transformer, step)
-
-    def after_epoch(self, transformer: torch.nn.Module, epoch: int, step: int) -> None:
-        if self.enabled and self.every_epochs and epoch % self.every_epochs == 0:
+    def after_step(self, transformer: torch.nn.Module, step: int, epoch_ended: Optional[int], last: bool) -> None:
+        """Render when `step` is due, when the epoch that just ended (`epoch_ended`, counted from 1) is due, and
+        after the last step, so the finished adapter is always heard."""
+        due_step = bool(self.every_steps) and step % self.every_steps == 0
+        due_epoch = bool(self.every_epochs) and epoch_ended is not None and epoch_ended % self.every_epochs == 0
+        if self.enabled and (due_step or due_epoch or last):
             self._sample(transformer, step)
 
     def _sample(self, transformer: torch.nn.Module, step: int) -> None:
-        if step == self.last_step:
-            return
-        self.last_step = step
         model = self.accelerator.unwrap_model(transformer)
         cuda = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
         python_state, numpy_state = random.getstate(), np.random.get_state()
@@ -61,7 +57,7 @@ class LiveSampler:
             with torch.random.fork_rng(devices=cuda), self.accelerator.autocast():
                 self._render_all(model, step)
         except Exception as err:  # sampling is a view on training, never a reason to stop it
-            log.warning("samples at step %d failed, training goes on: %s", step, _first_line(err))
+            log.warning("samples at step %d failed, training goes on: %s", step, first_line(err))
             if isinstance(err, SidestepError):  # a missing folder or dataset stays missing: stop trying
                 self.enabled = False
             if cuda:
@@ -94,7 +90,3 @@ class LiveSampler:
         if self.cfg.sample.prompts:
             return [OmegaConf.to_object(p) for p in self.cfg.sample.prompts]
         return from_dataset(dataset_folder(self.cfg), self.cfg.sample.count)
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0]

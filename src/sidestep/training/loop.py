@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
@@ -22,6 +22,8 @@ from sidestep.models.dit import build_dit
 from sidestep.preprocessing.run import preprocess_and_report
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
+from sidestep.training.fingerprint import fingerprint as run_fingerprint
+from sidestep.training.fingerprint import mismatches
 from sidestep.training.flow_matching import (
     StepGenerators,
     StepSettings,
@@ -31,6 +33,7 @@ from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import LiveSampler
 from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
+from sidestep.training.run_dir import claimed
 from sidestep.training.run_status import RunStatus
 from sidestep.training.tensorboard import TrainingLogger
 from sidestep.training.validation import HeldOutLoss
@@ -52,11 +55,18 @@ class FitResult:
     adapter_dir: Optional[Path] = None
 
 
-def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
-    """Train a LoRA adapter as `cfg` says and write it to `run_dir/adapter/`. None if the user declined."""
-    tr = cfg.trainer
-    accelerator = build_accelerator(tr, run_dir)
+def fit(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None
+        ) -> Optional[FitResult]:
+    """Train a LoRA adapter as `cfg` says and write it to `run_dir/adapter/`. None if the user declined.
+    `on_start(resumed_from)` is called once every check has passed and the checkpoint (if any) is loaded."""
+    accelerator = build_accelerator(cfg.trainer, run_dir)
     run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
+    with claimed(run_dir, cfg.resume_from, accelerator.is_main_process):
+        return _fit(cfg, run_dir, accelerator, on_start or (lambda resumed_from: None))
+
+
+def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Optional[Path]], None]) -> Optional[FitResult]:
+    tr = cfg.trainer
     set_seed(tr.seed)
 
     with accelerator.main_process_first():  # the main process makes the data (songs or synthetic) alone
@@ -69,7 +79,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
 
     # Resume: refuse a checkpoint of a different setup before anything heavy happens.
-    fingerprint = ckpt.fingerprint(cfg, dataset.files)
+    fingerprint = run_fingerprint(cfg, dataset.files)
     resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
     exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
 
@@ -89,9 +99,10 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
         transformer.enable_gradient_checkpointing()
     params = [p for p in transformer.parameters() if p.requires_grad]
 
-    optimizer = instantiate(cfg.optimizer)(params)
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(params)  # plain lists, so its state loads weights_only
     scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
+    batches_per_epoch = len(loader)
     ckpt.register_lora_hooks(accelerator)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     gens = StepGenerators.from_seed(tr.seed, accelerator.process_index)
@@ -106,6 +117,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
         count = ckpt.load_lora_only(accelerator.unwrap_model(transformer), resume_dir)
         log.warning("resume.strict=false: loaded %d LoRA tensors from %s; optimizer, schedule and counters start fresh",
                     count, resume_dir)
+    on_start(resume_dir)
 
     def save() -> Path:
         state.smoothed_loss = None if smoothed is None else float(smoothed)
@@ -127,7 +139,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                                                  accelerator.is_main_process) as progress, \
             RunStatus(run_dir, total_steps, epochs, state.step, log_every, accelerator.is_main_process) as status:
         progress.start_at(state.step)
-        while state.step < total_steps and state.epoch < epochs:
+        while state.step < total_steps:
             batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
             batches.set_epoch(state.epoch)  # Accelerate's loader passes it to our sampler; it would count on its own
             for batch in batches:
@@ -172,19 +184,22 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                     accelerator.log({"loss/val": result.val_loss}, step=state.step)
                 progress.update(state.step, state.epoch, shown_loss, lr)
                 status.update(state.step, state.epoch, shown_loss, lr)
+
+                # End-of-epoch and end-of-run work happens here, inside the step, so the last epoch gets it too.
+                epoch_done = state.batch_in_epoch == batches_per_epoch
+                if epoch_done:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                finished = state.step >= total_steps
                 stopping = _agreed(accelerator, stop.requested)
-                if stopping or (save_every_steps and state.step % save_every_steps == 0):
+                if (stopping or finished or (save_every_steps and state.step % save_every_steps == 0)
+                        or (epoch_done and state.epoch % tr.save_every == 0)):
                     last_checkpoint = save()
+                    status.checkpoint(last_checkpoint)
                 if stopping:
                     raise stop.interrupted(run_dir, last_checkpoint)
-                sampler.after_step(transformer, state.step)
-                if state.step >= total_steps:
+                sampler.after_step(transformer, state.step, state.epoch if epoch_done else None, finished)
+                if finished:
                     break
-            else:
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if state.epoch % tr.save_every == 0:
-                    last_checkpoint = save()
-                sampler.after_epoch(transformer, state.epoch, state.step)
 
     accelerator.wait_for_everyone()
     _check_replicas_agree(accelerator, params)
@@ -224,7 +239,7 @@ def _check_replicas_agree(accelerator, params: List[torch.Tensor]) -> None:
 
 def _fits(checkpoint: Path, fingerprint: dict, strict: bool) -> bool:
     """True when the checkpoint belongs to this setup; a mismatch stops the run unless `resume.strict=false`."""
-    problems = ckpt.mismatches(ckpt.read_state(checkpoint)["fingerprint"], fingerprint)
+    problems = mismatches(ckpt.read_state(checkpoint)["fingerprint"], fingerprint)
     if not problems:
         return True
     if strict:

@@ -1,8 +1,9 @@
 """`<run>/status.json`: where a run stands, for `python -m sidestep.monitor`, which only reads files.
 
 TensorBoard holds the curves but not the plan (total steps, epochs) nor whether the run is still going, so the
-main process writes this small file when training starts, every `trainer.log_every` steps, and when it stops:
-`state` is `running`, then `finished` (adapter written), `stopped` (signal, checkpoint written) or `failed`.
+main process writes this small file when training starts, every `trainer.log_every` steps, at each checkpoint and
+when it stops: `state` is `running`, then `finished` (adapter written), `stopped` (signal, checkpoint written) or
+`failed` (with `error`, the one-line reason; also for a start refused before training, see `sidestep.train`).
 It is written under a temporary name and renamed, so a reader never sees half of it.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from sidestep.atomic import atomic_file
+from sidestep.errors import first_line
 from sidestep.training.interrupts import Interrupted
 
 STATUS_FILE = "status.json"
@@ -30,12 +32,15 @@ class RunStatus:
         return self
 
     def update(self, step: int, epoch: int, loss: float, lr: float) -> None:
-        """Call after every optimizer step; writes on logging steps and the last one."""
-        if step % self.log_every and step != self.fields["total_steps"]:
-            return
+        """Call after every optimizer step; writes on logging steps and the last one (a stop writes the rest)."""
         rate = (step - self.first_step) / max(time.time() - self.started, 1e-9)
         eta = (self.fields["total_steps"] - step) / rate if rate > 0 else None
-        self._write(step=step, epoch=epoch + 1, loss=_number(loss), lr=lr, it_per_s=rate, eta_s=eta)
+        self.fields.update(step=step, epoch=epoch + 1, loss=_number(loss), lr=lr, it_per_s=rate, eta_s=eta)
+        if step % self.log_every == 0 or step == self.fields["total_steps"]:
+            self._write()
+
+    def checkpoint(self, path: Path) -> None:
+        self._write(checkpoint=str(path))
 
     def finished(self, adapter_dir: Path) -> None:
         self._write(state="finished", eta_s=0.0, adapter=str(adapter_dir))
@@ -44,14 +49,20 @@ class RunStatus:
         if error is None:
             return
         stopped = isinstance(error, (Interrupted, KeyboardInterrupt))
-        self._write(state="stopped" if stopped else "failed", eta_s=None,
-                    error=(str(error) or type(error).__name__).splitlines()[0])
+        try:
+            self._write(state="stopped" if stopped else "failed", eta_s=None, error=first_line(error))
+        except OSError:  # the disk that failed the run cannot take this file either; the error itself goes on
+            pass
 
     def _write(self, **changes) -> None:
         self.fields.update(changes, updated_at=time.time())
         if self.enabled:
-            with atomic_file(self.path) as tmp:
-                tmp.write_text(json.dumps(self.fields, indent=1))
+            write_status(self.path.parent, self.fields)
+
+
+def write_status(run_dir: Path, fields: dict) -> None:
+    with atomic_file(Path(run_dir) / STATUS_FILE) as tmp:
+        tmp.write_text(json.dumps(fields, indent=1))
 
 
 def read_status(run_dir: Path) -> Optional[dict]:
