@@ -5,24 +5,27 @@ Shares the training config (model, data, attention, training groups); writes `<r
 """
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sidestep.config import register_schemas
+from sidestep.run_record import RunRecord
 from sidestep.train import resolve_run
-from sidestep.ui.console import exit_on_user_error, use_plain
+from sidestep.ui.app import run_app
+from sidestep.ui.console import use_plain
 
 register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        use_plain(cfg.ui.plain)
-        cfg, run_dir = resolve_run(cfg)
-        from sidestep.training.estimation import estimate
+    use_plain(cfg.ui.plain)
+    cfg, run_dir = resolve_run(cfg)
+    RunRecord(run_dir, HydraConfig.get().output_subdir).start(None)
+    from sidestep.training.estimation import estimate
 
-        estimate(cfg, run_dir)
+    estimate(cfg, run_dir)
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, check_schema=True)

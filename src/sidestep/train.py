@@ -1,10 +1,13 @@
 """`python -m sidestep.train [overrides]`: compose the config, check it, train, write the run directory.
 
 The run directory is Hydra's (`hydra.run.dir`, or one numbered folder per job of a `-m` sweep). Its
-`.hydra/config.yaml` is rewritten with the checked, fully resolved config, so a rerun from it needs nothing else.
+`.hydra/config.yaml` is rewritten with the checked, fully resolved config, so a rerun from it needs nothing else;
+it changes only when training really starts (see `run_record`). In a sweep, a job that fails is recorded as
+failed in its own folder and the sweep goes on; the sweep then exits non-zero, naming the failed jobs.
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -15,14 +18,21 @@ from typing import Optional, Tuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import as_container, prepare, register_schemas
+from sidestep.run_record import RunRecord, register_resolver
+from sidestep.errors import SidestepError
+from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
+from sidestep.training.interrupts import Interrupted
+from sidestep.ui.app import run_app
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.wizard import offer_wizard
 
 log = logging.getLogger("sidestep.train")
 register_schemas()
+register_resolver()
 
 
 def follow_the_main_process() -> None:
@@ -46,8 +56,8 @@ def resolve(cfg: DictConfig) -> DictConfig:
 
 
 def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
-    """`resolve`, then save the result over Hydra's `.hydra/config.yaml`. Shared by every entry point that runs
-    on a model."""
+    """`resolve`, then save the result over the config.yaml Hydra wrote for this start. Shared by every entry
+    point that runs on a model."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = resolve(cfg)
     if cfg.preprocess.audio_dir is not None:  # songs first: training reads what preprocessing writes
@@ -60,20 +70,43 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    with exit_on_user_error():
-        use_plain(cfg.ui.plain)
-        offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
-        cfg, run_dir = resolve_run(cfg)
-        from sidestep.training.loop import (
-            fit,  # torch, diffusers: only once the config is known to be good
-        )
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    record = RunRecord(run_dir, hydra_cfg.output_subdir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    with contextlib.nullcontext() if sweeping else exit_on_user_error():  # one line and exit 2 for a single run
+        try:
+            return _train(cfg, record)
+        except Interrupted as err:
+            if sweeping:  # a signal stops the whole sweep, not just this job
+                print(err, file=sys.stderr)
+                sys.exit(err.exit_code)
+            raise
+        except Exception as err:
+            reason = record_failure(run_dir, err, owns_status=record.is_first or record.started)
+            if sweeping:
+                log.error("job %s failed: %s", run_dir.name, reason)
+                log.debug("job failure", exc_info=True)
+                raise JobFailed(run_dir, reason) from None  # Hydra records the job as failed and runs the next one
+            if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+                raise SidestepError(reason) from None
+            raise
+        finally:
+            record.abandon()
 
-        result = fit(cfg, run_dir)
-        if result is None:
-            return None
-        return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
+
+def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
+    use_plain(cfg.ui.plain)
+    offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
+    cfg, run_dir = resolve_run(cfg)
+    from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
+
+    result = fit(cfg, run_dir, on_start=record.start)
+    if result is None:
+        return None
+    return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
 
 
 if __name__ == "__main__":
     follow_the_main_process()
-    main()
+    run_app(main, check_schema=True)

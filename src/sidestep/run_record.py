@@ -1,0 +1,83 @@
+"""A run's record (`<run>/.hydra/`: config.yaml, overrides.yaml, hydra.yaml) stays true to what trained.
+
+Hydra writes the record of every start before any of our code runs. A start into a folder that already holds a
+record -- a resume, or a refused fresh start -- would overwrite it even when it is then refused. So the
+`record_dir` resolver (Hydra's `output_subdir`) sends such a start's record to `.hydra/attempt-<time>/`; only
+when the resume actually starts is it promoted over `.hydra/`, and what was typed is appended to
+`.hydra/history.yaml` (one entry per start). A refused attempt leaves nothing behind.
+"""
+
+import datetime
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Optional
+
+from omegaconf import OmegaConf
+
+from sidestep.atomic import atomic_file
+
+RECORD = ".hydra"
+RECORD_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+HISTORY = "history.yaml"
+_claimed: Dict[str, str] = {}  # run dir -> the subdir this process's record goes to (asked several times)
+
+
+def record_dir(output_dir: str) -> str:
+    """Hydra's `output_subdir` for a run dir: `.hydra` when this start is the first there (claimed atomically, so
+    of two starts at once only one gets it), else a private attempt folder beside it."""
+    if output_dir not in _claimed:
+        record = Path(output_dir) / RECORD
+        record.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(record / "config.yaml", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            _claimed[output_dir] = RECORD
+        except FileExistsError:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+            _claimed[output_dir] = f"{RECORD}/attempt-{stamp}-{os.getpid()}"
+    return _claimed[output_dir]
+
+
+def register_resolver() -> None:
+    OmegaConf.register_new_resolver("sidestep_record_dir", record_dir, replace=True)
+
+
+class RunRecord:
+    """This start's record in `run_dir`: `subdir` is where Hydra wrote it (see `record_dir`)."""
+
+    def __init__(self, run_dir: Path, subdir: Optional[str]):
+        self.run_dir, self.subdir = Path(run_dir), subdir
+        self.started = False
+
+    @property
+    def is_first(self) -> bool:
+        """This start made the run dir's record (nothing was there before)."""
+        return self.subdir == RECORD
+
+    @property
+    def folder(self) -> Optional[Path]:
+        return None if self.subdir is None else self.run_dir / self.subdir
+
+    def start(self, resumed_from: Optional[Path]) -> None:
+        """Training really begins: this start's record becomes the run's, and the history grows by one entry."""
+        self.started = True
+        if self.subdir is None:
+            return
+        record = self.run_dir / RECORD
+        if not self.is_first:
+            for name in RECORD_FILES:
+                if (self.folder / name).is_file():
+                    with atomic_file(record / name) as tmp:
+                        shutil.copyfile(self.folder / name, tmp)
+            shutil.rmtree(self.folder, ignore_errors=True)
+        history = OmegaConf.to_container(OmegaConf.load(record / HISTORY)) if (record / HISTORY).is_file() else []
+        history.append({"started_at": datetime.datetime.now().isoformat(timespec="seconds"),
+                        "overrides": OmegaConf.to_container(OmegaConf.load(record / "overrides.yaml")),
+                        "resumed_from": None if resumed_from is None else str(resumed_from)})
+        with atomic_file(record / HISTORY) as tmp:
+            tmp.write_text(OmegaConf.to_yaml(history))
+
+    def abandon(self) -> None:
+        """A start that never trained: its attempt folder goes (a first start keeps its record, to say it failed)."""
+        if not self.started and self.subdir is not None and not self.is_first:
+            shutil.rmtree(self.folder, ignore_errors=True)

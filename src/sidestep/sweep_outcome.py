@@ -1,0 +1,80 @@
+"""How a failed job ends: recorded in its own folder, and in a sweep the other jobs still run.
+
+A job that fails writes `status.json` with `"state": "failed"` and the one-line reason. In a `-m` sweep it then
+raises `JobFailed`, which Hydra records as a failed job before it runs the next one (an Optuna trial is told
+FAIL, never a value). Once the sweep is over, `FailedJobs` (a Hydra callback) or the entry point turns the failed
+jobs into one `SweepFailed`, so the command exits non-zero and names them.
+"""
+
+import errno
+import time
+from pathlib import Path
+from typing import List
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.errors import SidestepError, first_line
+from sidestep.training.run_status import read_status, write_status
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class JobFailed(SidestepError):
+    def __init__(self, run_dir: Path, reason: str):
+        super().__init__(f"job {run_dir.name} failed: {reason}")
+        self.run_dir = run_dir
+
+
+class SweepFailed(SidestepError):
+    exit_code = 1
+
+
+def describe(err: BaseException) -> str:
+    """The one-line reason for a failure; a full disk or a folder that refuses writing says what to do."""
+    if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+        return (f"cannot write {err.filename or 'the run folder'}: {err.strerror}; free some disk space or "
+                "train into a writable folder (hydra.run.dir=...)")
+    return first_line(err)
+
+
+def record_failure(run_dir: Path, err: BaseException, owns_status: bool) -> str:
+    """Mark the run failed in its `status.json` (when this start owns the run: never for a refused resume of an
+    earlier run, whose status stays true) and return the reason."""
+    reason = describe(err)
+    status = read_status(run_dir)
+    if owns_status and (status is None or status.get("state") == "running"):
+        try:
+            write_status(run_dir, {**(status or {"step": 0}), "state": "failed", "error": reason,
+                                   "updated_at": time.time()})
+        except OSError:
+            pass  # the disk that failed the run cannot take this file either
+    return reason
+
+
+def failed_jobs(sweep_dir: Path) -> List[str]:
+    """`"<job>: <reason>"` for each job of a sweep folder whose status says failed, in job order."""
+    jobs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    return [f"{job.name} ({_overrides(job)}): {status.get('error')}" for job in jobs
+            if (status := read_status(job)) and status.get("state") == "failed"]
+
+
+def sweep_failed(sweep_dir: Path) -> SweepFailed:
+    failures = failed_jobs(sweep_dir)
+    return SweepFailed(f"sweep {sweep_dir} finished with {len(failures)} failed job(s); the others ran:\n  "
+                       + "\n  ".join(failures))
+
+
+class FailedJobs(Callback):
+    """After a sweep whose sweeper kept going past failed jobs, exit non-zero naming them."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir() and failed_jobs(sweep_dir):
+            raise sweep_failed(sweep_dir)
+
+
+def _overrides(job: Path) -> str:
+    path = job / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    return " ".join(o for o in overrides if not o.startswith(("hydra.", "ui."))) or "defaults"

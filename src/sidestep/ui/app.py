@@ -1,0 +1,49 @@
+"""Running a Hydra entry point so that everything a user can get wrong ends in one plain line.
+
+Hydra prints its own errors as a block with a hint about HYDRA_FULL_ERROR; here Hydra is asked to raise instead
+(unless the user set HYDRA_FULL_ERROR=1, who then gets everything), and the error becomes one line: a config or
+override problem, a folder that cannot be written, or the failed jobs of a sweep.
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
+
+from sidestep.errors import ConfigError, SidestepError, first_line
+from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, describe, sweep_failed
+from sidestep.ui.console import exit_on_user_error
+
+
+def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
+    """Call a `@hydra.main` function; `check_schema` first checks the overrides against the training schema."""
+    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with exit_on_user_error():
+        if check_schema:
+            import sidestep.conf
+            from sidestep.config.overrides import check_overrides
+
+            check_overrides(sys.argv[1:], Path(sidestep.conf.__file__).parent)
+        try:
+            app()
+        except JobFailed as err:  # Hydra's basic sweeper raises the first failure once every job has run
+            raise sweep_failed(err.run_dir.parent) from None
+        except OverrideParseException as err:
+            if full_errors:
+                raise
+            raise ConfigError(f"{err.override}: cannot parse this override ({first_line(err)}); quote values with "
+                              "brackets or spaces, e.g. 'lora.target_modules=[q_proj,v_proj]'") from None
+        except (HydraException, OmegaConfBaseException) as err:
+            if full_errors:
+                raise
+            cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+            key = getattr(cause, "full_key", None)
+            raise ConfigError(f"{key}: {first_line(cause)}" if key else first_line(err)) from None
+        except OSError as err:  # Hydra itself could not write the run folder
+            if err.errno not in WRITE_ERRNOS or full_errors:
+                raise
+            raise SidestepError(describe(err)) from None
