@@ -5,10 +5,11 @@ Hydra prints its own errors as a block with a hint about HYDRA_FULL_ERROR; here 
 override problem, a folder that cannot be written, or the failed jobs of a sweep.
 """
 
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
@@ -21,8 +22,7 @@ from sidestep.ui.console import exit_on_user_error
 def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
     """Call a `@hydra.main` function; `check_schema` first checks the overrides against the training schema."""
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    with exit_on_user_error():
+    with _hydra_raises(), exit_on_user_error():
         if check_schema:
             import sidestep.conf
             from sidestep.config.overrides import check_overrides
@@ -47,3 +47,17 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
             if err.errno not in WRITE_ERRNOS or full_errors:
                 raise
             raise SidestepError(describe(err)) from None
+
+
+@contextlib.contextmanager
+def _hydra_raises() -> Iterator[None]:
+    """Hydra raises its errors instead of printing them (HYDRA_FULL_ERROR=1), for the duration of the call."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
