@@ -169,6 +169,10 @@ def test_sigterm_checkpoints_and_resume_latest_equals_the_uninterrupted_run(cli,
     assert proc.returncode == 143, err[-2000:]
     assert "stopped by SIGTERM; checkpoint" in err and "resume_from=latest" in err
     assert len(ckpt.complete_checkpoints(cut)) == 1
+    status = json.loads((cut / "status.json").read_text())  # written with the stop, not at the last log step
+    newest = ckpt.complete_checkpoints(cut)[0]
+    assert status["state"] == "stopped" and status["checkpoint"] == str(newest)
+    assert status["step"] == ckpt.read_state(newest)["state"]["step"]
     resumed = cli(*args, f"hydra.run.dir={cut}", "resume_from=latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same(adapter(tmp_path / "full"), adapter(cut))

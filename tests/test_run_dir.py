@@ -14,6 +14,7 @@ from sidestep.training import checkpoint as ckpt
 from sidestep.training.loop import fit
 from sidestep.training.run_dir import LOCK_FILE
 from sidestep.training.run_status import read_status
+from tests.test_sweeps import same_adapter
 
 QUICK = ("experiment=demo", "trainer.max_steps=2", "sample.every_n_epochs=null", "ui.yes=true", "ui.plain=true")
 
@@ -39,6 +40,9 @@ def test_refused_starts_keep_the_record_and_a_real_resume_appends_to_its_history
     history = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "history.yaml"))
     assert [h["resumed_from"] for h in history] == [None, str(run / "checkpoints" / "step-0000002")]
     assert "trainer.max_steps=2" in history[0]["overrides"] and "trainer.max_steps=4" in history[1]["overrides"]
+    again = cli(str(run), f"hydra.run.dir={tmp_path / 'again'}", app="rerun")  # afresh, the whole 4 steps
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert same_adapter(run, tmp_path / "again")
 
 
 def test_a_fresh_start_into_an_earlier_run_or_from_another_runs_checkpoint_is_refused(make_cfg, tmp_path):

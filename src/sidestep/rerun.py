@@ -19,7 +19,8 @@ from sidestep.train import main as train
 from sidestep.train import resolve
 from sidestep.ui.console import exit_on_user_error
 
-PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir", "resume_from")
+PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
+RESUME_KEYS = ("resume_from", "resume.strict")
 
 
 def override_key(override: str) -> str:
@@ -35,7 +36,7 @@ def saved_overrides(run_dir: Path) -> List[str]:
     pinned = []
     for override in OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml")):
         key = override_key(override)
-        if key.startswith("hydra."):
+        if key.startswith("hydra.") or key in RESUME_KEYS:  # a rerun starts afresh and trains the whole run
             continue
         if key in PATH_KEYS and OmegaConf.select(saved, key) is not None:
             override = f"{key}={OmegaConf.select(saved, key)}"
@@ -49,7 +50,8 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
         cfg = resolve(compose(config_name="train", overrides=overrides))
     now = flatten(as_container(cfg))
     saved = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)}
+    keys = sorted((set(now) | set(saved)) - set(RESUME_KEYS))
+    return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
 
 
 def main(argv: List[str]) -> None:
