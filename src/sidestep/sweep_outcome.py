@@ -3,7 +3,7 @@
 A job that fails writes `status.json` with `"state": "failed"` and the one-line reason. In a `-m` sweep it then
 raises `JobFailed`, which Hydra records as a failed job before it runs the next one (an Optuna trial is told
 FAIL, never a value). Once the sweep is over, `FailedJobs` (a Hydra callback) or the entry point turns the failed
-jobs into one `SweepFailed`, so the command exits non-zero and names them.
+jobs into one `SweepFailed`, so the command exits 1 and names them.
 """
 
 import errno
@@ -65,13 +65,22 @@ def sweep_failed(sweep_dir: Path) -> SweepFailed:
                        + "\n  ".join(failures))
 
 
+class SweepEnded(BaseException):
+    """Carries a `SweepFailed` out of a Hydra callback: Hydra turns a callback's `Exception` into a warning."""
+
+    def __init__(self, failure: SweepFailed):
+        super().__init__(str(failure))
+        self.failure = failure
+
+
 class FailedJobs(Callback):
-    """After a sweep whose sweeper kept going past failed jobs, exit non-zero naming them."""
+    """After a sweep whose sweeper kept going past failed jobs (Optuna's `max_failure_rate`), end the command
+    with the failed jobs named (see `sidestep.ui.app`)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir() and failed_jobs(sweep_dir):
-            raise sweep_failed(sweep_dir)
+            raise SweepEnded(sweep_failed(sweep_dir))
 
 
 def _overrides(job: Path) -> str:

@@ -15,7 +15,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
 from sidestep.errors import ConfigError, SidestepError, first_line
-from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, describe, sweep_failed
+from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, SweepEnded, describe, sweep_failed
 from sidestep.ui.console import exit_on_user_error
 
 
@@ -32,6 +32,8 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
             app()
         except JobFailed as err:  # Hydra's basic sweeper raises the first failure once every job has run
             raise sweep_failed(err.run_dir.parent) from None
+        except SweepEnded as ended:  # a sweeper that went on past failures, once it is done
+            raise ended.failure from None
         except OverrideParseException as err:
             if full_errors:
                 raise
