@@ -77,9 +77,11 @@ def test_a_full_disk_marks_the_run_failed_with_the_reason(make_cfg, tmp_path, mo
 
 @pytest.mark.parametrize("error, line", [
     (OSError(errno.ENOSPC, "No space left on device", "/runs/x/adapter"),
-     "error: cannot write /runs/x/adapter: No space left on device; free some disk space or train into a writable"),
+     "error: cannot write /runs/x/adapter: No space left on device; free some disk space or train into another folder"),
     (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/run"),
-     "error: cannot write /mnt/ro/run: Read-only file system; free some disk space or train into a writable"),
+     "error: cannot write /mnt/ro/run: Read-only file system; train into a folder you may write (hydra.run.dir=...)"),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/run"),
+     "error: cannot reach /proc/run: No such file or directory; check the path (hydra.run.dir=...)"),
     (SidestepError("\x1b[1mbold\x1b[0m and a very long line " + "word " * 60 + "end"), "error: bold and a very long"),
 ])
 def test_entry_points_print_failures_as_one_whole_plain_line(capsys, error, line):

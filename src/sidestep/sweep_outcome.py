@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.errors import SidestepError, first_line
 from sidestep.training.run_status import read_status, write_status
 
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+FULL, READ_ONLY, NO_PATH = (errno.ENOSPC, errno.EDQUOT), (errno.EROFS, errno.EACCES, errno.EPERM), (errno.ENOENT, errno.ENOTDIR)
+WRITE_ERRNOS = FULL + READ_ONLY + NO_PATH
 
 
 class JobFailed(SidestepError):
@@ -32,10 +33,13 @@ class SweepFailed(SidestepError):
 
 def describe(err: BaseException) -> str:
     """The one-line reason for a failure; a full disk or a folder that refuses writing says what to do."""
-    if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
-        return (f"cannot write {err.filename or 'the run folder'}: {err.strerror}; free some disk space or "
-                "train into a writable folder (hydra.run.dir=...)")
-    return first_line(err)
+    if not isinstance(err, OSError) or err.errno not in WRITE_ERRNOS or not err.filename:
+        return first_line(err)
+    advice = {**dict.fromkeys(FULL, "free some disk space or train into another folder"),
+              **dict.fromkeys(READ_ONLY, "train into a folder you may write"),
+              **dict.fromkeys(NO_PATH, "check the path")}[err.errno]
+    verb = "cannot reach" if err.errno in NO_PATH else "cannot write"
+    return f"{verb} {err.filename}: {err.strerror}; {advice} (hydra.run.dir=...)"
 
 
 def record_failure(run_dir: Path, err: BaseException, owns_status: bool) -> str:
