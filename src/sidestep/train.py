@@ -22,8 +22,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import as_container, prepare, register_schemas
-from sidestep.run_record import RunRecord, register_resolver
 from sidestep.errors import SidestepError
+from sidestep.run_record import RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
 from sidestep.training.interrupts import Interrupted
 from sidestep.ui.app import run_app

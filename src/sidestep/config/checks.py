@@ -13,13 +13,13 @@ from sidestep.config.schema import (
     CONSTANT_SCHEDULER,
     LATENT_FPS,
     OPTIMIZER_SCHEMAS,
-    as_container,
-    flatten,
     PRODIGY_TARGET,
     PreprocessConfig,
     SampleConfig,
     SchedulerConfig,
     TrainConfig,
+    as_container,
+    flatten,
 )
 from sidestep.errors import ConfigError
 
