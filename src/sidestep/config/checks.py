@@ -29,6 +29,9 @@ ATTENTION_BLOCKS = ("self_attn", "cross_attn")
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|xpu|cuda(:\d+)?")
+TRAINABLE_BACKENDS = ("auto", "native", "flash", "_flash_3", "flex", "xformers", "_native_flash", "_native_efficient",
+                      "_native_cudnn", "_native_math")  # diffusers' attention backends with a backward pass, no download
+COMPILE_MODES = ("false", "blocks", "full")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
 
 
@@ -86,6 +89,10 @@ def validate(cfg: DictConfig) -> None:
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
            f"must be at least 1 or null (got {tr.save_every_steps})")
     _check(tr.on_nonfinite in ("error", "skip"), "trainer.on_nonfinite", f"must be error or skip (got {tr.on_nonfinite!r})")
+    _check(tr.attention_backend in TRAINABLE_BACKENDS, "trainer.attention_backend",
+           f"must be one of {', '.join(TRAINABLE_BACKENDS)} (got {tr.attention_backend!r}); SageAttention has no "
+           "backward pass, and hub kernels would be downloaded")
+    _check(tr.compile in COMPILE_MODES, "trainer.compile", f"must be false, blocks or full (got {tr.compile!r})")
     _check(data.on_bad_sample in ("error", "skip"), "data.on_bad_sample", f"must be error or skip (got {data.on_bad_sample!r})")
     t = cfg.training
     _check(t.mode in ("fixed", "vanilla"), "training.mode", f"must be fixed or vanilla (got {t.mode!r}); use training=fixed|vanilla")
@@ -202,6 +209,7 @@ def _absolute(path: Optional[str]) -> Optional[str]:
 def prepare(cfg: DictConfig) -> DictConfig:
     """Typed, validated and resolved: absolute paths, and the schedule Prodigy needs. What the run really uses."""
     cfg = typed(cfg)
+    cfg.trainer.compile = str(cfg.trainer.compile).lower()  # the command line's `false` arrives as a boolean
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
     cfg.lora.rank_map = _absolute(cfg.lora.rank_map)

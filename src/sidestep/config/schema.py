@@ -74,14 +74,19 @@ class OptimizerConfig:
 
 
 @dataclass
-class AdamWConfig(OptimizerConfig):
-    _target_: str = "torch.optim.AdamW"
+class AdamConfig(OptimizerConfig):
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
 
 @dataclass
-class AdamW8bitConfig(AdamWConfig):
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    fused: Optional[bool] = None  # null: fused kernels on CUDA (one launch for all parameters), the default elsewhere
+
+
+@dataclass
+class AdamW8bitConfig(AdamConfig):
     _target_: str = "bitsandbytes.optim.AdamW8bit"
 
 
@@ -167,6 +172,9 @@ class TrainerConfig:
     on_nonfinite: str = "error"  # error | skip: what a NaN/Inf loss or gradient does
     log_every: int = 10  # optimizer steps
     log_heavy_every: int = 50  # optimizer steps
+    attention_backend: str = "auto"  # auto | native | flash | _flash_3 | flex | xformers | _native_* (diffusers' names)
+    compile: str = "false"  # false | blocks (each transformer block, compiled once) | full (the whole DiT)
+    compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: capture only, no code generation)
 
 
 @dataclass
@@ -191,6 +199,7 @@ class DataConfig:
     prefetch_factor: int = 2
     persistent_workers: bool = True
     on_bad_sample: str = "error"  # error | skip: what an unusable sample file does
+    bucket_by_length: bool = True  # without crop_seconds: batch songs of similar length, so no frame is padding
     val_fraction: float = 0.0  # held out, scored at fixed timesteps and noise so runs compare
 
 

@@ -1,8 +1,9 @@
-"""Batching: cut every sample of a batch to one length so the latents carry no padding.
+"""Batching: cut every sample of a batch to one length.
 
-The length is the crop length, or the batch's longest sample when that is shorter. Longer samples are cut
-at a random offset (seeded by run seed, epoch and sample index, so any worker draws the same); shorter ones
-are zero-padded and their padding is masked out of the loss. Text conditions are padded to the longest.
+The length is the crop length, or the batch's longest sample when that is shorter; with `shortest` (whole songs
+bucketed by length, see `EpochSampler`) it is the batch's shortest sample, so no frame is padding. Longer samples
+are cut at a random offset (seeded by run seed, epoch and sample index, so any worker draws the same); shorter
+ones are zero-padded and their padding is masked out of the loss. Text conditions are padded to the longest.
 """
 
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ class CropCollate:
     seed: int
     crop_frames: Optional[int]
     patch_size: int
+    shortest: bool = False
 
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
-        longest = max(it["target_latents"].shape[0] for it in items)
-        length = longest if self.crop_frames is None else min(self.crop_frames, longest)
+        frames = [it["target_latents"].shape[0] for it in items]
+        length = max(frames) if self.crop_frames is None else min(self.crop_frames, max(frames))
+        if self.shortest:
+            length = min(frames)
         length = max(self.patch_size, length - length % self.patch_size)
         tokens = max(it["encoder_hidden_states"].shape[0] for it in items)
         cut = [self._cut(it, length) for it in items]

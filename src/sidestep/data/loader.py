@@ -30,12 +30,13 @@ def open_dataset(cfg: DictConfig) -> LatentDataset:
 
 def make_loader(cfg: DictConfig, dataset: LatentDataset, device_type: str) -> Tuple[DataLoader, EpochSampler]:
     tr, data = cfg.trainer, cfg.data
-    sampler = EpochSampler(len(dataset), tr.seed)
+    bucketed = data.crop_seconds is None and data.bucket_by_length and tr.batch_size > 1
+    sampler = EpochSampler(len(dataset), tr.seed, lengths=dataset.frames if bucketed else None, batch_size=tr.batch_size)
     workers = 0 if sys.platform == "win32" else data.num_workers  # worker processes re-import torch there: slow
     crop_frames = None if data.crop_seconds is None else int(data.crop_seconds * LATENT_FPS)
     loader = DataLoader(
         dataset, batch_size=tr.batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=CropCollate(tr.seed, crop_frames, cfg.model.arch.patch_size),
+        collate_fn=CropCollate(tr.seed, crop_frames, cfg.model.arch.patch_size, shortest=bucketed),
         pin_memory=data.pin_memory and device_type == "cuda",
         persistent_workers=data.persistent_workers and workers > 0,
         prefetch_factor=data.prefetch_factor if workers > 0 else None,

@@ -1,16 +1,26 @@
-"""Data order owned by the run: a fresh seeded permutation every epoch, the same on every machine."""
+"""Data order owned by the run: a fresh seeded permutation every epoch, the same on every machine.
 
-from typing import Iterator, Tuple
+With `lengths` (whole songs, no crop), the order is bucketed: within each window of `BUCKET_WINDOW` batches of the
+permutation, samples are sorted by length, cut into batches, and the batches shuffled, so the songs of a batch
+are of similar length and `CropCollate` cuts them to a common length with no padded frame. Every sample is still
+seen once per epoch, and the order still depends only on `seed + epoch`.
+"""
+
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler
+
+BUCKET_WINDOW = 8  # batches whose samples are sorted together: larger groups closer lengths, smaller mixes more
 
 
 class EpochSampler(Sampler[Tuple[int, int]]):
     """Yields `(epoch, index)`; the permutation depends only on `seed + epoch` (no global RNG)."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True):
+    def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: Optional[Sequence[int]] = None,
+                 batch_size: int = 1):
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.lengths, self.batch_size = lengths, batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -20,8 +30,18 @@ class EpochSampler(Sampler[Tuple[int, int]]):
         return self.size
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        else:
-            order = list(range(self.size))
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=gen).tolist() if self.shuffle else list(range(self.size))
+        if self.lengths is not None and self.batch_size > 1:
+            order = self._bucketed(order, gen)
         return iter([(self.epoch, i) for i in order])
+
+    def _bucketed(self, order: List[int], gen: torch.Generator) -> List[int]:
+        span = self.batch_size * BUCKET_WINDOW
+        batches = []
+        for start in range(0, len(order), span):
+            window = sorted(order[start:start + span], key=lambda i: self.lengths[i])  # stable: ties stay shuffled
+            batches += [window[i:i + self.batch_size] for i in range(0, len(window), self.batch_size)]
+        full = [b for b in batches if len(b) == self.batch_size]  # a short batch stays last, as the loader expects
+        shuffled = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()] if self.shuffle else full
+        return [i for batch in shuffled + [b for b in batches if len(b) < self.batch_size] for i in batch]

@@ -56,9 +56,7 @@ def sample_timesteps(settings: StepSettings, n: int, gen: torch.Generator) -> to
 def drop_condition(encoder_hidden_states: torch.Tensor, null_emb: torch.Tensor, ratio: float,
                    gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     """Replace each sample's whole text condition by the null embedding with probability `ratio`."""
-    dropped = torch.rand(encoder_hidden_states.shape[0], generator=gen) < ratio
-    if not dropped.any():
-        return encoder_hidden_states, dropped
+    dropped = torch.rand(encoder_hidden_states.shape[0], generator=gen) < ratio  # no early exit: that would sync
     null = null_emb.to(encoder_hidden_states).expand_as(encoder_hidden_states)
     keep = dropped.to(encoder_hidden_states.device)[:, None, None]
     return torch.where(keep, null, encoder_hidden_states), dropped

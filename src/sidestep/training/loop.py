@@ -22,6 +22,7 @@ from sidestep.models.dit import build_dit
 from sidestep.preprocessing.run import preprocess_and_report
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
+from sidestep.training.fast_paths import attention_backend, compile_transformer, use_attention_backend
 from sidestep.training.fingerprint import fingerprint as run_fingerprint
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.flow_matching import (
@@ -82,9 +83,11 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
     fingerprint = run_fingerprint(cfg, dataset.files)
     resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
     exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
+    dtype = weight_dtype(accelerator.mixed_precision)
+    attention = attention_backend(tr.attention_backend, accelerator.device, dtype)
 
     plan = run_plan(cfg, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
-                    f"resuming {resume_dir}" if resume_dir else "fresh start")
+                    f"resuming {resume_dir}" if resume_dir else "fresh start", attention)
     if accelerator.is_main_process:
         show(plan)
         if not confirm(cfg.ui.yes or accelerator.num_processes > 1):  # other processes would wait forever
@@ -92,14 +95,18 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
             return None
 
     # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
-    dit = build_dit(cfg.model, weight_dtype(accelerator.mixed_precision))
+    dit = build_dit(cfg.model, dtype)
     transformer = dit.transformer
     add_lora(transformer, cfg.lora, cfg.attention, tr.seed, cfg.model.arch)
     if tr.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
+    use_attention_backend(transformer, attention)
+    compile_transformer(transformer, tr.compile, tr.compile_backend)
+    transformer.to(accelerator.device)  # before the optimizer: fused kernels need its parameters on the device
     params = [p for p in transformer.parameters() if p.requires_grad]
 
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(params)  # plain lists, so its state loads weights_only
+    fused = {"fused": accelerator.device.type == "cuda"} if cfg.optimizer.get("fused", False) is None else {}
+    optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # plain lists: its state loads weights_only
     scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     batches_per_epoch = len(loader)
@@ -125,7 +132,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
         return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, fingerprint, tr.keep_checkpoints)
 
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
-    sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, weight_dtype(accelerator.mixed_precision))
+    sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, dtype)
     max_grad_norm, log_every, save_every_steps = tr.max_grad_norm, tr.log_every, tr.save_every_steps
     smoothed = None if state.smoothed_loss is None else torch.tensor(state.smoothed_loss, device=accelerator.device)
     first = None if state.first_loss is None else torch.tensor(state.first_loss, device=accelerator.device)

@@ -22,7 +22,8 @@ def schedule_lengths(cfg: DictConfig, batches: int, processes: int):
 
 
 def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset,
-             held_out: Optional[LatentDataset], steps_per_epoch: int, epochs: int, total_steps: int, resume: str) -> RunPlan:
+             held_out: Optional[LatentDataset], steps_per_epoch: int, epochs: int, total_steps: int, resume: str,
+             attention: str) -> RunPlan:
     lora, tr = cfg.lora, cfg.trainer
     modules = "+".join(lora.target_modules)
     return RunPlan(
@@ -48,4 +49,5 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",
         checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
                      + f", keeping {tr.keep_checkpoints}; {resume}"),
+        kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
     )

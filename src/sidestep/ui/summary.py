@@ -29,6 +29,7 @@ class RunPlan:
     scheduler: str
     training: str
     checkpoints: str
+    kernels: str
 
     @property
     def effective_batch(self) -> int:
@@ -52,6 +53,7 @@ def show(plan: RunPlan) -> None:
         ("optimizer", plan.optimizer),
         ("schedule", plan.scheduler),
         ("timesteps", plan.training),
+        ("kernels", plan.kernels),
         ("checkpoints", plan.checkpoints),
     ]
     for key, value in rows:
