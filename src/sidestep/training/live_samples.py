@@ -4,7 +4,8 @@ tab, so the run becomes a timeline of how the style is learned.
 It never changes the training trajectory: it runs on the main process only, in eval mode without gradients,
 with its own generator, and restores train mode and every random state afterwards. The VAE, text encoder and
 condition encoder load on first use; with `sample.offload` they wait on the CPU between samples. A failure
-(a missing `vae/` folder, out of memory) is logged with its reason and training goes on.
+(a missing `vae/` folder, out of memory) is logged with its reason and training goes on. The final adapter gets
+its round too, and after each round the run's listening page (`report.html`) is written again.
 """
 
 import logging
@@ -20,6 +21,7 @@ from sidestep.config.schema import LATENT_FPS, SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE
 from sidestep.data.loader import dataset_folder
 from sidestep.errors import SidestepError
+from sidestep.report.run_page import refresh_run_page
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image
@@ -31,7 +33,8 @@ class LiveSampler:
     def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, writer, dtype: torch.dtype):
         s = cfg.sample
         self.every_steps, self.every_epochs = s.every_n_steps, s.every_n_epochs
-        self.enabled = accelerator.is_main_process and bool(self.every_steps or self.every_epochs)
+        self.main = accelerator.is_main_process
+        self.enabled = self.main and bool(self.every_steps or self.every_epochs)
         self.cfg, self.run_dir, self.accelerator, self.writer, self.dtype = cfg, run_dir, accelerator, writer, dtype
         self.settings = render_settings(s, cfg.model)
         self.pipe = None
@@ -47,6 +50,18 @@ class LiveSampler:
     def after_epoch(self, transformer: torch.nn.Module, epoch: int, step: int) -> None:
         if self.enabled and self.every_epochs and epoch % self.every_epochs == 0:
             self._sample(transformer, step)
+
+    def finish(self, transformer: torch.nn.Module, step: int) -> None:
+        """At the end of training: a round for the final adapter (unless the last step had one), then the page."""
+        if self.enabled and step != self.last_step:
+            self._sample(transformer, step)
+        elif self.main:
+            self._write_page()
+
+    def _write_page(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()  # the page draws the curves from TensorBoard's files
+        refresh_run_page(self.run_dir)
 
     def _sample(self, transformer: torch.nn.Module, step: int) -> None:
         if step == self.last_step:
@@ -72,6 +87,7 @@ class LiveSampler:
             np.random.set_state(numpy_state)
             if self.cfg.sample.offload and self.pipe is not None:
                 move_helpers(self.pipe, torch.device("cpu"))
+        self._write_page()
 
     def _render_all(self, model: torch.nn.Module, step: int) -> None:
         if self.pipe is None:

@@ -195,6 +195,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
         result.adapter_dir = run_dir / "adapter"
         save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
         status.finished(result.adapter_dir)
+        sampler.finish(transformer, state.step)  # the final adapter's samples, and the run's report.html
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
                  result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
                  f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")
