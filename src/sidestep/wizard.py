@@ -54,7 +54,7 @@ QUESTIONS = [
     Question("experiment", "Recipe", "group", "a preset (see the README's preset table), or none"),
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
     Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large"),
-    Question("lora.alpha", "LoRA alpha", help="strength scale, usually 2 x rank"),
+    Question("lora.alpha", "LoRA alpha", help="strength scale; null: 2 x rank, following the rank"),
     Question("trainer.epochs", "Epochs"),
     Question("trainer.device", "Device", help="auto, cpu, cuda, cuda:N, mps or xpu", advanced=True),
     Question("trainer.precision", "Precision", help="auto, bf16, fp16 or fp32", advanced=True),
@@ -141,7 +141,8 @@ class Wizard:
         if question.key == "lora.alpha" and "lora.rank" in answers:  # keep the alpha / rank ratio the rank came with
             rank_question = next(q for q in QUESTIONS if q.key == "lora.rank")
             before = composed(self.setup({k: v for k, v in answers.items() if k != "lora.rank"}, rank_question))
-            return f"{float(answers['lora.rank']) * before.lora.alpha / before.lora.rank:g}"
+            if before.lora.alpha is not None:  # null follows the rank by itself
+                return f"{float(answers['lora.rank']) * before.lora.alpha / before.lora.rank:g}"
         value = OmegaConf.select(composed(setup), question.key)
         if value is None:
             return None if question.kind == "path" else "null"

@@ -8,6 +8,7 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config.schema import (
+    ALPHA_PER_RANK,
     CONSTANT_SCHEDULER,
     LATENT_FPS,
     OPTIMIZER_SCHEMAS,
@@ -143,7 +144,8 @@ def _check_device(node: DictConfig, prefix: str) -> None:
 
 def _check_rendering(node: DictConfig, prefix: str) -> None:
     """What both samplers share: how long, how many, and the generation settings (null: the variant's default)."""
-    _check(0 < node.duration <= 600, f"{prefix}duration", f"must be between 0 and 600 seconds (got {node.duration})")
+    _check(node.duration is None or 0 < node.duration <= 600, f"{prefix}duration",
+           f"must be between 0 and 600 seconds (got {node.duration})")
     _check(node.count >= 1, f"{prefix}count", f"must be at least 1 (got {node.count})")
     _check(node.steps is None or node.steps >= 1, f"{prefix}steps", f"must be at least 1 or null (got {node.steps})")
     _check(node.guidance is None or node.guidance >= 0, f"{prefix}guidance", f"must be >= 0 or null (got {node.guidance})")
@@ -156,13 +158,14 @@ def _absolute(path: Optional[str]) -> Optional[str]:
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """Typed, validated and resolved: absolute paths, and the schedule Prodigy needs. What the run really uses."""
+    """Typed, validated and resolved: absolute paths, alpha from the rank, and the schedule Prodigy needs. What the
+    run really uses."""
     cfg = typed(cfg)
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
     cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
-    if cfg.lora.alpha_ratio is not None:
-        cfg.lora.alpha = cfg.lora.alpha_ratio * cfg.lora.rank
+    if cfg.lora.alpha_ratio is not None or cfg.lora.alpha is None:  # alpha follows the rank unless given
+        cfg.lora.alpha = (cfg.lora.alpha_ratio or ALPHA_PER_RANK) * cfg.lora.rank
     if cfg.resume_from not in (None, "latest"):
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:

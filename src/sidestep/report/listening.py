@@ -66,30 +66,28 @@ def read_samples(run: Path) -> List[Sample]:
 
 def prompt_rows(run: Path, samples: List[Sample]) -> List[PromptRow]:
     rows: Dict[Tuple[str, str], PromptRow] = {}
+    bases: Dict[Tuple[str, str], List[Sample]] = {}
     for sample in samples:
         key = (sample.info["prompt"], sample.info.get("lyrics", ""))
         row = rows.setdefault(key, PromptRow(key[0], key[1], [], None, {}))
         if sample.step is not None:
             row.by_step.append(sample)
         elif sample.without_adapter:
-            row.without = _preferred(row.without, sample, row)
+            bases.setdefault(key, []).append(sample)
         else:
             row.strengths.setdefault(sample.source_label(run), []).append(sample)
-    for row in rows.values():
+    for key, row in rows.items():
         row.by_step.sort(key=lambda s: s.step)
-        if row.without is not None and row.by_step:
-            row.without = _preferred(None, row.without, row)
+        row.without = _base(bases.get(key, []), {s.info.get("seed") for s in row.by_step})
         for renders in row.strengths.values():
             renders.sort(key=lambda s: s.strength)
-    return [row for row in rows.values() if row.by_step or row.without or row.strengths]
+    return list(rows.values())
 
 
-def _preferred(current: Optional[Sample], new: Sample, row: PromptRow) -> Sample:
-    """A render without the adapter at the seed the training samples used wins over one at another seed."""
-    seeds = {s.info.get("seed") for s in row.by_step}
-    if current is None or (new.info.get("seed") in seeds and current.info.get("seed") not in seeds):
-        return new
-    return current
+def _base(candidates: List[Sample], seeds: set) -> Optional[Sample]:
+    """The newest render without the adapter, at a seed the training samples used if there is one."""
+    same_seed = [s for s in candidates if s.info.get("seed") in seeds]
+    return (same_seed or candidates or [None])[-1]
 
 
 def spectrogram(run: Path, wav: Path) -> Path:

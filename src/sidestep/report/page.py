@@ -45,9 +45,10 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], row_classes: It
     """Cells are HTML already (escape text with `esc`)."""
     classes = list(row_classes)
     head = "".join(f"<th>{h}</th>" for h in headers)
+    head = f"<thead><tr>{head}</tr></thead>" if head else ""
     body = "".join(f'<tr class="{classes[i] if i < len(classes) else ""}">' + "".join(f"<td>{c}</td>" for c in row)
                    + "</tr>" for i, row in enumerate(rows))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 def write_page(path: Path, title: str, body: str) -> Path:

@@ -84,7 +84,7 @@ def _setup(run: RunInfo) -> str:
                      + (f" (at most {tr['max_steps']} steps)" if tr.get("max_steps") else "") + f", seed {tr.get('seed')}"),
         ("typed", " ".join(run.overrides) or "(defaults)"),
     ]
-    return table(["", ""], [[esc(k), f"<code>{esc(v)}</code>" if k == "typed" else esc(v)] for k, v in rows])
+    return table([], [[esc(k), f"<code>{esc(v)}</code>" if k == "typed" else esc(v)] for k, v in rows])
 
 
 def _dataset(data: dict, preprocess: dict) -> str:
@@ -123,8 +123,7 @@ def _listening(run: Path, rows: List[PromptRow]) -> str:
                 "while training; <code>python -m sidestep.sample &lt;run&gt; compare=true</code> afterwards.</p>")
     parts = []
     for row in rows:
-        first = (row.by_step or [row.without] or [])[0] or next(iter(row.strengths.values()))[0]
-        info = first.info
+        info = next(s for s in [*row.by_step, row.without, *sum(row.strengths.values(), [])] if s is not None).info
         parts.append(f"<h3>{esc(row.prompt)}</h3><p class=\"meta\">lyrics: {esc(row.lyrics[:120])} · seed "
                      f"{esc(info.get('seed'))} · {esc(info.get('duration'))} s · {esc(info.get('steps'))} steps, "
                      f"guidance {esc(info.get('guidance'))}, shift {esc(info.get('shift'))}</p>")

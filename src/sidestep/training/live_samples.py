@@ -10,6 +10,8 @@ its round too, and after each round the run's listening page (`report.html`) is 
 
 import logging
 import random
+import statistics
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -27,6 +29,36 @@ from sidestep.sampling.render import build_pipeline, move_helpers, render, rende
 from sidestep.sampling.spectrogram import mel_image
 
 log = logging.getLogger(__name__)
+MAX_DEFAULT_SECONDS = 30.0  # `sample.duration=null`: the songs' median length, but never longer than this
+TRAINING_PASSES = 3  # a training step's forward and backward cost about three forward passes
+
+
+def resolve_duration(cfg: DictConfig, frames: List[int]) -> float:
+    """`sample.duration`, or when null the median length of the training songs (`frames` in latent frames), capped:
+    samples as long as the songs, not 30 s of a 4 s style."""
+    if cfg.sample.duration is None:
+        cfg.sample.duration = min(MAX_DEFAULT_SECONDS, statistics.median(frames) / LATENT_FPS)
+    return cfg.sample.duration
+
+
+def sampling_summary(cfg: DictConfig, frames: List[int], steps_per_epoch: int, total_steps: int, batch: int) -> str:
+    """What sampling will add, for the summary before training: when, how much audio, and its share of the work
+    (DiT passes over latent frames; the VAE and text encoder come on top)."""
+    s = cfg.sample
+    due = set(range(s.every_n_steps, total_steps + 1, s.every_n_steps)) if s.every_n_steps else set()
+    if s.every_n_epochs:
+        due |= {e * steps_per_epoch for e in range(s.every_n_epochs, total_steps // steps_per_epoch + 1, s.every_n_epochs)}
+    if not due:
+        return "off (sample.every_n_epochs / sample.every_n_steps)"
+    due.add(total_steps)  # the final adapter gets its round too
+    prompts = len(s.prompts) or min(s.count, len(frames))
+    settings = render_settings(s, cfg.model)
+    render = settings.steps * (2 if settings.guidance > 1 else 1) * settings.duration * LATENT_FPS
+    crop = min(statistics.mean(frames), (cfg.data.crop_seconds or float("inf")) * LATENT_FPS)
+    share = len(due) * prompts * render / (total_steps * TRAINING_PASSES * batch * crop)
+    when = ", ".join(map(str, sorted(due)[:4])) + (", ..." if len(due) > 4 else "")
+    return (f"{prompts} prompt(s) x {settings.duration:g} s at {len(due)} points (steps {when}): about {share:.0%} "
+            f"on top of training's DiT work")
 
 
 class LiveSampler:
@@ -67,6 +99,7 @@ class LiveSampler:
         if step == self.last_step:
             return
         self.last_step = step
+        started = time.perf_counter()
         model = self.accelerator.unwrap_model(transformer)
         cuda = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
         python_state, numpy_state = random.getstate(), np.random.get_state()
@@ -75,6 +108,8 @@ class LiveSampler:
         try:
             with torch.random.fork_rng(devices=cuda), self.accelerator.autocast():
                 self._render_all(model, step)
+            log.info("samples for step %d in %s (%.1f s)", step, self.run_dir / "samples" / f"step-{step:07d}",
+                     time.perf_counter() - started)
         except Exception as err:  # sampling is a view on training, never a reason to stop it
             log.warning("samples at step %d failed, training goes on: %s", step, _first_line(err))
             if isinstance(err, SidestepError):  # a missing folder or dataset stays missing: stop trying
@@ -104,7 +139,6 @@ class LiveSampler:
             if self.writer is not None:
                 self.writer.add_audio(f"samples/{name}", audio.mean(dim=0), step, sample_rate=SAMPLE_RATE)
                 self.writer.add_image(f"spectrogram/{name}", mel_image(audio, SAMPLE_RATE), step, dataformats="HWC")
-        log.info("samples for step %d in %s", step, folder)
 
     def _prompts(self) -> List[SamplePrompt]:
         if self.cfg.sample.prompts:

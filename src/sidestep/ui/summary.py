@@ -29,6 +29,7 @@ class RunPlan:
     scheduler: str
     training: str
     checkpoints: str
+    sampling: str
 
     @property
     def effective_batch(self) -> int:
@@ -53,6 +54,7 @@ def show(plan: RunPlan) -> None:
         ("schedule", plan.scheduler),
         ("timesteps", plan.training),
         ("checkpoints", plan.checkpoints),
+        ("samples", plan.sampling),
     ]
     for key, value in rows:
         table.add_row(key, value)
