@@ -15,9 +15,10 @@ from typing import Optional, Tuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sidestep.config import as_container, prepare, register_schemas
+from sidestep.config.saved import saved_text
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.wizard import offer_wizard
 
@@ -54,7 +55,7 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
         cfg.preprocess.out_dir = cfg.preprocess.out_dir or cfg.data.dataset_dir or str(run_dir / "dataset")
         cfg.data.dataset_dir = cfg.preprocess.out_dir
     if HydraConfig.get().output_subdir is not None:
-        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
+        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(saved_text(as_container(cfg)))
     return cfg, run_dir
 
 

@@ -88,7 +88,7 @@ def validate(cfg: DictConfig) -> None:
     _check(lora.rank_map is None or Path(lora.rank_map).is_file(), "lora.rank_map",
            f"{lora.rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
     _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
-    _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
+    _check(data.num_workers is None or data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
     if data.synthetic is None and cfg.preprocess.audio_dir is None:
         _check(data.dataset_dir is not None, "data.dataset_dir",

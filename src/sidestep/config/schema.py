@@ -189,7 +189,7 @@ class DataConfig:
     dataset_dir: Optional[str] = None
     synthetic: Optional[SyntheticConfig] = None
     crop_seconds: Optional[float] = None
-    num_workers: int = 4
+    num_workers: Optional[int] = None  # null: the CPU cores this process may use, less one, at most 4
     pin_memory: bool = True
     prefetch_factor: int = 2
     persistent_workers: bool = True

@@ -32,7 +32,7 @@ from sidestep.training.live_samples import LiveSampler
 from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
 from sidestep.training.run_status import RunStatus
-from sidestep.training.tensorboard import TrainingLogger
+from sidestep.training.tensorboard import TrainingLogger, applied_lr
 from sidestep.training.validation import HeldOutLoss
 from sidestep.ui.console import is_plain
 from sidestep.ui.progress import TrainingProgress
@@ -158,7 +158,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
                     smoothed = step_loss if smoothed is None else LOSS_SMOOTHING * smoothed + (1 - LOSS_SMOOTHING) * step_loss
                 window.clear()
                 names = []
-                lr = scheduler.get_last_lr()[0]
+                lr = applied_lr(optimizer)  # before the scheduler moves on: what this update used
                 scheduler.step()
                 state.step += 1
                 now = time.perf_counter()
