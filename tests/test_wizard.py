@@ -92,7 +92,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     term.answer("LoRA rank", "back")
     term.answer("VRAM profile (vram=) [12gb]", "8gb")  # back: the earlier answer is the default
     term.answer("LoRA rank (lora.rank) [16]", "48")
-    term.answer("LoRA alpha (lora.alpha) [96]", "")  # the tree's alpha / rank ratio kept
+    term.answer("LoRA alpha (lora.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
     term.answer("Recipe name [jazz]", "")
     term.answer("Start training now?", "n")
@@ -103,11 +103,11 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     cfg = composed_recipe(out, "jazz")
     assert (cfg.model.variant, cfg.model.checkpoint_dir, cfg.data.dataset_dir) == (
         "base", str(folders / "checkpoints"), str(folders / "tensors" / "jazz"))
-    assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, 96, 20)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, None, 20)  # the recipe leaves alpha to the rank
     assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.optimizer.lr == 3e-4  # recommended
     assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
         8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
-    prepare(cfg)
+    assert prepare(cfg).lora.alpha == 96
 
     command = printed_command(output, out, "jazz")
     shown = subprocess.run([sys.executable, *command[1:], "--cfg", "job"], capture_output=True, text=True, cwd="/")
