@@ -167,6 +167,21 @@ def test_without_a_terminal_every_default_is_taken_and_nothing_starts(folders, m
     assert stop.value.code == 2 and capsys.readouterr().err == "error: data.dataset_dir: needs an answer\n"
 
 
+def test_a_folder_of_songs_is_preprocessed_before_training(folders, monkeypatch, capsys):
+    from sidestep.data.audio import write_wav
+
+    songs = folders / "songs"
+    for name in ("a.wav", "b.wav"):
+        write_wav(songs / name, torch.zeros(2, 48000 * 3))
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)
+    main(["--out", "recipes", f"data.dataset_dir={songs}", f"model.checkpoint_dir={folders / 'checkpoints'}", "model=sft"])
+    cfg = composed_recipe(folders / "recipes", "songs")
+    assert (cfg.preprocess.audio_dir, cfg.preprocess.out_dir) == (str(songs), str(folders / "songs-tensors"))
+    assert prepare(cfg).data.dataset_dir is None  # sidestep.train preprocesses into out_dir, then trains on it
+    printed_command(capsys.readouterr().out, folders / "recipes", "songs")
+
+
 def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     term = Terminal(["-m", "sidestep.train", "model=sft", "ui.plain=true"], tmp_path)
     term.answer("No data.dataset_dir given. Set up the run with the wizard?", "y")
