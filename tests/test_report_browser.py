@@ -48,8 +48,8 @@ def sweep(tmp_path_factory, cache_dir):
         cfg = compose_cfg(cache_dir, *overrides[1:])
         record_hydra(root / str(job), cfg, overrides)
         fit(cfg, root / str(job))
-    record_hydra(root / "2", compose_cfg(cache_dir, "trainer.max_steps=6"), ["experiment=demo", "trainer.max_steps=6",
-                                                                                  "lora.rank=0"])
+    failed = ["experiment=demo", "trainer.max_steps=6", "lora.rank=0"]
+    record_hydra(root / "2", compose_cfg(cache_dir, *failed[1:], check=False), failed)  # as composed: never resolved
     (root / "2" / "status.json").write_text('{"state": "failed", "error": "lora.rank: must be at least 1 (got 0)"}')
     report([str(root)])
     return root

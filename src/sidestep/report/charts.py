@@ -56,7 +56,7 @@ def sweep_curves(runs: List[RunInfo], labels: List[str], best: Optional[RunInfo]
             if run.curves.get("loss/val"):
                 ax.plot(*zip(*run.curves["loss/val"]), linestyle="--", color=line.get_color(),
                         label=f"{label} held-out"[:80])
-    ax.set(xlabel="optimizer step", ylabel="loss (solid: smoothed training, dashed: held-out)", title=title)
+    ax.set(xlabel="optimizer step", ylabel="loss", title=f"{title} (solid: smoothed training, dashed: held-out)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()

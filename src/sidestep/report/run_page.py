@@ -74,7 +74,8 @@ def _setup(run: RunInfo) -> str:
     rows = [
         ("model", f"{model.get('variant')} ({arch.get('num_hidden_layers')} layers, hidden {arch.get('hidden_size')})"
                   + (f", {model['checkpoint_dir']}" if model.get("checkpoint_dir") else "")),
-        ("adapter", f"LoRA rank {lora.get('rank')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}, "
+        ("adapter", f"LoRA rank {lora.get('rank')}, alpha {_number(lora.get('alpha'))}, "
+                    f"dropout {_number(lora.get('dropout'))}, "
                     f"{'+'.join(lora.get('target_modules', []))} on {'+'.join(cfg.get('attention', {}).get('blocks', []))}"
                     + (f", rank map {lora['rank_map']}" if lora.get("rank_map") else "") + (f"; {size}" if size else "")),
         ("dataset", _dataset(data, cfg.get("preprocess", {}))),
@@ -85,6 +86,11 @@ def _setup(run: RunInfo) -> str:
         ("typed", " ".join(run.overrides) or "(defaults)"),
     ]
     return table([], [[esc(k), f"<code>{esc(v)}</code>" if k == "typed" else esc(v)] for k, v in rows])
+
+
+def _number(value) -> str:
+    """32.0 -> "32"; null (a run that failed before its config was resolved) stays "None"."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def _dataset(data: dict, preprocess: dict) -> str:

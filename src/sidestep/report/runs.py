@@ -129,13 +129,9 @@ def read_run(run: Path, root: Path) -> RunInfo:
 
 def varying(runs: List[RunInfo]) -> List[str]:
     """The override keys whose value is not the same in every run, in the order they were typed."""
-    values: Dict[str, set] = {}
-    for run in runs:
-        typed = dict(_split(o) for o in run.overrides)
-        for key in {k for r in runs for k, _ in map(_split, r.overrides)}:
-            values.setdefault(key, set()).add(typed.get(key))
-    order = [k for r in runs for k, _ in map(_split, r.overrides)]
-    return sorted((k for k, v in values.items() if len(v) > 1), key=order.index)
+    typed = [dict(map(_split, run.overrides)) for run in runs]
+    keys = dict.fromkeys(key for overrides in typed for key in overrides)
+    return [key for key in keys if len({overrides.get(key) for overrides in typed}) > 1]
 
 
 def settings(run: RunInfo, keys: List[str]) -> str:
