@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from sidestep.data.audio import write_wav
 from sidestep.report.__main__ import main as report
 from sidestep.report.run_page import write_run_page
-from sidestep.report.runs import find_runs
+from sidestep.report.runs import find_runs, read_run
 
 
 def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), held_out=()) -> Path:
@@ -84,7 +84,7 @@ def test_a_run_page_puts_the_base_and_other_strengths_beside_the_checkpoints(tmp
     make_sample(later, "0_warm_lofi_piano_with", {**adapter, "strength": 1.0})
     make_sample(later, "0_warm_lofi_piano_strength0p5", {**adapter, "strength": 0.5})
 
-    page = write_run_page(run).read_text()
+    page = write_run_page(read_run(run, tmp_path)).read_text()
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
     assert captions == ["without the adapter (seed 0)", "step 2", "step 4",
                         "step 4 at strength 0.5", "step 4 at strength 1"]

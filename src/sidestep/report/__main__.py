@@ -24,9 +24,10 @@ def main(argv: List[str]) -> None:
     with exit_on_user_error():
         root = Path(argv[0]).resolve()
         runs = find_runs(root)
-        for run in runs:
-            write_run_page(run)
-        rows = rank([read_run(run, root) for run in runs])
+        infos = [read_run(run, root) for run in runs]
+        for info in infos:
+            write_run_page(info)
+        rows = rank(infos)
         write_tables(rows, root)
         page = root / PAGE if runs != [root] else None
         if page is not None:

@@ -21,8 +21,7 @@ PAGE = "report.html"
 log = logging.getLogger(__name__)
 
 
-def write_run_page(run_dir: Path) -> Path:
-    run = read_run(Path(run_dir), Path(run_dir).parent)
+def write_run_page(run: RunInfo) -> Path:
     curves = run_curves(run.curves, run.path / ASSETS / "curves.png")
     rows = prompt_rows(run.path, read_samples(run.path))
     body = [f"<h1>{esc(run.path.name)} {state_badge(run.state, run.error)}</h1>", _status(run),
@@ -36,7 +35,7 @@ def write_run_page(run_dir: Path) -> Path:
 def refresh_run_page(run_dir: Path) -> None:
     """For training: rewrite the page, and never let a report problem stop a run."""
     try:
-        write_run_page(run_dir)
+        write_run_page(read_run(Path(run_dir), Path(run_dir).parent))
     except Exception as err:  # the page is a view on the run, never a reason to stop it
         log.warning("report.html not updated: %s", (str(err).splitlines() or [type(err).__name__])[0])
 
