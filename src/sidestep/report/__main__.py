@@ -32,13 +32,15 @@ def main(argv: List[str]) -> None:
         page = root / PAGE if runs != [root] else None
         if page is not None:
             write_sweep_page(rows, root)
+    held_out = any(r.held_out_loss is not None for r in rows)
     table = Table(title=f"{len(rows)} run(s) in {root}, best first")
-    for column in ("run", "varies" if len(rows) > 1 else "overrides", "state", "final loss", "held-out", "steps",
-                   "wall s"):
+    for column in ("run", "varies" if len(rows) > 1 else "overrides", "state", "final", *["held-out"] * held_out,
+                   "steps", "wall s"):
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(r.run.label, r.settings if len(rows) > 1 else " ".join(r.run.overrides), r.state,
-                      fmt(r.final_loss), fmt(r.held_out_loss), str(r.run.steps), fmt(r.run.wall_seconds, "wall_seconds"))
+                      fmt(r.final_loss), *[fmt(r.held_out_loss)] * held_out, str(r.run.steps),
+                      fmt(r.run.wall_seconds, "wall_seconds"))
     console.print(table)
     pages = f"{len(runs)} run page(s) and {page}" if page else str(root / PAGE)
     tables = "report.md, report.csv, sweep.json" + (" and loss_curves.png" if page else "")
