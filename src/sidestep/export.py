@@ -9,7 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-
 from sidestep.atomic import atomic_dir
 from sidestep.errors import SidestepError
 from sidestep.training.adapter_files import (
