@@ -8,10 +8,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sidestep.config.schema import ALPHA_PER_RANK
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 VRAM, EXPERIMENT = CONF / "vram", CONF / "experiment"
 COLUMNS = [
-    ("rank / alpha", lambda c: f"{c.lora.rank} / {c.lora.alpha}"),
+    ("rank / alpha", lambda c: f"{c.lora.rank} / {c.lora.get('alpha') or ALPHA_PER_RANK * c.lora.rank:g}"),
     ("targets", lambda c: ", ".join(c.lora.target_modules)),
     ("batch x accumulation", lambda c: f"{c.trainer.batch_size} x {c.trainer.gradient_accumulation}"),
     ("gradient checkpointing", lambda c: "on" if c.trainer.gradient_checkpointing else "off"),

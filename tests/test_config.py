@@ -41,7 +41,7 @@ def test_real_variants_carry_the_2b_architecture(make_cfg, tmp_path):
 
 def test_seed_defaults(make_cfg, tmp_path):
     cfg = make_cfg(f"model.checkpoint_dir={tmp_path}", f"data.dataset_dir={tmp_path}", experiment=None)
-    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (64, 128, 0.1, "none")
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (64, 128, 0.1, "none")  # 2 x rank
     assert list(cfg.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
     tr = cfg.trainer
     assert (tr.epochs, tr.batch_size, tr.gradient_accumulation, tr.max_grad_norm, tr.seed) == (100, 1, 4, 1.0, 42)
@@ -49,7 +49,7 @@ def test_seed_defaults(make_cfg, tmp_path):
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (1e-4, 0.01)
     assert cfg.scheduler.warmup_steps == 100 and cfg.training.cfg_ratio == 0.15
     assert cfg.model.variant == "turbo" and list(cfg.attention.blocks) == ["self_attn", "cross_attn"]
-    assert (cfg.data.num_workers, cfg.data.pin_memory, cfg.data.prefetch_factor, cfg.data.persistent_workers) == (4, True, 2, True)
+    assert (cfg.data.num_workers, cfg.data.pin_memory, cfg.data.prefetch_factor, cfg.data.persistent_workers) == (None, True, 2, True)
 
 
 def test_vram_preset_sets_memory_knobs_and_explicit_overrides_win(make_cfg):

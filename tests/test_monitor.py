@@ -52,7 +52,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     assert detail.returncode == 0, detail.stderr
     text = detail.stdout
     for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated \d+s ago\)",
-                    r"setup\s+model tiny, LoRA rank 2 / alpha 32 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
+                    r"setup\s+model tiny, LoRA rank 2 / alpha 4 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
                     r"progress\s+\S+ 100%  step 6/6  epoch 3/3",
                     rf"loss\s+{status['loss']:.4f} smoothed \(first \d\.\d{{4}}, best \d\.\d{{4}}\)  last step \d\.\d{{4}}",
                     r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 3-6",

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import torch
 from omegaconf import OmegaConf
@@ -38,16 +39,27 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
 
 
 def test_reruns_reproduce_the_adapter_and_accept_changes(cli, tmp_path, cache_dir):
+    """The first run trains a recipe from `--config-dir` (as the wizard's `--out` writes them): both reruns must run
+    it the way it ran (issue 20: the rerun found no such recipe; `--config-path` lost the run-dir pattern and the
+    log format)."""
+    recipes = tmp_path / "recipes"
+    (recipes / "experiment").mkdir(parents=True)
+    (recipes / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - /experiment/demo\n"
+                                                      "trainer: {max_steps: 6}\nsample: {every_n_epochs: null}\n")
     first = tmp_path / "first"
-    assert cli("experiment=demo", "trainer.max_steps=6", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
+    assert cli("--config-dir", str(recipes), "experiment=mine", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                f"hydra.run.dir={first}").returncode == 0
 
     report = cli(str(first), app="report")  # a single run is a report of one row
     assert report.returncode == 0 and len(list(csv.DictReader(open(first / "report.csv")))) == 1
 
-    proc = cli("--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={tmp_path / 'exact'}")
+    proc = cli("--config-path", str(first / ".hydra"), "--config-name", "config")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert same_adapter(first, tmp_path / "exact")
+    exact = next((tmp_path / "outputs").glob("*/*"))
+    assert re.fullmatch(r"\d\d-\d\d-\d\d-\d{6}", exact.name)  # the app's run-dir pattern, not Hydra's default
+    assert "][INFO] - " not in proc.stdout and re.search(r"^\d\d:\d\d:\d\d INFO adapter written", proc.stdout, re.M)
+    assert "dir: outputs/${now:" in (exact / ".hydra" / "config.yaml").read_text()  # and so will its reruns
+    assert same_adapter(first, exact)
 
     proc = cli(str(first), f"hydra.run.dir={tmp_path / 'again'}", app="rerun")
     assert proc.returncode == 0, proc.stderr[-2000:]

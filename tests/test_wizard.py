@@ -92,7 +92,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     term.answer("LoRA rank", "back")
     term.answer("VRAM profile (vram=) [12gb]", "8gb")  # back: the earlier answer is the default
     term.answer("LoRA rank (lora.rank) [16]", "48")
-    term.answer("LoRA alpha (lora.alpha) [96]", "")  # the tree's alpha / rank ratio kept
+    term.answer("LoRA alpha (lora.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
     term.answer("Recipe name [jazz]", "")
     term.answer("Start training now?", "n")
@@ -103,11 +103,11 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     cfg = composed_recipe(out, "jazz")
     assert (cfg.model.variant, cfg.model.checkpoint_dir, cfg.data.dataset_dir) == (
         "base", str(folders / "checkpoints"), str(folders / "tensors" / "jazz"))
-    assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, 96, 20)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, None, 20)  # the recipe leaves alpha to the rank
     assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.optimizer.lr == 3e-4  # recommended
     assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
         8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
-    prepare(cfg)
+    assert prepare(cfg).lora.alpha == 96
 
     command = printed_command(output, out, "jazz")
     shown = subprocess.run([sys.executable, *command[1:], "--cfg", "job"], capture_output=True, text=True, cwd="/")
@@ -165,6 +165,21 @@ def test_without_a_terminal_every_default_is_taken_and_nothing_starts(folders, m
     with pytest.raises(SystemExit) as stop:
         main(["--out", "recipes"])
     assert stop.value.code == 2 and capsys.readouterr().err == "error: data.dataset_dir: needs an answer\n"
+
+
+def test_a_folder_of_songs_is_preprocessed_before_training(folders, monkeypatch, capsys):
+    from sidestep.data.audio import write_wav
+
+    songs = folders / "songs"
+    for name in ("a.wav", "b.wav"):
+        write_wav(songs / name, torch.zeros(2, 48000 * 3))
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)
+    main(["--out", "recipes", f"data.dataset_dir={songs}", f"model.checkpoint_dir={folders / 'checkpoints'}", "model=sft"])
+    cfg = composed_recipe(folders / "recipes", "songs")
+    assert (cfg.preprocess.audio_dir, cfg.preprocess.out_dir) == (str(songs), str(folders / "songs-tensors"))
+    assert prepare(cfg).data.dataset_dir is None  # sidestep.train preprocesses into out_dir, then trains on it
+    printed_command(capsys.readouterr().out, folders / "recipes", "songs")
 
 
 def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):

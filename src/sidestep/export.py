@@ -9,8 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from sidestep.atomic import atomic_dir
 from sidestep.errors import SidestepError
 from sidestep.training.adapter_files import (
@@ -38,6 +36,7 @@ def merge(run_dir: Path, adapter: Path, out: Path) -> Path:
     from safetensors.torch import save_file
 
     from sidestep.config import prepare
+    from sidestep.config.saved import load_saved
     from sidestep.models.checkpoints import locate
     from sidestep.models.dit import build_dit
     from sidestep.models.keymap import NULL_CONDITION_KEY, diffusers_key_to_decoder
@@ -45,7 +44,7 @@ def merge(run_dir: Path, adapter: Path, out: Path) -> Path:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise SidestepError(f"{run_dir}: --merge needs the run dir (with .hydra/config.yaml) to know the base model")
-    cfg = prepare(OmegaConf.load(saved))
+    cfg = prepare(load_saved(saved))
     dit = build_dit(cfg.model, torch.float32)
     weights, config = read_adapter(adapter)
     merged = merge_into(dit.transformer.state_dict(), weights, config)

@@ -3,7 +3,8 @@
 The run is recomposed from today's `conf/` with the overrides it was started with (`RUN/.hydra/overrides.yaml`)
 plus the new ones, so group choices such as `optimizer=prodigy` work. First the recomposition without the new
 overrides is compared with the run's saved config: if `conf/` has changed since, the rerun is refused with the
-keys that differ (`--config-path RUN/.hydra --config-name config` still reruns the saved values exactly).
+keys that differ (`--config-path RUN/.hydra --config-name config` still reruns the saved values exactly). A run
+started with `--config-dir DIR` (a wizard recipe written with `--out DIR`) is recomposed with DIR again.
 """
 
 import sys
@@ -14,6 +15,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sidestep.config import as_container, flatten, register_schemas
+from sidestep.config.saved import load_saved
 from sidestep.errors import SidestepError
 from sidestep.train import main as train
 from sidestep.train import resolve
@@ -32,7 +34,7 @@ def saved_overrides(run_dir: Path) -> List[str]:
     hydra_dir = run_dir / ".hydra"
     if not (hydra_dir / "overrides.yaml").is_file() or not (hydra_dir / "config.yaml").is_file():
         raise SidestepError(f"{run_dir}: not a Side-Step run dir (no .hydra/overrides.yaml and config.yaml)")
-    saved = OmegaConf.load(hydra_dir / "config.yaml")
+    saved = load_saved(hydra_dir / "config.yaml")
     pinned = []
     for override in OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml")):
         key = override_key(override)
@@ -44,12 +46,21 @@ def saved_overrides(run_dir: Path) -> List[str]:
     return pinned
 
 
+def config_dirs(run_dir: Path) -> List[str]:
+    """The `--config-dir` folders the run was started with, from Hydra's record of its config sources."""
+    record = run_dir / ".hydra" / "hydra.yaml"
+    sources = OmegaConf.select(OmegaConf.load(record), "hydra.runtime.config_sources") if record.is_file() else None
+    return [s.path for s in sources or [] if s.provider == "command-line" and s.schema == "file"]
+
+
 def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
-    """{key: (saved, recomposed)} for every value today's conf/ would set differently."""
+    """{key: (saved, recomposed)} for every value today's conf/ (and the run's config dirs) would set differently."""
+    dirs = config_dirs(run_dir)
+    search = [f"hydra.searchpath=[{','.join(repr('file://' + d) for d in dirs)}]"] if dirs else []
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        cfg = resolve(compose(config_name="train", overrides=overrides))
+        cfg = resolve(compose(config_name="train", overrides=overrides + search))
     now = flatten(as_container(cfg))
-    saved = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
+    saved = flatten(OmegaConf.to_container(load_saved(run_dir / ".hydra" / "config.yaml")))
     keys = sorted((set(now) | set(saved)) - set(RESUME_KEYS))
     return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
 
@@ -69,7 +80,8 @@ def main(argv: List[str]) -> None:
                                 f"--config-path {run_dir / '.hydra'} --config-name config\n  " + "\n  ".join(lines))
     new = argv[1:]
     replaced = {override_key(o) for o in new}
-    sys.argv = [sys.argv[0], *[o for o in old if override_key(o) not in replaced], *new]
+    dirs = [arg for d in config_dirs(run_dir) for arg in ("--config-dir", d)]
+    sys.argv = [sys.argv[0], *dirs, *[o for o in old if override_key(o) not in replaced], *new]
     train()
 
 

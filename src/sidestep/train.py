@@ -19,9 +19,10 @@ from typing import Optional, Tuple
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sidestep.config import as_container, prepare, register_schemas
+from sidestep.config.saved import saved_text
 from sidestep.errors import SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
@@ -64,7 +65,7 @@ def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
         cfg.preprocess.out_dir = cfg.preprocess.out_dir or cfg.data.dataset_dir or str(run_dir / "dataset")
         cfg.data.dataset_dir = cfg.preprocess.out_dir
     if HydraConfig.get().output_subdir is not None:
-        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
+        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(saved_text(as_container(cfg)))
     return cfg, run_dir
 
 

@@ -46,7 +46,8 @@ SUGGESTED = ("model", "vram")  # questions whose default is worked out (variant 
 QUESTIONS = [
     Question("mode", "Questions", "meta", "basic: paths, model, preset, LoRA size, epochs; advanced: also device, "
              "precision, optimizer, schedule, clipping, data loading, checkpoints and logging"),
-    Question("data.dataset_dir", "Dataset folder", "path", "preprocessed samples: .pt or .safetensors files"),
+    Question("data.dataset_dir", "Dataset folder", "path",
+             "preprocessed samples (.pt or .safetensors files), or a folder of songs to preprocess first"),
     Question("model.checkpoint_dir", "ACE-Step checkpoints folder", "path",
              "the folder holding acestep-v15-<variant>/"),
     Question("model", "Model variant", "group",
@@ -54,7 +55,7 @@ QUESTIONS = [
     Question("experiment", "Recipe", "group", "a preset (see the README's preset table), or none"),
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
     Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large"),
-    Question("lora.alpha", "LoRA alpha", help="strength scale, usually 2 x rank"),
+    Question("lora.alpha", "LoRA alpha", help="strength scale; null: 2 x rank, following the rank"),
     Question("trainer.epochs", "Epochs"),
     Question("trainer.device", "Device", help="auto, cpu, cuda, cuda:N, mps or xpu", advanced=True),
     Question("trainer.precision", "Precision", help="auto, bf16, fp16 or fp32", advanced=True),
@@ -98,7 +99,8 @@ class Wizard:
                   if q.kind == "group" and q.key in answers and (o := as_override(q, answers[q.key]))]
         groups += [o for q in QUESTIONS[QUESTIONS.index(after) + 1:] if q.key in SUGGESTED and q.key not in answers
                    and (s := self.default(q, answers)) and (o := as_override(q, s))]
-        settings = [f"{q.key}={answers[q.key]}" for q in QUESTIONS if q.kind in ("value", "path") and q.key in answers]
+        settings = [s for q in QUESTIONS if q.kind in ("value", "path") and q.key in answers
+                    for s in as_settings(q.key, answers[q.key])]
         chosen = {q.key for q in QUESTIONS if q.kind == "group" and q.key in answers}
         return tuple([o for o in self.seed if o.split("=")[0] not in chosen] + groups), tuple(settings)
 
@@ -141,7 +143,8 @@ class Wizard:
         if question.key == "lora.alpha" and "lora.rank" in answers:  # keep the alpha / rank ratio the rank came with
             rank_question = next(q for q in QUESTIONS if q.key == "lora.rank")
             before = composed(self.setup({k: v for k, v in answers.items() if k != "lora.rank"}, rank_question))
-            return f"{float(answers['lora.rank']) * before.lora.alpha / before.lora.rank:g}"
+            if before.lora.alpha is not None:  # null follows the rank by itself
+                return f"{float(answers['lora.rank']) * before.lora.alpha / before.lora.rank:g}"
         value = OmegaConf.select(composed(setup), question.key)
         if value is None:
             return None if question.kind == "path" else "null"
@@ -173,12 +176,45 @@ class Wizard:
         return None
 
 
+def as_settings(key: str, value: str) -> List[str]:
+    """An answer as config settings. A dataset folder of songs (not yet preprocessed) becomes what `sidestep.train`
+    preprocesses first: `preprocess.audio_dir` and, beside it, `preprocess.out_dir` for the tensors (kept, so the
+    next run skips the songs already done)."""
+    if key == "data.dataset_dir" and _songs(value):
+        return ["data.dataset_dir=null", f"preprocess.audio_dir={value}", f"preprocess.out_dir={tensors_beside(value)}"]
+    return [f"{key}={value}"]
+
+
+def tensors_beside(songs: str) -> str:
+    return str(Path(songs).parent / f"{Path(songs).name}-tensors")
+
+
+@lru_cache(maxsize=None)
+def _songs(path: str) -> Tuple[Path, ...]:
+    """The songs of a folder that holds no preprocessed samples (none for a dataset folder, or no folder)."""
+    from sidestep.data.audio import find_audio
+    from sidestep.data.dataset import list_sample_files
+
+    try:
+        list_sample_files(Path(path))
+        return ()
+    except SidestepError:
+        try:
+            return tuple(find_audio(Path(path))[0])
+        except SidestepError:
+            return ()
+
+
 def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
-    """(problem, what was found): the samples of a dataset folder, the variants of a checkpoints folder."""
+    """(problem, what was found): the samples or songs of a dataset folder, the variants of a checkpoints folder."""
     if key == "data.dataset_dir":
         from sidestep.data.dataset import list_sample_files
         from sidestep.data.samples import read_sample
 
+        if _songs(path):
+            minutes = sum(_seconds(song) for song in _songs(path)) / 60
+            return None, (f"{len(_songs(path))} songs, {minutes:.1f} min of audio, not preprocessed yet: training "
+                          f"preprocesses them first into {tensors_beside(path)}")
         try:
             files = list_sample_files(Path(path))
             frames = sum(read_sample(f)["target_latents"].shape[0] for f in files)
@@ -189,6 +225,15 @@ def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
 
     found = find_variants(Path(path))
     return None, f"variants found: {', '.join(found)}" if found else "a single model folder"
+
+
+def _seconds(song: Path) -> float:
+    from sidestep.data.audio import audio_seconds
+
+    try:
+        return audio_seconds(song)
+    except SidestepError:  # unreadable: preprocessing lists it with its reason
+        return 0.0
 
 
 @lru_cache(maxsize=None)

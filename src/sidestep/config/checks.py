@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config.schema import (
+    ALPHA_PER_RANK,
     CONSTANT_SCHEDULER,
     LATENT_FPS,
     OPTIMIZER_SCHEMAS,
@@ -113,7 +114,7 @@ def validate(cfg: DictConfig) -> None:
     _check(lora.rank_map is None or Path(lora.rank_map).is_file(), "lora.rank_map",
            f"{lora.rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
     _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
-    _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
+    _check(data.num_workers is None or data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
     if data.synthetic is None and cfg.preprocess.audio_dir is None:
         _check(data.dataset_dir is not None, "data.dataset_dir",
@@ -194,7 +195,8 @@ def _check_device(node: DictConfig, prefix: str) -> None:
 
 def _check_rendering(node: DictConfig, prefix: str) -> None:
     """What both samplers share: how long, how many, and the generation settings (null: the variant's default)."""
-    _check(0 < node.duration <= 600, f"{prefix}duration", f"must be between 0 and 600 seconds (got {node.duration})")
+    _check(node.duration is None or 0 < node.duration <= 600, f"{prefix}duration",
+           f"must be between 0 and 600 seconds (got {node.duration})")
     _check(node.count >= 1, f"{prefix}count", f"must be at least 1 (got {node.count})")
     _check(node.steps is None or node.steps >= 1, f"{prefix}steps", f"must be at least 1 or null (got {node.steps})")
     _check(node.guidance is None or node.guidance >= 0, f"{prefix}guidance", f"must be >= 0 or null (got {node.guidance})")
@@ -207,14 +209,15 @@ def _absolute(path: Optional[str]) -> Optional[str]:
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """Typed, validated and resolved: absolute paths, and the schedule Prodigy needs. What the run really uses."""
+    """Typed, validated and resolved: absolute paths, alpha from the rank, and the schedule Prodigy needs. What the
+    run really uses."""
     cfg = typed(cfg)
     cfg.trainer.compile = str(cfg.trainer.compile).lower()  # the command line's `false` arrives as a boolean
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
     cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
-    if cfg.lora.alpha_ratio is not None:
-        cfg.lora.alpha = cfg.lora.alpha_ratio * cfg.lora.rank
+    if cfg.lora.alpha_ratio is not None or cfg.lora.alpha is None:  # alpha follows the rank unless given
+        cfg.lora.alpha = (cfg.lora.alpha_ratio or ALPHA_PER_RANK) * cfg.lora.rank
     if cfg.resume_from not in (None, "latest"):
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:

@@ -144,11 +144,14 @@ class TrainingConfig:
     min_snr_gamma: Optional[float] = None
 
 
+ALPHA_PER_RANK = 2.0  # lora.alpha when not given: this times the rank, so a sweep over rank keeps the scale
+
+
 @dataclass
 class LoraConfig:
     rank: int = 64
-    alpha: float = 128.0
-    alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (keeps the scale fixed in rank sweeps)
+    alpha: Optional[float] = None  # null: ALPHA_PER_RANK x rank (resolved by `prepare`)
+    alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
     dropout: float = 0.1
     bias: str = "none"  # none | all | lora_only
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -194,7 +197,7 @@ class DataConfig:
     dataset_dir: Optional[str] = None
     synthetic: Optional[SyntheticConfig] = None
     crop_seconds: Optional[float] = None
-    num_workers: int = 4
+    num_workers: Optional[int] = None  # null: the CPU cores this process may use, less one, at most 4
     pin_memory: bool = True
     prefetch_factor: int = 2
     persistent_workers: bool = True
@@ -267,7 +270,7 @@ class SampleSettings:
     every_n_steps: Optional[int] = None
     prompts: List[SamplePrompt] = field(default_factory=list)  # default: captions and lyrics of the training data
     count: int = 2  # prompts taken from the training data when `prompts` is empty
-    duration: float = 30.0  # seconds
+    duration: Optional[float] = None  # seconds; null: the training songs' median length, at most 30 s
     seed: int = 0
     steps: Optional[int] = None  # default: model.sampling
     guidance: Optional[float] = None

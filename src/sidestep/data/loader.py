@@ -1,5 +1,6 @@
 """The dataset and data loader a config describes, shared by training and the sensitivity estimate."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Tuple
@@ -28,11 +29,19 @@ def open_dataset(cfg: DictConfig) -> LatentDataset:
     return LatentDataset(dataset_folder(cfg), sample_shape(cfg.model), cfg.data.on_bad_sample)
 
 
+def default_workers() -> int:
+    """`data.num_workers=null`: a worker per core this process may use, one core left to training, at most 4
+    (more workers than cores only makes PyTorch warn and the processes fight)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
 def make_loader(cfg: DictConfig, dataset: LatentDataset, device_type: str) -> Tuple[DataLoader, EpochSampler]:
     tr, data = cfg.trainer, cfg.data
     bucketed = data.crop_seconds is None and data.bucket_by_length and tr.batch_size > 1
     sampler = EpochSampler(len(dataset), tr.seed, lengths=dataset.frames if bucketed else None, batch_size=tr.batch_size)
-    workers = 0 if sys.platform == "win32" else data.num_workers  # worker processes re-import torch there: slow
+    workers = data.num_workers if data.num_workers is not None else default_workers()
+    workers = 0 if sys.platform == "win32" else workers  # worker processes re-import torch there: slow
     crop_frames = None if data.crop_seconds is None else int(data.crop_seconds * LATENT_FPS)
     loader = DataLoader(
         dataset, batch_size=tr.batch_size, sampler=sampler, num_workers=workers,

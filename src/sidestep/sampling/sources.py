@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from peft import LoraConfig
 from safetensors.torch import load_file
 
 from sidestep.config import typed
+from sidestep.config.saved import load_saved
 from sidestep.errors import ConfigError
 from sidestep.training.adapter_files import WEIGHTS, read_adapter
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
@@ -51,7 +52,7 @@ def open_source(path: Path) -> Source:
     if not path.is_dir():
         raise ConfigError(f"source: {path} is not a folder; give a run dir, its adapter/ or a checkpoints/step-N/")
     run_dir = run_root(path)
-    run_cfg = typed(OmegaConf.load(run_dir / SAVED_CONFIG)) if run_dir else None
+    run_cfg = typed(load_saved(run_dir / SAVED_CONFIG)) if run_dir else None
     folder = path / "adapter" if path == run_dir else path
     if (folder / "adapter_config.json").is_file():
         weights, config = read_adapter(folder)

@@ -36,7 +36,7 @@ from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
 from sidestep.training.run_dir import claimed
 from sidestep.training.run_status import RunStatus
-from sidestep.training.tensorboard import TrainingLogger
+from sidestep.training.tensorboard import TrainingLogger, applied_lr
 from sidestep.training.validation import HeldOutLoss
 from sidestep.ui.console import is_plain
 from sidestep.ui.progress import TrainingProgress
@@ -177,7 +177,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
                     smoothed = step_loss if smoothed is None else LOSS_SMOOTHING * smoothed + (1 - LOSS_SMOOTHING) * step_loss
                 window.clear()
                 names = []
-                lr = scheduler.get_last_lr()[0]
+                lr = applied_lr(optimizer)  # before the scheduler moves on: what this update used
                 scheduler.step()
                 state.step += 1
                 now = time.perf_counter()
@@ -204,7 +204,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
                     status.checkpoint(last_checkpoint)
                 if stopping:
                     raise stop.interrupted(run_dir, last_checkpoint)
-                sampler.after_step(transformer, state.step, state.epoch if epoch_done else None, finished)
+                sampler.after_step(transformer, state.step, state.epoch if epoch_done else None)
                 if finished:
                     break
 
@@ -217,6 +217,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
         result.adapter_dir = run_dir / "adapter"
         save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
         status.finished(result.adapter_dir)
+        sampler.finish(transformer, state.step)  # the final adapter's samples, and the run's report.html
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
                  result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
                  f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")

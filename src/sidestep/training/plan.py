@@ -1,5 +1,6 @@
 """The numbers of a run, worked out before any weight is loaded, for the summary the user confirms."""
 
+import logging
 import math
 from pathlib import Path
 from typing import Optional
@@ -8,9 +9,12 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from sidestep.data.dataset import LatentDataset
+from sidestep.training.live_samples import resolve_duration, sampling_summary
 from sidestep.training.lora import lora_parameter_count
 from sidestep.training.rank_map import read_rank_map
 from sidestep.ui.summary import RunPlan
+
+log = logging.getLogger(__name__)
 
 
 def schedule_lengths(cfg: DictConfig, batches: int, processes: int):
@@ -24,7 +28,13 @@ def schedule_lengths(cfg: DictConfig, batches: int, processes: int):
 def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset,
              held_out: Optional[LatentDataset], steps_per_epoch: int, epochs: int, total_steps: int, resume: str,
              attention: str) -> RunPlan:
+    """The summary's numbers. It also settles what the config leaves to the data: `sample.duration`."""
     lora, tr = cfg.lora, cfg.trainer
+    warmup = cfg.scheduler.warmup_steps
+    if warmup >= total_steps > 0:
+        log.warning("scheduler.warmup_steps=%d covers the whole run of %d optimizer steps: the learning rate never "
+                    "reaches optimizer.lr; lower scheduler.warmup_steps (about a tenth of the run)", warmup, total_steps)
+    resolve_duration(cfg, dataset.frames)
     modules = "+".join(lora.target_modules)
     return RunPlan(
         run_dir=str(run_dir),
@@ -50,4 +60,6 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
                      + f", keeping {tr.keep_checkpoints}; {resume}"),
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
+        sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
+                                  tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
     )

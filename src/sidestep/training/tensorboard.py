@@ -1,6 +1,6 @@
 """What goes to TensorBoard (`<run>/tb/`), written by the main process only.
 
-Every `log_every` optimizer steps: smoothed and raw loss, learning rate, gradient norm and a histogram of the
+Every `log_every` optimizer steps: smoothed and raw loss, learning rate (Prodigy: d x lr), gradient norm and a histogram of the
 timesteps drawn since the last write. Every `log_heavy_every` steps: the LoRA gradient norm of each layer.
 """
 
@@ -14,6 +14,13 @@ from sidestep.config import as_container, flatten
 from sidestep.training.lora import layer_grad_norms
 
 TRACKER_NAME = "tb"
+
+
+def applied_lr(optimizer) -> float:
+    """The step size the last update used, as logged and shown: the scheduled lr, times Prodigy's own estimate `d`
+    (its lr is only a multiplier of d, so showing it alone says nothing)."""
+    group = optimizer.param_groups[0]
+    return group["lr"] * group.get("d", 1.0)
 
 
 def flat_hparams(cfg: DictConfig) -> dict:

@@ -30,6 +30,7 @@ class RunPlan:
     training: str
     checkpoints: str
     kernels: str
+    sampling: str
 
     @property
     def effective_batch(self) -> int:
@@ -55,6 +56,7 @@ def show(plan: RunPlan) -> None:
         ("timesteps", plan.training),
         ("kernels", plan.kernels),
         ("checkpoints", plan.checkpoints),
+        ("samples", plan.sampling),
     ]
     for key, value in rows:
         table.add_row(key, value)

@@ -1,0 +1,119 @@
+"""A sweep (or any folder of runs) compared: `report.html`, `report.md`, `report.csv`, `sweep.json` and
+`loss_curves.png` in its folder.
+
+One row per run with only the settings that vary, its state (a failed job with its reason), final smoothed and
+held-out loss; the best run (lowest held-out loss, else lowest final training loss) is marked.
+"""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from sidestep.atomic import atomic_file
+from sidestep.report.charts import sweep_curves
+from sidestep.report.page import esc, href, state_badge, table, write_page
+from sidestep.report.run_page import PAGE
+from sidestep.report.runs import RunInfo, settings, varying
+
+COLUMNS = ["run", "overrides", "state", "final_loss", "held_out_loss", "best_loss", "steps", "wall_seconds", "adapter"]
+
+
+@dataclass
+class Row:
+    run: RunInfo
+    settings: str  # only what varies between the runs
+
+    @property
+    def final_loss(self) -> Optional[float]:
+        return self.run.last("loss/smoothed")
+
+    @property
+    def held_out_loss(self) -> Optional[float]:
+        return self.run.last("loss/val")
+
+    @property
+    def state(self) -> str:
+        return f"{self.run.state}: {self.run.error}" if self.run.error else self.run.state
+
+    def values(self) -> dict:
+        curve = self.run.curves.get("loss/smoothed") or []
+        wall = self.run.wall_seconds
+        return {"run": self.run.label, "overrides": " ".join(self.run.overrides) or "(defaults)", "state": self.state,
+                "final_loss": self.final_loss, "held_out_loss": self.held_out_loss,
+                "best_loss": min(v for _, v in curve) if curve else None, "steps": self.run.steps,
+                "wall_seconds": None if wall is None else round(wall, 1),
+                "adapter": str(self.run.adapter) if self.run.adapter else None}
+
+
+def by_held_out(rows: List[Row]) -> bool:
+    return any(r.held_out_loss is not None for r in rows)
+
+
+def score(row: Row, held_out: bool) -> Optional[float]:
+    return row.held_out_loss if held_out else row.final_loss
+
+
+def rank(runs: List[RunInfo]) -> List[Row]:
+    """Rows best first: by held-out loss when runs have one, else by final training loss; runs without a loss
+    (failed before logging) last."""
+    keys = varying(runs)
+    rows = [Row(r, settings(r, keys)) for r in runs]
+    held_out = by_held_out(rows)
+    return sorted(rows, key=lambda r: (score(r, held_out) is None, score(r, held_out) or 0.0))
+
+
+def best(rows: List[Row]) -> Optional[Row]:
+    """The first of `rank`'s rows, when it has a loss at all."""
+    return rows[0] if rows and score(rows[0], by_held_out(rows)) is not None else None
+
+
+def write_tables(rows: List[Row], root: Path) -> None:
+    values = [r.values() for r in rows]
+    with atomic_file(root / "report.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(values)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(v[c], c) for c in COLUMNS) + " |" for v in values]
+    with atomic_file(root / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_file(root / "sweep.json") as tmp:
+        tmp.write_text(json.dumps([{**v, "curve": r.run.curves.get("loss/smoothed", []),
+                                    "held_out_curve": r.run.curves.get("loss/val", [])}
+                                   for v, r in zip(values, rows)], indent=2))
+
+
+def fmt(value, column: str = "") -> str:
+    if value is None:
+        return "-"
+    if column == "wall_seconds":
+        return f"{value:.0f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_sweep_page(rows: List[Row], root: Path) -> Path:
+    """The comparison page; every run's own page must exist beside it (`write_run_page`)."""
+    winner = best(rows)
+    keys = varying([r.run for r in rows])
+    chart = sweep_curves([r.run for r in rows], [r.settings if keys else r.run.label for r in rows],
+                         winner.run if winner else None, f"{len(rows)} runs in {root.name}", root / "loss_curves.png")
+    common = sorted({o for r in rows for o in r.run.overrides if all(o in x.run.overrides for x in rows)})
+    body_rows, classes = [], []
+    for row in rows:
+        page = Path(row.run.label) / PAGE if row.run.label != "." else Path(PAGE)
+        body_rows.append([f'<a href="{href(page)}">{esc(row.run.label)}</a>' + (" ★ best" if row is winner else ""),
+                          f"<code>{esc(row.settings)}</code>", state_badge(row.run.state, row.run.error),
+                          f'<span class="num">{esc(fmt(row.final_loss))}</span>',
+                          f'<span class="num">{esc(fmt(row.held_out_loss))}</span>', str(row.run.steps),
+                          esc(fmt(row.run.wall_seconds, "wall_seconds"))])
+        classes.append("best" if row is winner else "")
+    criterion = "held-out loss" if by_held_out(rows) else "final smoothed training loss"
+    body = [f"<h1>{esc(root.name)}: {len(rows)} runs</h1>",
+            f"<p>Common to all: <code>{esc(' '.join(common) or '(nothing)')}</code></p>",
+            f"<p>Best first, by {criterion}" + (f"; the best is <b>{esc(winner.run.label)}</b>" if winner else "")
+            + ". Each run's page has its samples to listen to.</p>",
+            table(["run", "varies", "state", "final loss", "held-out loss", "steps", "wall s"], body_rows, classes),
+            "<h2>Loss curves</h2>", f'<img class="chart" src="{href(chart.relative_to(root))}" alt="loss curves">']
+    return write_page(root / PAGE, f"{root.name}: Side-Step sweep", "\n".join(body))

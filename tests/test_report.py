@@ -1,0 +1,95 @@
+"""`sidestep.report` on run folders laid out as training, sweeps and `sidestep.sample` leave them (no model runs)."""
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from sidestep.data.audio import write_wav
+from sidestep.report.__main__ import main as report
+from sidestep.report.run_page import write_run_page
+from sidestep.report.runs import find_runs, read_run
+
+
+def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), held_out=()) -> Path:
+    """A run dir as Hydra and training leave it: .hydra/, status.json, TensorBoard scalars."""
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"trainer": {"seed": 42}, "lora": {"rank": 4}}, run / ".hydra" / "config.yaml")
+    OmegaConf.save(list(overrides), run / ".hydra" / "overrides.yaml")
+    OmegaConf.save({"hydra": {"job": {"name": job}}}, run / ".hydra" / "hydra.yaml")
+    if status:
+        (run / "status.json").write_text(json.dumps(status))
+    if losses or held_out:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tb"))
+        for step, value in enumerate(losses, 1):
+            writer.add_scalar("loss/smoothed", value, step)
+        for step, value in enumerate(held_out, 1):
+            writer.add_scalar("loss/val", value, step)
+        writer.close()
+    return run
+
+
+def make_sample(folder: Path, name: str, info: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_wav(folder / f"{name}.wav", 0.1 * torch.randn(2, 4800, generator=torch.Generator().manual_seed(0)))
+    (folder / f"{name}.json").write_text(json.dumps({"prompt": "warm lofi piano", "lyrics": "[Instrumental]",
+                                                     "seed": 0, "duration": 0.1, **info}))
+
+
+def test_only_training_runs_count_not_sample_or_estimate_folders(tmp_path):
+    run = make_run(tmp_path / "outputs" / "day" / "10-00", ["experiment=demo"])
+    make_run(run / "samples" / "2026-11-24_10-30", ["source=x"], job="sample")
+    make_run(tmp_path / "outputs" / "day" / "11-00", ["experiment=demo"], job="estimate")
+    assert find_runs(tmp_path / "outputs") == [run]
+    assert find_runs(run) == [run]
+
+
+def test_a_sweep_report_marks_the_failed_job_and_the_best_by_held_out_loss(tmp_path):
+    sweep = tmp_path / "sweep"
+    started = {"started_at": 1000.0}
+    make_run(sweep / "0", ["experiment=demo", "lora.rank=4"], status={"state": "finished", **started,
+             "updated_at": 1012.3456}, losses=[2.0, 1.5], held_out=[1.3, 1.2])
+    make_run(sweep / "1", ["experiment=demo", "lora.rank=8"], status={"state": "finished", **started,
+             "updated_at": 1020.0}, losses=[2.0, 1.3], held_out=[1.5, 1.4])
+    make_run(sweep / "2", ["experiment=demo", "lora.rank=0"],
+             status={"state": "failed", "error": "lora.rank: must be at least 1 (got 0)"})
+    report([str(sweep)])
+
+    md = (sweep / "report.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in md[2:]] == ["| 0", "| 1", "| 2"]  # best held-out loss first
+    assert "| failed: lora.rank: must be at least 1 (got 0) |" in md[4]
+    assert " | 12 | " in md[2]  # wall seconds, whole
+    page = (sweep / "report.html").read_text()
+    best_row = re.search(r'<tr class="best">(.*?)</tr>', page).group(1)
+    assert 'href="0/report.html"' in best_row and "best" in best_row
+    assert "experiment=demo" not in re.search(r"<tbody>(.*)</tbody>", page).group(1)  # rows: only what varies
+    assert all((sweep / job / "report.html").is_file() for job in "012")
+    assert "lora.rank: must be at least 1 (got 0)" in (sweep / "2" / "report.html").read_text()
+
+
+def test_a_run_page_puts_the_base_and_other_strengths_beside_the_checkpoints(tmp_path):
+    run = make_run(tmp_path / "run", ["experiment=demo"], status={"state": "running"})
+    for step in (4, 2):
+        make_sample(run / "samples" / f"step-{step:07d}", "0_warm_lofi_piano", {"step": step, "strength": 1.0})
+    checkpoint = str(run / "checkpoints" / "step-0000004")
+    adapter = {"source": checkpoint, "adapter": f"{checkpoint}/adapter_model.safetensors"}
+    make_sample(run / "samples" / "2026-11-24_10-00", "0_warm_lofi_piano_without", {"source": checkpoint,
+                                                                                      "strength": 0.0, "seed": 7})
+    later = run / "samples" / "2026-11-24_11-00"
+    make_sample(later, "0_warm_lofi_piano_without", {"source": checkpoint, "strength": 0.0})
+    make_sample(later, "0_warm_lofi_piano_with", {**adapter, "strength": 1.0})
+    make_sample(later, "0_warm_lofi_piano_strength0p5", {**adapter, "strength": 0.5})
+
+    page = write_run_page(read_run(run, tmp_path)).read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert captions == ["without the adapter (seed 0)", "step 2", "step 4",
+                        "step 4 at strength 0.5", "step 4 at strength 1"]
+    players = re.findall(r'<audio [^>]*src="([^"]+)"', page)
+    assert players[0] == "samples/2026-11-24_11-00/0_warm_lofi_piano_without.wav"  # the same seed as training's
+    pictures = re.findall(r'<img src="([^"]+)"', page)
+    assert len(pictures) == 5 and all((run / p).read_bytes()[:4] == b"\x89PNG" for p in pictures)
+    assert '<span class="state running">' in page
