@@ -2,7 +2,8 @@
 
 Both run in this process on the same model and the same batch shape: the project through `fit()` (data loader,
 cropping, Accelerate, generators, logging), the bare loop as a hand-written forward / MSE / backward / clip /
-AdamW step on one pre-built batch. Rounds alternate their order to cancel drift; we compare mean step time after warm-up.
+AdamW step on one pre-built batch. Rounds alternate their order to cancel drift; each round compares median step
+times after warm-up, and the result is the median of the rounds' ratios (their spread is printed beside it).
 
     python scripts/bench_step.py            # tiny model, then 2 layers at real width (hidden 2048, 250 frames)
 Prints one line per model and ends with `overhead_ratio=<project / bare>` for the real-width model.
@@ -45,55 +46,70 @@ def project_steps(cfg, warmup):
         return fit(cfg, Path(run_dir)).step_seconds[warmup:]
 
 
-def bare_steps(cfg, steps, warmup):
-    """The floor: the same DiT + PEFT LoRA, one fixed batch, no framework."""
-    transformer = build_dit(cfg.model).transformer
+def bare_steps(cfg, steps, warmup, device="cpu"):
+    """The floor: the same DiT + PEFT LoRA, one fixed batch, no framework (bf16 weights under autocast on a GPU,
+    fp32 LoRA, as the project trains)."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    transformer = build_dit(cfg.model, dtype).transformer.to(device)
     transformer.add_adapter(peft_config(cfg.lora, cfg.attention))
     params = [p for p in transformer.parameters() if p.requires_grad]
+    for param in params:
+        param.data = param.data.float()
     opt = torch.optim.AdamW(params, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
-    frames = int(cfg.data.synthetic.seconds * 25)
+    frames = int((cfg.data.crop_seconds or cfg.data.synthetic.seconds) * 25)
+    batch = cfg.trainer.batch_size
     gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(1, frames, 64, generator=gen)
-    enc = torch.randn(1, cfg.data.synthetic.text_tokens, cfg.model.arch.encoder_hidden_size, generator=gen)
-    ctx = torch.randn(1, frames, 128, generator=gen)
+    x0 = torch.randn(batch, frames, 64, generator=gen).to(device)
+    enc = torch.randn(batch, cfg.data.synthetic.text_tokens, cfg.model.arch.encoder_hidden_size, generator=gen).to(device)
+    ctx = torch.randn(batch, frames, 128, generator=gen).to(device)
     settings = StepSettings.from_config(cfg.training, cfg.model)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        t = sample_timesteps(settings, 1, gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        t = sample_timesteps(settings, batch, gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
-        pred = transformer(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx,
-                           return_dict=False)[0]
-        loss = (pred - (noise - x0)).pow(2).mean()
+        with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
+            pred = transformer(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=enc,
+                               context_latents=ctx, return_dict=False)[0]
+        loss = (pred.float() - (noise - x0)).pow(2).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.trainer.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times[warmup:]
 
 
 def compare(name, extra, steps, rounds, cache):
+    """Rounds alternate which loop goes first; each round gives a ratio of median step times, and the result is the
+    median of those ratios, so one round disturbed by another process moves it little."""
     cfg = project_config(extra, steps, cache)
     warmup = max(2, steps // 10)
-    project, bare = [], []
-    for round_ in range(rounds):  # alternate which goes first, so neither always runs on a warmer machine
+    ratios, project_ms, bare_ms = [], [], []
+    for round_ in range(rounds):
         if round_ % 2:
-            bare += bare_steps(cfg, steps, warmup)
-        project += project_steps(cfg, warmup)
+            bare = bare_steps(cfg, steps, warmup)
+        project = project_steps(cfg, warmup)
         if not round_ % 2:
-            bare += bare_steps(cfg, steps, warmup)
-    p, b = statistics.mean(project), statistics.mean(bare)
-    print(f"{name}: project {p * 1000:.1f} ms/step, bare {b * 1000:.1f} ms/step, ratio {p / b:.3f} "
-          f"({len(project)} steps each)", flush=True)
-    return p / b
+            bare = bare_steps(cfg, steps, warmup)
+        p, b = statistics.median(project), statistics.median(bare)
+        ratios.append(p / b)
+        project_ms.append(p * 1000)
+        bare_ms.append(b * 1000)
+    ratio = statistics.median(ratios)
+    print(f"{name}: project {statistics.median(project_ms):.1f} ms/step, bare {statistics.median(bare_ms):.1f} ms/step "
+          f"(medians); ratio {ratio:.3f}, per round {', '.join(f'{r:.3f}' for r in ratios)} "
+          f"(spread {max(ratios) - min(ratios):.3f}, {rounds} rounds of {steps - warmup} timed steps)", flush=True)
+    return ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per round at real width")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     register_schemas()
     torch.set_num_threads(torch.get_num_threads())
