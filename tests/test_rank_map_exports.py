@@ -1,0 +1,102 @@
+"""An adapter trained with `lora.rank_map` (a different rank, and alpha = ratio x rank, per module: PEFT's
+rank_pattern / alpha_pattern) exports at each module's own strength: in ComfyUI's file, in the merged DiT, in the
+diffusers files and in ACE-Step's PEFT folder. Tested on the files, by the rule each consumer applies."""
+
+import json
+import re
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file
+
+from sidestep.models.dit import build_dit
+from sidestep.models.keymap import diffusers_key_to_decoder
+from sidestep.training.lora import add_lora, save_adapter
+from tests.conftest import dit_outputs, randomize_lora
+
+RANKS = (2, 4, 8, 0)  # cycled over the attention projections; 0 = left out
+ATTENTION_PROJECTION = re.compile(r"layers\.\d+\.(self|cross)_attn\.(to_q|to_k|to_v|to_out\.0)")
+RATIO = 3.0  # lora.alpha / lora.rank below: every module gets alpha = 3 x its rank, not lora.alpha = 12
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cache_dir):
+    """A run dir (.hydra/config.yaml + adapter/) of a tiny DiT with a rank map and non-trivial LoRA weights."""
+    from tests.conftest import compose_cfg
+
+    root = tmp_path_factory.mktemp("rank_map_run")
+    base = build_dit(compose_cfg(cache_dir).model).transformer
+    linears = [(n, m) for n, m in base.named_modules() if ATTENTION_PROJECTION.fullmatch(n)]
+    modules = {name: {"rank": RANKS[i % len(RANKS)], "in_features": m.in_features, "out_features": m.out_features}
+               for i, (name, m) in enumerate(linears)}
+    rank_map = root / "estimate.json"
+    cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=12")
+    rank_map.write_text(json.dumps({"format": "sidestep.estimate/1", "arch": OmegaConf.to_container(cfg.model.arch),
+                                    "modules": modules}))
+    cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=12", f"lora.rank_map={rank_map}")
+    dit = build_dit(cfg.model)
+    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0, arch=cfg.model.arch)
+    model = randomize_lora(dit.transformer)
+    save_adapter(model, root / "adapter")
+    (root / ".hydra").mkdir()
+    OmegaConf.save(cfg, root / ".hydra" / "config.yaml")
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    assert sorted({m.r["default"] for m in layers.values()}) == [2, 4, 8]
+    return root, model, layers, base.state_dict()
+
+
+def peft_delta(layer: LoraLayer) -> torch.Tensor:
+    """What PEFT adds to the weight: scaling x B A, scaling = alpha_pattern / rank_pattern for this module."""
+    return layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+
+
+def original(name: str) -> str:
+    return diffusers_key_to_decoder(name + ".weight")[len("decoder."):-len(".weight")]
+
+
+def test_comfyui_alpha_of_every_module_is_its_own(run):
+    root, _, layers, _ = run
+    comfy = load_file(root / "adapter" / "comfyui.safetensors")
+    assert len([k for k in comfy if k.endswith(".alpha")]) == len(layers)
+    for name, layer in layers.items():
+        key = "diffusion_model.decoder." + original(name)
+        down, up, alpha = comfy[f"{key}.lora_down.weight"], comfy[f"{key}.lora_up.weight"], float(comfy[f"{key}.alpha"])
+        assert alpha == RATIO * layer.r["default"], name
+        assert torch.allclose(up @ down * alpha / down.shape[0], peft_delta(layer), atol=1e-6), name  # ComfyUI's rule
+
+
+def test_merged_dit_adds_each_modules_own_scaled_delta(run, tmp_path):
+    from sidestep import export
+
+    root, _, layers, base = run
+    export.main([str(root), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
+    merged = load_file(tmp_path / "merged" / "model.safetensors")
+    for name, layer in layers.items():
+        key = diffusers_key_to_decoder(f"{name}.weight")
+        assert torch.allclose(merged[key], base[f"{name}.weight"] + peft_delta(layer), atol=1e-6), name
+    untouched = "layers.0.self_attn.to_out.0"  # rank 0 in the map
+    assert untouched not in layers
+    assert torch.equal(merged[diffusers_key_to_decoder(f"{untouched}.weight")], base[f"{untouched}.weight"])
+
+
+def test_diffusers_files_load_at_each_modules_strength(run, cache_dir):
+    from diffusers import AceStepPipeline
+
+    from tests.conftest import compose_cfg
+
+    root, model, _, _ = run
+    fresh = build_dit(compose_cfg(cache_dir).model).transformer.eval()
+    state_dict, metadata = AceStepPipeline.lora_state_dict(str(root / "adapter"), return_lora_metadata=True)
+    AceStepPipeline.load_lora_into_transformer(state_dict, transformer=fresh, metadata=metadata)
+    assert torch.allclose(dit_outputs(fresh), dit_outputs(model), atol=1e-6)
+
+
+def test_acestep_folder_carries_the_patterns_in_original_names(run):
+    root, _, layers, _ = run
+    config = json.loads((root / "adapter" / "acestep" / "adapter_config.json").read_text())
+    for name, layer in layers.items():
+        rank = config["rank_pattern"][original(name)]
+        assert rank == layer.r["default"], name
+        assert config["alpha_pattern"][original(name)] / rank == layer.scaling["default"], name
