@@ -28,7 +28,8 @@ def warmup(step: int) -> float:
 
 
 def progress(step: int) -> float:
-    return (step - WARMUP) / (TOTAL - WARMUP)
+    """0 at the end of warm-up, 1 at the last step, and 1 after it (a longer run stays at the end value)."""
+    return min(1.0, (step - WARMUP) / (TOTAL - WARMUP))
 
 
 FORMULAS = {
@@ -37,7 +38,7 @@ FORMULAS = {
     "constant_with_warmup": lambda s: warmup(s) if s < WARMUP else 1.0,
     "constant": lambda s: 1.0,
 }
-STEPS = (0, 5, WARMUP, 35, 60, 85, TOTAL)  # warm-up start, mid warm-up, warm-up end, a quarter, middle, 3/4, end
+STEPS = (0, 5, WARMUP, 35, 60, 85, TOTAL, TOTAL + 30)  # warm-up start, middle, end; decay 1/4, 1/2, 3/4; end; after
 
 
 @pytest.mark.parametrize("name", FORMULAS)
@@ -53,6 +54,14 @@ def test_schedule_values_at_the_landmarks():
     assert [FORMULAS["cosine"](s) for s in (0, WARMUP, 60, TOTAL)] == pytest.approx([0.1, 1.0, 0.5, 0.0])
     assert FORMULAS["cosine"](35) == pytest.approx(0.5 + 0.5 * math.sqrt(0.5))
     assert [FORMULAS["linear"](s) for s in (35, 60, 85)] == pytest.approx([0.75, 0.5, 0.25])
+
+
+@pytest.mark.parametrize("shape, last", [("linear", 0.0), ("cosine", 0.0), ("constant_with_warmup", 1.0)])
+def test_a_one_step_decay_reaches_its_end_value_at_once(shape, last):
+    from sidestep.training import lr_schedules
+
+    schedule = getattr(lr_schedules, shape)(warmup_steps=3, total_steps=4)
+    assert [schedule(s) for s in range(5)] == pytest.approx([0.1, 0.4, 0.7, 1.0, last])
 
 
 def test_prodigy_forces_a_constant_learning_rate(make_cfg):
