@@ -158,16 +158,12 @@ def test_vanilla_mode_t_is_the_turbo_schedule_exactly_and_uniformly():
     assert chi2 < 24.3  # chi-square, 7 degrees of freedom, p = 0.001
 
 
-class NullSpy(torch.nn.Module):
-    """Stands in for the DiT: records which samples got the null condition."""
+class InputSpy(torch.nn.Module):
+    """Stands in for the DiT: keeps what it was called with and predicts zero velocity."""
 
-    def __init__(self, null):
-        super().__init__()
-        self.null, self.dropped = null, None
-
-    def forward(self, hidden_states, encoder_hidden_states, **kwargs):
-        self.dropped = (encoder_hidden_states == self.null).all(dim=2).all(dim=1)
-        return (hidden_states,)
+    def forward(self, hidden_states, **kwargs):
+        self.seen = dict(kwargs, hidden_states=hidden_states)
+        return (torch.zeros_like(hidden_states),)
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.3])
@@ -177,7 +173,19 @@ def test_the_step_drops_the_condition_at_the_configured_rate(ratio):
     b = {"target_latents": torch.randn(n, 2, 4, generator=gen), "attention_mask": torch.ones(n, 2),
          "encoder_hidden_states": torch.randn(n, 3, 4, generator=gen), "context_latents": torch.zeros(n, 2, 8)}
     null = torch.full((1, 1, 4), 9.0)
-    spy = NullSpy(null)
+    spy = InputSpy()
     flow_matching_loss(spy, b, null, settings(cfg_ratio=ratio), StepGenerators.from_seed(SEED))
-    rate = spy.dropped.float().mean().item()
+    rate = (spy.seen["encoder_hidden_states"] == null).all(dim=2).all(dim=1).float().mean().item()
     assert abs(rate - ratio) < 4 * math.sqrt(ratio * (1 - ratio) / n) + 1e-9, rate
+
+
+def test_bf16_latents_get_bf16_noise_and_timesteps():
+    """Noise and t follow the latents' dtype (and device), so x_t is not silently promoted to float32."""
+    gen = torch.Generator().manual_seed(6)
+    b = {"target_latents": torch.randn(2, 4, 8, generator=gen).bfloat16(), "attention_mask": torch.ones(2, 4),
+         "encoder_hidden_states": torch.randn(2, 3, 8, generator=gen).bfloat16(),
+         "context_latents": torch.zeros(2, 4, 16, dtype=torch.bfloat16)}
+    spy = InputSpy()
+    loss, _ = flow_matching_loss(spy, b, torch.zeros(1, 1, 8), settings(), StepGenerators.from_seed(SEED))
+    assert spy.seen["hidden_states"].dtype == spy.seen["timestep"].dtype == torch.bfloat16
+    assert loss.dtype == torch.float32
