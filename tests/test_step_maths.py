@@ -37,10 +37,11 @@ def dit(cache_dir):
 
 @pytest.fixture(scope="module")
 def batch():
-    """Four samples, the third with 4 padded frames at its end."""
+    """Four samples, the third with 4 padded frames at its end, the last with a single valid frame."""
     gen = torch.Generator().manual_seed(11)
     mask = torch.ones(BATCH, FRAMES)
     mask[2, 8:] = 0
+    mask[3, 1:] = 0
     return {"target_latents": torch.randn(BATCH, FRAMES, 64, generator=gen), "attention_mask": mask,
             "encoder_hidden_states": torch.randn(BATCH, 5, 64, generator=gen),
             "context_latents": torch.randn(BATCH, FRAMES, 128, generator=gen)}
@@ -189,3 +190,13 @@ def test_bf16_latents_get_bf16_noise_and_timesteps():
     loss, _ = flow_matching_loss(spy, b, torch.zeros(1, 1, 8), settings(), StepGenerators.from_seed(SEED))
     assert spy.seen["hidden_states"].dtype == spy.seen["timestep"].dtype == torch.bfloat16
     assert loss.dtype == torch.float32
+
+
+def test_each_process_draws_its_own_noise_timesteps_and_dropout():
+    """Several GPUs: replicas with the same seed must not train on the same noise (and the same seed and process
+    must give the same streams again, for exact resume)."""
+    def seeds(process):
+        return [g.initial_seed() for g in vars(StepGenerators.from_seed(42, process)).values()]
+
+    assert all(a != b for a, b in zip(seeds(0), seeds(1)))
+    assert seeds(1) == seeds(1)
