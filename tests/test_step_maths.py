@@ -181,14 +181,17 @@ def test_the_step_drops_the_condition_at_the_configured_rate(ratio):
 
 
 def test_bf16_latents_get_bf16_noise_and_timesteps():
-    """Noise and t follow the latents' dtype (and device), so x_t is not silently promoted to float32."""
+    """Noise, t and the null condition follow the batch's dtype (and device): nothing is promoted to float32."""
     gen = torch.Generator().manual_seed(6)
     b = {"target_latents": torch.randn(2, 4, 8, generator=gen).bfloat16(), "attention_mask": torch.ones(2, 4),
          "encoder_hidden_states": torch.randn(2, 3, 8, generator=gen).bfloat16(),
          "context_latents": torch.zeros(2, 4, 16, dtype=torch.bfloat16)}
     spy = InputSpy()
-    loss, _ = flow_matching_loss(spy, b, torch.zeros(1, 1, 8), settings(), StepGenerators.from_seed(SEED))
-    assert spy.seen["hidden_states"].dtype == spy.seen["timestep"].dtype == torch.bfloat16
+    null = torch.ones(1, 1, 8)  # float32, as read from the checkpoint
+    loss, _ = flow_matching_loss(spy, b, null, settings(cfg_ratio=0.99), StepGenerators.from_seed(SEED))
+    condition = spy.seen["encoder_hidden_states"]
+    assert (condition == 1).all(), "both conditions dropped"
+    assert spy.seen["hidden_states"].dtype == spy.seen["timestep"].dtype == condition.dtype == torch.bfloat16
     assert loss.dtype == torch.float32
 
 
