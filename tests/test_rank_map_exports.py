@@ -100,3 +100,31 @@ def test_acestep_folder_carries_the_patterns_in_original_names(run):
         rank = config["rank_pattern"][original(name)]
         assert rank == layer.r["default"], name
         assert config["alpha_pattern"][original(name)] / rank == layer.scaling["default"], name
+
+
+def test_a_peft_adapter_with_suffix_patterns_exports_at_peft_strength(run, cache_dir, tmp_path):
+    """A PEFT adapter from elsewhere may key its patterns by a name's end (`to_q`); re-exporting it for ComfyUI
+    must give each module the alpha PEFT gives it."""
+    import shutil
+
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from sidestep import export
+    from tests.conftest import compose_cfg
+
+    root, _, _, _ = run
+    folder = tmp_path / "foreign"
+    shutil.copytree(root / "adapter", folder, ignore=shutil.ignore_patterns("acestep", "*.safetensors"))
+    shutil.copy(root / "adapter" / "adapter_model.safetensors", folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["alpha_pattern"] = {"cross_attn.to_k": 7.0, "to_q": 5.0}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    export.main([str(folder), "--format", "comfyui", "--out", str(tmp_path / "out")])
+    comfy = load_file(tmp_path / "out" / "comfyui.safetensors")
+    model = inject_adapter_in_model(LoraConfig.from_pretrained(str(folder)),
+                                    build_dit(compose_cfg(cache_dir).model).transformer)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    assert {m.scaling["default"] * m.r["default"] for m in layers.values()} == {5.0, 7.0, 12.0}
+    for name, layer in layers.items():
+        alpha = float(comfy[f"diffusion_model.decoder.{original(name)}.alpha"])
+        assert alpha == layer.scaling["default"] * layer.r["default"], name
