@@ -150,15 +150,6 @@ def test_fixed_mode_t_follows_the_max_of_two_logit_normals_with_the_models_mu_si
     assert ks_statistic(ours, other_mu) > ks_critical(n, n)
 
 
-def test_vanilla_mode_t_is_the_turbo_schedule_exactly_and_uniformly():
-    n = 40_000
-    t = sample_timesteps(settings("vanilla", 0.0), n, torch.Generator().manual_seed(0))
-    values, counts = torch.unique(t, return_counts=True)
-    assert values.tolist() == sorted(torch.tensor(TURBO_SCHEDULE).tolist())
-    chi2 = float(((counts - n / 8) ** 2 / (n / 8)).sum())
-    assert chi2 < 24.3  # chi-square, 7 degrees of freedom, p = 0.001
-
-
 class InputSpy(torch.nn.Module):
     """Stands in for the DiT: keeps what it was called with and predicts zero velocity."""
 
