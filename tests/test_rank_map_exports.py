@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from sidestep.models.dit import build_dit
@@ -73,12 +74,25 @@ def test_merged_dit_adds_each_modules_own_scaled_delta(run, tmp_path):
     root, _, layers, base = run
     export.main([str(root), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
     merged = load_file(tmp_path / "merged" / "model.safetensors")
+    with safe_open(tmp_path / "merged" / "model.safetensors", "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # transformers' loaders refuse other formats
     for name, layer in layers.items():
         key = diffusers_key_to_decoder(f"{name}.weight")
         assert torch.allclose(merged[key], base[f"{name}.weight"] + peft_delta(layer), atol=1e-6), name
     untouched = "layers.0.self_attn.to_out.0"  # rank 0 in the map
     assert untouched not in layers
     assert torch.equal(merged[diffusers_key_to_decoder(f"{untouched}.weight")], base[f"{untouched}.weight"])
+
+
+def test_merge_without_the_run_dir_says_what_it_needs(run, tmp_path, capsys):
+    from sidestep import export
+
+    root, _, _, _ = run
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([str(root / "adapter"), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("--merge needs the run dir (with .hydra/config.yaml) to know "
+                                                     "the base model")
 
 
 def test_diffusers_files_load_at_each_modules_strength(run, cache_dir):
