@@ -68,11 +68,12 @@ def test_comfyui_alpha_of_every_module_is_its_own(run):
         assert torch.allclose(up @ down * alpha / down.shape[0], peft_delta(layer), atol=1e-6), name  # ComfyUI's rule
 
 
-def test_merged_dit_adds_each_modules_own_scaled_delta(run, tmp_path):
+def test_merged_dit_adds_each_modules_own_scaled_delta(run, tmp_path, capsys):
     from sidestep import export
 
     root, _, layers, base = run
     export.main([str(root), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
+    assert str(tmp_path / "merged" / "model.safetensors") in capsys.readouterr().out.replace("\n", "")
     merged = load_file(tmp_path / "merged" / "model.safetensors")
     with safe_open(tmp_path / "merged" / "model.safetensors", "pt") as f:
         assert f.metadata() == {"format": "pt"}  # transformers' loaders refuse other formats
@@ -142,3 +143,25 @@ def test_a_peft_adapter_with_suffix_patterns_exports_at_peft_strength(run, cache
     for name, layer in layers.items():
         alpha = float(comfy[f"diffusion_model.decoder.{original(name)}.alpha"])
         assert alpha == layer.scaling["default"] * layer.r["default"], name
+
+
+def test_merge_of_a_run_on_a_checkpoints_folder_keeps_the_variants_config(run, tmp_path):
+    """A merged DiT of model=turbo (etc.) is a drop-in model.safetensors: the variant's config.json goes beside it."""
+    import shutil
+
+    from sidestep import export
+    from sidestep.models.tiny import write_checkpoints
+
+    root, _, layers, base = run
+    cfg = OmegaConf.load(root / ".hydra" / "config.yaml")
+    variant = write_checkpoints(cfg.model, tmp_path / "checkpoints")  # the tiny DiT's weights, original layout
+    cfg.model.variant, cfg.model.checkpoint_dir = "turbo", str(tmp_path / "checkpoints")
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    shutil.copytree(root / "adapter", tmp_path / "run" / "adapter")
+    export.main([str(tmp_path / "run"), "--merge", "--format", "comfyui", "--out", str(tmp_path / "out")])
+    merged_dir = tmp_path / "out" / "merged"
+    assert (merged_dir / "config.json").read_text() == (variant / "config.json").read_text()
+    name, layer = next(iter(layers.items()))
+    merged = load_file(merged_dir / "model.safetensors")[diffusers_key_to_decoder(f"{name}.weight")]
+    assert torch.allclose(merged, base[f"{name}.weight"] + peft_delta(layer), atol=1e-6)
