@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder
@@ -146,7 +146,7 @@ def test_a_peft_adapter_with_suffix_patterns_exports_at_peft_strength(run, cache
 
 
 def test_merge_of_a_run_on_a_checkpoints_folder_keeps_the_variants_config(run, tmp_path):
-    """A merged DiT of model=turbo (etc.) is a drop-in model.safetensors: the variant's config.json goes beside it."""
+    """A merged DiT of model=turbo (etc.) is a float32 model.safetensors with the variant's config.json beside it."""
     import shutil
 
     from sidestep import export
@@ -155,6 +155,8 @@ def test_merge_of_a_run_on_a_checkpoints_folder_keeps_the_variants_config(run, t
     root, _, layers, base = run
     cfg = OmegaConf.load(root / ".hydra" / "config.yaml")
     variant = write_checkpoints(cfg.model, tmp_path / "checkpoints")  # the tiny DiT's weights, original layout
+    weights = load_file(variant / "model.safetensors")
+    save_file({k: v.bfloat16() for k, v in weights.items()}, variant / "model.safetensors")  # as published: bf16
     cfg.model.variant, cfg.model.checkpoint_dir = "turbo", str(tmp_path / "checkpoints")
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
@@ -164,4 +166,5 @@ def test_merge_of_a_run_on_a_checkpoints_folder_keeps_the_variants_config(run, t
     assert (merged_dir / "config.json").read_text() == (variant / "config.json").read_text()
     name, layer = next(iter(layers.items()))
     merged = load_file(merged_dir / "model.safetensors")[diffusers_key_to_decoder(f"{name}.weight")]
-    assert torch.allclose(merged, base[f"{name}.weight"] + peft_delta(layer), atol=1e-6)
+    assert merged.dtype == torch.float32  # the merge is done and written in float32
+    assert torch.allclose(merged, base[f"{name}.weight"].bfloat16().float() + peft_delta(layer), atol=1e-6)
