@@ -64,6 +64,13 @@ def test_a_one_step_decay_reaches_its_end_value_at_once(shape, last):
     assert [schedule(s) for s in range(5)] == pytest.approx([0.1, 0.4, 0.7, 1.0, last])
 
 
+def test_an_unknown_schedule_shape_is_an_error_not_a_silent_linear_decay():
+    from sidestep.training.lr_schedules import Schedule
+
+    with pytest.raises(ValueError, match="unknown learning-rate schedule shape 'exponential'"):
+        Schedule("exponential", warmup_steps=0, total_steps=10)(5)
+
+
 def test_prodigy_forces_a_constant_learning_rate(make_cfg):
     cfg = make_cfg("optimizer=prodigy", "scheduler=cosine", f"scheduler.warmup_steps={WARMUP}")
     assert cfg.scheduler._target_.endswith(".constant")
