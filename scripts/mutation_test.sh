@@ -8,11 +8,15 @@
 #   export    training/adapter_files.py, export.py  per-module alpha / rank in ComfyUI's file and the merged DiT
 #   encoder   preprocessing/encoding.py             tiled VAE encoding (encode_latents)
 # and runs, for each mutant, only the tests that reach the changed function, from the test files named in
-# pyproject.toml's [tool.mutmut] (in-process tests only). Every mutant should be killed; the few that survive
-# are equivalent (e.g. `max(1, n)` -> `max(2, n)` where n >= 2 always, or a default argument no caller omits):
-# inspect them with `.venv/bin/mutmut show NAME` and either kill them with a test or explain them.
+# pyproject.toml's [tool.mutmut] (in-process tests only). Every mutant should be killed or be equivalent; inspect a
+# survivor with `.venv/bin/mutmut show NAME`, then kill it with a test or explain it. Last run (452 mutants):
+# 435 killed, 17 equivalent -- a different but fixed SeedSequence per process (3), `<` vs `<=` against a
+# continuous draw, `.to(device)` dropped (CPU-only tests, 3), `return_dict` of a diffusers call (3: `[0]` of its
+# output object is the same tensor), `total_steps` of the constant schedule (2), `shape[+1]` of a [2, S] tensor,
+# the tile core size (any size gives the same latents), a keymap suffix cut by length, `.to(weight.dtype)` and
+# `build_dit`'s default dtype where everything is float32 already.
 #
-#   bash scripts/mutation_test.sh                  # all four areas: about 15-20 minutes on 2 busy cores
+#   bash scripts/mutation_test.sh                  # all four areas: 34 min on 2 cores shared with 3 other jobs
 #   bash scripts/mutation_test.sh step schedules   # some of them
 #   JOBS=4 bash scripts/mutation_test.sh           # more worker processes (default 2)
 #
@@ -44,4 +48,4 @@ start=$SECONDS
 .venv/bin/mutmut run --max-children "${JOBS:-2}" "${patterns[@]}"
 echo "mutation run took $(( (SECONDS - start) / 60 )) min"
 echo "survivors (mutmut show NAME prints the change):"
-.venv/bin/mutmut results
+.venv/bin/mutmut results | grep -v ": not checked" || echo "none"
