@@ -56,7 +56,6 @@ class ModelConfig:
     is_turbo: bool = False
     timestep_mu: float = -0.4
     timestep_sigma: float = 1.0
-    data_proportion: float = 0.5
     init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
     arch: ArchConfig = field(default_factory=ArchConfig)
     tiny_stack: Optional[TinyStackConfig] = None

@@ -129,7 +129,7 @@ def assign_weights(transformer: torch.nn.Module, weights: Dict[str, torch.Tensor
     transformer.load_state_dict(weights, strict=True, assign=True)
 
 
-CHECKPOINT_OWNED = ("is_turbo", "timestep_mu", "timestep_sigma", "data_proportion")
+CHECKPOINT_OWNED = ("is_turbo", "timestep_mu", "timestep_sigma")
 AUTO_PREFERENCE = ("base", "sft", "turbo")  # base and sft train best; turbo is distilled
 
 

@@ -83,7 +83,7 @@ def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo")
     torch.save(encoder.silence_latent.transpose(1, 2).contiguous(), folder / SILENCE_FILE)  # original: [1, 64, T]
     config = {**OmegaConf.to_container(model_cfg.arch, resolve=True), "is_turbo": variant == "turbo",
               "timestep_mu": model_cfg.timestep_mu, "timestep_sigma": model_cfg.timestep_sigma,
-              "data_proportion": model_cfg.data_proportion}
+              "data_proportion": 0.5}  # a real config.json has it; training ignores it (DESIGN §4: r = t)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     tiny_vae(model_cfg).save_pretrained(root / VAE_DIR)
     tiny_text_encoder(model_cfg).save_pretrained(root / TEXT_ENCODER_DIR)

@@ -86,6 +86,17 @@ def velocity_loss(transformer: torch.nn.Module, batch: Dict[str, Any], t: torch.
     mask = batch["attention_mask"].float()
     per_sample = (per_frame * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     if min_snr_gamma is not None:
-        snr = ((1 - t.float()) / t.float()).pow(2)
-        per_sample = per_sample * snr.clamp(max=min_snr_gamma) / snr.clamp(min=1e-8)
+        per_sample = per_sample * min_snr_weight(t.float(), min_snr_gamma)
     return per_sample.mean()
+
+
+def min_snr_weight(t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma for a velocity target on the straight path x_t = (1-t)*x0 + t*noise.
+
+    Min-SNR (Hang et al. 2023, arXiv:2303.09556, section 3.4) weights the clean-data error ||x0 - x0_hat||^2 by
+    min(snr, gamma), snr = ((1-t)/t)^2, and divides by how much larger the trained target's error is: by snr for
+    noise prediction, by snr + 1 for the VP v-prediction (diffusers' train_text_to_image.py does the same). Here
+    x0_hat = x_t - t*v_hat, so ||v - v_hat||^2 = ||x0 - x0_hat||^2 / t^2 and the velocity weight is
+    min(snr, gamma) * t^2 = min((1-t)^2, gamma*t^2). The noise-prediction form min(snr, gamma)/snr would give
+    a weight of 1 wherever snr < gamma, i.e. most of the noisy half of training."""
+    return torch.minimum((1 - t).pow(2), gamma * t.pow(2))

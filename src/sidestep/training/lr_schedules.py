@@ -27,7 +27,9 @@ class Schedule:
         progress = min(1.0, (step - self.warmup_steps) / decay_steps)
         if self.shape == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 - progress
+        if self.shape == "linear":
+            return 1.0 - progress
+        raise ValueError(f"unknown learning-rate schedule shape {self.shape!r}")
 
 
 def cosine(warmup_steps: int, total_steps: int) -> Schedule:
