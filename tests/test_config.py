@@ -120,7 +120,6 @@ def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, 
     ("optimizer.lr=inf", "optimizer.lr"),
     ("lora.alpha=inf", "lora.alpha"),
     ("model.timestep_mu=nan", "model.timestep_mu"),
-    ("model.data_proportion=-3", "model.data_proportion"),
     ("scheduler._target_=torch.optim.AdamW", "scheduler._target_"),
     ("scheduler._target_=sidestep.training.nothing", "scheduler._target_"),
 ])

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
@@ -33,7 +33,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|xpu|cuda(:\d+)?")
 TRAINABLE_BACKENDS = ("auto", "native", "flash", "_flash_3", "flex", "xformers", "_native_flash", "_native_efficient",
                       "_native_cudnn", "_native_math")  # diffusers' attention backends with a backward pass, no download
 COMPILE_MODES = ("false", "blocks", "full")
-MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
+MAX_SEED = 2**32 - 1
+RETIRED_KEYS = ("model.data_proportion",)  # ACE-Step's loss forces r = t, so this never had an effect  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
 
 
 def projection_shapes(arch: DictConfig) -> Dict[str, Tuple[int, int]]:
@@ -46,6 +47,12 @@ def projection_shapes(arch: DictConfig) -> Dict[str, Tuple[int, int]]:
 
 def typed(cfg: DictConfig) -> DictConfig:
     """Re-attach the schema to a config that lost it (a rerun from a saved `config.yaml` is a plain dict)."""
+    for key in RETIRED_KEYS:  # saved by an older Side-Step: dropped, not refused
+        node, _, leaf = key.rpartition(".")
+        if isinstance(OmegaConf.select(cfg, node), DictConfig) and leaf in OmegaConf.select(cfg, node):
+            with open_dict(cfg):
+                OmegaConf.select(cfg, node).pop(leaf)
+            log.info("%s is no longer a setting (it never changed training); ignored", key)
     schema = OmegaConf.structured(TrainConfig)
     target = OmegaConf.select(cfg, "optimizer._target_")
     by_target = {s._target_: s for s in OPTIMIZER_SCHEMAS.values()}
@@ -102,8 +109,6 @@ def validate(cfg: DictConfig) -> None:
     _check(all(0.0 < s <= 1.0 for s in t.discrete_timesteps), "training.discrete_timesteps", "values must be in (0, 1]")
     _check(t.min_snr_gamma is None or t.min_snr_gamma > 0, "training.min_snr_gamma", f"must be > 0 or null (got {t.min_snr_gamma})")
     _check(cfg.model.timestep_sigma > 0, "model.timestep_sigma", f"must be > 0 (got {cfg.model.timestep_sigma})")
-    _check(0.0 <= cfg.model.data_proportion <= 1.0, "model.data_proportion",
-           f"must be between 0 and 1 (got {cfg.model.data_proportion})")
     _check_schedule(cfg.scheduler)
     _check(data.crop_seconds is None or data.crop_seconds * LATENT_FPS >= 2 * cfg.model.arch.patch_size,
            "data.crop_seconds", f"must be null or at least {2 * cfg.model.arch.patch_size / LATENT_FPS} s (got {data.crop_seconds})")
