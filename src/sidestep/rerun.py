@@ -20,6 +20,7 @@ from sidestep.train import resolve
 from sidestep.ui.console import exit_on_user_error
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir", "resume_from")
+VOLATILE_KEYS = ("run.name",)  # its default carries the start time: a rerun is a new run with a new name
 
 
 def override_key(override: str) -> str:
@@ -49,7 +50,8 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
         cfg = resolve(compose(config_name="train", overrides=overrides))
     now = flatten(as_container(cfg))
     saved = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)}
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(now) | set(saved))
+            if saved.get(k) != now.get(k) and k not in VOLATILE_KEYS}
 
 
 def main(argv: List[str]) -> None:

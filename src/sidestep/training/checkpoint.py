@@ -23,8 +23,9 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from sidestep.atomic import save_safetensors
 from sidestep.errors import SidestepError
 from sidestep.training.flow_matching import StepGenerators
 
@@ -76,7 +77,7 @@ def register_lora_hooks(accelerator: Accelerator) -> None:
 
     def save_hook(models, weights, output_dir):
         for model in models:
-            save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
+            save_safetensors({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
                       Path(output_dir) / LORA_FILE)
         weights.clear()
 
@@ -104,7 +105,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
     accelerator.save_state(str(tmp))
     generators = {name: g.get_state() for name, g in vars(gens).items()}
     generators["torch_rng"] = torch.get_rng_state()
-    save_file(generators, tmp / GENERATORS_FILE.format(accelerator.process_index))
+    save_safetensors(generators, tmp / GENERATORS_FILE.format(accelerator.process_index))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         payload = {"state": asdict(state), "scheduler": scheduler.state_dict(), "fingerprint": fingerprint_}

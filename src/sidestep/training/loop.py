@@ -193,7 +193,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> Optional[FitResult]:
     result.final_loss = float("nan") if smoothed is None else float(smoothed)
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
-        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
+        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir, cfg.run.name, cfg.export.dtype)
         status.finished(result.adapter_dir)
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
                  result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
