@@ -173,8 +173,8 @@ def decoder_arch(files: List[Path]) -> Dict[str, int]:
 
 
 def apply_checkpoint_config(model_cfg) -> None:
-    """The checkpoint decides architecture and training constants: the weight shapes, then its config.json for what
-    shapes cannot tell (rope theta, sliding window); log where it overrules the YAML.
+    """The checkpoint decides architecture and training constants: its config.json, and the weight shapes for what
+    that lacks (the original's has no `encoder_hidden_size`); log where it overrules the YAML.
 
     `model=auto` first becomes the variant `pick_variant` chooses, so the saved config names what was trained."""
     if model_cfg.variant == "auto":
@@ -182,9 +182,10 @@ def apply_checkpoint_config(model_cfg) -> None:
         found = ", ".join(find_variants(model_cfg.checkpoint_dir)) or model_cfg.variant
         log.info("model=auto: training %s (found: %s)", model_cfg.variant, found)
     folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
-    found = read_config(folder)
+    found = {k: (v, "config.json") for k, v in read_config(folder).items() if v is not None}
     if folder.layout == "original":
-        found.update(decoder_arch(weight_files(folder.path)))
+        shapes = decoder_arch(weight_files(folder.path))
+        found = {**{k: (v, "weights") for k, v in shapes.items()}, **found}
     for key in list(model_cfg.arch.keys()):
         _take(model_cfg.arch, key, found, f"model.arch.{key}")
     for key in CHECKPOINT_OWNED:
@@ -192,6 +193,7 @@ def apply_checkpoint_config(model_cfg) -> None:
 
 
 def _take(node, key: str, found: dict, name: str) -> None:
-    if key in found and found[key] is not None and found[key] != node[key]:
-        log.info("%s = %s from the checkpoint (config said %s)", name, found[key], node[key])
-        node[key] = found[key]
+    if key in found and found[key][0] != node[key]:
+        value, where = found[key]
+        log.info("%s = %s from the checkpoint's %s (config said %s)", name, value, where, node[key])
+        node[key] = value
