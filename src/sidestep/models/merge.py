@@ -21,6 +21,7 @@ from sidestep.atomic import atomic_dir, save_safetensors
 from sidestep.errors import SidestepError
 from sidestep.models.checkpoints import INDEX_FILE, VARIANT_PREFIX, assign_weights, locate, weight_files
 from sidestep.models.keymap import decoder_keys
+from sidestep.training.adapter_files import inference_config, lora_header
 
 
 def merge_into_variant(model_cfg: DictConfig, weights: Dict[str, torch.Tensor], config: LoraConfig,
@@ -32,8 +33,8 @@ def merge_into_variant(model_cfg: DictConfig, weights: Dict[str, torch.Tensor], 
         tensors = _read_all(source)
         tensors.update(_merged_decoder(model_cfg, source, tensors, weights, config))
         with atomic_dir(target) as tmp:
-            save_safetensors(tensors, tmp / "model.safetensors", {"format": "pt", "merged_adapter": name,
-                                                                 "rank": str(config.r), "alpha": str(config.lora_alpha)})
+            header = {**lora_header(config, name, "source"), "merged_adapter": name}
+            save_safetensors(tensors, tmp / "model.safetensors", header)
             for path in source.iterdir():
                 if path.is_file() and not _is_weights(path):
                     shutil.copyfile(path, tmp / path.name)  # copyfile: new files get the usual permissions
@@ -74,7 +75,7 @@ def _merged_decoder(model_cfg: DictConfig, source: Path, tensors: Dict[str, torc
     with torch.device("meta"):
         transformer = AceStepTransformer1DModel(**OmegaConf.to_container(model_cfg.arch), is_turbo=model_cfg.is_turbo)
     assign_weights(transformer, {new: tensors[old] for new, old in names.items()}, source)
-    transformer.add_adapter(LoraConfig(**{**config.to_dict(), "lora_dropout": 0.0}))
+    transformer.add_adapter(inference_config(config))
     result = set_peft_model_state_dict(transformer, weights)
     if result.unexpected_keys:
         raise SidestepError(f"{source}: the adapter does not fit this model ({result.unexpected_keys[0]})")

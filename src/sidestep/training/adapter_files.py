@@ -65,21 +65,21 @@ def write_formats(weights: Weights, config: LoraConfig, folder: Path, name: str,
     original = _original_config(config)
     entries = {}
     if "diffusers" in formats:
-        header = _header(config, name, dtype, {METADATA_KEY: _metadata(config)})
+        header = lora_header(config, name, dtype, {METADATA_KEY: _metadata(config)})
         save_safetensors(weights, folder / WEIGHTS, header)
         _save_config(config, folder / CONFIG)
         entries["diffusers"] = _entry(WEIGHTS, config, dtype, "transformer.load_lora_adapter(<adapter>, "
                                       "weight_name='adapter_model.safetensors', prefix=None)")
     if "diffusers_pipeline" in formats:
         piped = {PIPELINE_PREFIX + k: v for k, v in weights.items()}
-        header = _header(config, name, dtype, {METADATA_KEY: _metadata(config, PIPELINE_PREFIX)})
+        header = lora_header(config, name, dtype, {METADATA_KEY: _metadata(config, PIPELINE_PREFIX)})
         with atomic_dir(folder / PIPELINE_DIR) as tmp:
             save_safetensors(piped, tmp / PIPELINE_WEIGHTS, header)
         entries["diffusers_pipeline"] = _entry(PIPELINE_DIR, config, dtype,
                                                "pipe.load_lora_weights(<adapter>/diffusers_pipeline)")
     if "acestep" in formats:
         with atomic_dir(folder / ACESTEP_DIR) as tmp:
-            save_safetensors(_acestep_tensors(weights), tmp / name / WEIGHTS, _header(original, name, dtype))
+            save_safetensors(_acestep_tensors(weights), tmp / name / WEIGHTS, lora_header(original, name, dtype))
             _save_config(original, tmp / name / CONFIG)
         entries["acestep"] = {**_entry(f"{ACESTEP_DIR}/{name}", original, dtype,
                                        f"ACE-Step UI: LoRA path <adapter>/acestep/{name} (adapter name '{name}')"),
@@ -87,7 +87,7 @@ def write_formats(weights: Weights, config: LoraConfig, folder: Path, name: str,
     if "comfyui" in formats:
         with atomic_dir(folder / COMFYUI_DIR) as tmp:
             save_safetensors(_comfyui_tensors(weights, config), tmp / f"{name}.safetensors",
-                             _header(original, name, dtype))
+                             lora_header(original, name, dtype))
         entries["comfyui"] = _entry(f"{COMFYUI_DIR}/{name}.safetensors", original, dtype,
                                     "copy into ComfyUI/models/loras/ and pick it in a LoRA loader node")
     _update_formats_file(folder / FORMATS_FILE, entries)
@@ -124,10 +124,10 @@ def _targets(config: LoraConfig):
     return sorted(targets) if isinstance(targets, (set, list, tuple)) else targets
 
 
-def _header(config: LoraConfig, name: str, dtype: str, extra: Dict[str, str] = None) -> Dict[str, str]:
+def lora_header(config: LoraConfig, name: str, dtype: str, extra: Dict[str, str] = None) -> Dict[str, str]:
     """What a LoRA manager or a person inspecting the file needs without its config: rank, alpha, targets."""
     header = {"format": "pt", "name": name, "rank": str(config.r), "alpha": f"{float(config.lora_alpha):g}",
-              "target_modules": json.dumps(_targets(config)), "lora_dropout": "0.0", "dtype": dtype}
+              "target_modules": json.dumps(_targets(config)), "lora_dropout": str(config.lora_dropout), "dtype": dtype}
     for key in ("rank_pattern", "alpha_pattern"):
         if getattr(config, key):
             header[key] = json.dumps(dict(getattr(config, key)), sort_keys=True)

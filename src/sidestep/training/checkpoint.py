@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from sidestep.atomic import save_safetensors
 from sidestep.errors import SidestepError
+from sidestep.training.adapter_files import lora_header
 from sidestep.training.flow_matching import StepGenerators
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def register_lora_hooks(accelerator: Accelerator) -> None:
     def save_hook(models, weights, output_dir):
         for model in models:
             save_safetensors({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
-                      Path(output_dir) / LORA_FILE)
+                             Path(output_dir) / LORA_FILE, lora_header(model.peft_config["default"], "checkpoint", "fp32"))
         weights.clear()
 
     def load_hook(models, input_dir):
