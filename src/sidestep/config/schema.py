@@ -302,7 +302,8 @@ RUN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 @dataclass
 class RunConfig:
-    """What this run is called: its run dir (`outputs/<date>/<name>/`), its ComfyUI file and its ACE-Step adapter."""
+    """What this run is called: its run dir (`outputs/<date>/<name>/`, `<name>-<time>` for a name you give), its
+    ComfyUI file and its ACE-Step adapter."""
 
     name: str = "${sidestep_run_name:${now:%Y%m%d-%H%M%S}}"  # default: <dataset or experiment>-<start time>
 
@@ -350,10 +351,17 @@ def default_run_name(time: str, _root_: DictConfig) -> str:
     return "-".join(parts)
 
 
+def run_dir_leaf(name: str, time: str) -> str:
+    """The run dir's last folder: the name, which by default already ends in the start time; a name the user gave
+    gets `-<start time>` added, so a second run of the same name never writes into the first one's folder."""
+    return name if name.endswith(time) else f"{name}-{time}"
+
+
 def register_schemas() -> None:
     """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
     if not OmegaConf.has_resolver("sidestep_run_name"):
         OmegaConf.register_new_resolver("sidestep_run_name", default_run_name)
+        OmegaConf.register_new_resolver("sidestep_run_dir_leaf", run_dir_leaf)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)
