@@ -183,8 +183,8 @@ def apply_checkpoint_config(model_cfg) -> None:
         log.info("model=auto: training %s (found: %s)", model_cfg.variant, found)
     folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
     found = {k: (v, "config.json") for k, v in read_config(folder).items() if v is not None}
-    if folder.layout == "original":
-        shapes = decoder_arch(weight_files(folder.path))
+    if folder.layout == "original" and any((folder.path / name).is_file() for name in (SINGLE_FILE, INDEX_FILE)):
+        shapes = decoder_arch(weight_files(folder.path))  # no weights yet: loading them later says so
         found = {**{k: (v, "weights") for k, v in shapes.items()}, **found}
     for key in list(model_cfg.arch.keys()):
         _take(model_cfg.arch, key, found, f"model.arch.{key}")
