@@ -34,7 +34,8 @@ class Source:
     def name(self) -> str:
         """The run's name (`run.name`, or its folder for runs made before there was one), `-stepN` for a checkpoint."""
         run_name = OmegaConf.select(self.run_cfg, "run.name") if self.run_cfg is not None else None
-        base = run_name or (self.run_dir or self.path).name
+        folder = self.run_dir or (self.path.parent if self.path.name == "adapter" else self.path)
+        base = run_name or folder.name
         return base if self.step is None else f"{base}-step{self.step}"
 
 
