@@ -1,5 +1,5 @@
 """Print the README's preset tables from conf/vram/*.yaml and conf/experiment/*.yaml, so the docs say exactly
-what the files set.
+what the files set, and the adapter sizes they give on the real 2B DiT.
 
     python scripts/preset_table.py        # tests/test_docs.py checks the README carries this output verbatim
 """
@@ -54,6 +54,37 @@ def experiment_table() -> str:
     return "\n".join(lines)
 
 
+def adapter_size_table() -> str:
+    """Adapter sizes at rank 64 for each preset's targets, from the 2B DiT's shapes (24 layers, hidden 2048, 16 / 8
+    heads of 128): one consumer's file, and the whole `adapter/` (four copies), in bf16 and fp32. MB = 10^6 bytes;
+    headers add a few kB."""
+    from omegaconf import OmegaConf
+
+    from sidestep.config.schema import ArchConfig
+    from sidestep.training.lora import lora_parameter_count
+
+    arch, attention = OmegaConf.structured(ArchConfig), OmegaConf.create({"blocks": ["self_attn", "cross_attn"]})
+    default = OmegaConf.load(CONF / "train.yaml").lora
+    presets = [("default (no preset)", default)]
+    for folder, option in ((EXPERIMENT, "experiment"), (VRAM, "vram")):
+        for path in sorted(folder.glob("*.yaml")):
+            lora = OmegaConf.select(OmegaConf.load(path), "lora")
+            if lora is not None and "target_modules" in lora:
+                presets.append((f"`{option}={path.stem}`", lora))
+    lines = ["| preset | targets | parameters at rank 64 | one file, bf16 | one file, fp32 | all four, bf16 | all four, fp32 "
+             "| one file at the preset's rank, bf16 |", "|---|---|---|---|---|---|---|---|"]
+    for name, lora in presets:
+        def count(rank):
+            settings = OmegaConf.create({"rank": rank, "target_modules": list(lora.target_modules), "rank_map": None})
+            return lora_parameter_count(arch, settings, attention)
+
+        params = count(64)
+        sizes = [f"{params * width * copies / 1e6:,.0f} MB" for copies in (1, 4) for width in (2, 4)]
+        own = f"{count(lora.rank) * 2 / 1e6:,.0f} MB (rank {lora.rank})"
+        lines.append(f"| {name} | {', '.join(lora.target_modules)} | {params:,} | " + " | ".join(sizes) + f" | {own} |")
+    return "\n".join(lines)
+
+
 def _leaves(node: dict, prefix: str = ""):
     for key, value in node.items():
         if isinstance(value, dict):
@@ -74,3 +105,5 @@ if __name__ == "__main__":
     print(table())
     print()
     print(experiment_table())
+    print()
+    print(adapter_size_table())

@@ -122,6 +122,8 @@ def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, 
     ("model.timestep_mu=nan", "model.timestep_mu"),
     ("scheduler._target_=torch.optim.AdamW", "scheduler._target_"),
     ("scheduler._target_=sidestep.training.nothing", "scheduler._target_"),
+    ("run.name=jazz.v2", "run.name"),  # a PEFT adapter name may not hold a dot
+    ("export.dtype=fp8", "export.dtype"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}: "):
@@ -171,3 +173,15 @@ def test_a_saved_plain_config_validates_like_a_composed_one(make_cfg):
     plain.lora.rank = 0
     with pytest.raises(ConfigError, match="lora.rank"):
         prepare(plain)
+
+
+def test_run_name_defaults_to_the_dataset_and_start_time_and_names_the_run_dir(make_cfg, tmp_path):
+    from sidestep.config.schema import run_dir_leaf
+
+    (tmp_path / "my jazz.v2").mkdir()
+    cfg = make_cfg("model=tiny", f"data.dataset_dir={tmp_path / 'my jazz.v2'}", experiment=None)
+    base, time = cfg.run.name[:-len("20261124-100000")], cfg.run.name[-len("20261124-100000"):]
+    assert base == "my-jazz-v2-" and time[8] == "-" and (time[:8] + time[9:]).isdigit()
+    assert run_dir_leaf(cfg.run.name, time) == cfg.run.name
+    assert run_dir_leaf("jazz", time) == f"jazz-{time}"
+

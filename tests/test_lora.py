@@ -72,9 +72,9 @@ def trained_tiny(cfg):
 def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(make_cfg, tmp_path):
     cfg = make_cfg("lora.rank=4", "lora.alpha=8")
     trained = trained_tiny(cfg)
-    save_adapter(trained, tmp_path / "adapter")
+    save_adapter(trained, tmp_path / "adapter", "jazz")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
-        "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui.safetensors", "pytorch_lora_weights.safetensors"]
+        "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui", "diffusers_pipeline", "formats.json"]
     fresh = build_dit(cfg.model).transformer.eval()
     assert not torch.allclose(dit_outputs(fresh), dit_outputs(trained))
     fresh.load_lora_adapter(tmp_path / "adapter", weight_name="adapter_model.safetensors", prefix=None)
@@ -83,7 +83,7 @@ def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(mak
 
 def test_adapter_files_carry_rank_and_alpha_for_peft_and_diffusers(make_cfg, tmp_path):
     cfg = make_cfg("lora.rank=4", "lora.alpha=8")
-    save_adapter(trained_tiny(cfg), tmp_path / "adapter")
+    save_adapter(trained_tiny(cfg), tmp_path / "adapter", "jazz")
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["peft_type"]) == (4, 8, "LORA")
     with safe_open(tmp_path / "adapter" / "adapter_model.safetensors", "pt") as f:
@@ -94,14 +94,14 @@ def test_adapter_files_carry_rank_and_alpha_for_peft_and_diffusers(make_cfg, tmp
 def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("lora.rank=4")
     model = trained_tiny(cfg)
-    save_adapter(model, tmp_path / "adapter")
+    save_adapter(model, tmp_path / "adapter", "jazz")
     before = (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("sidestep.training.adapter_files.save_file", crash)
+    monkeypatch.setattr("safetensors.torch.save_file", crash)
     with pytest.raises(OSError):
-        save_adapter(model, tmp_path / "adapter")
+        save_adapter(model, tmp_path / "adapter", "jazz")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]

@@ -184,13 +184,13 @@ import os, signal, sys
 from tests.conftest import compose_cfg
 from sidestep.training import checkpoint
 from sidestep.training.loop import fit
-real, calls = checkpoint.save_file, []
+real, calls = checkpoint.save_safetensors, []
 def dying_save(*args, **kwargs):
     calls.append(1)
     if len(calls) == 4:  # the second checkpoint: its LoRA file is written, then the process dies
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
-checkpoint.save_file = dying_save
+checkpoint.save_safetensors = dying_save
 fit(compose_cfg(sys.argv[1], *sys.argv[3:]), __import__("pathlib").Path(sys.argv[2]))
 """
 

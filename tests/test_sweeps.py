@@ -25,6 +25,9 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
     configs = sorted(sweep.glob("*/adapter/adapter_config.json"))
     assert len(configs) == 4
     assert sorted(json.loads(p.read_text())["r"] for p in configs) == [2, 2, 4, 4]
+    for job in range(4):  # each job's adapter has its own name: they can share one ComfyUI loras/ folder
+        (comfy,) = (sweep / str(job) / "adapter" / "comfyui").glob("*.safetensors")
+        assert comfy.name.startswith("demo-") and comfy.name.endswith(f"-{job}.safetensors")
 
     report = cli(str(sweep), app="report")
     assert report.returncode == 0, report.stderr[-2000:]

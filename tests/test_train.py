@@ -1,5 +1,6 @@
 """End to end on the tiny model: the loss falls, runs are reproducible, and the CLI writes a complete run dir."""
 
+import re
 
 import pytest
 import torch
@@ -71,10 +72,15 @@ def test_every_optimizer_trains(make_cfg, tmp_path, optimizer):
 
 
 def test_cli_demo_writes_a_complete_run_dir(cli, tmp_path, cache_dir):
-    run = tmp_path / "run"
-    proc = cli("experiment=demo", "trainer.max_steps=12", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
-               f"hydra.run.dir={run}")
+    proc = cli("experiment=demo", "trainer.max_steps=12", "trainer.save_every_steps=6", "ui.yes=true",
+               f"data.synthetic.cache_dir={cache_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = (tmp_path / "outputs").glob("*/*")  # outputs/<date>/<run.name>, the name: demo-<start time>
+    assert re.fullmatch(r"demo-\d{8}-\d{6}", run.name) and f"name: {run.name}" in (run / ".hydra" / "config.yaml").read_text()
+    assert (run / "adapter" / "comfyui" / f"{run.name}.safetensors").is_file()
+    assert (run / "adapter" / "acestep" / run.name / "adapter_config.json").is_file()
+    unreadable = [p for p in run.rglob("*") if not p.stat().st_mode & 0o004]
+    assert not unreadable, unreadable  # checkpoints and adapter included: a shared ComfyUI server reads them
     for path in (".hydra/config.yaml", ".hydra/overrides.yaml", "adapter/adapter_config.json",
                  "adapter/adapter_model.safetensors", "train.log"):
         assert (run / path).stat().st_size > 0, path

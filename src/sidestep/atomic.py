@@ -83,3 +83,11 @@ def atomic_file(target: Path) -> Iterator[Path]:
         raise
     os.chmod(tmp, 0o666 & ~_umask())  # temporary files are private; the finished one gets the usual permissions
     publish(tmp, target)
+
+
+def save_safetensors(tensors, target: Path, metadata=None) -> None:
+    """`safetensors.torch.save_file`, atomic and with the usual permissions (it writes a private 0600 file)."""
+    from safetensors.torch import save_file
+
+    with atomic_file(target) as tmp:
+        save_file(tensors, tmp, metadata=metadata)

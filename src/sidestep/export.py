@@ -1,80 +1,67 @@
-"""`python -m sidestep.export RUN_OR_ADAPTER [--format all] [--out DIR] [--merge]`: re-export a trained adapter.
+"""`python -m sidestep.export SOURCE [--format all] [--out DIR] [--dtype bf16] [--name NAME] [--merge]`.
 
-Writes the adapter formats of DESIGN §6 again (e.g. for a run made before a format existed), and with `--merge`
-folds the adapter into the run's base DiT and writes it in the original ACE-Step layout.
+SOURCE is a run dir, its `adapter/`, or one of its `checkpoints/step-N/` (a run stopped before its adapter was
+written exports its newest checkpoint). Writes the adapter formats of DESIGN §6 (e.g. a checkpoint you liked
+better than the end, or a run made before a format existed), and with `--merge` a complete ACE-Step variant
+folder with the adapter folded into its DiT.
 """
 
 import argparse
-import shutil
+import re
 import sys
 from pathlib import Path
 
-from sidestep.atomic import atomic_dir
-from sidestep.errors import SidestepError
-from sidestep.training.adapter_files import (
-    FORMATS,
-    WEIGHTS,
-    merge_into,
-    read_adapter,
-    write_formats,
-)
+from sidestep.training.adapter_files import DTYPES, FORMATS
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"
 
 
-def find_adapter(source: Path) -> Path:
-    for candidate in (source, source / "adapter"):
-        if (candidate / WEIGHTS).is_file() and (candidate / "adapter_config.json").is_file():
-            return candidate
-    raise SidestepError(f"{source}: no adapter here (expected {WEIGHTS} and adapter_config.json, or a run dir with adapter/)")
-
-
-def merge(run_dir: Path, adapter: Path, out: Path) -> Path:
-    """The run's base DiT with the adapter folded in, as `out/merged/model.safetensors` in the original layout."""
-    import torch
-    from safetensors.torch import save_file
-
-    from sidestep.config import prepare
-    from sidestep.config.saved import load_saved
-    from sidestep.models.checkpoints import locate
-    from sidestep.models.dit import build_dit
-    from sidestep.models.keymap import NULL_CONDITION_KEY, diffusers_key_to_decoder
-
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise SidestepError(f"{run_dir}: --merge needs the run dir (with .hydra/config.yaml) to know the base model")
-    cfg = prepare(load_saved(saved))
-    dit = build_dit(cfg.model, torch.float32)
-    weights, config = read_adapter(adapter)
-    merged = merge_into(dit.transformer.state_dict(), weights, config)
-    tensors = {diffusers_key_to_decoder(k): v.contiguous() for k, v in merged.items()}
-    tensors[NULL_CONDITION_KEY] = dit.null_condition_emb.contiguous()
-    with atomic_dir(out / MERGED_DIR) as tmp:
-        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-        if cfg.model.variant != "tiny":
-            folder = locate(cfg.model.checkpoint_dir, cfg.model.variant)
-            if folder.layout == "original":
-                shutil.copy(folder.config_file, tmp / "config.json")
-    return out / MERGED_DIR / "model.safetensors"
+def default_out(source) -> Path:
+    """An adapter folder is rewritten in place; a checkpoint gets `<checkpoint>/adapter/`, a stopped run `<run>/adapter/`."""
+    if source.step is None:
+        return source.weights_file.parent
+    return (source.path if source.path == source.run_dir else source.weights_file.parent) / "adapter"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sidestep.export", description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="a run dir, or an adapter dir holding adapter_model.safetensors")
+    parser.add_argument("source", type=Path, help="a run dir, its adapter/, or one of its checkpoints/step-N/")
     parser.add_argument("--format", choices=[*FORMATS, "all"], default="all")
-    parser.add_argument("--out", type=Path, help="where to write (default: the adapter dir itself)")
-    parser.add_argument("--merge", action="store_true", help="also write the base DiT with the adapter merged in")
+    parser.add_argument("--out", type=Path, help="where to write (default: the adapter dir; for a checkpoint, "
+                                                 "<checkpoint>/adapter)")
+    parser.add_argument("--dtype", choices=list(DTYPES), help="of the exported tensors (default: the run's export.dtype)")
+    parser.add_argument("--name", help="ComfyUI file and ACE-Step adapter name (default: the run's name, "
+                                       "-stepN for a checkpoint)")
+    parser.add_argument("--merge", action="store_true", help="also write the base model with the adapter folded in, "
+                                                             "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        adapter = find_adapter(args.source)
-        out = args.out or adapter
-        weights, config = read_adapter(adapter)
+        from omegaconf import OmegaConf
+
+        from sidestep.errors import SidestepError
+        from sidestep.sampling.sources import open_source
+        from sidestep.training.adapter_files import write_formats
+
+        if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
+            raise SidestepError(f"--name {args.name!r}: use letters, digits, - and _ only (it names files and a "
+                                "PEFT adapter, which may not hold a dot)")
+        source = open_source(args.source)
+        name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "-", source.name)
+        run_dtype = OmegaConf.select(source.run_cfg, "export.dtype") if source.run_cfg is not None else None
+        dtype = args.dtype or run_dtype or "bf16"
+        out = args.out or default_out(source)
         formats = FORMATS if args.format == "all" else (args.format,)
-        write_formats(weights, config, out, formats)
-        console.print(f"wrote {', '.join(formats)} to {out}")
+        write_formats(source.weights, source.lora_config, out, name, dtype, formats)
+        console.print(f"wrote {', '.join(formats)} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
         if args.merge:
-            console.print(f"merged DiT written to {merge(args.source, adapter, out)}")
+            if source.run_cfg is None:
+                raise SidestepError(f"{args.source}: --merge needs a folder inside a run dir (its .hydra/config.yaml "
+                                    "says which base model the adapter was trained on)")
+            from sidestep.models.merge import merge_into_variant
+
+            folder = merge_into_variant(source.run_cfg.model, source.weights, source.lora_config, out / MERGED_DIR, name)
+            console.print(f"merged model written to {folder} (a complete ACE-Step variant folder)")
 
 
 if __name__ == "__main__":

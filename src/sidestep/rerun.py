@@ -22,7 +22,8 @@ from sidestep.train import resolve
 from sidestep.ui.console import exit_on_user_error
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
-RESUME_KEYS = ("resume_from", "resume.strict")
+RESUME_KEYS = ("resume_from", "resume.strict")  # a rerun starts afresh and trains the whole run
+VOLATILE_KEYS = ("run.name",)  # its default carries the start time: a rerun is a new run with a new name
 
 
 def override_key(override: str) -> str:
@@ -61,7 +62,7 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
         cfg = resolve(compose(config_name="train", overrides=overrides + search))
     now = flatten(as_container(cfg))
     saved = flatten(OmegaConf.to_container(load_saved(run_dir / ".hydra" / "config.yaml")))
-    keys = sorted((set(now) | set(saved)) - set(RESUME_KEYS))
+    keys = sorted((set(now) | set(saved)) - set(RESUME_KEYS) - set(VOLATILE_KEYS))
     return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
 
 

@@ -15,6 +15,7 @@ from sidestep.config.schema import (
     LATENT_FPS,
     OPTIMIZER_SCHEMAS,
     PRODIGY_TARGET,
+    RUN_NAME,
     PreprocessConfig,
     SampleConfig,
     SchedulerConfig,
@@ -77,6 +78,9 @@ def validate(cfg: DictConfig) -> None:
     _check(lora.alpha > 0, "lora.alpha", f"must be > 0 (got {lora.alpha}); usually 2 x rank")
     _check(lora.alpha_ratio is None or lora.alpha_ratio > 0, "lora.alpha_ratio", f"must be > 0 or null (got {lora.alpha_ratio})")
     _check(0.0 <= lora.dropout <= 0.5, "lora.dropout", f"must be between 0 and 0.5 (got {lora.dropout})")
+    _check(RUN_NAME.fullmatch(str(cfg.run.name)) is not None, "run.name",
+           f"{cfg.run.name!r}: use letters, digits, - and _ only (it names files and a PEFT adapter)")
+    _check(cfg.export.dtype in ("fp32", "bf16", "fp16"), "export.dtype", f"must be fp32, bf16 or fp16 (got {cfg.export.dtype!r})")
     _check(lora.bias in ("none", "all", "lora_only"), "lora.bias", f"must be none, all or lora_only (got {lora.bias!r})")
     known = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
     bad = [m for m in lora.target_modules if m not in known]

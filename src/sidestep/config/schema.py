@@ -4,10 +4,14 @@ Each config group's YAML extends one of these dataclasses (registered in Hydra's
 `schema/<group>/<name>`), so a typo or a wrong type fails at compose time; `checks.py` then checks ranges.
 """
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
@@ -304,6 +308,24 @@ class SampleConfig:
     ui: UIConfig = field(default_factory=UIConfig)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass
+class RunConfig:
+    """What this run is called: its run dir (`outputs/<date>/<name>/`, `<name>-<time>` for a name you give), its
+    ComfyUI file and its ACE-Step adapter."""
+
+    name: str = "${sidestep_run_name:${now:%Y%m%d-%H%M%S}}"  # default: <dataset or experiment>-<start time>
+
+
+@dataclass
+class ExportConfig:
+    """The adapter files written at the end of training and by `python -m sidestep.export`."""
+
+    dtype: str = "bf16"  # fp32 | bf16 | fp16; training and checkpoints stay fp32
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
@@ -312,7 +334,9 @@ class TrainConfig:
     attention: AttentionConfig = MISSING
     training: TrainingConfig = MISSING
     data: DataConfig = MISSING
+    run: RunConfig = field(default_factory=RunConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
@@ -322,8 +346,33 @@ class TrainConfig:
     sample: SampleSettings = field(default_factory=SampleSettings)
 
 
+def default_run_name(time: str, _root_: DictConfig) -> str:
+    """`<dataset folder or experiment>-<time>`, and `-<job number>` in a sweep, in letters, digits, - and _ (it
+    becomes file names and a PEFT adapter name, which may not hold a dot)."""
+    folder = OmegaConf.select(_root_, "data.dataset_dir") or OmegaConf.select(_root_, "preprocess.audio_dir")
+    experiment, job = None, None
+    try:
+        hydra = HydraConfig.get()
+        experiment = hydra.runtime.choices.get("experiment")
+        job = hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
+    except ValueError:  # composed outside a Hydra run (tests, sidestep.rerun's check)
+        pass
+    base = Path(str(folder)).name if folder else experiment or "run"
+    parts = [re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-") or "run", time] + ([str(job)] if job is not None else [])
+    return "-".join(parts)
+
+
+def run_dir_leaf(name: str, time: str) -> str:
+    """The run dir's last folder: the name, which by default already ends in the start time; a name the user gave
+    gets `-<start time>` added, so a second run of the same name never writes into the first one's folder."""
+    return name if name.endswith(time) else f"{name}-{time}"
+
+
 def register_schemas() -> None:
     """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
+    if not OmegaConf.has_resolver("sidestep_run_name"):
+        OmegaConf.register_new_resolver("sidestep_run_name", default_run_name)
+        OmegaConf.register_new_resolver("sidestep_run_dir_leaf", run_dir_leaf)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from sidestep.atomic import atomic_dir
+from sidestep.atomic import atomic_dir, save_safetensors
 from sidestep.config import LATENT_FPS, SyntheticConfig
 from sidestep.data.dataset import MANIFEST
 from sidestep.data.samples import METADATA_KEY, SampleShape
@@ -63,7 +62,7 @@ def _write(folder: Path, cfg: SyntheticConfig, shape: SampleShape, settings: dic
         }
         metadata = {"caption": f"synthetic style {style}", "lyrics": "[Instrumental]", "duration": cfg.seconds}
         name = f"sample_{i:03d}.safetensors"
-        save_file(sample, folder / name, metadata={METADATA_KEY: json.dumps(metadata)})
+        save_safetensors(sample, folder / name, metadata={METADATA_KEY: json.dumps(metadata)})
         names.append(name)
     manifest = {"metadata": {"generator": "sidestep.data.synthetic", **settings}, "samples": names, "num_samples": len(names)}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))

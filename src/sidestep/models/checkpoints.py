@@ -148,8 +148,33 @@ def pick_variant(checkpoint_dir: Path) -> str:
     return ranked[0]
 
 
+def decoder_arch(files: List[Path]) -> Dict[str, int]:
+    """The DiT's widths and depths, read off its weight shapes (the original config.json lacks some, e.g.
+    `encoder_hidden_size`, the width of the condition it is fed, which differs from the DiT's in the XL variants)."""
+    shapes = {}
+    for path in files:
+        with _open(path) as f:
+            for new, old in decoder_keys(f.keys()).items():
+                shapes[new] = tuple(f.get_slice(old).get_shape())
+    try:
+        hidden, condition = shapes["condition_embedder.weight"]
+        head_dim = shapes["layers.0.self_attn.norm_q.weight"][0]
+        _, in_channels, patch = shapes["proj_in_conv.weight"]
+        return dict(hidden_size=hidden, encoder_hidden_size=condition, head_dim=head_dim,
+                    intermediate_size=shapes["layers.0.mlp.gate_proj.weight"][0],
+                    num_hidden_layers=len({k.split(".")[1] for k in shapes if k.startswith("layers.")}),
+                    num_attention_heads=shapes["layers.0.self_attn.to_q.weight"][0] // head_dim,
+                    num_key_value_heads=shapes["layers.0.self_attn.to_k.weight"][0] // head_dim,
+                    in_channels=in_channels, patch_size=patch,
+                    audio_acoustic_hidden_dim=shapes["proj_out_conv.weight"][1])
+    except KeyError as err:
+        raise ConfigError(f"{files[0].parent if files else 'checkpoint'}: no DiT weights ({err.args[0]} missing "
+                          "under decoder.*); is this an ACE-Step 1.5 checkpoint?") from None
+
+
 def apply_checkpoint_config(model_cfg) -> None:
-    """The variant's config.json decides architecture and training constants; log where it overrules the YAML.
+    """The checkpoint decides architecture and training constants: its config.json, and the weight shapes for what
+    that lacks (the original's has no `encoder_hidden_size`); log where it overrules the YAML.
 
     `model=auto` first becomes the variant `pick_variant` chooses, so the saved config names what was trained."""
     if model_cfg.variant == "auto":
@@ -157,7 +182,10 @@ def apply_checkpoint_config(model_cfg) -> None:
         found = ", ".join(find_variants(model_cfg.checkpoint_dir)) or model_cfg.variant
         log.info("model=auto: training %s (found: %s)", model_cfg.variant, found)
     folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
-    found = read_config(folder)
+    found = {k: (v, "config.json") for k, v in read_config(folder).items() if v is not None}
+    if folder.layout == "original" and any((folder.path / name).is_file() for name in (SINGLE_FILE, INDEX_FILE)):
+        shapes = decoder_arch(weight_files(folder.path))  # no weights yet: loading them later says so
+        found = {**{k: (v, "weights") for k, v in shapes.items()}, **found}
     for key in list(model_cfg.arch.keys()):
         _take(model_cfg.arch, key, found, f"model.arch.{key}")
     for key in CHECKPOINT_OWNED:
@@ -165,6 +193,7 @@ def apply_checkpoint_config(model_cfg) -> None:
 
 
 def _take(node, key: str, found: dict, name: str) -> None:
-    if key in found and found[key] is not None and found[key] != node[key]:
-        log.info("%s = %s from the checkpoint's config.json (config said %s)", name, found[key], node[key])
-        node[key] = found[key]
+    if key in found and found[key][0] != node[key]:
+        value, where = found[key]
+        log.info("%s = %s from the checkpoint's %s (config said %s)", name, value, where, node[key])
+        node[key] = value

@@ -16,10 +16,10 @@ import torch
 from diffusers import AutoencoderOobleck
 from diffusers.pipelines.ace_step import AceStepConditionEncoder
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
+from sidestep.atomic import save_safetensors
 from sidestep.models.checkpoints import SILENCE_FILE, TEXT_ENCODER_DIR, VAE_DIR, VARIANT_PREFIX
 from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder, diffusers_key_to_encoder
@@ -68,7 +68,8 @@ def tiny_condition_encoder(model_cfg: DictConfig) -> AceStepConditionEncoder:
 
 def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo") -> Path:
     """Save the tiny stack as an ACE-Step `checkpoints/` folder: `acestep-v15-<variant>/` (config.json,
-    model.safetensors with original key names, silence_latent.pt), `vae/` and the text encoder folder."""
+    model.safetensors with original key names, silence_latent.pt), `vae/` and the text encoder folder. Its
+    config.json, like the original's, has no `encoder_hidden_size`."""
     root = Path(root)
     folder = root / f"{VARIANT_PREFIX}{variant}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,9 +80,11 @@ def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo")
         if key not in ("silence_latent", "null_condition_emb"):
             state[diffusers_key_to_encoder(key)] = value.contiguous()
     state["null_condition_emb"] = dit.null_condition_emb.contiguous()
-    save_file(state, folder / "model.safetensors")
+    save_safetensors(state, folder / "model.safetensors")
     torch.save(encoder.silence_latent.transpose(1, 2).contiguous(), folder / SILENCE_FILE)  # original: [1, 64, T]
-    config = {**OmegaConf.to_container(model_cfg.arch, resolve=True), "is_turbo": variant == "turbo",
+    arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
+    arch.pop("encoder_hidden_size")  # as in the original config.json: the loader reads it off the weights
+    config = {**arch, "is_turbo": variant == "turbo",
               "timestep_mu": model_cfg.timestep_mu, "timestep_sigma": model_cfg.timestep_sigma,
               "data_proportion": 0.5}  # a real config.json has it; training ignores it (DESIGN §4: r = t)
     (folder / "config.json").write_text(json.dumps(config, indent=2))

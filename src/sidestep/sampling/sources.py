@@ -1,5 +1,6 @@
-"""What `sidestep.sample` is pointed at: a run dir, its `adapter/`, or one of its `checkpoints/step-N/`. A
-folder inside a run brings the run's saved config, which says the model and checkpoint the LoRA was trained on."""
+"""What `sidestep.sample` and `sidestep.export` are pointed at: a run dir, its `adapter/`, or one of its
+`checkpoints/step-N/` (a run stopped before its adapter was written stands for its newest checkpoint). A folder
+inside a run brings the run's saved config, which says the model and checkpoint the LoRA was trained on."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from sidestep.config import typed
 from sidestep.config.saved import load_saved
 from sidestep.errors import ConfigError
 from sidestep.training.adapter_files import WEIGHTS, read_adapter
-from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
+from sidestep.training.checkpoint import LORA_FILE, STATE_FILE, complete_checkpoints, read_state
 from sidestep.training.lora import peft_config
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
@@ -28,6 +29,15 @@ class Source:
     weights: Dict[str, torch.Tensor]  # LoRA tensors under diffusers names
     lora_config: LoraConfig
     weights_file: Path
+    step: Optional[int] = None  # the checkpoint's optimizer step; None for a finished adapter
+
+    @property
+    def name(self) -> str:
+        """The run's name (`run.name`, or its folder for runs made before there was one), `-stepN` for a checkpoint."""
+        run_name = OmegaConf.select(self.run_cfg, "run.name") if self.run_cfg is not None else None
+        folder = self.run_dir or (self.path.parent if self.path.name == "adapter" else self.path)
+        base = run_name or folder.name
+        return base if self.step is None else f"{base}-step{self.step}"
 
 
 def run_root(path: Path) -> Optional[Path]:
@@ -54,6 +64,8 @@ def open_source(path: Path) -> Source:
     run_dir = run_root(path)
     run_cfg = typed(load_saved(run_dir / SAVED_CONFIG)) if run_dir else None
     folder = path / "adapter" if path == run_dir else path
+    if path == run_dir and not (folder / "adapter_config.json").is_file() and complete_checkpoints(run_dir):
+        folder = complete_checkpoints(run_dir)[-1]
     if (folder / "adapter_config.json").is_file():
         weights, config = read_adapter(folder)
         return Source(path, run_dir, run_cfg, weights, config, folder / WEIGHTS)
@@ -62,9 +74,10 @@ def open_source(path: Path) -> Source:
             raise ConfigError(f"source: {path} is a checkpoint outside its run dir; its LoRA settings are in the run's "
                               ".hydra/config.yaml, so point at the checkpoint inside the run")
         config = peft_config(run_cfg.lora, run_cfg.attention, run_cfg.model.arch)
-        return Source(path, run_dir, run_cfg, load_file(folder / LORA_FILE), config, folder / LORA_FILE)
+        step = read_state(folder)["state"]["step"]
+        return Source(path, run_dir, run_cfg, load_file(folder / LORA_FILE), config, folder / LORA_FILE, step)
     if path == run_dir:
-        raise ConfigError(f"source: {path} has no adapter/ yet (the run did not finish); point at one of its "
-                          "checkpoints/step-N/ folders")
+        raise ConfigError(f"source: {path} has no adapter/ and no complete checkpoint yet (the run stopped before "
+                          "its first one)")
     raise ConfigError(f"source: {path} holds no adapter (adapter_config.json) or checkpoint ({STATE_FILE}); give a "
                       "run dir, its adapter/ or a checkpoints/step-N/")

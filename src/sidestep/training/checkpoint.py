@@ -22,9 +22,8 @@ from typing import List, Optional
 import torch
 from accelerate import Accelerator
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import save_file
 
-from sidestep.atomic import publish
+from sidestep.atomic import publish, save_safetensors
 from sidestep.training.checkpoint_check import (
     LORA_FILE,
     STATE_FILE,
@@ -36,6 +35,7 @@ from sidestep.training.checkpoint_check import (
     read_tensors,
     verify,
 )
+from sidestep.training.adapter_files import lora_header
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.flow_matching import StepGenerators
 
@@ -66,8 +66,8 @@ def register_lora_hooks(accelerator: Accelerator) -> None:
 
     def save_hook(models, weights, output_dir):
         for model in models:
-            save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
-                      Path(output_dir) / LORA_FILE)
+            save_safetensors({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
+                             Path(output_dir) / LORA_FILE, lora_header(model.peft_config["default"], "checkpoint", "fp32"))
         weights.clear()
 
     def load_hook(models, input_dir):
@@ -91,7 +91,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
     accelerator.save_state(str(tmp))
     generators = {name: g.get_state() for name, g in vars(gens).items()}
     generators["torch_rng"] = torch.get_rng_state()
-    save_file(generators, tmp / GENERATORS_FILE.format(accelerator.process_index))
+    save_safetensors(generators, tmp / GENERATORS_FILE.format(accelerator.process_index))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         payload = {"state": asdict(state), "scheduler": scheduler.state_dict(), "fingerprint": fingerprint_,

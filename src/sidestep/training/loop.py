@@ -215,7 +215,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
     result.final_loss = float("nan") if smoothed is None else float(smoothed)
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
-        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir)
+        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir, cfg.run.name, cfg.export.dtype)
         status.finished(result.adapter_dir)
         sampler.finish(transformer, state.step)  # the final adapter's samples, and the run's report.html
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,

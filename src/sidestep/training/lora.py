@@ -84,9 +84,10 @@ def layer_grad_norms(transformer: torch.nn.Module) -> Dict[int, float]:
     return {layer: float(total.sqrt()) for layer, total in sorted(squares.items())}
 
 
-def save_adapter(transformer: torch.nn.Module, target: Path) -> None:
-    """Write `target/` with the adapter in every format (see adapter_files), all or nothing."""
+def save_adapter(transformer: torch.nn.Module, target: Path, name: str, dtype: str = "fp32") -> None:
+    """Write `target/` with the adapter in every format (see adapter_files), all or nothing; `name` names the
+    ComfyUI file and the ACE-Step adapter, `dtype` the exported tensors."""
     config = transformer.peft_config["default"]
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
     with atomic_dir(target) as tmp:
-        write_formats(weights, config, tmp)
+        write_formats(weights, config, tmp, name, dtype)

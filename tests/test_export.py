@@ -1,0 +1,125 @@
+"""`python -m sidestep.export` on an original-layout checkpoint whose widths are not the 2B model's: any checkpoint
+exports, a stopped run exports its newest one, and `--merge` writes a complete variant folder that loads again."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from sidestep import export
+from sidestep.config import as_container
+from sidestep.models.dit import build_dit
+from sidestep.models.keymap import diffusers_key_to_decoder
+from sidestep.models.tiny import write_checkpoints
+from sidestep.train import resolve
+from sidestep.training.adapter_files import read_adapter
+from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
+from sidestep.training.lora import add_lora, save_adapter
+from tests.conftest import compose_cfg, dit_outputs, randomize_lora
+
+CODE_FILE = "modeling_acestep_v15_turbo.py"  # the model code ACE-Step ships beside the weights
+
+
+def original_checkpoint(cache_dir, root):
+    """A tiny original-layout turbo folder, DiT 48 wide fed a 64-wide condition (as the XL variants: the two differ),
+    stored in bf16 with a model code file, and a config.json without `encoder_hidden_size` (as the original's)."""
+    tiny = compose_cfg(cache_dir, "model.arch.hidden_size=48", "model.arch.intermediate_size=96")
+    folder = write_checkpoints(tiny.model, root, variant="turbo")
+    weights = folder / "model.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(weights).items()}, weights)
+    (folder / CODE_FILE).write_text("# the original model code\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cache_dir):
+    """A run dir trained (LoRA dropout 0.1) on that checkpoint: saved config, final adapter, two checkpoints."""
+    root = tmp_path_factory.mktemp("export")
+    checkpoints = original_checkpoint(cache_dir, root / "checkpoints")
+    cfg = resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={checkpoints}", "lora.rank=4",
+                              "lora.alpha=8", "lora.dropout=0.1", "run.name=jazz"))
+    run_dir = root / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
+    dit = build_dit(cfg.model)
+    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    model = randomize_lora(dit.transformer)
+    save_adapter(model, run_dir / "adapter", cfg.run.name, cfg.export.dtype)
+    lora = {k: v for k, v in load_file(run_dir / "adapter" / "adapter_model.safetensors").items()}
+    for step, scale in ((3, 0.5), (5, 1.0)):
+        folder = run_dir / "checkpoints" / f"step-{step:07d}"
+        folder.mkdir(parents=True)
+        save_file({k: v * scale for k, v in lora.items()}, folder / LORA_FILE)
+        (folder / STATE_FILE).write_text(json.dumps({"state": {"step": step, "epoch": 1}}))
+    return cfg, run_dir, checkpoints / "acestep-v15-turbo"
+
+
+def test_architecture_comes_from_the_checkpoint_not_the_yaml(run):
+    cfg, _, _ = run
+    arch = cfg.model.arch
+    assert (arch.hidden_size, arch.encoder_hidden_size, arch.intermediate_size, arch.num_hidden_layers) == (48, 64, 96, 2)
+    assert (arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim) == (4, 2, 16)
+
+
+def test_a_checkpoint_exports_every_format_under_its_step_name(run):
+    cfg, run_dir, _ = run
+    checkpoint = run_dir / "checkpoints" / "step-0000003"
+    export.main([str(checkpoint)])
+    out = checkpoint / "adapter"
+    formats = json.loads((out / "formats.json").read_text())
+    assert set(formats) == {"diffusers", "diffusers_pipeline", "acestep", "comfyui"}
+    assert formats["comfyui"]["path"] == "comfyui/jazz-step3.safetensors"
+    weights, config = read_adapter(out)
+    saved = load_file(checkpoint / LORA_FILE)
+    assert weights.keys() == saved.keys() and all(torch.equal(weights[k], saved[k]) for k in saved)
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 8, 0.0)
+
+
+def test_a_stopped_run_exports_its_newest_checkpoint(run, tmp_path):
+    _, run_dir, _ = run
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir / ".hydra", stopped / ".hydra")
+    shutil.copytree(run_dir / "checkpoints", stopped / "checkpoints", ignore=shutil.ignore_patterns("adapter"))
+    export.main([str(stopped), "--format", "diffusers"])
+    weights, _ = read_adapter(stopped / "adapter")
+    newest = load_file(stopped / "checkpoints" / "step-0000005" / LORA_FILE)
+    assert all(torch.equal(weights[k], newest[k]) for k in newest)
+
+
+def test_export_of_a_folder_without_an_adapter_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        export.main([str(tmp_path)])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: source: ")
+
+
+def test_merge_writes_a_complete_variant_folder_that_loads_as_base_plus_lora(run, tmp_path, cache_dir):
+    cfg, run_dir, source = run
+    export.main([str(run_dir), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
+    merged = tmp_path / "merged" / "acestep-v15-turbo-jazz"
+    assert sorted(p.name for p in merged.iterdir()) == sorted(["config.json", "model.safetensors", "silence_latent.pt",
+                                                               CODE_FILE])
+    with safe_open(source / "model.safetensors", "pt") as a, safe_open(merged / "model.safetensors", "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        before = {k: a.get_tensor(k) for k in a.keys()}
+        after = {k: b.get_tensor(k) for k in b.keys()}
+    assert all(after[k].dtype == before[k].dtype == torch.bfloat16 for k in before)
+    assert all(torch.equal(after[k], before[k]) for k in before if not k.startswith("decoder."))
+
+    weights, _ = read_adapter(run_dir / "adapter")
+    name = "layers.1.cross_attn.to_out.0"
+    key = diffusers_key_to_decoder(f"{name}.weight")
+    expected = before[key].float() + 2.0 * weights[f"{name}.lora_B.weight"] @ weights[f"{name}.lora_A.weight"]
+    assert torch.allclose(after[key].float(), expected, rtol=0, atol=2e-3)  # a bf16 rounding of the sum
+    assert not torch.allclose(after[key].float(), before[key].float(), rtol=0, atol=2e-3)
+    untouched = diffusers_key_to_decoder("layers.0.mlp.up_proj.weight")
+    assert torch.equal(after[untouched], before[untouched])
+
+    reloaded = build_dit(resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}")).model)
+    base = build_dit(cfg.model).transformer
+    base.load_lora_adapter(run_dir / "adapter", weight_name="adapter_model.safetensors", prefix=None)
+    want, got, plain = dit_outputs(base), dit_outputs(reloaded.transformer), dit_outputs(build_dit(cfg.model).transformer)
+    assert (got - want).abs().max() < 0.1 * (plain - want).abs().max()
