@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from bench_step import bare_steps
 from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_step import bare_steps
 from sidestep.config import register_schemas
 from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder

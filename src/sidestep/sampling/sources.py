@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from peft import LoraConfig
 from safetensors.torch import load_file
 

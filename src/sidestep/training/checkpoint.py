@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from sidestep.atomic import publish, save_safetensors
+from sidestep.training.adapter_files import lora_header
 from sidestep.training.checkpoint_check import (
     LORA_FILE,
     STATE_FILE,
@@ -35,7 +36,6 @@ from sidestep.training.checkpoint_check import (
     read_tensors,
     verify,
 )
-from sidestep.training.adapter_files import lora_header
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.flow_matching import StepGenerators
 
