@@ -179,7 +179,7 @@ def test_run_name_defaults_to_the_dataset_and_start_time_and_names_the_run_dir(m
     from sidestep.config.schema import run_dir_leaf
 
     (tmp_path / "my jazz.v2").mkdir()
-    cfg = make_cfg("model=tiny", f"data.dataset_dir={tmp_path / 'my jazz.v2'}", experiment=None)
+    cfg = make_cfg("model=tiny", "lora.rank=16", f"data.dataset_dir={tmp_path / 'my jazz.v2'}", experiment=None)
     base, time = cfg.run.name[:-len("20261124-100000")], cfg.run.name[-len("20261124-100000"):]
     assert base == "my-jazz-v2-" and time[8] == "-" and (time[:8] + time[9:]).isdigit()
     assert run_dir_leaf(cfg.run.name, time) == cfg.run.name

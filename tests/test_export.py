@@ -54,7 +54,8 @@ def run(tmp_path_factory, cache_dir):
         folder = run_dir / "checkpoints" / f"step-{step:07d}"
         folder.mkdir(parents=True)
         save_file({k: v * scale for k, v in lora.items()}, folder / LORA_FILE)
-        (folder / STATE_FILE).write_text(json.dumps({"state": {"step": step, "epoch": 1}}))
+        state = {"step": step, "epoch": 1, "batch_in_epoch": 0, "skipped_nonfinite": 0}
+        (folder / STATE_FILE).write_text(json.dumps({"state": state, "scheduler": {}, "fingerprint": {}}))
     return cfg, run_dir, checkpoints / "acestep-v15-turbo"
 
 

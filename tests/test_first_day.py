@@ -43,7 +43,7 @@ def test_the_default_sample_length_is_capped_and_an_explicit_one_wins(make_cfg):
 
 
 def test_data_loader_workers_follow_the_cores(make_cfg, monkeypatch):
-    cfg = make_cfg("data.num_workers=null")
+    cfg = make_cfg("data.num_workers=null", "data.crop_seconds=2")  # a list stands in for the dataset: no lengths
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     loader, _ = make_loader(cfg, list(range(8)), "cpu")
     assert loader.num_workers == 1
@@ -52,7 +52,7 @@ def test_data_loader_workers_follow_the_cores(make_cfg, monkeypatch):
         loader.check_worker_number_rationality()
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
     assert make_loader(cfg, list(range(8)), "cpu")[0].num_workers == 4
-    assert make_loader(make_cfg("data.num_workers=3"), list(range(8)), "cpu")[0].num_workers == 3
+    assert make_loader(make_cfg("data.num_workers=3", "data.crop_seconds=2"), list(range(8)), "cpu")[0].num_workers == 3
 
 
 def test_prodigy_shows_its_real_step_size(make_cfg, tmp_path, caplog):

@@ -52,7 +52,7 @@ def test_condition_dropout_replaces_about_cfg_ratio_of_samples_with_the_null_emb
     assert torch.equal(out[dropped], null.expand(int(dropped.sum()), 3, 8))
     assert torch.equal(out[~dropped], enc[~dropped])
     out, dropped = drop_condition(enc, null, 0.0, torch.Generator().manual_seed(0))
-    assert not dropped.any() and out is enc
+    assert not dropped.any() and torch.equal(out, enc)
 
 
 class EchoModel(torch.nn.Module):

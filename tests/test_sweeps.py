@@ -59,7 +59,7 @@ def test_reruns_reproduce_the_adapter_and_accept_changes(cli, tmp_path, cache_di
     proc = cli("--config-path", str(first / ".hydra"), "--config-name", "config")
     assert proc.returncode == 0, proc.stderr[-2000:]
     exact = next((tmp_path / "outputs").glob("*/*"))
-    assert re.fullmatch(r"\d\d-\d\d-\d\d-\d{6}", exact.name)  # the app's run-dir pattern, not Hydra's default
+    assert re.fullmatch(r"mine-\d{8}-\d{6}", exact.name)  # the app's run-dir pattern, not Hydra's default
     assert "][INFO] - " not in proc.stdout and re.search(r"^\d\d:\d\d:\d\d INFO adapter written", proc.stdout, re.M)
     assert "dir: outputs/${now:" in (exact / ".hydra" / "config.yaml").read_text()  # and so will its reruns
     assert same_adapter(first, exact)

@@ -346,6 +346,9 @@ class TrainConfig:
     sample: SampleSettings = field(default_factory=SampleSettings)
 
 
+STAMPED = re.compile(r"-\d{8}-\d{6}$")  # a start time at the end of a run's name
+
+
 def default_run_name(time: str, _root_: DictConfig) -> str:
     """`<dataset folder or experiment>-<time>`, and `-<job number>` in a sweep, in letters, digits, - and _ (it
     becomes file names and a PEFT adapter name, which may not hold a dot)."""
@@ -364,8 +367,9 @@ def default_run_name(time: str, _root_: DictConfig) -> str:
 
 def run_dir_leaf(name: str, time: str) -> str:
     """The run dir's last folder: the name, which by default already ends in the start time; a name the user gave
-    gets `-<start time>` added, so a second run of the same name never writes into the first one's folder."""
-    return name if name.endswith(time) else f"{name}-{time}"
+    gets `-<start time>` added, so a second run of the same name never writes into the first one's folder (a
+    rerun of a saved config swaps the earlier start time for its own)."""
+    return name if name.endswith(time) else f"{STAMPED.sub('', name)}-{time}"
 
 
 def register_schemas() -> None:

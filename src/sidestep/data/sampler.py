@@ -32,7 +32,7 @@ class EpochSampler(Sampler[Tuple[int, int]]):
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=gen).tolist() if self.shuffle else list(range(self.size))
-        if self.lengths is not None and self.batch_size > 1:
+        if self.lengths is not None and self.batch_size > 1 and len(set(self.lengths)) > 1:  # equal: nothing to group
             order = self._bucketed(order, gen)
         return iter([(self.epoch, i) for i in order])
 
