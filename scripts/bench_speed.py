@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 from accelerate import data_loader
-
 from bench_step import REAL_WIDTH, project_config
+
 from sidestep.config import register_schemas
 from sidestep.data.collate import CropCollate
 from sidestep.data.sampler import EpochSampler
