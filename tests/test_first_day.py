@@ -27,11 +27,16 @@ def test_alpha_follows_the_rank_unless_given(make_cfg):
     assert make_cfg("lora.rank=8", "lora.alpha_ratio=1").lora.alpha == 8
 
 
-def test_a_short_run_warns_about_its_warm_up_and_samples_as_long_as_its_songs(make_cfg, tmp_path, caplog, capsys):
+def test_a_short_run_warns_about_its_warm_up_and_samples_as_long_as_its_songs(make_cfg, tmp_path, caplog, monkeypatch):
+    from sidestep.training import loop
+
+    plans = []
+    monkeypatch.setattr(loop, "show", plans.append)  # the summary's values, whatever the terminal's width
     with caplog.at_level(logging.WARNING):
         fit(make_cfg("trainer.max_steps=2", "sample.every_n_steps=2", "data.synthetic.seconds=1.2"), tmp_path)
     assert "scheduler.warmup_steps=20 covers the whole run of 2 optimizer steps" in caplog.text  # demo: 20 warm-up
-    assert re.search(r"samples\s+│ 2 prompt\(s\) x 1.2 s at 1 points \(steps 2\): about \d+% on top", capsys.readouterr().out)
+    assert re.fullmatch(r"2 prompt\(s\) x 1.2 s at 1 points \(steps 2\): about \d+% on top of training's DiT work",
+                        plans[0].sampling)
     wavs = sorted((tmp_path / "samples").rglob("*.wav"))
     assert len(wavs) == 2 and all(soundfile.info(str(w)).duration == 1.2 for w in wavs)
 

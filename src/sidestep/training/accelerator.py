@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from omegaconf import DictConfig
 
 from sidestep.errors import ConfigError
@@ -64,6 +64,8 @@ def build_accelerator(trainer: DictConfig, run_dir: Path) -> Accelerator:
     device = resolve_device(trainer.device)
     return Accelerator(
         cpu=device == "cpu",
+        # pinned batches are copied to a GPU without making the host wait for the copy
+        dataloader_config=DataLoaderConfiguration(non_blocking=device == "cuda"),
         mixed_precision=resolve_precision(trainer.precision, device),
         gradient_accumulation_steps=trainer.gradient_accumulation,
         log_with="tensorboard",
