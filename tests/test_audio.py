@@ -99,7 +99,8 @@ def _nan(path: Path) -> None:
     ("no_frames.wav", lambda p: soundfile.write(p, np.zeros((0, 2), np.float32), 48_000), "zero length"),
     ("silent.flac", lambda p: soundfile.write(p, np.full(48_000, 5e-5, np.float32), 48_000, subtype="PCM_24"),
      "silent"),
-    ("song.m4a", lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64)), "convert it to WAV or FLAC"),
+    ("song.m4a", lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64)), "unreadable or corrupt"),
+    ("bought.m4p", lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4P " + bytes(64)), "copy-protected"),
     ("nan.wav", _nan, "NaN"),
 ])
 def test_bad_files_say_why(tmp_path, name, make, reason):
@@ -143,12 +144,43 @@ def test_file_hash_is_the_sha256_of_the_bytes(tmp_path):
 
 
 def test_find_audio_sorts_supported_from_unsupported_and_skips_the_rest(tmp_path):
-    for name in ["b.wav", "a/c.FLAC", "d.mp3", "e.m4a", "f.wma", ".hidden.wav", ".cache/g.wav", "b.txt",
+    for name in ["b.wav", "a/c.FLAC", "d.mp3", "e.m4a", "f.wma", "h.m4p", ".hidden.wav", ".cache/g.wav", "b.txt",
                  "b.json", "cover.png"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     supported, unsupported = find_audio(tmp_path)
-    assert [p.relative_to(tmp_path).as_posix() for p in supported] == ["a/c.FLAC", "b.wav", "d.mp3"]
-    assert [p.name for p in unsupported] == ["e.m4a", "f.wma"]
+    assert [p.relative_to(tmp_path).as_posix() for p in supported] == ["a/c.FLAC", "b.wav", "d.mp3", "e.m4a", "f.wma"]
+    assert [p.name for p in unsupported] == ["h.m4p"]
     with pytest.raises(DataError, match="no such folder"):
         find_audio(tmp_path / "missing")
+
+
+def write_with_ffmpeg(path, rate=44_100, seconds=1.5, channels=2):
+    """An AAC song as iTunes (.m4a, in MP4) or a raw ADTS stream (.aac) holds it, made by PyAV's FFmpeg."""
+    import av
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), "w", format="adts" if path.suffix == ".aac" else "ipod") as out:
+        stream = out.add_stream("aac", rate=rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.stack([wave] * channels), format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return wave
+
+
+@pytest.mark.parametrize("name, channels", [("phone.m4a", 2), ("voice memo.aac", 1)])
+def test_m4a_and_aac_songs_decode_to_48k_stereo(tmp_path, name, channels):
+    path = tmp_path / name
+    write_with_ffmpeg(path, channels=channels)
+    assert abs(audio_seconds(path) - 1.5) < 0.1
+    audio = load_audio(path)
+    assert audio.shape[0] == 2 and abs(audio.shape[1] / 48_000 - 1.5) < 0.1
+    if channels == 1:
+        assert torch.equal(audio[0], audio[1])  # mono is duplicated
+    spectrum = np.abs(np.fft.rfft(audio[0, 4_800:52_800].numpy()))  # one second, past the encoder's priming
+    assert abs(np.argmax(spectrum) - 440) <= 1 and 0.2 < float(audio.abs().max()) < 0.4  # the tone, at its level
+    cut = load_audio(path, max_seconds=0.5)
+    assert cut.shape == (2, 24_000) and torch.allclose(cut, audio[:, :24_000], atol=1e-4)

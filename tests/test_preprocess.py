@@ -103,6 +103,7 @@ def test_bad_files_are_skipped_with_their_reason_and_the_rest_is_processed(tmp_p
     (songs / "corrupt.wav").write_bytes(b"RIFF" + bytes(200))
     (songs / "empty.flac").write_bytes(b"")
     (songs / "phone.m4a").write_bytes(b"\x00" * 64)
+    (songs / "bought.m4p").write_bytes(b"\x00" * 64)
     write_song(songs / "quiet.wav", 48_000, 2, kind="sine")
     soundfile.write(songs / "quiet.wav", np.zeros((48_000, 2)), 48_000)
     write_song(songs / "click.wav", 48_000, 1, seconds=0.05)
@@ -110,12 +111,24 @@ def test_bad_files_are_skipped_with_their_reason_and_the_rest_is_processed(tmp_p
     (songs / "labelled.txt").write_text("bpm: fast\n")
     outcome = run(settings(tmp_path, songs))
     reasons = {f.path.name: f.reason for f in outcome.failed}
-    assert set(reasons) == {"corrupt.wav", "empty.flac", "phone.m4a", "quiet.wav", "click.wav", "labelled.wav"}
-    assert "not a supported format" in reasons["phone.m4a"]
+    assert set(reasons) == {"corrupt.wav", "empty.flac", "phone.m4a", "bought.m4p", "quiet.wav", "click.wav",
+                            "labelled.wav"}
+    assert "unreadable or corrupt" in reasons["phone.m4a"] and "copy-protected" in reasons["bought.m4p"]
     assert "silent" in reasons["quiet.wav"]
     assert "shorter than one latent patch" in reasons["click.wav"]
     assert "labelled.txt" in reasons["labelled.wav"] and "fast" in reasons["labelled.wav"]
     assert sorted(outcome.processed) == ["hum_01", "noise", "pad"]
+
+
+def test_m4a_and_aac_songs_preprocess(tmp_path):
+    from tests.test_audio import write_with_ffmpeg
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    write_with_ffmpeg(folder / "idea.m4a")
+    write_with_ffmpeg(folder / "memo.aac", rate=48_000, channels=1)
+    outcome = run(settings(tmp_path, folder))
+    assert sorted(outcome.processed) == ["idea", "memo"] and not outcome.failed
 
 
 def test_an_interrupted_run_loses_nothing_and_the_next_one_finishes_without_redoing_pass_one(tmp_path, songs,

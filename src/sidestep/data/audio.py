@@ -16,14 +16,18 @@ import soxr
 import torch
 
 from sidestep.atomic import atomic_file
+from sidestep.data.ffmpeg_audio import ffmpeg_decode, ffmpeg_header
 from sidestep.errors import DataError, first_line, plain
 
 SAMPLE_RATE = 48_000
 # What libsndfile decodes (each checked by decoding a file soundfile wrote; .opus = Ogg Opus).
-SUPPORTED_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff", ".caf")
-# Audio that users keep but libsndfile cannot decode: reported, so nothing is skipped silently.
-UNSUPPORTED_SUFFIXES = (".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".ape", ".wv", ".ac3", ".amr", ".mka",
-                        ".webm", ".mp2", ".dsf", ".dff")
+SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff", ".caf")
+# What users keep that libsndfile cannot decode: FFmpeg does, through PyAV (see ffmpeg_audio).
+FFMPEG_SUFFIXES = (".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".ape", ".wv", ".ac3", ".amr", ".mka",
+                   ".webm", ".mp2", ".dsf")
+SUPPORTED_SUFFIXES = SOUNDFILE_SUFFIXES + FFMPEG_SUFFIXES
+# Audio no decoder may open (iTunes' copy-protected purchases): reported, so nothing is skipped silently.
+UNSUPPORTED_SUFFIXES = (".m4p",)
 SIDECAR_SUFFIXES = (".txt", ".json")
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is digital silence, nothing to learn from
 RESAMPLE_QUALITY = "VHQ"
@@ -68,10 +72,13 @@ def load_audio(path: Path, max_seconds: Optional[float] = None) -> torch.Tensor:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     rate = _header(path)[0]
     frames = -1 if max_seconds is None else math.ceil((max_seconds + _RESAMPLE_MARGIN_S) * rate)
-    try:
-        data, rate = soundfile.read(path, frames=frames, dtype="float32", always_2d=True)
-    except (soundfile.SoundFileError, RuntimeError) as err:
-        raise AudioError(f"{path}: unreadable or corrupt audio ({_first_line(err)})") from None
+    if path.suffix.lower() in FFMPEG_SUFFIXES:
+        data, rate = _ffmpeg(ffmpeg_decode, path, None if frames == -1 else frames)
+    else:
+        try:
+            data, rate = soundfile.read(path, frames=frames, dtype="float32", always_2d=True)
+        except (soundfile.SoundFileError, RuntimeError) as err:
+            raise AudioError(f"{path}: unreadable or corrupt audio ({_first_line(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: zero length, the file holds no audio")
     data = data[:, :2]
@@ -110,17 +117,27 @@ def file_hash(path: Path, chunk_bytes: int = 1 << 20) -> str:
 def _header(path: Path) -> Tuple[int, float]:
     """(sample rate, seconds) from the header; AudioError for formats we skip and files libsndfile rejects."""
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise AudioError(f"{path}: {path.suffix or 'extension-less'} files cannot be decoded here; "
-                         "convert it to WAV or FLAC")
+        raise AudioError(f"{path}: {path.suffix or 'extension-less'} files cannot be decoded here (copy-protected, "
+                         "or not audio); convert it to WAV or FLAC")
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: zero length, the file is empty")
+    if path.suffix.lower() in FFMPEG_SUFFIXES:
+        return _ffmpeg(ffmpeg_header, path)
     try:
         info = soundfile.info(path)
     except (soundfile.SoundFileError, RuntimeError) as err:
         raise AudioError(f"{path}: unreadable or corrupt audio ({_first_line(err)})") from None
     return info.samplerate, info.duration
+
+
+def _ffmpeg(read, path: Path, *args):
+    """PyAV's reader, its problems as `AudioError` like libsndfile's."""
+    try:
+        return read(path, *args)
+    except DataError as err:
+        raise AudioError(str(err)) from None
 
 
 def _first_line(err: Exception) -> str:

@@ -36,7 +36,7 @@ def find_songs(settings: DictConfig, model_identity: str) -> Tuple[List[Song], L
     """Every decodable song under `audio_dir` with its label; files that cannot be used, with the reason."""
     audio_dir = Path(settings.audio_dir)
     files, unsupported = find_audio(audio_dir)
-    failures = [Failure(p, f"{p.suffix} is not a supported format (WAV, FLAC, OGG, MP3); convert it to WAV or FLAC")
+    failures = [Failure(p, f"{p.suffix} files cannot be decoded (copy-protected); convert it to WAV or FLAC")
                 for p in unsupported]
     dataset: Optional[Dict[Path, Label]] = None
     if settings.dataset_json:
