@@ -14,11 +14,11 @@ from sidestep.data.audio import (
     SAMPLE_RATE,
     AudioError,
     audio_seconds,
-    file_hash,
     find_audio,
     load_audio,
     write_wav,
 )
+from sidestep.digest import file_hash
 from sidestep.errors import DataError
 
 

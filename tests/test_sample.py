@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sidestep.data.audio import file_hash
+from sidestep.digest import file_hash
 from sidestep.errors import ConfigError
 from sidestep.models.tiny import write_checkpoints
 from sidestep.sampling.prompts import from_file

@@ -35,8 +35,8 @@ def main(cfg: DictConfig) -> None:
 
         from sidestep.config.checks import validate_model
         from sidestep.config.schema import SamplePrompt
-        from sidestep.data.audio import file_hash
         from sidestep.data.loader import dataset_folder
+        from sidestep.digest import file_hash
         from sidestep.models.checkpoints import apply_checkpoint_config
         from sidestep.models.dit import build_dit
         from sidestep.sampling import prompts as prompt_sources

@@ -5,7 +5,6 @@ torchaudio's PyPI wheels are tied to one torch release and built for CUDA, so us
 project to that torch's CUDA builds; soxr is a small, well-kept resampler that works beside any torch.
 """
 
-import hashlib
 import math
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -103,15 +102,6 @@ def write_wav(path: Path, audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -
     data = audio.detach().float().clamp(-1.0, 1.0).cpu().numpy().T
     with atomic_file(Path(path)) as tmp:
         soundfile.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
-
-
-def file_hash(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """sha256 hex digest of the file's bytes, read in chunks (songs can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _header(path: Path) -> Tuple[int, float]:

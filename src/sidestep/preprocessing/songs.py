@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from sidestep.data.audio import file_hash, find_audio
+from sidestep.data.audio import find_audio
+from sidestep.digest import file_hash
 from sidestep.errors import DataError
 from sidestep.preprocessing.labels import Label, labels_for, read_dataset_json, with_trigger
 

@@ -17,8 +17,8 @@ from accelerate.utils import load as accelerate_load
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from sidestep.digest import file_hash
 from sidestep.errors import SidestepError, first_line
-from sidestep.training.fingerprint import file_digest
 
 log = logging.getLogger(__name__)
 STATE_FILE, LORA_FILE = "trainer_state.json", "adapter_model.safetensors"
@@ -37,7 +37,7 @@ def payload_digest(payload: dict) -> str:
 
 def file_digests(folder: Path) -> Dict[str, str]:
     """{relative path: sha256} of every file of a checkpoint being written, the state file aside."""
-    return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
+    return {p.relative_to(folder).as_posix(): file_hash(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != STATE_FILE}
 
 
@@ -73,7 +73,7 @@ def verify(checkpoint: Path) -> dict:
         path = checkpoint / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing from the checkpoint; resume from another one")
-        if file_digest(path) != expected:
+        if file_hash(path) != expected:
             raise CheckpointError(f"{path}: contents changed since it was saved (sha256 differs); "
                                   "resume from another checkpoint")
     _check_finite(checkpoint / LORA_FILE, read_tensors(checkpoint / LORA_FILE).items())

@@ -11,9 +11,9 @@ from typing import Dict, Iterable, List
 
 from omegaconf import DictConfig, OmegaConf
 
+from sidestep.digest import file_hash
 from sidestep.models.checkpoints import locate, weight_files
 
-CHUNK = 1 << 20
 WEIGHT_PROBES = 64  # evenly spaced 64 KiB reads of each weight file: any other weights differ in them
 
 
@@ -25,7 +25,7 @@ def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
         "lora.rank": cfg.lora.rank,
         "lora.alpha": cfg.lora.alpha,
         "lora.target_modules": list(cfg.lora.target_modules),
-        "lora.rank_map": cfg.lora.rank_map and file_digest(Path(cfg.lora.rank_map)),
+        "lora.rank_map": cfg.lora.rank_map and file_hash(Path(cfg.lora.rank_map)),
         "lora.bias": cfg.lora.bias,
         "attention.blocks": list(cfg.attention.blocks),
         "dataset": dataset_digest(sample_files),
@@ -49,20 +49,11 @@ def mismatches(saved: dict, current: dict) -> List[str]:
     return lines
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a whole file, read in chunks (a checkpoint's optimizer state can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dataset_digest(sample_files: Iterable[Path]) -> str:
     """The names and full contents of the training samples, in order."""
     digest = hashlib.sha256()
     for path in sample_files:
-        digest.update(f"{Path(path).name}\0{file_digest(path)}\n".encode())
+        digest.update(f"{Path(path).name}\0{file_hash(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
