@@ -25,8 +25,8 @@ from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
 from sidestep.config import register_schemas
-from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder
+from sidestep.models.source import model_source
 from sidestep.train import resolve
 from sidestep.training.loop import fit
 
@@ -70,7 +70,7 @@ def config(preset, batch, checkpointing, steps, checkpoints, cache, device, seco
 
 def step_flops(cfg, device) -> float:
     """FLOPs of one training step (forward and backward) at this setting, counted from the shapes."""
-    transformer = build_dit(cfg.model, torch.bfloat16 if device == "cuda" else torch.float32).transformer.to(device)
+    transformer = model_source(cfg.model).dit(torch.bfloat16 if device == "cuda" else torch.float32).transformer.to(device)
     frames = int(cfg.data.crop_seconds * 25)
     b = cfg.trainer.batch_size
     x = torch.randn(b, frames, 64, device=device, dtype=transformer.dtype, requires_grad=True)

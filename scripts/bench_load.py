@@ -57,12 +57,12 @@ def measure(root: Path, layers: int, dtype_name: str) -> None:
     from omegaconf import OmegaConf
 
     from sidestep.config import ModelConfig
-    from sidestep.models.dit import build_dit
+    from sidestep.models.source import model_source
 
     cfg = OmegaConf.structured(ModelConfig(variant="base", checkpoint_dir=str(root)))
     cfg.arch = OmegaConf.merge(cfg.arch, {**REAL_WIDTH, "num_hidden_layers": layers})
     baseline = memory_status("VmHWM")
-    dit = build_dit(cfg, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name])
+    dit = model_source(cfg).dit({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name])
     with torch.no_grad():  # touch every weight: memory-mapped tensors only become resident when read
         checksum = sum(float(p.sum()) for p in dit.transformer.parameters())
     peak = memory_status("VmHWM")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
+from sidestep.training.lora import peft_config
 
 from sidestep.config import prepare, register_schemas
-from sidestep.models.dit import build_dit
+from sidestep.models.source import model_source
 from sidestep.training.flow_matching import StepSettings, sample_timesteps
 from sidestep.training.loop import fit
-from sidestep.training.lora import peft_config
 
 REAL_WIDTH = [
     "model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_hidden_layers=2",
@@ -50,7 +50,7 @@ def bare_steps(cfg, steps, warmup, device="cpu"):
     """The floor: the same DiT + PEFT LoRA, one fixed batch, no framework (bf16 weights under autocast on a GPU,
     fp32 LoRA, as the project trains)."""
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    transformer = build_dit(cfg.model, dtype).transformer.to(device)
+    transformer = model_source(cfg.model).dit(dtype).transformer.to(device)
     transformer.add_adapter(peft_config(cfg.lora, cfg.attention))
     params = [p for p in transformer.parameters() if p.requires_grad]
     for param in params:

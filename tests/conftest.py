@@ -26,7 +26,8 @@ def compose_cfg(cache_dir, *overrides: str, experiment: str = "demo", check: boo
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         base: List[str] = [f"experiment={experiment}", "ui.yes=true"] if experiment else []
         if experiment == "demo":
-            base += [f"data.synthetic.cache_dir={cache_dir}", "sample.every_n_epochs=null"]  # test_sample listens
+            base += ["sample.every_n_epochs=null"]  # test_sample listens
+            base += [] if "data=tensors" in overrides else [f"data.synthetic.cache_dir={cache_dir}"]
         cfg = compose(config_name="train", overrides=base + list(overrides))
     return prepare(cfg) if check else cfg
 

@@ -12,10 +12,11 @@ from peft import PeftModel
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from sidestep.models.dit import build_dit
+from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
+from sidestep.adapters.files import FORMATS
+from sidestep.adapters.targets import original_module_name
 from sidestep.models.keymap import diffusers_key_to_decoder
-from sidestep.training.adapter_files import FORMATS, original_module_name
-from sidestep.training.lora import add_lora, save_adapter
+from sidestep.models.source import model_source
 from tests.conftest import dit_outputs, randomize_lora
 
 NAME = "jazz-v1"
@@ -29,8 +30,8 @@ def trained(tmp_path_factory, cache_dir):
 
     cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=8", "lora.dropout=0.1",
                       "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     model = randomize_lora(dit.transformer)
     adapter = tmp_path_factory.mktemp("trained") / "adapter"
     save_adapter(model, adapter, NAME, "fp32")
@@ -39,7 +40,7 @@ def trained(tmp_path_factory, cache_dir):
 
 def hand_merged(cfg, model):
     """A fresh base DiT with W + alpha / r * B @ A written into each LoRA'd weight: no PEFT involved."""
-    merged = build_dit(cfg.model).transformer.eval()
+    merged = model_source(cfg.model).dit().transformer.eval()
     weights = dict(merged.named_parameters())
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -51,7 +52,7 @@ def hand_merged(cfg, model):
 
 def test_diffusers_load_lora_adapter_without_eval_gives_the_merged_model_every_time(trained):
     cfg, _, adapter, merged = trained
-    fresh = build_dit(cfg.model).transformer
+    fresh = model_source(cfg.model).dit().transformer
     fresh.load_lora_adapter(adapter, weight_name="adapter_model.safetensors", prefix=None)
     assert fresh.training  # as diffusers leaves it: the LoRA dropout modules are in training mode
     first, second = dit_outputs(fresh), dit_outputs(fresh)
@@ -66,7 +67,7 @@ def test_diffusers_pipeline_load_lora_weights_gives_the_merged_model(trained):
 
     cfg, _, adapter, merged = trained
     pipe = AceStepPipeline(vae=tiny.tiny_vae(cfg.model), text_encoder=tiny.tiny_text_encoder(cfg.model),
-                           tokenizer=tiny.tiny_tokenizer(), transformer=build_dit(cfg.model).transformer,
+                           tokenizer=tiny.tiny_tokenizer(), transformer=model_source(cfg.model).dit().transformer,
                            condition_encoder=tiny.tiny_condition_encoder(cfg.model),
                            scheduler=FlowMatchEulerDiscreteScheduler())
     pipe.load_lora_weights(str(adapter / "diffusers_pipeline"))
@@ -103,7 +104,7 @@ def test_acestep_loads_the_named_folder_as_a_second_adapter_under_its_own_name(t
     assert path.name == NAME == formats["acestep"]["adapter_name"]
     config = json.loads((path / "adapter_config.json").read_text())
     assert "q_proj" in config["target_modules"] and "to_q" not in config["target_modules"]
-    base = build_dit(cfg.model).transformer
+    base = model_source(cfg.model).dit().transformer
     decoder = PeftModel.from_pretrained(Decoder(base), path, adapter_name=path.name, is_trainable=False)
     other = tmp_path / "other"
     save_adapter(model, other, "jazz-v2", "fp32")
@@ -148,7 +149,7 @@ def test_comfyui_file_loads_through_its_key_map_at_the_trained_strength(trained)
     formats = json.loads((adapter / "formats.json").read_text())
     assert formats["comfyui"]["path"] == f"comfyui/{NAME}.safetensors"
     lora = load_file(adapter / formats["comfyui"]["path"])
-    base = build_dit(cfg.model).transformer.eval()
+    base = model_source(cfg.model).dit().transformer.eval()
     comfy_model = {"diffusion_model." + diffusers_key_to_decoder(k): v for k, v in base.state_dict().items()}
     patched, used = comfyui_patch(comfy_model, lora)
     assert used == set(lora)  # every tensor matched a model key: ComfyUI warns "lora key not loaded" otherwise
@@ -161,7 +162,7 @@ def test_comfyui_alpha_rule_needs_the_alpha_tensor(trained):
     """Guards the helper above: without `.alpha` ComfyUI's scale is 1, half of this adapter's alpha / rank = 2."""
     cfg, _, adapter, merged = trained
     lora = {k: v for k, v in load_file(adapter / "comfyui" / f"{NAME}.safetensors").items() if not k.endswith(".alpha")}
-    base = build_dit(cfg.model).transformer.eval()
+    base = model_source(cfg.model).dit().transformer.eval()
     comfy_model = {"diffusion_model." + diffusers_key_to_decoder(k): v for k, v in base.state_dict().items()}
     patched, _ = comfyui_patch(comfy_model, lora)
     base.load_state_dict({k: patched["diffusion_model." + diffusers_key_to_decoder(k)] for k in base.state_dict()})
@@ -181,7 +182,7 @@ def test_formats_json_names_each_consumer_and_every_file_says_rank_alpha_targets
     for path in files:
         with safe_open(path, "pt") as f:
             header = f.metadata()
-        assert (header["rank"], header["alpha"], header["lora_dropout"], header["name"]) == ("4", "8", "0.0", NAME), path
+        assert (header["rank"], header["alpha"], header["lora_dropout"], header["name"]) == ("4", "8", "0", NAME), path
         assert "gate_proj" in header["target_modules"], path
         if "lora_adapter_metadata" in header:
             assert json.loads(header["lora_adapter_metadata"]).get("lora_dropout",

@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from sidestep.models.source import model_source
 from sidestep.training import checkpoint as ckpt
-from sidestep.training.fingerprint import base_weights_digest
 from sidestep.training.loop import fit
 from tests.test_resume import BASE, adapter, assert_same
 
@@ -108,21 +108,20 @@ def test_changed_sample_contents_are_a_different_run(run, make_cfg, tmp_path, ca
     assert victim.stat().st_size == (source / victim.name).stat().st_size
     checkpoint = copy_of(run, tmp_path)
     with pytest.raises(ckpt.CheckpointError, match=r"(?s)does not fit this run.*dataset: contents differ"):
-        fit(make_cfg(*SHORT, "data.synthetic=null", f"data.dataset_dir={data}", f"resume_from={checkpoint}"), tmp_path / "r")
+        fit(make_cfg(*SHORT, "data=tensors", f"data.dataset_dir={data}", f"resume_from={checkpoint}"), tmp_path / "r")
 
 
 def test_other_base_weights_are_a_different_run(make_cfg, tmp_path):
-    from sidestep.models.dit import build_dit
     from tests.test_checkpoints import real_cfg, write_original
 
-    reference = build_dit(make_cfg().model)
+    reference = model_source(make_cfg().model).dit()
     write_original(tmp_path / "a" / "acestep-v15-turbo", reference)
     with torch.no_grad():
         next(reference.transformer.parameters()).add_(1.0)  # same shapes and sizes, other weights
     write_original(tmp_path / "b" / "acestep-v15-turbo", reference)
-    digests = [base_weights_digest(real_cfg(make_cfg, tmp_path / name).model) for name in ("a", "b", "a")]
+    digests = [model_source(real_cfg(make_cfg, tmp_path / name).model).weights_digest() for name in ("a", "b", "a")]
     assert digests[0] == digests[2] != digests[1]
-    assert base_weights_digest(make_cfg().model) != base_weights_digest(make_cfg("model.init_seed=1").model)
+    assert model_source(make_cfg().model).weights_digest() != model_source(make_cfg("model.init_seed=1").model).weights_digest()
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "prodigy", "adamw8bit", "adafactor"])

@@ -8,9 +8,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from sidestep.errors import ConfigError
-from sidestep.models.checkpoints import apply_checkpoint_config, find_variants, locate
-from sidestep.models.dit import build_dit
+from sidestep.models.checkpoints import find_variants, locate
 from sidestep.models.keymap import decoder_key_to_diffusers, diffusers_key_to_decoder
+from sidestep.models.source import model_source
 from tests.conftest import dit_outputs
 
 TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -21,7 +21,7 @@ TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num
 @pytest.fixture
 def reference(make_cfg):
     """The tiny random DiT the checkpoints below are written from."""
-    return build_dit(make_cfg().model)
+    return model_source(make_cfg().model).dit()
 
 
 def write_original(folder, reference, shards=1, extra=None):
@@ -49,7 +49,7 @@ def write_original(folder, reference, shards=1, extra=None):
 
 def real_cfg(make_cfg, root, variant="turbo"):
     cfg = make_cfg(f"model={variant}", f"model.checkpoint_dir={root}")
-    apply_checkpoint_config(cfg.model)
+    model_source(cfg.model).settle(cfg.model)
     return cfg
 
 
@@ -68,7 +68,7 @@ def test_original_layout_loads_to_the_same_dit_outputs(make_cfg, reference, tmp_
     write_original(tmp_path / "acestep-v15-turbo", reference, shards=shards)
     cfg = real_cfg(make_cfg, tmp_path)
     assert OmegaConf.to_container(cfg.model.arch) == TINY_ARCH and cfg.model.is_turbo
-    dit = build_dit(cfg.model)
+    dit = model_source(cfg.model).dit()
     assert torch.equal(dit_outputs(dit.transformer), dit_outputs(reference.transformer))
     assert torch.equal(dit.null_condition_emb, reference.null_condition_emb)
     assert not any(p.requires_grad for p in dit.transformer.parameters())
@@ -78,7 +78,7 @@ def test_diffusers_layout_loads_to_the_same_dit_outputs(make_cfg, reference, tmp
     reference.transformer.save_pretrained(tmp_path / "transformer")
     (tmp_path / "condition_encoder").mkdir()
     save_file({"null_condition_emb": reference.null_condition_emb}, tmp_path / "condition_encoder" / "diffusion_pytorch_model.safetensors")
-    dit = build_dit(real_cfg(make_cfg, tmp_path).model)
+    dit = model_source(real_cfg(make_cfg, tmp_path).model).dit()
     diff = (dit_outputs(dit.transformer) - dit_outputs(reference.transformer)).abs().max().item()
     assert diff < 1e-5, diff
 
@@ -99,7 +99,7 @@ def test_training_runs_on_an_original_layout_checkpoint(make_cfg, reference, tmp
 
     write_original(tmp_path / "ckpt" / "acestep-v15-base", reference)
     cfg = make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "trainer.max_steps=3")
-    apply_checkpoint_config(cfg.model)
+    model_source(cfg.model).settle(cfg.model)
     assert fit(cfg, tmp_path / "run").steps == 3
 
 
@@ -107,21 +107,21 @@ def test_broken_checkpoints_give_one_clear_line(make_cfg, reference, tmp_path):
     folder = write_original(tmp_path / "bad" / "acestep-v15-turbo", reference,
                             extra={"decoder.layers.9.self_attn.q_proj.weight": torch.zeros(1)})
     with pytest.raises(ConfigError, match=r"weights do not fit the model config: 1 unexpected \(e.g. layers.9.self_attn.to_q.weight\)"):
-        build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
+        model_source(real_cfg(make_cfg, tmp_path / "bad").model).dit()
 
     cfg = real_cfg(make_cfg, tmp_path / "bad")
     cfg.model.arch.intermediate_size = 96
     with pytest.raises(ConfigError, match="with the wrong shape"):
-        build_dit(cfg.model)
+        model_source(cfg.model).dit()
 
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ConfigError, match="model.safetensors: unreadable safetensors file"):
-        build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
+        model_source(real_cfg(make_cfg, tmp_path / "bad").model).dit()
 
     (folder / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="no model.safetensors or model.safetensors.index.json"):
-        build_dit(real_cfg(make_cfg, tmp_path / "bad").model)
+        model_source(real_cfg(make_cfg, tmp_path / "bad").model).dit()
 
 
 def test_model_auto_prefers_base_then_sft_then_turbo_and_records_the_choice(make_cfg, reference, tmp_path, caplog):
@@ -134,7 +134,7 @@ def test_model_auto_prefers_base_then_sft_then_turbo_and_records_the_choice(make
     cfg = real_cfg(make_cfg, tmp_path, variant="auto")
     assert cfg.model.variant == "base"
     assert "model=auto: training base (found: base, sft, turbo)" in caplog.text
-    assert torch.equal(dit_outputs(build_dit(cfg.model).transformer), dit_outputs(reference.transformer))
+    assert torch.equal(dit_outputs(model_source(cfg.model).dit().transformer), dit_outputs(reference.transformer))
     assert real_cfg(make_cfg, tmp_path / "acestep-v15-sft", variant="auto").model.variant == "sft"
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from sidestep.config import CONSTANT_SCHEDULER, prepare
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError
+from sidestep.train import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -104,11 +105,8 @@ def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, 
     ("lora.rank=0", "lora.rank"),
     ("lora.dropout=0.6", "lora.dropout"),
     ("lora.dropout=-0.1", "lora.dropout"),
-    ("lora.bias=some", "lora.bias"),
-    ("lora.target_modules=[q_proj,qkv]", "lora.target_modules"),
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("trainer.device=tpu", "trainer.device"),
-    ("trainer.precision=fp8", "trainer.precision"),
     ("trainer.max_steps=0", "trainer.max_steps"),
     ("training.cfg_ratio=1.5", "training.cfg_ratio"),
     ("data.crop_seconds=0.01", "data.crop_seconds"),
@@ -123,10 +121,24 @@ def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, 
     ("scheduler._target_=torch.optim.AdamW", "scheduler._target_"),
     ("scheduler._target_=sidestep.training.nothing", "scheduler._target_"),
     ("run.name=jazz.v2", "run.name"),  # a PEFT adapter name may not hold a dot
-    ("export.dtype=fp8", "export.dtype"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}: "):
+        make_cfg(override)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lora.bias=some", "lora.bias: 'some' is not one of none, all, lora_only"),
+    ("lora.target_modules=[q_proj,qkv]", "lora.target_modules: 'qkv' is not one of q_proj, k_proj, v_proj, o_proj, "),
+    ("trainer.precision=fp8", "trainer.precision: 'fp8' is not one of auto, bf16, fp16, fp32"),
+    ("export.dtype=fp8", "export.dtype: 'fp8' is not one of fp32, bf16, fp16"),
+    ("training.mode=fancy", "training.mode: 'fancy' is not one of fixed, vanilla"),
+])
+def test_a_value_outside_an_options_set_is_refused_naming_the_set(make_cfg, override, message):
+    with pytest.raises(ConfigError) as err:
+        check_overrides([override], CONF)
+    assert str(err.value).startswith(message)
+    with pytest.raises(Exception, match="Error merging override"):  # composing it (a saved config, a test) refuses it too
         make_cfg(override)
 
 
@@ -155,9 +167,10 @@ def test_missing_dataset_and_checkpoint_dirs_suggest_the_demo(make_cfg, tmp_path
     with pytest.raises(ConfigError, match="data.dataset_dir.*experiment=demo"):
         make_cfg("model=tiny", f"data.dataset_dir={tmp_path / 'nope'}", experiment=None)
     with pytest.raises(ConfigError, match="model.checkpoint_dir.*experiment=demo"):
-        make_cfg("model=turbo", f"data.dataset_dir={tmp_path}", experiment=None)
+        resolve(make_cfg("model=turbo", f"data.dataset_dir={tmp_path}", experiment=None))
     with pytest.raises(ConfigError, match="model.checkpoint_dir.*does not exist"):
-        make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'nope'}", f"data.dataset_dir={tmp_path}", experiment=None)
+        resolve(make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'nope'}", f"data.dataset_dir={tmp_path}",
+                         experiment=None))
 
 
 def test_unknown_group_option_is_refused(make_cfg):
@@ -176,7 +189,7 @@ def test_a_saved_plain_config_validates_like_a_composed_one(make_cfg):
 
 
 def test_run_name_defaults_to_the_dataset_and_start_time_and_names_the_run_dir(make_cfg, tmp_path):
-    from sidestep.config.schema import run_dir_leaf
+    from sidestep.config.run_name import run_dir_leaf
 
     (tmp_path / "my jazz.v2").mkdir()
     cfg = make_cfg("model=tiny", "lora.rank=16", f"data.dataset_dir={tmp_path / 'my jazz.v2'}", experiment=None)

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from sidestep.errors import ConfigError
+from sidestep.models.tiny import TinyModel
 from sidestep.training import estimation
 from sidestep.training.sensitivity import ModuleScore, plan_ranks
 
@@ -21,8 +22,8 @@ def silence_all_layers_but(dit, keep: int):
 
 
 def test_the_layer_the_data_depends_on_ranks_highest_and_gets_the_budget(make_cfg, tmp_path, monkeypatch):
-    real_build = estimation.build_dit
-    monkeypatch.setattr(estimation, "build_dit", lambda *a, **k: silence_all_layers_but(real_build(*a, **k), keep=1))
+    real_build = TinyModel.dit
+    monkeypatch.setattr(TinyModel, "dit", lambda *a, **k: silence_all_layers_but(real_build(*a, **k), keep=1))
     cfg = make_cfg("model.arch.num_hidden_layers=3", "estimate.batches=4")
     path = estimation.estimate(cfg, tmp_path)
     report = json.loads(path.read_text())
@@ -56,26 +57,26 @@ def test_plan_respects_the_budget_and_follows_the_scores():
 def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_path):
     from peft.tuners.lora import LoraLayer
 
-    from sidestep.models.dit import build_dit
-    from sidestep.training.lora import add_lora, lora_parameter_count
+    from sidestep.adapters.attach import adapter_config, add_adapter, trainable_parameters
+    from sidestep.models.source import model_source
 
     path = estimation.estimate(make_cfg("estimate.batches=2"), tmp_path / "est")
     planned = {n: m["rank"] for n, m in json.loads(path.read_text())["modules"].items()}
     cfg = make_cfg(f"lora.rank_map={path}", "lora.rank=16", "lora.alpha=32")
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0, arch=cfg.model.arch)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     got = {name: m.r["default"] for name, m in dit.transformer.named_modules() if isinstance(m, LoraLayer)}
     assert got == {n: r for n, r in planned.items() if r}
     assert all(m.scaling["default"] == 2.0 for m in dit.transformer.modules() if isinstance(m, LoraLayer))
     trainable = sum(p.numel() for p in dit.transformer.parameters() if p.requires_grad)
-    assert trainable == lora_parameter_count(cfg.model.arch, cfg.lora, cfg.attention)
+    assert trainable == trainable_parameters(cfg)
 
 
 def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make_cfg, tmp_path, monkeypatch):
     from sidestep.training import loop
 
     path = estimation.estimate(make_cfg("estimate.batches=1"), tmp_path / "est")
-    monkeypatch.setattr(loop, "build_dit", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(TinyModel, "dit", lambda *a, **k: pytest.fail("the model was built"))
     with pytest.raises(ConfigError, match=r"was estimated for another model \(num_hidden_layers 2 there, 3 here\)"):
         loop.fit(make_cfg(f"lora.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
     (tmp_path / "other.json").write_text('{"samples": []}')

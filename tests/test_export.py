@@ -11,14 +11,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sidestep import export
+from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
+from sidestep.adapters.files import read_adapter
 from sidestep.config import as_container
-from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder
+from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
 from sidestep.train import resolve
-from sidestep.training.adapter_files import read_adapter
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
-from sidestep.training.lora import add_lora, save_adapter
 from tests.conftest import compose_cfg, dit_outputs, randomize_lora
 
 CODE_FILE = "modeling_acestep_v15_turbo.py"  # the model code ACE-Step ships beside the weights
@@ -45,8 +45,8 @@ def run(tmp_path_factory, cache_dir):
     run_dir = root / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     model = randomize_lora(dit.transformer)
     save_adapter(model, run_dir / "adapter", cfg.run.name, cfg.export.dtype)
     lora = {k: v for k, v in load_file(run_dir / "adapter" / "adapter_model.safetensors").items()}
@@ -119,8 +119,8 @@ def test_merge_writes_a_complete_variant_folder_that_loads_as_base_plus_lora(run
     untouched = diffusers_key_to_decoder("layers.0.mlp.up_proj.weight")
     assert torch.equal(after[untouched], before[untouched])
 
-    reloaded = build_dit(resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}")).model)
-    base = build_dit(cfg.model).transformer
+    reloaded = model_source(resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}")).model).dit()
+    base = model_source(cfg.model).dit().transformer
     base.load_lora_adapter(run_dir / "adapter", weight_name="adapter_model.safetensors", prefix=None)
-    want, got, plain = dit_outputs(base), dit_outputs(reloaded.transformer), dit_outputs(build_dit(cfg.model).transformer)
+    want, got, plain = dit_outputs(base), dit_outputs(reloaded.transformer), dit_outputs(model_source(cfg.model).dit().transformer)
     assert (got - want).abs().max() < 0.1 * (plain - want).abs().max()

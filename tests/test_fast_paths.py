@@ -112,7 +112,7 @@ def test_bucketed_batches_of_whole_songs_have_no_padded_frame_and_see_every_song
 
 
 def test_a_bucketed_run_resumes_exactly(make_cfg, tmp_path, mixed_songs):
-    data = ("data.synthetic=null", f"data.dataset_dir={mixed_songs}", "trainer.batch_size=4", "trainer.max_steps=6",
+    data = ("data=tensors", f"data.dataset_dir={mixed_songs}", "trainer.batch_size=4", "trainer.max_steps=6",
             "trainer.save_every_steps=2", "trainer.keep_checkpoints=5")
     fit(make_cfg(*data), tmp_path / "full")
     fit(make_cfg(*data, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000004'}"), tmp_path / "cut")

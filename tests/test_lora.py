@@ -10,13 +10,9 @@ from omegaconf import OmegaConf
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 
-from sidestep.models.dit import build_dit
-from sidestep.training.lora import (
-    add_lora,
-    lora_parameter_count,
-    save_adapter,
-    target_pattern,
-)
+from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
+from sidestep.adapters.targets import target_pattern
+from sidestep.models.source import model_source
 from tests.conftest import dit_outputs, randomize_lora
 
 
@@ -27,15 +23,15 @@ def lora_modules(model):
 @pytest.mark.parametrize("attention, count", [("both", 16), ("self", 8), ("cross", 8)])
 def test_attention_option_targets_the_right_modules_on_the_tiny_model(make_cfg, attention, count):
     cfg = make_cfg(f"attention={attention}")
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     names = lora_modules(dit.transformer)
     assert len(names) == count
     blocks = {"both": {"self_attn", "cross_attn"}, "self": {"self_attn"}, "cross": {"cross_attn"}}[attention]
     assert {n.split(".")[2] for n in names} == blocks
     assert {n.split(".", 3)[3] for n in names} == {"to_q", "to_k", "to_v", "to_out.0"}
     trainable = sum(p.numel() for p in dit.transformer.parameters() if p.requires_grad)
-    assert trainable == lora_parameter_count(cfg.model.arch, cfg.lora, cfg.attention)
+    assert trainable == trainable_parameters(cfg)
     assert all(p.dtype == torch.float32 for p in dit.transformer.parameters() if p.requires_grad)
 
 
@@ -46,26 +42,26 @@ def test_attention_option_module_counts_on_the_24_layer_dit(make_cfg, tmp_path, 
     cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", f"attention={attention}")
     with torch.device("meta"):
         model = AceStepTransformer1DModel(**OmegaConf.to_container(cfg.model.arch))
-    pattern = re.compile(target_pattern(cfg.lora, cfg.attention))
+    pattern = re.compile(target_pattern(cfg.lora.target_modules, cfg.attention.blocks))
     assert sum(1 for name, _ in model.named_modules() if pattern.fullmatch(name)) == count
 
 
 def test_trainable_parameters_match_side_steps_published_count(make_cfg, tmp_path):
     cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", "lora.rank=64")
-    assert lora_parameter_count(cfg.model.arch, cfg.lora, cfg.attention) == 44_040_192
+    assert trainable_parameters(cfg) == 44_040_192
 
 
 def test_mlp_targets_are_layer_wide(make_cfg):
     cfg = make_cfg("attention=self", "lora.target_modules=[q_proj,gate_proj,down_proj]")
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     assert sorted(lora_modules(dit.transformer)) == sorted(
         f"layers.{i}.{m}" for i in range(2) for m in ("self_attn.to_q", "mlp.gate_proj", "mlp.down_proj"))
 
 
 def trained_tiny(cfg):
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     return randomize_lora(dit.transformer)
 
 
@@ -75,7 +71,7 @@ def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(mak
     save_adapter(trained, tmp_path / "adapter", "jazz")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
         "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui", "diffusers_pipeline", "formats.json"]
-    fresh = build_dit(cfg.model).transformer.eval()
+    fresh = model_source(cfg.model).dit().transformer.eval()
     assert not torch.allclose(dit_outputs(fresh), dit_outputs(trained))
     fresh.load_lora_adapter(tmp_path / "adapter", weight_name="adapter_model.safetensors", prefix=None)
     assert torch.allclose(dit_outputs(fresh), dit_outputs(trained), atol=1e-6)

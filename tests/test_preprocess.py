@@ -13,9 +13,8 @@ from safetensors import safe_open
 
 from sidestep.config.checks import prepare_preprocess
 from sidestep.data.dataset import MANIFEST, LatentDataset
-from sidestep.data.samples import METADATA_KEY, read_sample
-from sidestep.models.dit import sample_shape
-from sidestep.models.tiny import tiny_condition_encoder, write_checkpoints
+from sidestep.data.samples import METADATA_KEY, read_sample, sample_shape
+from sidestep.models.tiny import TinyModel, tiny_condition_encoder, write_checkpoints
 from sidestep.preprocessing import run as preprocess_run
 from sidestep.preprocessing.run import STAGING, preprocess
 
@@ -152,7 +151,7 @@ def test_an_interrupted_run_loses_nothing_and_the_next_one_finishes_without_redo
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
     monkeypatch.setattr(preprocess_run, "encode_condition", real)
-    monkeypatch.setattr(preprocess_run, "build_vae", lambda *a: pytest.fail("pass 1 ran again"))
+    monkeypatch.setattr(TinyModel, "_vae", lambda *a: pytest.fail("pass 1 ran again"))
     outcome = run(cfg)
     assert sorted(outcome.processed) == ["noise", "pad"] and outcome.skipped == ["hum_01"]
 

@@ -14,9 +14,9 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from sidestep.models.dit import build_dit
+from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.models.keymap import diffusers_key_to_decoder
-from sidestep.training.lora import add_lora, save_adapter
+from sidestep.models.source import model_source
 from tests.conftest import dit_outputs, randomize_lora
 
 RANKS = (2, 4, 8, 0)  # cycled over the attention projections; 0 = left out
@@ -31,7 +31,7 @@ def run(tmp_path_factory, cache_dir):
     from tests.conftest import compose_cfg
 
     root = tmp_path_factory.mktemp("rank_map_run")
-    base = build_dit(compose_cfg(cache_dir).model).transformer
+    base = model_source(compose_cfg(cache_dir).model).dit().transformer
     linears = [(n, m) for n, m in base.named_modules() if ATTENTION_PROJECTION.fullmatch(n)]
     modules = {name: {"rank": RANKS[i % len(RANKS)], "in_features": m.in_features, "out_features": m.out_features}
                for i, (name, m) in enumerate(linears)}
@@ -40,8 +40,8 @@ def run(tmp_path_factory, cache_dir):
     rank_map.write_text(json.dumps({"format": "sidestep.estimate/1", "arch": OmegaConf.to_container(cfg.model.arch),
                                     "modules": modules}))
     cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=12", f"lora.rank_map={rank_map}")
-    dit = build_dit(cfg.model)
-    add_lora(dit.transformer, cfg.lora, cfg.attention, seed=0, arch=cfg.model.arch)
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     model = randomize_lora(dit.transformer)
     save_adapter(model, root / "adapter", NAME)
     (root / ".hydra").mkdir()
@@ -111,7 +111,7 @@ def test_diffusers_files_load_at_each_modules_strength(run, cache_dir):
     from tests.conftest import compose_cfg
 
     root, model, _, _ = run
-    fresh = build_dit(compose_cfg(cache_dir).model).transformer.eval()
+    fresh = model_source(compose_cfg(cache_dir).model).dit().transformer.eval()
     pipeline_file = export_path(root / "adapter", "diffusers_pipeline")
     folder = pipeline_file.parent if pipeline_file.is_file() else pipeline_file
     state_dict, metadata = AceStepPipeline.lora_state_dict(str(folder), return_lora_metadata=True)
@@ -148,7 +148,7 @@ def test_a_peft_adapter_with_suffix_patterns_exports_at_peft_strength(run, cache
     export.main([str(folder), "--format", "comfyui", "--out", str(tmp_path / "out")])
     comfy = load_file(export_path(tmp_path / "out", "comfyui"))
     model = inject_adapter_in_model(LoraConfig.from_pretrained(str(folder)),
-                                    build_dit(compose_cfg(cache_dir).model).transformer)
+                                    model_source(compose_cfg(cache_dir).model).dit().transformer)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
     assert {m.scaling["default"] * m.r["default"] for m in layers.values()} == {5.0, 7.0, 12.0}
     for name, layer in layers.items():
@@ -169,6 +169,7 @@ def test_merge_of_a_run_on_a_checkpoints_folder_keeps_the_variants_config(run, t
     weights = load_file(variant / "model.safetensors")
     save_file({k: v.bfloat16() for k, v in weights.items()}, variant / "model.safetensors")  # as published: bf16
     cfg.model.variant, cfg.model.checkpoint_dir = "turbo", str(tmp_path / "checkpoints")
+    cfg.model._target_ = "sidestep.models.acestep.AceStepCheckpoint"  # as a run with model=turbo saves it
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
     shutil.copytree(root / "adapter", tmp_path / "run" / "adapter")

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sidestep.digest import file_hash
 from sidestep.errors import ConfigError
+from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
 from sidestep.sampling.prompts import from_file
 from sidestep.sampling.sources import open_source, samples_dir
@@ -60,13 +61,14 @@ def test_compare_writes_the_same_seed_with_and_without_the_adapter(demo_run, tmp
 
 def test_same_seed_same_audio_other_seed_other_audio(demo_run):
     from sidestep.config.schema import SamplePrompt
-    from sidestep.models.dit import build_dit
+    from sidestep.models.source import model_source
     from sidestep.sampling.render import RenderSettings, build_pipeline, render
 
     source = open_source(demo_run)
-    transformer = build_dit(source.run_cfg.model).transformer
-    transformer.add_adapter(source.lora_config)
-    pipe = build_pipeline(source.run_cfg.model, transformer.eval(), torch.float32)
+    model = model_source(source.run_cfg.model)
+    transformer = model.dit().transformer
+    transformer.add_adapter(source.adapter_config)
+    pipe = build_pipeline(model, transformer.eval(), torch.float32)
     pipe.set_progress_bar_config(disable=True)
     prompt = SamplePrompt("warm lofi piano")
     first = render(pipe, prompt, RenderSettings(1.0, 7, 4, 3.0, 3.0))
@@ -81,7 +83,7 @@ def test_a_checkpoint_is_a_source_and_holds_the_adapter_of_its_step(demo_run):
     assert final.run_dir == adapter.run_dir == demo_run
     assert final.weights.keys() == adapter.weights.keys()
     assert all(torch.equal(final.weights[k], adapter.weights[k]) for k in final.weights)
-    assert final.lora_config.r == adapter.lora_config.r
+    assert final.adapter_config.r == adapter.adapter_config.r
     with pytest.raises(ConfigError, match="no adapter"):
         open_source(demo_run / "tb")
     assert samples_dir(str(demo_run / "adapter")) == str(demo_run / "samples")
@@ -109,9 +111,8 @@ def test_a_missing_vae_folder_is_one_clear_warning_and_training_finishes(make_cf
     shutil.rmtree(root / "vae")
     cfg = make_cfg("model=turbo", f"model.checkpoint_dir={root}", "trainer.max_steps=4", "sample.every_n_steps=2",
                    "sample.duration=1")
-    from sidestep.models.checkpoints import apply_checkpoint_config
 
-    apply_checkpoint_config(cfg.model)
+    model_source(cfg.model).settle(cfg.model)
     with caplog.at_level(logging.WARNING):
         result = fit(cfg, tmp_path / "run")
     assert result.steps == 4 and (tmp_path / "run" / "adapter").is_dir()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sidestep.models.dit import build_dit
+from sidestep.models.source import model_source
 from sidestep.training.flow_matching import (
     StepGenerators,
     StepSettings,
@@ -32,7 +32,7 @@ def settings(mode="fixed", cfg_ratio=0.5, gamma=None, mu=MU, sigma=SIGMA) -> Ste
 
 @pytest.fixture(scope="module")
 def dit(cache_dir):
-    return build_dit(compose_cfg(cache_dir).model)
+    return model_source(compose_cfg(cache_dir).model).dit()
 
 
 @pytest.fixture(scope="module")

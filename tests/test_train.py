@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from sidestep.config.saved import load_saved
-from sidestep.models.dit import build_dit
+from sidestep.models.source import model_source
 from sidestep.training.loop import fit
 
 
@@ -21,7 +21,7 @@ def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_mod
     # The saved adapter on a freshly built base gives the trained model's predictions.
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert weights and all(".lora_" in k for k in weights)
-    fresh = build_dit(cfg.model).transformer.eval()
+    fresh = model_source(cfg.model).dit().transformer.eval()
     gen = torch.Generator().manual_seed(0)
     x, enc, ctx = torch.randn(1, 20, 64, generator=gen), torch.randn(1, 16, 64, generator=gen), torch.randn(1, 20, 128)
     t = torch.tensor([0.5])
@@ -34,10 +34,10 @@ def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_mod
     # The same weights through PEFT's own layer math give the same output.
     from peft import set_peft_model_state_dict
 
-    from sidestep.training.lora import add_lora
+    from sidestep.adapters.attach import adapter_config, add_adapter
 
-    peft_model = build_dit(cfg.model).transformer
-    add_lora(peft_model, cfg.lora, cfg.attention, seed=123)
+    peft_model = model_source(cfg.model).dit().transformer
+    add_adapter(peft_model, adapter_config(cfg), seed=123)
     set_peft_model_state_dict(peft_model, weights)
     with torch.no_grad():
         assert torch.allclose(peft_model.eval()(**kwargs)[0], adapted, atol=1e-6)

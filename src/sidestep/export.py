@@ -1,7 +1,7 @@
 """`python -m sidestep.export SOURCE [--format all] [--out DIR] [--dtype bf16] [--name NAME] [--merge]`.
 
 SOURCE is a run dir, its `adapter/`, or one of its `checkpoints/step-N/` (a run stopped before its adapter was
-written exports its newest checkpoint). Writes the adapter formats of DESIGN §6 (e.g. a checkpoint you liked
+written exports its newest checkpoint). Writes the adapter in each format its consumers load (see adapters/files.py; e.g. a checkpoint you liked
 better than the end, or a run made before a format existed), and with `--merge` a complete ACE-Step variant
 folder with the adapter folded into its DiT.
 """
@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from sidestep.training.adapter_files import DTYPES, FORMATS
+from sidestep.adapters.files import DTYPES, FORMATS
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"
@@ -39,9 +39,9 @@ def main(argv=None) -> None:
     with exit_on_user_error():
         from omegaconf import OmegaConf
 
+        from sidestep.adapters.files import write_formats
         from sidestep.errors import SidestepError
         from sidestep.sampling.sources import open_source
-        from sidestep.training.adapter_files import write_formats
 
         if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
             raise SidestepError(f"--name {args.name!r}: use letters, digits, - and _ only (it names files and a "
@@ -52,15 +52,17 @@ def main(argv=None) -> None:
         dtype = args.dtype or run_dtype or "bf16"
         out = args.out or default_out(source)
         formats = FORMATS if args.format == "all" else (args.format,)
-        write_formats(source.weights, source.lora_config, out, name, dtype, formats)
+        write_formats(source.weights, source.adapter_config, out, name, dtype, formats)
         console.print(f"wrote {', '.join(formats)} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
         if args.merge:
             if source.run_cfg is None:
                 raise SidestepError(f"{args.source}: --merge needs a folder inside a run dir (its .hydra/config.yaml "
                                     "says which base model the adapter was trained on)")
-            from sidestep.models.merge import merge_into_variant
+            from sidestep.adapters.merge import merge_into_variant
+            from sidestep.models.source import model_source
 
-            folder = merge_into_variant(source.run_cfg.model, source.weights, source.lora_config, out / MERGED_DIR, name)
+            folder = merge_into_variant(model_source(source.run_cfg.model), source.weights, source.adapter_config,
+                                        out / MERGED_DIR, name)
             console.print(f"merged model written to {folder} (a complete ACE-Step variant folder)")
 
 

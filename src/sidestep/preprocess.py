@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas
+from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
 from sidestep.ui.console import exit_on_user_error, use_plain
 
@@ -34,10 +35,7 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
         cfg = prepare_preprocess(cfg)
-        if cfg.model.variant != "tiny":
-            from sidestep.models.checkpoints import apply_checkpoint_config
-
-            apply_checkpoint_config(cfg.model)
+        build(cfg.model).settle(cfg.model)  # what the checkpoint says: arch, variant
         from sidestep.preprocessing.run import (
             preprocess_and_report,  # torch, diffusers: only once the config is known good
         )

@@ -8,7 +8,7 @@ difference heard is the adapter's alone. Files go to `<run>/samples/<time>/` unl
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,22 +33,19 @@ def main(cfg: DictConfig) -> None:
         import torch  # heavy imports only once the config is known good
         from peft import set_peft_model_state_dict
 
-        from sidestep.config.checks import validate_model
         from sidestep.config.schema import SamplePrompt
         from sidestep.data.loader import dataset_folder
         from sidestep.digest import file_hash
-        from sidestep.models.checkpoints import apply_checkpoint_config
-        from sidestep.models.dit import build_dit
+        from sidestep.models.source import model_source
         from sidestep.sampling import prompts as prompt_sources
         from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
         from sidestep.sampling.sources import open_source
         from sidestep.training.accelerator import compute_dtype, pick_device
 
         source = open_source(Path(cfg.source))
-        model_cfg, from_run = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))
-        validate_model(model_cfg)
-        if not from_run and model_cfg.variant != "tiny":  # a run's saved model is resolved already
-            apply_checkpoint_config(model_cfg)
+        model_cfg = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))
+        model = model_source(model_cfg)
+        model.settle(model_cfg)
 
         if cfg.prompt is not None:
             prompts = [SamplePrompt(cfg.prompt, cfg.lyrics, cfg.language, cfg.bpm, cfg.keyscale, cfg.timesignature)]
@@ -62,13 +59,13 @@ def main(cfg: DictConfig) -> None:
 
         device = pick_device(cfg.device, "device")
         dtype = compute_dtype(cfg.precision, device.type)
-        transformer = build_dit(model_cfg, dtype).transformer
-        transformer.add_adapter(source.lora_config)
+        transformer = model.dit(dtype).transformer
+        transformer.add_adapter(source.adapter_config)
         result = set_peft_model_state_dict(transformer, source.weights)
         if result.unexpected_keys:
             raise ConfigError(f"source: the adapter in {source.path} does not fit model={model_cfg.variant} "
                               f"({result.unexpected_keys[0]}); give the model it was trained on")
-        pipe = build_pipeline(model_cfg, transformer.to(device).eval(), dtype)
+        pipe = build_pipeline(model, transformer.to(device).eval(), dtype)
         move_helpers(pipe, device)
         pipe.set_progress_bar_config(disable=plain)
 
@@ -87,17 +84,17 @@ def main(cfg: DictConfig) -> None:
         log.info("%d samples in %s", len(written), out)
 
 
-def _model(cfg: DictConfig, run_cfg: Optional[DictConfig], overrides: List[str]) -> Tuple[DictConfig, bool]:
+def _model(cfg: DictConfig, run_cfg: Optional[DictConfig], overrides: List[str]) -> DictConfig:
     """The model the adapter was trained on (the run's), with any `model.*` given on the command line applied
     (say the checkpoints folder moved); `model=<variant>` or a source outside a run uses the composed one."""
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     if run_cfg is None or "model" in keys:
-        return cfg.model, False
+        return cfg.model
     model = run_cfg.model
     for key in keys:
         if key.startswith("model."):
             OmegaConf.update(model, key[len("model."):], OmegaConf.select(cfg, key), merge=False)
-    return model, True
+    return model
 
 
 def _versions(cfg: DictConfig) -> List[tuple]:

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sidestep.config import as_container, prepare, register_schemas
+from sidestep.config.build import build
 from sidestep.config.saved import saved_text
 from sidestep.errors import SidestepError
 from sidestep.run_record import RunRecord, register_resolver
@@ -49,10 +50,7 @@ def follow_the_main_process() -> None:
 def resolve(cfg: DictConfig) -> DictConfig:
     """The config a run really uses: checked, and with the model numbers the checkpoint's config.json gives."""
     cfg = prepare(cfg)
-    if cfg.model.variant != "tiny":
-        from sidestep.models.checkpoints import apply_checkpoint_config
-
-        apply_checkpoint_config(cfg.model)
+    build(cfg.model).settle(cfg.model)
     return cfg
 
 

@@ -1,6 +1,7 @@
 """Config: the typed schema of `conf/` (`schema.py`) and the checks run before anything heavy (`checks.py`)."""
 
 from sidestep.config.checks import prepare, typed, validate
+from sidestep.config.containers import as_container, flatten
 from sidestep.config.schema import (
     CONSTANT_SCHEDULER,
     LATENT_FPS,
@@ -8,8 +9,6 @@ from sidestep.config.schema import (
     ModelConfig,
     SyntheticConfig,
     TrainConfig,
-    as_container,
-    flatten,
     register_schemas,
 )
 

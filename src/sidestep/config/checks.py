@@ -9,33 +9,27 @@ from typing import Dict, Optional, Tuple
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sidestep.config.containers import as_container, flatten
+from sidestep.config.run_name import RUN_NAME
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
+    CHOSEN_BY_TARGET,
     CONSTANT_SCHEDULER,
     LATENT_FPS,
-    OPTIMIZER_SCHEMAS,
     PRODIGY_TARGET,
-    RUN_NAME,
     PreprocessConfig,
     SampleConfig,
     SchedulerConfig,
     TrainConfig,
-    as_container,
-    flatten,
 )
 from sidestep.errors import ConfigError
 
 log = logging.getLogger("sidestep")
 
-ATTENTION_BLOCKS = ("self_attn", "cross_attn")
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|xpu|cuda(:\d+)?")
-TRAINABLE_BACKENDS = ("auto", "native", "flash", "_flash_3", "flex", "xformers", "_native_flash", "_native_efficient",
-                      "_native_cudnn", "_native_math")  # diffusers' attention backends with a backward pass, no download
-COMPILE_MODES = ("false", "blocks", "full")
-MAX_SEED = 2**32 - 1
-RETIRED_KEYS = ("model.data_proportion",)  # ACE-Step's loss forces r = t, so this never had an effect  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
+COMPILE_MODES = ("false", "blocks", "full")  # a string, not an enum: the command line's `false` is a boolean
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
+RETIRED_KEYS = ("model.data_proportion",)  # ACE-Step's loss forces r = t, so this never had an effect
 
 
 def projection_shapes(arch: DictConfig) -> Dict[str, Tuple[int, int]]:
@@ -55,11 +49,15 @@ def typed(cfg: DictConfig) -> DictConfig:
                 OmegaConf.select(cfg, node).pop(leaf)
             log.info("%s is no longer a setting (it never changed training); ignored", key)
     schema = OmegaConf.structured(TrainConfig)
-    target = OmegaConf.select(cfg, "optimizer._target_")
-    by_target = {s._target_: s for s in OPTIMIZER_SCHEMAS.values()}
-    if target not in by_target:
-        raise ConfigError(f"optimizer._target_={target!r} is not a known optimizer; pick optimizer=" + "|".join(OPTIMIZER_SCHEMAS))
-    schema.optimizer = OmegaConf.structured(by_target[target])
+    for group, schemas in CHOSEN_BY_TARGET.items():
+        if OmegaConf.select(cfg, group) is None:  # saved before the group existed: its first option was the only one
+            with open_dict(cfg):
+                cfg[group] = {"_target_": next(iter(schemas.values()))._target_}
+        target = OmegaConf.select(cfg, f"{group}._target_")
+        by_target = {s._target_: s for s in schemas.values()}
+        if target not in by_target:
+            raise ConfigError(f"{group}._target_={target!r} is not a known {group}; pick {group}=" + "|".join(schemas))
+        schema[group] = OmegaConf.structured(by_target[target])
     return _merge(schema, cfg)
 
 
@@ -80,13 +78,7 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= lora.dropout <= 0.5, "lora.dropout", f"must be between 0 and 0.5 (got {lora.dropout})")
     _check(RUN_NAME.fullmatch(str(cfg.run.name)) is not None, "run.name",
            f"{cfg.run.name!r}: use letters, digits, - and _ only (it names files and a PEFT adapter)")
-    _check(cfg.export.dtype in ("fp32", "bf16", "fp16"), "export.dtype", f"must be fp32, bf16 or fp16 (got {cfg.export.dtype!r})")
-    _check(lora.bias in ("none", "all", "lora_only"), "lora.bias", f"must be none, all or lora_only (got {lora.bias!r})")
-    known = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
-    bad = [m for m in lora.target_modules if m not in known]
-    _check(not bad and len(lora.target_modules) > 0, "lora.target_modules", f"unknown {bad}; choose from {list(known)}")
-    bad = [b for b in cfg.attention.blocks if b not in ATTENTION_BLOCKS]
-    _check(not bad, "attention.blocks", f"unknown {bad}; use attention=both|self|cross")
+    _check(len(lora.target_modules) > 0, "lora.target_modules", "is empty; name at least one projection")
     _check(opt.lr > 0, "optimizer.lr", f"must be > 0 (got {opt.lr})")
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0 (got {opt.weight_decay})")
     _check(cfg.scheduler.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0 (got {cfg.scheduler.warmup_steps})")
@@ -100,14 +92,8 @@ def validate(cfg: DictConfig) -> None:
         _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
            f"must be at least 1 or null (got {tr.save_every_steps})")
-    _check(tr.on_nonfinite in ("error", "skip"), "trainer.on_nonfinite", f"must be error or skip (got {tr.on_nonfinite!r})")
-    _check(tr.attention_backend in TRAINABLE_BACKENDS, "trainer.attention_backend",
-           f"must be one of {', '.join(TRAINABLE_BACKENDS)} (got {tr.attention_backend!r}); SageAttention has no "
-           "backward pass, and hub kernels would be downloaded")
     _check(tr.compile in COMPILE_MODES, "trainer.compile", f"must be false, blocks or full (got {tr.compile!r})")
-    _check(data.on_bad_sample in ("error", "skip"), "data.on_bad_sample", f"must be error or skip (got {data.on_bad_sample!r})")
     t = cfg.training
-    _check(t.mode in ("fixed", "vanilla"), "training.mode", f"must be fixed or vanilla (got {t.mode!r}); use training=fixed|vanilla")
     _check(0.0 <= t.cfg_ratio < 1.0, "training.cfg_ratio", f"must be in [0, 1) (got {t.cfg_ratio})")
     _check(t.mode != "vanilla" or len(t.discrete_timesteps) > 0, "training.discrete_timesteps", "vanilla mode needs the discrete schedule")
     _check(all(0.0 < s <= 1.0 for s in t.discrete_timesteps), "training.discrete_timesteps", "values must be in (0, 1]")
@@ -134,7 +120,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.preprocess.audio_dir is not None:
         validate_preprocess(cfg.preprocess, "preprocess.")
     validate_sample(cfg.sample)
-    validate_model(cfg.model)
     shapes = projection_shapes(cfg.model.arch)
     narrowest = min(lora.target_modules, key=lambda m: min(shapes[m]))
     _check(lora.rank_map is not None or lora.rank <= min(shapes[narrowest]), "lora.rank",
@@ -162,15 +147,6 @@ def _check_schedule(scheduler: DictConfig) -> None:
                           f"({type(err).__name__}); use scheduler=constant|constant_with_warmup|cosine|linear") from None
 
 
-def validate_model(model: DictConfig) -> None:
-    if model.variant != "tiny":
-        ckpt = model.checkpoint_dir
-        _check(ckpt is not None, "model.checkpoint_dir",
-               f"is not set; point it at your ACE-Step checkpoints/ folder for model={model.variant}, or try experiment=demo")
-        _check(Path(ckpt).is_dir(), "model.checkpoint_dir",
-               f"{ckpt} does not exist; point it at your ACE-Step checkpoints/ folder, or try experiment=demo")
-
-
 def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
     """The preprocessing settings, for `sidestep.preprocess` (no prefix) and `preprocess.*` in training."""
     _check(p.audio_dir is not None, f"{prefix}audio_dir", "is not set; point it at a folder of songs")
@@ -178,8 +154,6 @@ def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
     _check(p.dataset_json is None or Path(p.dataset_json).is_file(), f"{prefix}dataset_json",
            f"{p.dataset_json} is not a file; point it at ACE-Step's dataset.json, or leave it out to use sidecars")
     _check(p.max_duration > 0, f"{prefix}max_duration", f"must be > 0 seconds (got {p.max_duration})")
-    _check(p.trigger_position in ("prepend", "append", "replace"), f"{prefix}trigger_position",
-           f"must be prepend, append or replace (got {p.trigger_position!r})")
     _check(p.tile_overlap_seconds >= 0, f"{prefix}tile_overlap_seconds", f"must be >= 0 (got {p.tile_overlap_seconds})")
     _check(p.tile_seconds - 2 * p.tile_overlap_seconds >= 1, f"{prefix}tile_seconds",
            f"must be at least 1 s longer than twice the overlap (got {p.tile_seconds} with overlap {p.tile_overlap_seconds})")
@@ -198,8 +172,6 @@ def _check_device(node: DictConfig, prefix: str) -> None:
     """`device` and `precision`, as training, preprocessing and sampling take them."""
     _check(bool(DEVICE_PATTERN.fullmatch(node.device)), f"{prefix}device",
            f"must be auto, cpu, cuda, cuda:N, mps or xpu (got {node.device!r})")
-    _check(node.precision in ("auto", "bf16", "fp16", "fp32"), f"{prefix}precision",
-           f"must be auto, bf16, fp16 or fp32 (got {node.precision!r})")
 
 
 def _check_rendering(node: DictConfig, prefix: str) -> None:
@@ -247,7 +219,6 @@ def prepare_preprocess(cfg: DictConfig) -> DictConfig:
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     _check(cfg.out_dir is not None, "out_dir", "is not set; name the folder the tensors go to")
     validate_preprocess(cfg)
-    validate_model(cfg.model)
     return cfg
 
 

@@ -4,13 +4,14 @@ nearest real option (`optimizer.learning_rate` -> did you mean `optimizer.lr`?) 
 import dataclasses
 import difflib
 import typing
+from enum import Enum
 from pathlib import Path
-from typing import Iterable, List, Set
+from typing import Dict, Iterable, List
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from sidestep.config.schema import OPTIMIZER_SCHEMAS, TrainConfig
+from sidestep.config.schema import CHOSEN_BY_TARGET, TrainConfig
 from sidestep.errors import ConfigError
 
 OPEN_NODES = ("model.tiny_stack.",)  # free-form dicts: any key below them is accepted
@@ -20,23 +21,38 @@ SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "steps": "max_steps", "
 CONFIG_DIR_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "hydra.searchpath")
 
 
-def known_keys() -> Set[str]:
-    """Every dotted key of the training schema (any optimizer's options included), and every node above one."""
+def known_keys() -> Dict[str, type]:
+    """{dotted key: its type} for every key of the training schema (any optimizer's or adapter's options
+    included), and every node above one."""
     keys = _schema_keys(TrainConfig, "")
-    for schema in OPTIMIZER_SCHEMAS.values():
-        keys |= _schema_keys(schema, "optimizer.")
+    for group, schemas in CHOSEN_BY_TARGET.items():
+        for schema in schemas.values():
+            keys.update(_schema_keys(schema, f"{group}."))
     return keys
 
 
-def _schema_keys(schema: type, prefix: str) -> Set[str]:
-    keys = set()
+def _schema_keys(schema: type, prefix: str) -> Dict[str, type]:
+    keys = {}
     for name, hint in typing.get_type_hints(schema).items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         inner = args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
-        keys.add(prefix + name)
+        keys[prefix + name] = inner
         if dataclasses.is_dataclass(inner):
-            keys |= _schema_keys(inner, f"{prefix}{name}.")
+            keys.update(_schema_keys(inner, f"{prefix}{name}."))
     return keys
+
+
+def _check_choice(key: str, kind: type, value) -> None:
+    """A value outside an enum-typed option's set, named with the set (Hydra would print a block)."""
+    listed = typing.get_origin(kind) in (list, List)
+    enum = typing.get_args(kind)[0] if listed else kind
+    if not (isinstance(enum, type) and issubclass(enum, Enum)):
+        return
+    allowed = [m.value for m in enum]
+    for item in value if isinstance(value, list) else [value]:
+        if str(item) not in allowed:
+            raise ConfigError(f"{key}: {item!r} is not one of {', '.join(allowed)}"
+                              f"{_nearest(str(item), allowed, '')}")
 
 
 def group_options(conf_dir: Path) -> dict:
@@ -68,6 +84,8 @@ def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
         elif key not in keys and not key.startswith(OPEN_NODES):
             raise ConfigError(f"{key}: no such option{_nearest(key, keys, '')}; "
                               "`python -m sidestep.train --cfg job` prints every option")
+        elif key in keys and not override.is_sweep_override():
+            _check_choice(key, keys[key], override.value())
 
 
 def _nearest(word: str, choices: Iterable[str], prefix: str) -> str:

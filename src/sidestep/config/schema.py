@@ -1,18 +1,29 @@
-"""The typed schema of every knob in `conf/`.
+"""The typed schema of every knob in `conf/`, and its one default.
 
 Each config group's YAML extends one of these dataclasses (registered in Hydra's ConfigStore as
-`schema/<group>/<name>`), so a typo or a wrong type fails at compose time; `checks.py` then checks ranges.
+`schema/<group>/<name>`) and holds only what differs from it, so a typo or a wrong type fails at compose time;
+`checks.py` then checks ranges. Groups that build a part name its class or function in `_target_`.
 """
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
+
+from sidestep.config.choices import (
+    ATTENTION_PROJECTIONS,
+    AttentionBackend,
+    AttentionBlock,
+    Bias,
+    ExportDtype,
+    OnProblem,
+    Precision,
+    TargetModule,
+    TimestepMode,
+    TriggerPosition,
+)
+from sidestep.config.run_name import register_run_name_resolvers
 
 LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
 
@@ -37,7 +48,7 @@ class ArchConfig:
 
 @dataclass
 class TinyStackConfig:
-    """`tiny` only: keyword arguments of the random VAE, Qwen3 text encoder and condition encoder (DESIGN §8)."""
+    """`tiny` only: keyword arguments of the random VAE, Qwen3 text encoder and condition encoder."""
 
     vae: Dict[str, Any] = field(default_factory=dict)
     text_encoder: Dict[str, Any] = field(default_factory=dict)
@@ -55,8 +66,12 @@ class SamplingDefaults:
 
 @dataclass
 class ModelConfig:
-    variant: str = MISSING  # tiny | turbo | base | sft
-    checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root; unused by `tiny`
+    """`instantiate(cfg.model)` gives the `models.ModelSource` that `_target_` names: the weights of an ACE-Step
+    checkpoint folder, or the seeded random `tiny` stack. Everything that loads weights asks it."""
+
+    _target_: str = "sidestep.models.acestep.AceStepCheckpoint"
+    variant: str = MISSING  # turbo | base | sft | auto (whatever checkpoint_dir holds) | tiny
+    checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root, one variant folder, or a diffusers folder
     is_turbo: bool = False
     timestep_mu: float = -0.4
     timestep_sigma: float = 1.0
@@ -121,6 +136,23 @@ OPTIMIZER_SCHEMAS = {
 
 
 @dataclass
+class AdapterConfig:
+    """The adapter type: `instantiate(cfg.adapter)` gives an `adapters.AdapterType`, which turns `lora.*` (size,
+    alpha, dropout, targets) into PEFT's config for that type and writes the files each consumer loads."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class LoraAdapterConfig(AdapterConfig):
+    _target_: str = "sidestep.adapters.lora.Lora"
+    use_rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank (rank-stabilised LoRA)
+
+
+ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig}
+
+
+@dataclass
 class SchedulerConfig:
     """`instantiate(cfg.scheduler)(total_steps=N)` gives the LR multiplier for `LambdaLR`."""
 
@@ -134,14 +166,16 @@ CONSTANT_SCHEDULER = "sidestep.training.lr_schedules.constant"
 
 @dataclass
 class AttentionConfig:
-    blocks: List[str] = field(default_factory=lambda: ["self_attn", "cross_attn"])
+    """Which attention blocks of each DiT layer the adapter's attention targets sit in."""
+
+    blocks: List[AttentionBlock] = field(default_factory=lambda: list(AttentionBlock))
 
 
 @dataclass
 class TrainingConfig:
-    """How timesteps are drawn and how often the text condition is dropped (DESIGN §4)."""
+    """How timesteps are drawn and how often the text condition is dropped (see training/flow_matching.py)."""
 
-    mode: str = "fixed"  # fixed | vanilla
+    mode: TimestepMode = TimestepMode.fixed
     cfg_ratio: float = 0.15
     discrete_timesteps: List[float] = field(default_factory=list)  # vanilla only
     min_snr_gamma: Optional[float] = None
@@ -156,8 +190,8 @@ class LoraConfig:
     alpha: Optional[float] = None  # null: ALPHA_PER_RANK x rank (resolved by `prepare`)
     alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
     dropout: float = 0.1
-    bias: str = "none"  # none | all | lora_only
-    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: Bias = Bias.none
+    target_modules: List[TargetModule] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
     rank_map: Optional[str] = None  # an estimate.json from `python -m sidestep.estimate`: per-module ranks
 
 
@@ -170,15 +204,15 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps | xpu
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    precision: Precision = Precision.auto
     gradient_checkpointing: bool = False
     save_every: int = 10  # epochs
     save_every_steps: Optional[int] = None  # optimizer steps; also checkpoint mid-epoch when set
     keep_checkpoints: int = 3
-    on_nonfinite: str = "error"  # error | skip: what a NaN/Inf loss or gradient does
+    on_nonfinite: OnProblem = OnProblem.error  # what a NaN/Inf loss or gradient does
     log_every: int = 10  # optimizer steps
     log_heavy_every: int = 50  # optimizer steps
-    attention_backend: str = "auto"  # auto | native | flash | _flash_3 | flex | xformers | _native_* (diffusers' names)
+    attention_backend: AttentionBackend = AttentionBackend.auto
     compile: str = "false"  # false | blocks (each transformer block, compiled once) | full (the whole DiT)
     compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: capture only, no code generation)
 
@@ -197,6 +231,10 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
+    """`instantiate(cfg.data)` gives the `data.SampleSource` that `_target_` names: a folder of preprocessed samples
+    (`dataset_dir`), or the generated dataset of `synthetic`."""
+
+    _target_: str = "sidestep.data.sources.SampleFolder"
     dataset_dir: Optional[str] = None
     synthetic: Optional[SyntheticConfig] = None
     crop_seconds: Optional[float] = None
@@ -204,7 +242,7 @@ class DataConfig:
     pin_memory: bool = True
     prefetch_factor: int = 2
     persistent_workers: bool = True
-    on_bad_sample: str = "error"  # error | skip: what an unusable sample file does
+    on_bad_sample: OnProblem = OnProblem.error  # what an unusable sample file does
     bucket_by_length: bool = True  # without crop_seconds: batch songs of similar length, so no frame is padding
     val_fraction: float = 0.0  # held out, scored at fixed timesteps and noise so runs compare
 
@@ -239,14 +277,14 @@ class PreprocessSettings:
     dataset_json: Optional[str] = None  # ACE-Step dataset-builder labels; default: sidecars beside each song
     max_duration: float = 240.0  # seconds; longer songs are cut
     trigger_tag: Optional[str] = None  # a word added to every caption, to call the style up at generation time
-    trigger_position: str = "prepend"  # prepend | append | replace
+    trigger_position: TriggerPosition = TriggerPosition.prepend
     force: bool = False  # redo songs whose tensors are up to date
     tile_seconds: float = 30.0  # VAE encoding window: memory stays flat however long the song
     tile_overlap_seconds: float = 2.0  # context on each side of a window, encoded and discarded
     max_text_tokens: int = 256
     max_lyric_tokens: int = 2048
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU
+    precision: Precision = Precision.auto
 
 
 @dataclass
@@ -269,7 +307,7 @@ class SamplePrompt:
 class SampleSettings:
     """Audio rendered while training (`sample.*`): `<run>/samples/step-<N>/` and TensorBoard's audio tab."""
 
-    every_n_epochs: Optional[int] = None
+    every_n_epochs: Optional[int] = 10
     every_n_steps: Optional[int] = None
     prompts: List[SamplePrompt] = field(default_factory=list)  # default: captions and lyrics of the training data
     count: int = 2  # prompts taken from the training data when `prompts` is empty
@@ -303,12 +341,9 @@ class SampleConfig:
     guidance: Optional[float] = None
     shift: Optional[float] = None
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     model: ModelConfig = MISSING  # used when the source does not say what it was trained on
     ui: UIConfig = field(default_factory=UIConfig)
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass
@@ -323,13 +358,14 @@ class RunConfig:
 class ExportConfig:
     """The adapter files written at the end of training and by `python -m sidestep.export`."""
 
-    dtype: str = "bf16"  # fp32 | bf16 | fp16; training and checkpoints stay fp32
+    dtype: ExportDtype = ExportDtype.bf16  # training and checkpoints stay fp32
 
 
 @dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     optimizer: OptimizerConfig = MISSING
+    adapter: AdapterConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     attention: AttentionConfig = MISSING
     training: TrainingConfig = MISSING
@@ -342,41 +378,16 @@ class TrainConfig:
     resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
-    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    preprocess: PreprocessSettings = field(default_factory=lambda: PreprocessSettings(device="${trainer.device}"))
     sample: SampleSettings = field(default_factory=SampleSettings)
 
 
-STAMPED = re.compile(r"-\d{8}-\d{6}$")  # a start time at the end of a run's name
-
-
-def default_run_name(time: str, _root_: DictConfig) -> str:
-    """`<dataset folder or experiment>-<time>`, and `-<job number>` in a sweep, in letters, digits, - and _ (it
-    becomes file names and a PEFT adapter name, which may not hold a dot)."""
-    folder = OmegaConf.select(_root_, "data.dataset_dir") or OmegaConf.select(_root_, "preprocess.audio_dir")
-    experiment, job = None, None
-    try:
-        hydra = HydraConfig.get()
-        experiment = hydra.runtime.choices.get("experiment")
-        job = hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
-    except ValueError:  # composed outside a Hydra run (tests, sidestep.rerun's check)
-        pass
-    base = Path(str(folder)).name if folder else experiment or "run"
-    parts = [re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-") or "run", time] + ([str(job)] if job is not None else [])
-    return "-".join(parts)
-
-
-def run_dir_leaf(name: str, time: str) -> str:
-    """The run dir's last folder: the name, which by default already ends in the start time; a name the user gave
-    gets `-<start time>` added, so a second run of the same name never writes into the first one's folder (a
-    rerun of a saved config swaps the earlier start time for its own)."""
-    return name if name.endswith(time) else f"{STAMPED.sub('', name)}-{time}"
+CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS}  # groups with a schema per option
 
 
 def register_schemas() -> None:
     """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
-    if not OmegaConf.has_resolver("sidestep_run_name"):
-        OmegaConf.register_new_resolver("sidestep_run_name", default_run_name)
-        OmegaConf.register_new_resolver("sidestep_run_dir_leaf", run_dir_leaf)
+    register_run_name_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)
@@ -384,20 +395,6 @@ def register_schemas() -> None:
     for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
                           ("training", TrainingConfig), ("data", DataConfig)]:
         cs.store(group=f"schema/{group}", name="base", node=schema)
-    for name, schema in OPTIMIZER_SCHEMAS.items():
-        cs.store(group="schema/optimizer", name=name, node=schema)
-
-
-def as_container(cfg: DictConfig) -> Any:
-    """A plain, fully resolved copy for saving and printing."""
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def flatten(node: Any, sep: str = ".", prefix: str = "") -> dict:
-    """`{"lora": {"rank": 4}}` -> `{"lora.rank": 4}` (leaves include lists and None), for comparing and logging."""
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out = {}
-    for key, value in node.items():
-        out.update(flatten(value, sep, f"{prefix}{sep}{key}" if prefix else str(key)))
-    return out
+    for group, schemas in CHOSEN_BY_TARGET.items():
+        for name, schema in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)

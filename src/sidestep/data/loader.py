@@ -10,18 +10,16 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from sidestep.config import LATENT_FPS
+from sidestep.config.build import build
 from sidestep.data.collate import CropCollate
 from sidestep.data.dataset import LatentDataset
 from sidestep.data.sampler import EpochSampler
-from sidestep.data.synthetic import synthetic_dataset
-from sidestep.models.dit import sample_shape
+from sidestep.data.samples import sample_shape
 
 
 def dataset_folder(cfg: DictConfig) -> Path:
-    """The folder of samples the config trains on (the synthetic one is generated on first use)."""
-    if cfg.data.synthetic:
-        return synthetic_dataset(cfg.data.synthetic, sample_shape(cfg.model))
-    return Path(cfg.data.dataset_dir)
+    """The folder of samples the config trains on (`data._target_` says where it comes from)."""
+    return build(cfg.data).folder(sample_shape(cfg.model))
 
 
 def open_dataset(cfg: DictConfig) -> LatentDataset:

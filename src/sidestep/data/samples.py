@@ -35,6 +35,13 @@ class SampleShape:
     min_frames: int
 
 
+def sample_shape(model_cfg) -> SampleShape:
+    """The sample layout `model.arch` trains on (checked for every file before the model is built)."""
+    arch = model_cfg.arch
+    return SampleShape(latent_dim=arch.audio_acoustic_hidden_dim, context_dim=arch.in_channels - arch.audio_acoustic_hidden_dim,
+                       condition_dim=arch.encoder_hidden_size, min_frames=arch.patch_size)
+
+
 def read_sample(path: Path) -> Dict[str, Any]:
     """Tensors (float32, bool masks) plus `metadata` (a dict, possibly empty)."""
     path = Path(path)

@@ -170,30 +170,3 @@ def decoder_arch(files: List[Path]) -> Dict[str, int]:
     except KeyError as err:
         raise ConfigError(f"{files[0].parent if files else 'checkpoint'}: no DiT weights ({err.args[0]} missing "
                           "under decoder.*); is this an ACE-Step 1.5 checkpoint?") from None
-
-
-def apply_checkpoint_config(model_cfg) -> None:
-    """The checkpoint decides architecture and training constants: its config.json, and the weight shapes for what
-    that lacks (the original's has no `encoder_hidden_size`); log where it overrules the YAML.
-
-    `model=auto` first becomes the variant `pick_variant` chooses, so the saved config names what was trained."""
-    if model_cfg.variant == "auto":
-        model_cfg.variant = pick_variant(model_cfg.checkpoint_dir)
-        found = ", ".join(find_variants(model_cfg.checkpoint_dir)) or model_cfg.variant
-        log.info("model=auto: training %s (found: %s)", model_cfg.variant, found)
-    folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
-    found = {k: (v, "config.json") for k, v in read_config(folder).items() if v is not None}
-    if folder.layout == "original" and any((folder.path / name).is_file() for name in (SINGLE_FILE, INDEX_FILE)):
-        shapes = decoder_arch(weight_files(folder.path))  # no weights yet: loading them later says so
-        found = {**{k: (v, "weights") for k, v in shapes.items()}, **found}
-    for key in list(model_cfg.arch.keys()):
-        _take(model_cfg.arch, key, found, f"model.arch.{key}")
-    for key in CHECKPOINT_OWNED:
-        _take(model_cfg, key, found, f"model.{key}")
-
-
-def _take(node, key: str, found: dict, name: str) -> None:
-    if key in found and found[key][0] != node[key]:
-        value, where = found[key]
-        log.info("%s = %s from the checkpoint's %s (config said %s)", name, value, where, node[key])
-        node[key] = value

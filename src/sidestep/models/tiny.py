@@ -1,4 +1,4 @@
-"""The tiny random ACE-Step stack (DESIGN §8): the demo and the tests run on it, and nothing is downloaded.
+"""The tiny random ACE-Step stack (`model=tiny`): the demo and the tests run on it, and nothing is downloaded.
 
 Each model is seeded from `model.init_seed`, so every process and every later command (preprocess, train,
 sample) builds the same weights. `write_checkpoints` saves the stack in the layout of a user's ACE-Step
@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -21,12 +22,47 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
 from sidestep.atomic import save_safetensors
 from sidestep.models.checkpoints import SILENCE_FILE, TEXT_ENCODER_DIR, VAE_DIR, VARIANT_PREFIX
-from sidestep.models.dit import build_dit
+from sidestep.models.dit import DiT, dit_of_arch
 from sidestep.models.keymap import diffusers_key_to_decoder, diffusers_key_to_encoder
+from sidestep.models.source import ModelSource
 
 END_OF_TEXT = "<|endoftext|>"
 # Offsets added to `init_seed`, one per model, so the models do not share random streams.
 SEED_OFFSETS = {"vae": 1, "text_encoder": 2, "condition_encoder": 3}
+
+
+class TinyModel(ModelSource):
+    """Random weights from `model.init_seed`, in fp32, then cast to what the caller asks for."""
+
+    def dit(self, dtype: torch.dtype = torch.float32) -> DiT:
+        return tiny_dit(self.cfg, dtype)
+
+    def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck:
+        return tiny_vae(self.cfg)
+
+    def _text_encoder(self, dtype: torch.dtype) -> Tuple[Qwen3Model, PreTrainedTokenizerFast]:
+        return tiny_text_encoder(self.cfg), tiny_tokenizer()
+
+    def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder:
+        return tiny_condition_encoder(self.cfg)
+
+    def identity(self) -> str:
+        return json.dumps({"tiny": self.cfg.init_seed}, sort_keys=True)
+
+    def weights_digest(self) -> str:
+        return f"tiny-init-seed-{self.cfg.init_seed}"
+
+    def original_folder(self, scratch: Path) -> Path:
+        return write_checkpoints(self.cfg, scratch, variant="tiny")
+
+
+def tiny_dit(model_cfg: DictConfig, dtype: torch.dtype = torch.float32) -> DiT:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_cfg.init_seed)
+        transformer = dit_of_arch(model_cfg)
+        null = torch.randn(1, 1, model_cfg.arch.encoder_hidden_size)
+    transformer.requires_grad_(False)
+    return DiT(transformer if dtype == torch.float32 else transformer.to(dtype), null.to(dtype))
 
 
 def tiny_vae(model_cfg: DictConfig) -> AutoencoderOobleck:
@@ -62,7 +98,7 @@ def tiny_condition_encoder(model_cfg: DictConfig) -> AceStepConditionEncoder:
         encoder = AceStepConditionEncoder(**OmegaConf.to_container(model_cfg.tiny_stack.condition_encoder, resolve=True))
         with torch.no_grad():  # a fixed, non-zero "encoded silence", as the real silence_latent.pt is
             encoder.silence_latent.copy_(0.5 * torch.randn(encoder.silence_latent.shape))
-            encoder.null_condition_emb.copy_(build_dit(model_cfg).null_condition_emb)
+            encoder.null_condition_emb.copy_(tiny_dit(model_cfg).null_condition_emb)
     return encoder
 
 
@@ -73,7 +109,7 @@ def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo")
     root = Path(root)
     folder = root / f"{VARIANT_PREFIX}{variant}"
     folder.mkdir(parents=True, exist_ok=True)
-    dit = build_dit(model_cfg)
+    dit = tiny_dit(model_cfg)
     encoder = tiny_condition_encoder(model_cfg)
     state = {diffusers_key_to_decoder(k): v.contiguous() for k, v in dit.transformer.state_dict().items()}
     for key, value in encoder.state_dict().items():
@@ -86,7 +122,7 @@ def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo")
     arch.pop("encoder_hidden_size")  # as in the original config.json: the loader reads it off the weights
     config = {**arch, "is_turbo": variant == "turbo",
               "timestep_mu": model_cfg.timestep_mu, "timestep_sigma": model_cfg.timestep_sigma,
-              "data_proportion": 0.5}  # a real config.json has it; training ignores it (DESIGN §4: r = t)
+              "data_proportion": 0.5}  # a real config.json has it; training ignores it (ACE-Step's loss forces r = t)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     tiny_vae(model_cfg).save_pretrained(root / VAE_DIR)
     tiny_text_encoder(model_cfg).save_pretrained(root / TEXT_ENCODER_DIR)

@@ -23,7 +23,7 @@ from sidestep.data.audio import SAMPLE_RATE, AudioError, audio_seconds, load_aud
 from sidestep.data.dataset import MANIFEST
 from sidestep.data.samples import METADATA_KEY
 from sidestep.errors import DataError
-from sidestep.models.stack import build_condition_encoder, build_text_encoder, build_vae, describe
+from sidestep.models.source import ModelSource, model_source
 from sidestep.preprocessing.encoding import (
     condition_pipeline,
     encode_condition,
@@ -55,7 +55,8 @@ def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_pre
     """Turn `settings.audio_dir` into training samples in `settings.out_dir` with `model_cfg`'s models."""
     out_dir = Path(settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    songs, failed = find_songs(settings, describe(model_cfg))
+    source = model_source(model_cfg)
+    songs, failed = find_songs(settings, source.identity())
     if not songs and not failed:
         raise DataError(f"{settings.audio_dir}: no audio files found (WAV, FLAC, OGG or MP3)")
     outcome = Outcome(out_dir, failed=failed)
@@ -70,9 +71,9 @@ def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_pre
         dtype = compute_dtype(settings.precision, device.type)
         log.info("preprocessing %d of %d songs on %s (%s)", len(todo), len(songs), device, str(dtype).split(".")[-1])
         with torch.inference_mode():
-            staged = _first_pass(todo, out_dir / STAGING, settings, model_cfg, device, dtype, plain, outcome)
+            staged = _first_pass(todo, out_dir / STAGING, settings, model_cfg, source, device, dtype, plain, outcome)
             _free(device)
-            _second_pass(staged, out_dir, model_cfg, device, dtype, plain, outcome)
+            _second_pass(staged, out_dir, model_cfg, source, device, dtype, plain, outcome)
             _free(device)
         if (out_dir / STAGING).is_dir() and not any((out_dir / STAGING).iterdir()):
             (out_dir / STAGING).rmdir()
@@ -90,7 +91,8 @@ def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bo
     return outcome
 
 
-def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cfg: DictConfig, device: torch.device,
+def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cfg: DictConfig, source: ModelSource,
+                device: torch.device,
                 dtype: torch.dtype, plain: bool, outcome: Outcome) -> List[Tuple[Song, Path]]:
     """Audio -> latents and label -> text/lyric states, for every song not already staged."""
     lengths = []
@@ -102,8 +104,8 @@ def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cf
     staged = [(song, staging / f"{song.name}.safetensors") for song, _ in lengths]
     todo = [(song, seconds) for (song, seconds), (_, path) in zip(lengths, staged) if not _matches(path, song)]
     if todo:
-        vae = build_vae(model_cfg, dtype).to(device)
-        pipe = text_pipeline(*build_text_encoder(model_cfg, dtype))
+        vae = source.vae(dtype).to(device)
+        pipe = text_pipeline(*source.text_encoder(dtype))
         pipe.text_encoder.to(device)
         with FileProgress("pass 1/2: audio and text", [s for _, s in todo], plain) as progress:
             for song, seconds in todo:
@@ -134,12 +136,13 @@ def _stage(song: Song, path: Path, vae, pipe, settings: DictConfig, model_cfg: D
         outcome.failed.append(Failure(song.path, "out of memory; try a smaller preprocess.tile_seconds"))
 
 
-def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: DictConfig, device: torch.device,
+def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: DictConfig, source: ModelSource,
+                 device: torch.device,
                  dtype: torch.dtype, plain: bool, outcome: Outcome) -> None:
     """Staged tensors -> finished samples with the condition encoder; each staging file is removed when done."""
     if not staged:
         return
-    pipe = condition_pipeline(build_condition_encoder(model_cfg, dtype).to(device))
+    pipe = condition_pipeline(source.condition_encoder(dtype).to(device))
     durations = [_metadata(path)["duration"] for _, path in staged]
     with FileProgress("pass 2/2: conditions", durations, plain) as progress:
         for (song, path), seconds in zip(staged, durations):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from sidestep.config.schema import SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE, write_wav
-from sidestep.models.stack import build_condition_encoder, build_text_encoder, build_vae
+from sidestep.models.source import ModelSource
 
 
 def slug(prompt: SamplePrompt, limit: int = 40) -> str:
@@ -42,11 +42,11 @@ def render_settings(node: DictConfig, model_cfg: DictConfig) -> RenderSettings:
                           float(pick("shift")))
 
 
-def build_pipeline(model_cfg: DictConfig, transformer: torch.nn.Module, dtype: torch.dtype) -> AceStepPipeline:
+def build_pipeline(source: ModelSource, transformer: torch.nn.Module, dtype: torch.dtype) -> AceStepPipeline:
     """The pipeline around `transformer`; the VAE, text encoder and condition encoder are loaded on the CPU."""
-    text_encoder, tokenizer = build_text_encoder(model_cfg, dtype)
-    return AceStepPipeline(vae=build_vae(model_cfg, dtype), text_encoder=text_encoder, tokenizer=tokenizer,
-                           transformer=transformer, condition_encoder=build_condition_encoder(model_cfg, dtype),
+    text_encoder, tokenizer = source.text_encoder(dtype)
+    return AceStepPipeline(vae=source.vae(dtype), text_encoder=text_encoder, tokenizer=tokenizer,
+                           transformer=transformer, condition_encoder=source.condition_encoder(dtype),
                            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0))
 
 

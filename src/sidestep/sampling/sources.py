@@ -8,15 +8,15 @@ from typing import Dict, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from peft import LoraConfig
+from peft import PeftConfig
 from safetensors.torch import load_file
 
+from sidestep.adapters.attach import adapter_config
+from sidestep.adapters.files import WEIGHTS, read_adapter
 from sidestep.config import typed
 from sidestep.config.saved import load_saved
 from sidestep.errors import ConfigError
-from sidestep.training.adapter_files import WEIGHTS, read_adapter
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE, complete_checkpoints, read_state
-from sidestep.training.lora import peft_config
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
@@ -27,7 +27,7 @@ class Source:
     run_dir: Optional[Path]
     run_cfg: Optional[DictConfig]  # the run's saved, checked config
     weights: Dict[str, torch.Tensor]  # LoRA tensors under diffusers names
-    lora_config: LoraConfig
+    adapter_config: PeftConfig
     weights_file: Path
     step: Optional[int] = None  # the checkpoint's optimizer step; None for a finished adapter
 
@@ -73,7 +73,7 @@ def open_source(path: Path) -> Source:
         if run_cfg is None:
             raise ConfigError(f"source: {path} is a checkpoint outside its run dir; its LoRA settings are in the run's "
                               ".hydra/config.yaml, so point at the checkpoint inside the run")
-        config = peft_config(run_cfg.lora, run_cfg.attention, run_cfg.model.arch)
+        config = adapter_config(run_cfg)
         step = read_state(folder)["state"]["step"]
         return Source(path, run_dir, run_cfg, load_file(folder / LORA_FILE), config, folder / LORA_FILE, step)
     if path == run_dir:

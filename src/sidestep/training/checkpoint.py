@@ -23,8 +23,9 @@ import torch
 from accelerate import Accelerator
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+from sidestep.adapters.files import file_header
+from sidestep.adapters.kind import kind_of
 from sidestep.atomic import publish, save_safetensors
-from sidestep.training.adapter_files import lora_header
 from sidestep.training.checkpoint_check import (
     LORA_FILE,
     STATE_FILE,
@@ -60,6 +61,10 @@ class TrainerState:
     skipped_nonfinite: int = 0
 
 
+def checkpoint_header(config) -> dict:
+    return file_header(kind_of(config), config, "checkpoint", "fp32")
+
+
 def register_lora_hooks(accelerator: Accelerator) -> None:
     """Accelerate saves and loads the LoRA tensors only, never the frozen base model. Loading takes them only if
     the checkpoint holds exactly the model's LoRA tensors (a missing one would otherwise stay silently at zero)."""
@@ -67,7 +72,7 @@ def register_lora_hooks(accelerator: Accelerator) -> None:
     def save_hook(models, weights, output_dir):
         for model in models:
             save_safetensors({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
-                             Path(output_dir) / LORA_FILE, lora_header(model.peft_config["default"], "checkpoint", "fp32"))
+                             Path(output_dir) / LORA_FILE, checkpoint_header(model.peft_config["default"]))
         weights.clear()
 
     def load_hook(models, input_dir):

@@ -18,16 +18,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sidestep.adapters.rank_map import FORMAT
 from sidestep.atomic import atomic_file
 from sidestep.data.loader import make_loader, open_dataset
-from sidestep.models.dit import build_dit
+from sidestep.models.source import model_source
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.flow_matching import (
     StepGenerators,
     StepSettings,
     flow_matching_loss,
 )
-from sidestep.training.rank_map import FORMAT
 from sidestep.training.sensitivity import (
     ModuleScore,
     SensitivityMeter,
@@ -49,7 +49,7 @@ def estimate(cfg: DictConfig, run_dir: Path) -> Path:
     set_seed(cfg.trainer.seed)
     dataset = open_dataset(cfg)
     loader, _ = make_loader(cfg, dataset, accelerator.device.type)
-    dit = build_dit(cfg.model, weight_dtype(accelerator.mixed_precision))
+    dit = model_source(cfg.model).dit(weight_dtype(accelerator.mixed_precision))
     transformer, loader = accelerator.prepare(dit.transformer.eval(), loader)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     meter = SensitivityMeter(candidate_modules(transformer, list(cfg.attention.blocks), est.include_mlp))

@@ -12,16 +12,14 @@ from typing import Dict, Iterable, List
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.digest import file_hash
-from sidestep.models.checkpoints import locate, weight_files
-
-WEIGHT_PROBES = 64  # evenly spaced 64 KiB reads of each weight file: any other weights differ in them
+from sidestep.models.source import model_source
 
 
 def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
     return {
         "model.variant": cfg.model.variant,
         "model.arch": OmegaConf.to_container(cfg.model.arch),
-        "model.weights": base_weights_digest(cfg.model),
+        "model.weights": model_source(cfg.model).weights_digest(),
         "lora.rank": cfg.lora.rank,
         "lora.alpha": cfg.lora.alpha,
         "lora.target_modules": list(cfg.lora.target_modules),
@@ -54,23 +52,4 @@ def dataset_digest(sample_files: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in sample_files:
         digest.update(f"{Path(path).name}\0{file_hash(path)}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def base_weights_digest(model: DictConfig) -> str:
-    """The frozen base: `tiny` is made from its seed; a checkpoint's weights are sampled at fixed offsets (a full
-    hash of a 5 GB file would add a minute to every start on a slow disk) together with their sizes."""
-    if model.variant == "tiny":
-        return f"tiny-init-seed-{model.init_seed}"
-    folder = locate(model.checkpoint_dir, model.variant)
-    files = sorted((folder.path / "transformer").glob("*.safetensors")) if folder.layout == "diffusers" \
-        else weight_files(folder.path)
-    digest = hashlib.sha256()
-    for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.name}\0{size}\n".encode())
-        with open(path, "rb") as f:
-            for i in range(WEIGHT_PROBES):
-                f.seek(size * i // WEIGHT_PROBES)
-                digest.update(f.read(64 * 1024))
     return digest.hexdigest()[:16]

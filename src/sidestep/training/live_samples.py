@@ -23,6 +23,7 @@ from sidestep.config.schema import LATENT_FPS, SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE
 from sidestep.data.loader import dataset_folder
 from sidestep.errors import SidestepError, first_line
+from sidestep.models.source import model_source
 from sidestep.report.run_page import refresh_run_page
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
@@ -126,7 +127,7 @@ class LiveSampler:
     def _render_all(self, model: torch.nn.Module, step: int) -> None:
         if self.pipe is None:
             self.prompts = self._prompts()
-            self.pipe = build_pipeline(self.cfg.model, model, self.dtype)
+            self.pipe = build_pipeline(model_source(self.cfg.model), model, self.dtype)
             self.pipe.set_progress_bar_config(disable=True)
         move_helpers(self.pipe, self.accelerator.device)
         folder = self.run_dir / "samples" / f"step-{step:07d}"

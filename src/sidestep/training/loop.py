@@ -16,9 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
+from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError
-from sidestep.models.dit import build_dit
+from sidestep.models.source import model_source
 from sidestep.preprocessing.run import preprocess_and_report
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
@@ -32,7 +33,6 @@ from sidestep.training.flow_matching import (
 )
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import LiveSampler
-from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
 from sidestep.training.run_dir import claimed
 from sidestep.training.run_status import RunStatus
@@ -95,9 +95,9 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
             return None
 
     # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
-    dit = build_dit(cfg.model, dtype)
+    dit = model_source(cfg.model).dit(dtype)
     transformer = dit.transformer
-    add_lora(transformer, cfg.lora, cfg.attention, tr.seed, cfg.model.arch)
+    add_adapter(transformer, adapter_config(cfg), tr.seed)
     if tr.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     use_attention_backend(transformer, attention)

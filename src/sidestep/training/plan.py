@@ -8,10 +8,10 @@ from typing import Optional
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
+from sidestep.adapters.attach import trainable_parameters
+from sidestep.adapters.rank_map import read_rank_map
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.live_samples import resolve_duration, sampling_summary
-from sidestep.training.lora import lora_parameter_count
-from sidestep.training.rank_map import read_rank_map
 from sidestep.ui.summary import RunPlan
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,10 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total_steps,
-        lora=(f"rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, " +
+        lora=(f"{cfg.adapter._target_.rsplit('.', 1)[-1]} rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, " +
               (read_rank_map(lora.rank_map, cfg.model.arch).describe() if lora.rank_map
                else f"{modules} on {'+'.join(cfg.attention.blocks)}")),
-        trainable_params=lora_parameter_count(cfg.model.arch, lora, cfg.attention),
+        trainable_params=trainable_parameters(cfg),
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
         scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
         training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",

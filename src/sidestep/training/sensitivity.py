@@ -13,7 +13,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from sidestep.training.lora import DIFFUSERS_ATTENTION_NAMES
+from sidestep.config.choices import ATTENTION_PROJECTIONS
+from sidestep.models.keymap import ATTENTION_RENAMES
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ModuleScore:
 
 
 def candidate_modules(transformer: torch.nn.Module, blocks: List[str], include_mlp: bool) -> Dict[str, torch.nn.Linear]:
-    attention = "|".join(re.escape(n) for n in DIFFUSERS_ATTENTION_NAMES.values())
+    attention = "|".join(re.escape(ATTENTION_RENAMES[p]) for p in ATTENTION_PROJECTIONS)
     branches = [f"(?:{'|'.join(blocks)})\\.(?:{attention})"]
     if include_mlp:
         branches.append("mlp\\.(?:gate_proj|up_proj|down_proj)")
@@ -93,7 +94,7 @@ def uniform_budget(scores: Dict[str, ModuleScore], rank: int) -> int:
 def layer_and_projection(name: str) -> Tuple[int, str]:
     """`layers.3.cross_attn.to_out.0` -> (3, "cross_attn.o_proj")."""
     parts = name.split(".")
-    projection = {v: k for k, v in DIFFUSERS_ATTENTION_NAMES.items()}.get(".".join(parts[3:]), ".".join(parts[3:]))
+    projection = {ATTENTION_RENAMES[p]: p for p in ATTENTION_PROJECTIONS}.get(".".join(parts[3:]), ".".join(parts[3:]))
     return int(parts[1]), f"{parts[2]}.{projection}"
 
 

@@ -4,16 +4,17 @@ Every `log_every` optimizer steps: smoothed and raw loss, learning rate (Prodigy
 timesteps drawn since the last write. Every `log_heavy_every` steps: the LoRA gradient norm of each layer.
 """
 
-from typing import List, Optional
+import re
+from typing import Dict, List, Optional
 
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from sidestep.config import as_container, flatten
-from sidestep.training.lora import layer_grad_norms
 
 TRACKER_NAME = "tb"
+LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 
 
 def applied_lr(optimizer) -> float:
@@ -21,6 +22,19 @@ def applied_lr(optimizer) -> float:
     (its lr is only a multiplier of d, so showing it alone says nothing)."""
     group = optimizer.param_groups[0]
     return group["lr"] * group.get("d", 1.0)
+
+
+def layer_grad_norms(transformer: torch.nn.Module) -> Dict[int, float]:
+    """L2 norm of the adapter gradients of each transformer layer."""
+    squares: Dict[int, torch.Tensor] = {}
+    for name, param in transformer.named_parameters():
+        if param.grad is None:
+            continue
+        match = LAYER_INDEX.search(name)
+        if match:
+            layer = int(match.group(1))
+            squares[layer] = squares.get(layer, 0.0) + param.grad.detach().float().pow(2).sum()
+    return {layer: float(total.sqrt()) for layer, total in sorted(squares.items())}
 
 
 def flat_hparams(cfg: DictConfig) -> dict:

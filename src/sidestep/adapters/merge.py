@@ -12,46 +12,34 @@ from pathlib import Path
 from typing import Dict
 
 import torch
-from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
-from omegaconf import DictConfig, OmegaConf
-from peft import LoraConfig, set_peft_model_state_dict
+from peft import PeftConfig, set_peft_model_state_dict
 from safetensors import safe_open
 
+from sidestep.adapters.files import file_header
+from sidestep.adapters.kind import kind_of
 from sidestep.atomic import atomic_dir, save_safetensors
 from sidestep.errors import SidestepError
-from sidestep.models.checkpoints import INDEX_FILE, VARIANT_PREFIX, assign_weights, locate, weight_files
+from sidestep.models.checkpoints import INDEX_FILE, VARIANT_PREFIX, assign_weights, weight_files
+from sidestep.models.dit import empty_dit
 from sidestep.models.keymap import decoder_keys
-from sidestep.training.adapter_files import inference_config, lora_header
+from sidestep.models.source import ModelSource
 
 
-def merge_into_variant(model_cfg: DictConfig, weights: Dict[str, torch.Tensor], config: LoraConfig,
+def merge_into_variant(source: ModelSource, weights: Dict[str, torch.Tensor], config: PeftConfig,
                        target_root: Path, name: str) -> Path:
     """Write `target_root/acestep-v15-<variant>-<name>/`; returns that folder."""
-    target = Path(target_root) / f"{VARIANT_PREFIX}{model_cfg.variant}-{name}"
+    target = Path(target_root) / f"{VARIANT_PREFIX}{source.cfg.variant}-{name}"
     with tempfile.TemporaryDirectory() as scratch:
-        source = _source_folder(model_cfg, Path(scratch))
-        tensors = _read_all(source)
-        tensors.update(_merged_decoder(model_cfg, source, tensors, weights, config))
+        folder = source.original_folder(Path(scratch))
+        tensors = _read_all(folder)
+        tensors.update(_merged_decoder(source, folder, tensors, weights, config))
         with atomic_dir(target) as tmp:
-            header = {**lora_header(config, name, "source"), "merged_adapter": name}
+            header = {**file_header(kind_of(config), config, name, "source"), "merged_adapter": name}
             save_safetensors(tensors, tmp / "model.safetensors", header)
-            for path in source.iterdir():
+            for path in folder.iterdir():
                 if path.is_file() and not _is_weights(path):
                     shutil.copyfile(path, tmp / path.name)  # copyfile: new files get the usual permissions
     return target
-
-
-def _source_folder(model_cfg: DictConfig, scratch: Path) -> Path:
-    """The original-layout variant folder the run trained on (the tiny stack is written out as one first)."""
-    if model_cfg.variant == "tiny":
-        from sidestep.models.tiny import write_checkpoints
-
-        return write_checkpoints(model_cfg, scratch, variant="tiny")
-    folder = locate(model_cfg.checkpoint_dir, model_cfg.variant)
-    if folder.layout != "original":
-        raise SidestepError(f"{folder.path}: --merge writes ACE-Step variant folders and needs an ACE-Step checkpoint "
-                            "(config.json + model.safetensors), not a diffusers-format one")
-    return folder.path
 
 
 def _is_weights(path: Path) -> bool:
@@ -67,18 +55,17 @@ def _read_all(folder: Path) -> Dict[str, torch.Tensor]:
     return tensors
 
 
-def _merged_decoder(model_cfg: DictConfig, source: Path, tensors: Dict[str, torch.Tensor],
-                    weights: Dict[str, torch.Tensor], config: LoraConfig) -> Dict[str, torch.Tensor]:
+def _merged_decoder(source: ModelSource, folder: Path, tensors: Dict[str, torch.Tensor],
+                    weights: Dict[str, torch.Tensor], config: PeftConfig) -> Dict[str, torch.Tensor]:
     """The decoder's tensors (original names, original dtypes) with the adapter folded in by PEFT."""
     names = decoder_keys(tensors)  # {diffusers name: original name}
     dtypes = {old: tensors[old].dtype for old in names.values()}
-    with torch.device("meta"):
-        transformer = AceStepTransformer1DModel(**OmegaConf.to_container(model_cfg.arch), is_turbo=model_cfg.is_turbo)
-    assign_weights(transformer, {new: tensors[old] for new, old in names.items()}, source)
-    transformer.add_adapter(inference_config(config))
+    transformer = empty_dit(source.cfg)
+    assign_weights(transformer, {new: tensors[old] for new, old in names.items()}, folder)
+    transformer.add_adapter(kind_of(config).inference_config(config))
     result = set_peft_model_state_dict(transformer, weights)
     if result.unexpected_keys:
-        raise SidestepError(f"{source}: the adapter does not fit this model ({result.unexpected_keys[0]})")
+        raise SidestepError(f"{folder}: the adapter does not fit this model ({result.unexpected_keys[0]})")
     transformer.fuse_lora()
     transformer.unload_lora()
     return {names[k]: v.detach().to(dtypes[names[k]]).contiguous() for k, v in transformer.state_dict().items()}

@@ -1,0 +1,50 @@
+"""Putting the configured adapter on the frozen DiT, counting what it trains, and writing it out."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from peft import PeftConfig, get_peft_model_state_dict
+
+from sidestep.adapters.files import write_formats
+from sidestep.adapters.kind import AdapterType
+from sidestep.adapters.targets import adapter_size
+from sidestep.atomic import atomic_dir
+from sidestep.config.build import build
+from sidestep.models.dit import empty_dit
+
+
+def adapter_type(cfg: DictConfig) -> AdapterType:
+    return build(cfg.adapter)
+
+
+def adapter_config(cfg: DictConfig) -> PeftConfig:
+    """The PEFT config `adapter=`, `lora.*`, `attention=` and `lora.rank_map` describe together."""
+    return adapter_type(cfg).peft_config(adapter_size(cfg.lora, cfg.attention, cfg.model.arch))
+
+
+def add_adapter(transformer: torch.nn.Module, config: PeftConfig, seed: int) -> None:
+    """Attach a trainable fp32 adapter to the frozen transformer; its initial weights depend only on `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(config)
+    for param in transformer.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+
+
+def trainable_parameters(cfg: DictConfig) -> int:
+    """What the adapter trains, counted by PEFT on a weightless (meta-device) copy of the DiT: right for every
+    type, rank map and bias setting, and instant at full size."""
+    transformer = empty_dit(cfg.model)
+    transformer.add_adapter(adapter_config(cfg))
+    return sum(p.numel() for p in transformer.parameters() if p.requires_grad)
+
+
+def save_adapter(transformer: torch.nn.Module, target: Path, name: str, dtype: str = "fp32") -> None:
+    """Write `target/` with the adapter in every format its type loads in (see files), all or nothing; `name`
+    names the ComfyUI file and the ACE-Step adapter, `dtype` the exported tensors."""
+    config = transformer.peft_config["default"]
+    weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
+    with atomic_dir(target) as tmp:
+        write_formats(weights, config, tmp, name, dtype)

@@ -1,0 +1,149 @@
+"""One trained adapter, written in the layouts its users load. Pure key and tensor work: no model.
+
+`adapter/` holds each consumer's files in a place named for it, and `formats.json` saying which is which; a type
+is written only in the formats that load it correctly (`AdapterType.formats`):
+- `adapter_model.safetensors` + `adapter_config.json` (diffusers): diffusers module names (`layers.N.self_attn.to_q`),
+  for `transformer.load_lora_adapter(adapter, weight_name="adapter_model.safetensors", prefix=None)`; also what
+  Side-Step itself reads back (sample, export). The header carries `lora_adapter_metadata`, because diffusers reads
+  alpha from there and not from adapter_config.json.
+- `diffusers_pipeline/pytorch_lora_weights.safetensors`: the same tensors under `transformer.`, for
+  `AceStepPipeline.load_lora_weights(adapter/diffusers_pipeline)`.
+- `acestep/<name>/`: a PEFT folder in the original ACE-Step names (`base_model.model.layers.N.self_attn.q_proj`), for
+  ACE-Step's UI, which does `PeftModel.from_pretrained(model.decoder, path, adapter_name=<folder name>)`.
+- `comfyui/<name>.safetensors`: `diffusion_model.decoder.<original module>.*` with the keys and alpha ComfyUI's
+  weight adapters expect for the type.
+
+Exports are inference artefacts: their configs and headers say dropout 0 and their tensors are in `export.dtype`.
+Every safetensors file carries the type, rank, alpha and target modules in its header. Side-Step reads the
+diffusers-named copy back, so it is always written (the types diffusers cannot load keep it as a PEFT folder
+only, left out of `formats.json`).
+"""
+
+import json
+from pathlib import Path
+from typing import Dict, Iterable, Tuple
+
+import torch
+from peft import PeftConfig
+from safetensors.torch import load_file
+
+from sidestep.adapters.kind import AdapterType, Weights, kind_of
+from sidestep.adapters.targets import original_module_name, original_pattern, original_targets, split_key
+from sidestep.atomic import atomic_dir, atomic_file, save_safetensors
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+FORMATS_FILE = "formats.json"
+PIPELINE_DIR, PIPELINE_WEIGHTS = "diffusers_pipeline", "pytorch_lora_weights.safetensors"
+ACESTEP_DIR, COMFYUI_DIR = "acestep", "comfyui"
+METADATA_KEY = "lora_adapter_metadata"
+PEFT_PREFIX = "base_model.model."
+COMFYUI_PREFIX = "diffusion_model.decoder."
+PIPELINE_PREFIX = "transformer."
+FORMATS = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def read_adapter(folder: Path) -> Tuple[Weights, PeftConfig]:
+    """The diffusers-named tensors and the PEFT config of a Side-Step adapter folder."""
+    return load_file(Path(folder) / WEIGHTS), PeftConfig.from_pretrained(str(folder))
+
+
+def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str, dtype: str = "fp32",
+                  formats: Iterable[str] = FORMATS) -> None:
+    """Each file or folder is written under a temporary name and renamed into place; `formats.json` lists what
+    the folder holds afterwards."""
+    kind = kind_of(config)
+    folder, wanted = Path(folder), set(formats)
+    config = kind.inference_config(config)
+    weights = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in weights.items()}
+    original = _original_config(config)
+    entries = {}
+    header = file_header(kind, config, name, dtype, {METADATA_KEY: _metadata(config)})
+    save_safetensors(weights, folder / WEIGHTS, header)  # Side-Step's own copy, whatever the formats
+    _save_config(config, folder / CONFIG)
+    if "diffusers" in wanted and "diffusers" in kind.formats:
+        entries["diffusers"] = _entry(kind, WEIGHTS, config, dtype, "transformer.load_lora_adapter(<adapter>, "
+                                      "weight_name='adapter_model.safetensors', prefix=None)")
+    if "diffusers_pipeline" in wanted and "diffusers_pipeline" in kind.formats:
+        piped = {PIPELINE_PREFIX + k: v for k, v in weights.items()}
+        header = file_header(kind, config, name, dtype, {METADATA_KEY: _metadata(config, PIPELINE_PREFIX)})
+        with atomic_dir(folder / PIPELINE_DIR) as tmp:
+            save_safetensors(piped, tmp / PIPELINE_WEIGHTS, header)
+        entries["diffusers_pipeline"] = _entry(kind, PIPELINE_DIR, config, dtype,
+                                               "pipe.load_lora_weights(<adapter>/diffusers_pipeline)")
+    if "acestep" in wanted and "acestep" in kind.formats:
+        with atomic_dir(folder / ACESTEP_DIR) as tmp:
+            save_safetensors(_acestep_tensors(weights), tmp / name / WEIGHTS, file_header(kind, original, name, dtype))
+            _save_config(original, tmp / name / CONFIG)
+        entries["acestep"] = {**_entry(kind, f"{ACESTEP_DIR}/{name}", original, dtype,
+                                       f"ACE-Step UI: LoRA path <adapter>/acestep/{name} (adapter name '{name}')"),
+                              "adapter_name": name}
+    if "comfyui" in wanted and "comfyui" in kind.formats:
+        with atomic_dir(folder / COMFYUI_DIR) as tmp:
+            save_safetensors(kind.comfyui_tensors(weights, config, COMFYUI_PREFIX), tmp / f"{name}.safetensors",
+                             file_header(kind, original, name, dtype))
+        entries["comfyui"] = _entry(kind, f"{COMFYUI_DIR}/{name}.safetensors", original, dtype,
+                                    "copy into ComfyUI/models/loras/ and pick it in a LoRA loader node")
+    _update_formats_file(folder / FORMATS_FILE, entries)
+
+
+def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,
+                extra: Dict[str, str] = None) -> Dict[str, str]:
+    """What a LoRA manager or a person inspecting the file needs without its config: type, rank, alpha, targets."""
+    header = {"format": "pt", "name": name, "adapter_type": str(config.peft_type),
+              "target_modules": json.dumps(_targets(config)), "dtype": dtype}
+    header.update({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in kind.describe(config).items()})
+    for key in ("rank_pattern", "alpha_pattern"):
+        if getattr(config, key, None):
+            header[key] = json.dumps(dict(getattr(config, key)), sort_keys=True)
+    return {**header, **(extra or {})}
+
+
+def _entry(kind: AdapterType, path: str, config: PeftConfig, dtype: str, load: str) -> dict:
+    entry = {"path": path, "type": str(config.peft_type), **kind.describe(config),
+             "target_modules": _targets(config), "dtype": dtype, "load": load}
+    for key in ("rank_pattern", "alpha_pattern"):
+        if getattr(config, key, None):
+            entry[key] = dict(getattr(config, key))
+    return entry
+
+
+def _targets(config: PeftConfig):
+    targets = config.target_modules
+    return sorted(targets) if isinstance(targets, (set, list, tuple)) else targets
+
+
+def _metadata(config: PeftConfig, prefix: str = "", indent=None) -> str:
+    fields = {f"{prefix}{k}": sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
+    return json.dumps(fields, sort_keys=True, indent=indent, default=str)
+
+
+def _save_config(config: PeftConfig, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(_metadata(config, indent=2) + "\n")
+
+
+def _update_formats_file(path: Path, entries: dict) -> None:
+    """Entries of formats written earlier into the same folder stay listed while their files are there."""
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    found = {k: v for k, v in found.items() if k not in entries and (path.parent / v["path"]).exists()}
+    ordered = {k: {**found, **entries}[k] for k in FORMATS if k in {**found, **entries}}
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(ordered, indent=2) + "\n")
+
+
+def _acestep_tensors(weights: Weights) -> Weights:
+    renamed = {}
+    for key, tensor in weights.items():
+        module, leaf = split_key(key)
+        renamed[f"{PEFT_PREFIX}{original_module_name(module)}.{leaf}"] = tensor
+    return renamed
+
+
+def _original_config(config: PeftConfig) -> PeftConfig:
+    changes = {"target_modules": original_targets(config.target_modules)}
+    for key in ("rank_pattern", "alpha_pattern"):
+        if hasattr(config, key):
+            changes[key] = original_pattern(getattr(config, key))
+    return type(config)(**{**config.to_dict(), **changes})

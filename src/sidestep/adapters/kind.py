@@ -1,0 +1,57 @@
+"""What an adapter type is to the rest of Side-Step: `adapter=<type>` builds one (`instantiate(cfg.adapter)`),
+and a saved adapter's PEFT config names it again (`kind_of`). A new type is one subclass in its own module, its
+schema in `config/schema.py` (ADAPTER_SCHEMAS) and its YAML in `conf/adapter/`."""
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Dict, Tuple
+
+import torch
+from hydra.utils import get_class
+from peft import PeftConfig
+
+from sidestep.adapters.targets import AdapterSize
+from sidestep.config.schema import ADAPTER_SCHEMAS
+from sidestep.errors import ConfigError
+
+Weights = Dict[str, torch.Tensor]
+
+
+@dataclass
+class AdapterType(ABC):
+    peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
+    formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
+    takes_rank_map: ClassVar[bool] = False  # whether `lora.rank_map`'s per-module ranks apply
+
+    @abstractmethod
+    def peft_config(self, size: AdapterSize) -> PeftConfig:
+        """The PEFT config that trains this type at `size` (diffusers module names)."""
+
+    @classmethod
+    @abstractmethod
+    def from_peft(cls, config: PeftConfig) -> "AdapterType":
+        """The type a saved config describes (its own settings read back from it)."""
+
+    @abstractmethod
+    def inference_config(self, config: PeftConfig) -> PeftConfig:
+        """`config` as every exported file states it: dropout off (diffusers never calls `.eval()`)."""
+
+    @abstractmethod
+    def describe(self, config: PeftConfig) -> Dict[str, object]:
+        """Rank, alpha and what else a person or a LoRA manager reads from a file's header."""
+
+    @abstractmethod
+    def comfyui_tensors(self, weights: Weights, config: PeftConfig, prefix: str) -> Weights:
+        """The tensors of ComfyUI's single-file format, under `prefix` + original module names."""
+
+    def settings(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+def kind_of(config: PeftConfig) -> AdapterType:
+    """The adapter type of a saved PEFT config, among the types `adapter=` offers."""
+    for schema in ADAPTER_SCHEMAS.values():
+        kind = get_class(schema._target_)
+        if kind.peft_type == config.peft_type:
+            return kind.from_peft(config)
+    raise ConfigError(f"adapter: Side-Step cannot export or sample a {config.peft_type} adapter")

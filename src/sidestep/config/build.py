@@ -1,0 +1,20 @@
+"""Building a part from its config group (`_target_`), the one way the code does it."""
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from sidestep.errors import SidestepError
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, plain containers in, and a part's own refusal (a `SidestepError` naming the option)
+    passed on as it is rather than wrapped in Hydra's exception."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, SidestepError):
+            raise err.__cause__ from None
+        raise

@@ -1,0 +1,76 @@
+"""The closed sets of values some options take. As `StrEnum` fields of the schema, OmegaConf refuses anything else
+when the config is composed (naming the key and the allowed values), and each member still compares and prints
+as its plain string, so code reads `cfg.trainer.on_nonfinite == "skip"`."""
+
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    auto = "auto"  # bf16 on a GPU that has it, else fp32
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class ExportDtype(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class OnProblem(StrEnum):
+    error = "error"
+    skip = "skip"
+
+
+class AttentionBackend(StrEnum):
+    """diffusers' attention backends that have a backward pass and need no download (SageAttention has no
+    backward; hub kernels would be fetched at run time)."""
+
+    auto = "auto"
+    native = "native"
+    flash = "flash"
+    _flash_3 = "_flash_3"
+    flex = "flex"
+    xformers = "xformers"
+    _native_flash = "_native_flash"
+    _native_efficient = "_native_efficient"
+    _native_cudnn = "_native_cudnn"
+    _native_math = "_native_math"
+
+
+class TimestepMode(StrEnum):
+    fixed = "fixed"
+    vanilla = "vanilla"
+
+
+class Bias(StrEnum):
+    none = "none"
+    all = "all"
+    lora_only = "lora_only"
+
+
+class AttentionBlock(StrEnum):
+    self_attn = "self_attn"
+    cross_attn = "cross_attn"
+
+
+class TargetModule(StrEnum):
+    """The DiT projections an adapter can train, under the original ACE-Step names."""
+
+    q_proj = "q_proj"
+    k_proj = "k_proj"
+    v_proj = "v_proj"
+    o_proj = "o_proj"
+    gate_proj = "gate_proj"
+    up_proj = "up_proj"
+    down_proj = "down_proj"
+
+
+ATTENTION_PROJECTIONS = (TargetModule.q_proj, TargetModule.k_proj, TargetModule.v_proj, TargetModule.o_proj)
+
+
+class TriggerPosition(StrEnum):
+    prepend = "prepend"
+    append = "append"
+    replace = "replace"

@@ -1,0 +1,75 @@
+"""Where the weights of `model=` come from. `model._target_` names a `ModelSource` class and `model_source`
+builds it from the whole `model` node; nothing is loaded until a part is asked for, and each part is built on its
+own, so a caller keeps only the big models it needs in memory."""
+
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Tuple
+
+import torch
+from diffusers import AutoencoderOobleck
+from diffusers.pipelines.ace_step import AceStepConditionEncoder
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sidestep.config.build import build
+from sidestep.models.dit import DiT
+
+
+class ModelSource(ABC):
+    def __init__(self, **model):
+        target = f"{type(self).__module__}.{type(self).__qualname__}"
+        self.cfg: DictConfig = OmegaConf.create({"_target_": target, **model})  # the resolved `model` node
+
+    def settle(self, model_cfg: DictConfig) -> None:
+        """Write into `model_cfg` (and this source) what the weights themselves say: the architecture, the variant
+        `auto` picks. Random weights say nothing the config did not."""
+
+    @abstractmethod
+    def dit(self, dtype: torch.dtype = torch.float32) -> DiT:
+        """The frozen DiT and the null condition CFG dropout swaps in."""
+
+    @abstractmethod
+    def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck: ...
+
+    @abstractmethod
+    def _text_encoder(self, dtype: torch.dtype) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+
+    @abstractmethod
+    def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder: ...
+
+    @abstractmethod
+    def identity(self) -> str:
+        """A short identity of the weights, for the settings a preprocessed file records."""
+
+    @abstractmethod
+    def weights_digest(self) -> str:
+        """What a resumed run compares to know the frozen base did not change."""
+
+    @abstractmethod
+    def original_folder(self, scratch: Path) -> Path:
+        """An original-layout ACE-Step variant folder of these weights, for `export --merge` to copy and fold into."""
+
+    def vae(self, dtype: torch.dtype = torch.float32) -> AutoencoderOobleck:
+        # diffusers' Oobleck still uses torch's old weight_norm, which warns on every build
+        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
+        return _frozen(self._vae(dtype), dtype)
+
+    def text_encoder(self, dtype: torch.dtype = torch.float32) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        model, tokenizer = self._text_encoder(dtype)
+        return _frozen(model, dtype), tokenizer
+
+    def condition_encoder(self, dtype: torch.dtype = torch.float32) -> AceStepConditionEncoder:
+        return _frozen(self._condition_encoder(dtype), dtype)
+
+
+def _frozen(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    if any(p.dtype != dtype for p in model.parameters()):
+        model = model.to(dtype)
+    return model.eval().requires_grad_(False)
+
+
+def model_source(model_cfg: DictConfig) -> ModelSource:
+    """The source `model._target_` names, built from the model node (with its interpolations resolved)."""
+    return build(model_cfg)
