@@ -147,8 +147,7 @@ def test_the_runs_model_is_used_with_what_the_command_line_changes():
 
     run_cfg = OmegaConf.create({"model": {"variant": "base", "checkpoint_dir": "/old/checkpoints"}})
     cfg = OmegaConf.create({"model": {"variant": "turbo", "checkpoint_dir": "/new/checkpoints"}})
-    model, from_run = _model(cfg, run_cfg, ["prompt=x", "model.checkpoint_dir=/new/checkpoints"])
-    assert (model.variant, model.checkpoint_dir, from_run) == ("base", "/new/checkpoints", True)
-    model, from_run = _model(cfg, run_cfg, ["model=turbo", "model.checkpoint_dir=/new/checkpoints"])
-    assert (model.variant, from_run) == ("turbo", False)
-    assert _model(cfg, None, [])[1] is False
+    model = _model(cfg, run_cfg, ["prompt=x", "model.checkpoint_dir=/new/checkpoints"])
+    assert (model.variant, model.checkpoint_dir) == ("base", "/new/checkpoints")
+    assert _model(cfg, run_cfg, ["model=turbo", "model.checkpoint_dir=/new/checkpoints"]).variant == "turbo"
+    assert _model(cfg, None, []).variant == "turbo"

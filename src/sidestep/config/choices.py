@@ -24,8 +24,8 @@ class OnProblem(StrEnum):
 
 
 class AttentionBackend(StrEnum):
-    """diffusers' attention backends that have a backward pass and need no download (SageAttention has no
-    backward; hub kernels would be fetched at run time)."""
+    """diffusers' attention backends that can train and need no download: SageAttention has no backward pass, and
+    hub kernels would be downloaded at run time."""
 
     auto = "auto"
     native = "native"

@@ -51,8 +51,9 @@ def _check_choice(key: str, kind: type, value) -> None:
     allowed = [m.value for m in enum]
     for item in value if isinstance(value, list) else [value]:
         if str(item) not in allowed:
-            raise ConfigError(f"{key}: {item!r} is not one of {', '.join(allowed)}"
-                              f"{_nearest(str(item), allowed, '')}")
+            why = f" ({' '.join(enum.__doc__.split())})" if enum.__doc__ else ""
+            raise ConfigError(f"{key}: {item!r} is not one of {', '.join(allowed)}{_nearest(str(item), allowed, '')}"
+                              + why)
 
 
 def group_options(conf_dir: Path) -> dict:
