@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
-from sidestep.training.lora import peft_config
 
+from sidestep.adapters.attach import adapter_config
 from sidestep.config import prepare, register_schemas
 from sidestep.models.source import model_source
 from sidestep.training.flow_matching import StepSettings, sample_timesteps
@@ -51,7 +51,7 @@ def bare_steps(cfg, steps, warmup, device="cpu"):
     fp32 LoRA, as the project trains)."""
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     transformer = model_source(cfg.model).dit(dtype).transformer.to(device)
-    transformer.add_adapter(peft_config(cfg.lora, cfg.attention))
+    transformer.add_adapter(adapter_config(cfg))
     params = [p for p in transformer.parameters() if p.requires_grad]
     for param in params:
         param.data = param.data.float()

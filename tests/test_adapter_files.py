@@ -1,5 +1,5 @@
 """Each export loads the way its consumer loads it and gives the outputs of a hand merge of the trained LoRA
-(DESIGN §6). The adapter is trained with dropout 0.1, and no consumer here calls `.eval()` unless the real one does."""
+(adapters/files.py). The adapter is trained with dropout 0.1, and no consumer here calls `.eval()` unless the real one does."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""The training step draws timesteps and drops conditions the way DESIGN §4 says, and masks padding."""
+"""The training step draws timesteps and drops conditions the way ACE-Step 1.5 was trained
+(training/flow_matching.py), and masks padding."""
 
 import math
 from statistics import NormalDist

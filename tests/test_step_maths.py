@@ -1,4 +1,4 @@
-"""The training step computes exactly DESIGN §4's formulas: what the DiT receives (x_t, t, r, the condition after
+"""The training step computes exactly the formulas of training/flow_matching.py's docstring: what the DiT receives (x_t, t, r, the condition after
 CFG dropout) and the loss are recomputed here from the formulas, on a fixed batch with fixed generators and the
 tiny DiT, and the timestep samplers are checked against their distributions."""
 
@@ -61,7 +61,7 @@ def run_step(dit, batch, step_settings):
 
 
 def expected_step(dit, batch, step_settings, fixed=True):
-    """DESIGN §4 from scratch, on the same generator streams: t, noise, dropped rows, DiT inputs and loss."""
+    """The step's formulas from scratch, on the same generator streams: t, noise, dropped rows, DiT inputs and loss."""
     gens = StepGenerators.from_seed(SEED)
     x0 = batch["target_latents"]
     if fixed:  # max of two draws of sigmoid(N(mu, sigma))

@@ -1,4 +1,4 @@
-"""A song several tiles long encodes, tile by tile, to the latents of encoding it whole (DESIGN §5)."""
+"""A song several tiles long encodes, tile by tile, to the latents of encoding it whole."""
 
 import pytest
 import torch

@@ -1,7 +1,7 @@
 """Read one training sample file and check it fits the model, naming the file in every complaint.
 
 Formats: ACE-Step / Side-Step `.pt` dicts (read with `weights_only=True`, never unpickling code) and
-our `.safetensors` (metadata JSON in the header). Layout per sample (DESIGN §5):
+our `.safetensors` (metadata JSON in the header). Layout per sample:
 `target_latents` [T, C], `attention_mask` [T], `encoder_hidden_states` [L, H],
 `encoder_attention_mask` [L], `context_latents` [T, 2C].
 """

@@ -64,7 +64,7 @@ def condition_pipeline(condition_encoder: AceStepConditionEncoder) -> AceStepPip
 
 
 def encode_condition(pipe: AceStepPipeline, first_pass: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Pass-one tensors -> the training sample (DESIGN §5). The timbre reference is the encoded silence, as the
+    """Pass-one tensors -> the training sample (layout: data/samples.py). The timbre reference is the encoded silence, as the
     pipeline uses when no reference audio is given (ACE-Step's own training tensors used zeros instead)."""
     encoder = pipe.condition_encoder
     device, dtype = encoder.device, encoder.dtype

@@ -1,4 +1,4 @@
-"""Per-song labels (caption, lyrics, musical metas), from wherever users already keep them (DESIGN §12).
+"""Per-song labels (caption, lyrics, musical metas), from wherever users already keep them.
 
 For one song the first source that has it wins:
 1. ACE-Step's `dataset.json` (its dataset builder's format, see `read_dataset_json`).

@@ -1,5 +1,5 @@
 """Reading label files: `song.txt` (`key: value` lines, a multi-line `lyrics:` block last), `song.json`,
-ACE-Step's `song.caption.txt` / `song.lyrics.txt`, and the typed values in them (DESIGN §12)."""
+ACE-Step's `song.caption.txt` / `song.lyrics.txt`, and the typed values in them."""
 
 import json
 import re

@@ -1,4 +1,4 @@
-"""One flow-matching training step for the ACE-Step DiT (DESIGN §4).
+"""One flow-matching training step for the ACE-Step DiT, as ACE-Step 1.5 was trained.
 
 With clean latents x0 and noise x1: x_t = t*x1 + (1-t)*x0, the target velocity is x1 - x0, and the loss is
 the MSE over valid (unpadded) frames. Timesteps, noise and condition dropout each draw from their own
