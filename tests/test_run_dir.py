@@ -10,10 +10,10 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from sidestep.errors import SidestepError, first_line, plain
+from sidestep.run_status import read_status
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.loop import fit
 from sidestep.training.run_dir import LOCK_FILE
-from sidestep.training.run_status import read_status
 from tests.test_sweeps import same_adapter
 
 QUICK = ("experiment=demo", "trainer.max_steps=2", "sample.every_n_epochs=null", "ui.yes=true", "ui.plain=true")

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from sidestep.config.schema import UIConfig
 from sidestep.errors import SidestepError
 from sidestep.report.runs import overrides_text
-from sidestep.training.run_status import STATUS_FILE, read_status
+from sidestep.run_status import STATUS_FILE, read_status
 from sidestep.ui.console import console, exit_on_user_error, use_plain
 from sidestep.ui.gpu import read_gauges
 from sidestep.ui.monitor_view import render

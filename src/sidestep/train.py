@@ -23,10 +23,9 @@ from omegaconf import DictConfig
 
 from sidestep.config import as_container, prepare, register_schemas
 from sidestep.config.saved import saved_text
-from sidestep.errors import SidestepError
+from sidestep.errors import Interrupted, SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
-from sidestep.training.interrupts import Interrupted
 from sidestep.ui.app import run_app
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.wizard import offer_wizard

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from sidestep.errors import SidestepError
-from sidestep.training.run_status import read_status
+from sidestep.run_status import read_status
 
 TRAIN_JOB = "train"
 CURVE_TAGS = ("loss/smoothed", "loss/step", "loss/val", "lr")

@@ -20,6 +20,7 @@ from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError
 from sidestep.models.dit import build_dit
 from sidestep.preprocessing.run import preprocess_and_report
+from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.fast_paths import attention_backend, compile_transformer, use_attention_backend
@@ -35,7 +36,6 @@ from sidestep.training.live_samples import LiveSampler
 from sidestep.training.lora import add_lora, save_adapter
 from sidestep.training.plan import run_plan, schedule_lengths
 from sidestep.training.run_dir import claimed
-from sidestep.training.run_status import RunStatus
 from sidestep.training.tensorboard import TrainingLogger, applied_lr
 from sidestep.training.validation import HeldOutLoss
 from sidestep.ui.console import is_plain
