@@ -13,8 +13,7 @@ from safetensors import safe_open
 
 from sidestep.config.checks import prepare_preprocess
 from sidestep.data.dataset import MANIFEST, LatentDataset
-from sidestep.data.samples import METADATA_KEY, read_sample
-from sidestep.models.dit import sample_shape
+from sidestep.data.samples import METADATA_KEY, read_sample, sample_shape
 from sidestep.models.tiny import tiny_condition_encoder, write_checkpoints
 from sidestep.preprocessing import run as preprocess_run
 from sidestep.preprocessing.run import STAGING, preprocess

@@ -13,8 +13,8 @@ from sidestep.config import LATENT_FPS
 from sidestep.data.collate import CropCollate
 from sidestep.data.dataset import LatentDataset
 from sidestep.data.sampler import EpochSampler
+from sidestep.data.samples import sample_shape
 from sidestep.data.synthetic import synthetic_dataset
-from sidestep.models.dit import sample_shape
 
 
 def dataset_folder(cfg: DictConfig) -> Path:

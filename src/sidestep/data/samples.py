@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
+from omegaconf import DictConfig
 from safetensors import SafetensorError, safe_open
 
 from sidestep.errors import DataError, first_line
@@ -33,6 +34,17 @@ class SampleShape:
     context_dim: int
     condition_dim: int
     min_frames: int
+
+
+def sample_shape(model_cfg: DictConfig) -> SampleShape:
+    """The sample layout this model trains on (checked for every file before the model is built)."""
+    arch = model_cfg.arch
+    return SampleShape(
+        latent_dim=arch.audio_acoustic_hidden_dim,
+        context_dim=arch.in_channels - arch.audio_acoustic_hidden_dim,
+        condition_dim=arch.encoder_hidden_size,
+        min_frames=arch.patch_size,
+    )
 
 
 def read_sample(path: Path) -> Dict[str, Any]:

@@ -10,7 +10,6 @@ import torch
 from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.data.samples import SampleShape
 from sidestep.models.checkpoints import (
     assign_weights,
     locate,
@@ -24,17 +23,6 @@ from sidestep.models.checkpoints import (
 class DiT:
     transformer: AceStepTransformer1DModel
     null_condition_emb: torch.Tensor  # [1, 1, encoder_hidden_size]
-
-
-def sample_shape(model_cfg: DictConfig) -> SampleShape:
-    """The sample layout this model trains on (checked for every file before the model is built)."""
-    arch = model_cfg.arch
-    return SampleShape(
-        latent_dim=arch.audio_acoustic_hidden_dim,
-        context_dim=arch.in_channels - arch.audio_acoustic_hidden_dim,
-        condition_dim=arch.encoder_hidden_size,
-        min_frames=arch.patch_size,
-    )
 
 
 def build_dit(model_cfg: DictConfig, dtype: torch.dtype = torch.float32) -> DiT:
