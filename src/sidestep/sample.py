@@ -36,13 +36,13 @@ def main(cfg: DictConfig) -> None:
         from sidestep.config.checks import validate_model
         from sidestep.config.schema import SamplePrompt
         from sidestep.data.loader import dataset_folder
+        from sidestep.devices import compute_dtype, pick_device
         from sidestep.digest import file_hash
         from sidestep.models.checkpoints import apply_checkpoint_config
         from sidestep.models.dit import build_dit
         from sidestep.sampling import prompts as prompt_sources
         from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
         from sidestep.sampling.sources import open_source
-        from sidestep.training.accelerator import compute_dtype, pick_device
 
         source = open_source(Path(cfg.source))
         model_cfg, from_run = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))

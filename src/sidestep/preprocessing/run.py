@@ -22,6 +22,7 @@ from sidestep.atomic import atomic_file
 from sidestep.data.audio import SAMPLE_RATE, AudioError, audio_seconds, load_audio
 from sidestep.data.dataset import MANIFEST
 from sidestep.data.samples import METADATA_KEY
+from sidestep.devices import compute_dtype, pick_device
 from sidestep.errors import DataError
 from sidestep.models.stack import build_condition_encoder, build_text_encoder, build_vae, describe
 from sidestep.preprocessing.encoding import (
@@ -32,7 +33,6 @@ from sidestep.preprocessing.encoding import (
     text_pipeline,
 )
 from sidestep.preprocessing.songs import Failure, Song, find_songs, reason_of
-from sidestep.training.accelerator import compute_dtype, pick_device
 from sidestep.ui.file_progress import FileProgress, show_outcome
 
 log = logging.getLogger(__name__)
