@@ -24,10 +24,9 @@ from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
-from sidestep.config import register_schemas
+from sidestep.config import register_schemas, resolve
 from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder
-from sidestep.train import resolve
 from sidestep.training.loop import fit
 
 PRESETS = ("8gb", "12gb", "16gb", "24gb_plus")

@@ -11,11 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sidestep import export
-from sidestep.config import as_container
+from sidestep.config import as_container, resolve
 from sidestep.models.dit import build_dit
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.tiny import write_checkpoints
-from sidestep.train import resolve
 from sidestep.training.adapter_files import read_adapter
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
 from sidestep.training.lora import add_lora, save_adapter

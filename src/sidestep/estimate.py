@@ -8,9 +8,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sidestep.config import register_schemas
+from sidestep.config import register_schemas, resolve_run
 from sidestep.run_record import RunRecord
-from sidestep.train import resolve_run
 from sidestep.ui.app import run_app
 from sidestep.ui.console import use_plain
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sidestep.config import flatten
+from sidestep.config import flatten, resolve
 from sidestep.errors import SidestepError
 
 HEADER = "# Written by python -m sidestep.wizard"
@@ -55,8 +55,6 @@ def config_problem(setup: Setup) -> Optional[str]:
     """What the trainer would say about this config (compose, type, range and path checks), or None."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from sidestep.train import resolve
 
     try:
         resolve(composed(setup))

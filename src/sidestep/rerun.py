@@ -14,11 +14,10 @@ from typing import Dict, List
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sidestep.config import as_container, flatten, register_schemas
+from sidestep.config import as_container, flatten, register_schemas, resolve
 from sidestep.config.saved import load_saved
 from sidestep.errors import SidestepError
 from sidestep.train import main as train
-from sidestep.train import resolve
 from sidestep.ui.console import exit_on_user_error
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")

@@ -14,15 +14,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sidestep.config import as_container, prepare, register_schemas
-from sidestep.config.saved import saved_text
+from sidestep.config import register_schemas, resolve_run
 from sidestep.errors import Interrupted, SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
@@ -43,29 +42,6 @@ def follow_the_main_process() -> None:
         scratch = tempfile.mkdtemp(prefix=f"sidestep-rank{os.environ['RANK']}-")
         atexit.register(shutil.rmtree, scratch, True)
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
-
-
-def resolve(cfg: DictConfig) -> DictConfig:
-    """The config a run really uses: checked, and with the model numbers the checkpoint's config.json gives."""
-    cfg = prepare(cfg)
-    if cfg.model.variant != "tiny":
-        from sidestep.models.checkpoints import apply_checkpoint_config
-
-        apply_checkpoint_config(cfg.model)
-    return cfg
-
-
-def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
-    """`resolve`, then save the result over the config.yaml Hydra wrote for this start. Shared by every entry
-    point that runs on a model."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    cfg = resolve(cfg)
-    if cfg.preprocess.audio_dir is not None:  # songs first: training reads what preprocessing writes
-        cfg.preprocess.out_dir = cfg.preprocess.out_dir or cfg.data.dataset_dir or str(run_dir / "dataset")
-        cfg.data.dataset_dir = cfg.preprocess.out_dir
-    if HydraConfig.get().output_subdir is not None:
-        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(saved_text(as_container(cfg)))
-    return cfg, run_dir
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
