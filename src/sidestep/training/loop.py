@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError
 from sidestep.models.dit import build_dit
-from sidestep.preprocessing.run import preprocess_and_report
+from sidestep.preprocess import preprocess_and_report
 from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
