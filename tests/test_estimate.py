@@ -79,14 +79,15 @@ def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_p
 
 
 def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make_cfg, tmp_path, monkeypatch):
+    from sidestep.train import train_adapter
     from sidestep.training import loop
 
     path = estimate(make_cfg("estimate.batches=1"), tmp_path / "est").path
     monkeypatch.setattr(loop, "build_dit", lambda *a, **k: pytest.fail("the model was built"))
     with pytest.raises(ConfigError, match=r"was estimated for another model \(num_hidden_layers 2 there, 3 here\)"):
-        loop.fit(make_cfg(f"lora.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
+        train_adapter(make_cfg(f"lora.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
     (tmp_path / "other.json").write_text('{"samples": []}')
     with pytest.raises(ConfigError, match="is not an estimate.json"):
-        loop.fit(make_cfg(f"lora.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
+        train_adapter(make_cfg(f"lora.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
     with pytest.raises(ConfigError, match="lora.rank_map: .* is not a file"):
         make_cfg(f"lora.rank_map={tmp_path / 'missing.json'}")
