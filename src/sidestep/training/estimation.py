@@ -9,6 +9,7 @@ from typing import Dict, List, Protocol, Tuple
 
 import torch
 from accelerate.utils import set_seed
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.atomic import atomic_file
@@ -139,18 +140,14 @@ def _short(name: str, grouped_by: int) -> str:
 
 
 def _heat_map(scores: Dict[str, ModuleScore], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cells = {layer_and_projection(n): s.fisher for n, s in scores.items()}
     layers = sorted({layer for layer, _ in cells})
     projections = sorted({projection for _, projection in cells})
     grid = torch.zeros(len(layers), len(projections))
     for (layer, projection), value in cells.items():
         grid[layers.index(layer), projections.index(projection)] = value
-    fig, ax = plt.subplots(figsize=(2 + 0.7 * len(projections), 2.5 + 0.3 * len(layers)))
+    fig = Figure(figsize=(2 + 0.7 * len(projections), 2.5 + 0.3 * len(layers)))
+    ax = fig.subplots()
     image = ax.imshow((grid / grid.max().clamp(min=1e-30)).numpy(), aspect="auto", cmap="magma")
     ax.set(xticks=range(len(projections)), yticks=range(len(layers)), xlabel="projection", ylabel="layer",
            title="LoRA sensitivity (share of the largest)")
@@ -160,4 +157,3 @@ def _heat_map(scores: Dict[str, ModuleScore], path: Path) -> None:
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
