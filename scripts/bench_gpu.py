@@ -3,7 +3,7 @@
     python scripts/bench_gpu.py              # on a CUDA machine: the table below, in under 8 minutes on one H100
     python scripts/bench_gpu.py --smoke      # the same code path on the CPU with a tiny DiT (what the tests run)
 
-For each setting it prints s/step through `fit()`, audio-seconds trained per second, model FLOPs utilisation
+For each setting it prints s/step through `train_adapter()`, audio-seconds trained per second, model FLOPs utilisation
 (FLOPs counted by torch's FlopCounterMode from the shapes of one step, peak from the card's datasheet), peak VRAM,
 and the ratio to the bare PyTorch + PEFT loop of `bench_step.py` run in the same process. The DiT is the 2B
 turbo/base/sft shape with random weights, written once as an ACE-Step variant folder and loaded the way a real
@@ -24,11 +24,10 @@ from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
-from sidestep.config import register_schemas
+from sidestep.config import register_schemas, resolve
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
-from sidestep.train import resolve
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 
 PRESETS = ("8gb", "12gb", "16gb", "24gb_plus")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
@@ -93,7 +92,7 @@ def measure(cfg, device, steps, warmup) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as run:
-        project = statistics.median(fit(cfg, Path(run)).step_seconds[warmup:])
+        project = statistics.median(train_adapter(cfg, Path(run)).step_seconds[warmup:])
     vram = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     bare = statistics.median(bare_steps(cfg, steps, warmup, device=device))
     return {"s_step": project, "bare_ratio": project / bare, "vram_gib": vram}

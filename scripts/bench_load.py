@@ -1,7 +1,7 @@
 """Peak memory of loading a real-width DiT from an original-layout ACE-Step checkpoint.
 
 Writes random weights for N layers at hidden 2048 (the 2B DiT's width) as `acestep-v15-base/model.safetensors`,
-then loads them with `sidestep.models.dit.build_dit` in a fresh process and reports its peak RSS against the
+then loads them with the model source (`AceStepCheckpoint.dit`) in a fresh process and reports its peak RSS against the
 weight file's size. Loading builds the model on the meta device and fills it tensor by tensor, so the ratio
 should stay near 1 (target <= 1.3): there is never a second full copy.
 

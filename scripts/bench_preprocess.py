@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 
@@ -37,6 +38,7 @@ def one(seconds: float, tile: float, workdir: Path) -> dict:
     from sidestep.config import register_schemas
     from sidestep.config.checks import prepare_preprocess
     from sidestep.preprocessing.run import preprocess
+    from sidestep.ui.file_progress import FileProgress
 
     songs = workdir / f"songs-{seconds:g}"
     songs.mkdir()
@@ -47,7 +49,7 @@ def one(seconds: float, tile: float, workdir: Path) -> dict:
                                                             "model=tiny", "device=cpu", f"tile_seconds={tile}"])
     cfg = prepare_preprocess(cfg)
     started = time.perf_counter()
-    outcome = preprocess(cfg, cfg.model, plain=True)
+    outcome = preprocess(cfg, cfg.model, partial(FileProgress, plain=True))
     assert outcome.processed == ["song"], outcome
     return {"seconds": seconds, "wall_s": time.perf_counter() - started,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 
 from sidestep.config import prepare, register_schemas
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 
 
 def config(steps: int, cache: str, *extra: str):
@@ -31,7 +31,7 @@ def config(steps: int, cache: str, *extra: str):
 def timed_run(cfg) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
-        fit(cfg, Path(run_dir))
+        train_adapter(cfg, Path(run_dir))
         return time.perf_counter() - started
 
 

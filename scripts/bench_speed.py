@@ -24,7 +24,7 @@ from bench_step import REAL_WIDTH, project_config
 from sidestep.config import register_schemas
 from sidestep.data.collate import CropCollate
 from sidestep.data.sampler import EpochSampler
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 
 SONG_FRAMES = [int(s * 25) for s in (30, 45, 62, 75, 90, 104, 118, 131, 150, 163, 177, 190, 205, 221, 233, 240)]
 
@@ -35,7 +35,7 @@ def compile_speedup(steps: int, cache: str) -> float:
         cfg = project_config([*REAL_WIDTH, f"trainer.compile={mode}"], steps, cache)
         with tempfile.TemporaryDirectory() as run:
             started = time.perf_counter()
-            seconds = fit(cfg, Path(run)).step_seconds
+            seconds = train_adapter(cfg, Path(run)).step_seconds
             times[mode] = (time.perf_counter() - started, seconds)
     eager, compiled = (statistics.median(times[m][1][3:]) for m in ("false", "blocks"))
     compile_seconds = sum(times["blocks"][1][:3]) - 3 * compiled - (sum(times["false"][1][:3]) - 3 * eager)
@@ -89,7 +89,7 @@ def loader_wait(steps: int, cache: str) -> float:
     data_loader.DataLoaderShard.__iter__ = timed
     try:
         with tempfile.TemporaryDirectory() as run:
-            seconds = fit(cfg, Path(run)).step_seconds
+            seconds = train_adapter(cfg, Path(run)).step_seconds
     finally:
         data_loader.DataLoaderShard.__iter__ = original
     fraction = sum(waits[2:]) / sum(seconds[2:])

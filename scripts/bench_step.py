@@ -1,6 +1,6 @@
 """Training-step overhead of Side-Step's loop over a bare PyTorch + PEFT loop doing the same math.
 
-Both run in this process on the same model and the same batch shape: the project through `fit()` (data loader,
+Both run in this process on the same model and the same batch shape: the project through `train_adapter()` (data loader,
 cropping, Accelerate, generators, logging), the bare loop as a hand-written forward / MSE / backward / clip /
 AdamW step on one pre-built batch. Rounds alternate their order to cancel drift; each round compares median step
 times after warm-up, and the result is the median of the rounds' ratios (their spread is printed beside it).
@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_module
 from sidestep.adapters.attach import adapter_config
 from sidestep.config import prepare, register_schemas
 from sidestep.models.source import model_source
+from sidestep.train import train_adapter
 from sidestep.training.flow_matching import StepSettings, sample_timesteps
-from sidestep.training.loop import fit
 
 REAL_WIDTH = [
     "model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_hidden_layers=2",
@@ -43,7 +43,7 @@ def project_config(extra, steps, cache):
 
 def project_steps(cfg, warmup):
     with tempfile.TemporaryDirectory() as run_dir:
-        return fit(cfg, Path(run_dir)).step_seconds[warmup:]
+        return train_adapter(cfg, Path(run_dir)).step_seconds[warmup:]
 
 
 def bare_steps(cfg, steps, warmup, device="cpu"):

@@ -5,7 +5,7 @@
 # mutmut (3.x) rewrites one expression at a time in
 #   step      training/flow_matching.py             timesteps, CFG dropout, x_t, r, target, mask, Min-SNR weight
 #   schedules training/lr_schedules.py              warm-up and decay of every learning-rate schedule
-#   export    training/adapter_files.py, export.py  per-module alpha / rank in ComfyUI's file and the merged DiT
+#   export    adapters/lora.py, adapters/targets.py  per-module alpha / rank in ComfyUI's file, module names
 #   encoder   preprocessing/encoding.py             tiled VAE encoding (encode_latents)
 # and runs, for each mutant, only the tests that reach the changed function, from the test files named in
 # pyproject.toml's [tool.mutmut] (in-process tests only). Every mutant should be killed or be equivalent; inspect a
@@ -14,7 +14,7 @@
 # continuous draw, `.to(device)` dropped (CPU-only tests, 3), `return_dict` of a diffusers call (3: `[0]` of its
 # output object is the same tensor), `total_steps` of the constant schedule (2), `shape[+1]` of a [2, S] tensor,
 # the tile core size (any size gives the same latents), a keymap suffix cut by length, `.to(weight.dtype)` and
-# `build_dit`'s default dtype where everything is float32 already.
+# the DiT builder's default dtype where everything is float32 already.
 #
 #   bash scripts/mutation_test.sh                  # all four areas: 34 min on 2 cores shared with 3 other jobs
 #   bash scripts/mutation_test.sh step schedules   # some of them
@@ -30,9 +30,8 @@ cd "$(dirname "$0")/.."
 declare -A AREAS=(
   [step]="sidestep.training.flow_matching.*"
   [schedules]="sidestep.training.lr_schedules.*"
-  [export]="sidestep.training.adapter_files.x_module_scales__* sidestep.training.adapter_files.x__pattern_value__*
-            sidestep.training.adapter_files.x__write_comfyui__* sidestep.training.adapter_files.x_merge_into__*
-            sidestep.training.adapter_files.x_original_module_name__* sidestep.export.x_merge__*"
+  [export]="sidestep.adapters.lora.* sidestep.adapters.targets.x_original_module_name__*
+            sidestep.adapters.targets.x_original_targets__*"
   [encoder]="sidestep.preprocessing.encoding.x_encode_latents__*"
 )
 chosen=("$@")

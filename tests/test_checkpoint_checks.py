@@ -11,8 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sidestep.models.source import model_source
+from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
-from sidestep.training.loop import fit
 from tests.test_resume import BASE, adapter, assert_same
 
 SHORT = (*BASE[:-2], "trainer.max_steps=4", "trainer.save_every_steps=2", "trainer.keep_checkpoints=10")
@@ -23,7 +23,7 @@ def run(tmp_path_factory, cache_dir):
     from tests.conftest import compose_cfg
 
     folder = tmp_path_factory.mktemp("run")
-    fit(compose_cfg(cache_dir, *SHORT), folder)
+    train_adapter(compose_cfg(cache_dir, *SHORT), folder)
     return folder
 
 
@@ -74,7 +74,7 @@ def test_a_damaged_checkpoint_is_named_in_one_line_and_never_trained_on(run, mak
         as_older_sidestep(checkpoint)
     damage(checkpoint)
     with pytest.raises(ckpt.CheckpointError, match=message) as err:
-        fit(make_cfg(*SHORT, f"resume_from={checkpoint}"), tmp_path / "resumed")
+        train_adapter(make_cfg(*SHORT, f"resume_from={checkpoint}"), tmp_path / "resumed")
     assert len(str(err.value).splitlines()) == 1
     assert not (tmp_path / "resumed" / "adapter").exists()
 
@@ -85,7 +85,7 @@ def test_latest_passes_over_a_damaged_newest_checkpoint_and_says_so(run, make_cf
     newest = tmp_path / "checkpoints" / "step-0000004"
     edit_lora(newest, poison)
     caplog.set_level("WARNING")
-    result = fit(make_cfg(*SHORT, "resume_from=latest"), tmp_path)
+    result = train_adapter(make_cfg(*SHORT, "resume_from=latest"), tmp_path)
     assert "passing over a damaged checkpoint" in caplog.text and "resuming from step-0000002" in caplog.text
     assert result.steps == 4 and len(result.step_seconds) == 2
     assert_same(adapter(run), adapter(tmp_path))
@@ -94,7 +94,7 @@ def test_latest_passes_over_a_damaged_newest_checkpoint_and_says_so(run, make_cf
 def test_latest_with_every_checkpoint_damaged_is_refused(run, make_cfg, tmp_path):
     (copy_of(run, tmp_path) / "optimizer.bin").unlink()
     with pytest.raises(ckpt.CheckpointError, match="all 1 checkpoints of .* are damaged, the newest: .*optimizer.bin"):
-        fit(make_cfg(*SHORT, "resume_from=latest"), tmp_path)
+        train_adapter(make_cfg(*SHORT, "resume_from=latest"), tmp_path)
 
 
 def test_changed_sample_contents_are_a_different_run(run, make_cfg, tmp_path, cache_dir):
@@ -108,7 +108,8 @@ def test_changed_sample_contents_are_a_different_run(run, make_cfg, tmp_path, ca
     assert victim.stat().st_size == (source / victim.name).stat().st_size
     checkpoint = copy_of(run, tmp_path)
     with pytest.raises(ckpt.CheckpointError, match=r"(?s)does not fit this run.*dataset: contents differ"):
-        fit(make_cfg(*SHORT, "data=tensors", f"data.dataset_dir={data}", f"resume_from={checkpoint}"), tmp_path / "r")
+        train_adapter(make_cfg(*SHORT, "data=tensors", f"data.dataset_dir={data}", f"resume_from={checkpoint}"),
+                      tmp_path / "r")
 
 
 def test_other_base_weights_are_a_different_run(make_cfg, tmp_path):
@@ -127,19 +128,19 @@ def test_other_base_weights_are_a_different_run(make_cfg, tmp_path):
 @pytest.mark.parametrize("optimizer", ["adamw", "prodigy", "adamw8bit", "adafactor"])
 def test_every_shipped_optimizer_resumes_bit_identically(make_cfg, tmp_path, optimizer):
     settings = (*SHORT, f"optimizer={optimizer}")
-    fit(make_cfg(*settings), tmp_path / "full")
+    train_adapter(make_cfg(*settings), tmp_path / "full")
     state = torch.load(tmp_path / "full" / "checkpoints" / "step-0000002" / "optimizer.bin", weights_only=True)
     assert state["param_groups"]  # plain containers only: the safe loader opens it
-    fit(make_cfg(*settings, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000002'}"), tmp_path / "cut")
+    train_adapter(make_cfg(*settings, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000002'}"), tmp_path / "cut")
     assert_same(adapter(tmp_path / "full"), adapter(tmp_path / "cut"))
 
 
 def test_a_finished_run_leaves_a_final_checkpoint_and_continues_exactly(make_cfg, tmp_path):
     steady = (*BASE[:-1], "scheduler=constant", "trainer.save_every=1000")  # no checkpoint is due before the end
-    fit(make_cfg(*steady, "trainer.max_steps=10"), tmp_path / "full")
-    fit(make_cfg(*steady, "trainer.max_steps=6"), tmp_path / "ext")
+    train_adapter(make_cfg(*steady, "trainer.max_steps=10"), tmp_path / "full")
+    train_adapter(make_cfg(*steady, "trainer.max_steps=6"), tmp_path / "ext")
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "ext")] == ["step-0000006"]
-    result = fit(make_cfg(*steady, "trainer.max_steps=10", "resume_from=latest"), tmp_path / "ext")
+    result = train_adapter(make_cfg(*steady, "trainer.max_steps=10", "resume_from=latest"), tmp_path / "ext")
     assert result.steps == 10 and len(result.step_seconds) == 4
     assert_same(adapter(tmp_path / "full"), adapter(tmp_path / "ext"))
     assert ckpt.complete_checkpoints(tmp_path / "ext")[-1].name == "step-0000010"

@@ -95,12 +95,12 @@ def test_variant_detection_in_a_checkpoints_root(reference, tmp_path):
 
 
 def test_training_runs_on_an_original_layout_checkpoint(make_cfg, reference, tmp_path):
-    from sidestep.training.loop import fit
+    from sidestep.train import train_adapter
 
     write_original(tmp_path / "ckpt" / "acestep-v15-base", reference)
     cfg = make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "trainer.max_steps=3")
     model_source(cfg.model).settle(cfg.model)
-    assert fit(cfg, tmp_path / "run").steps == 3
+    assert train_adapter(cfg, tmp_path / "run").steps == 3
 
 
 def test_broken_checkpoints_give_one_clear_line(make_cfg, reference, tmp_path):

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from sidestep.config import CONSTANT_SCHEDULER, prepare
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError
-from sidestep.train import resolve
+from sidestep.config import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

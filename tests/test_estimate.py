@@ -8,6 +8,12 @@ from sidestep.errors import ConfigError
 from sidestep.models.tiny import TinyModel
 from sidestep.training import estimation
 from sidestep.training.sensitivity import ModuleScore, plan_ranks
+from sidestep.ui.progress import BatchProgress
+
+
+def estimate(cfg, run_dir):
+    """The estimate as `python -m sidestep.estimate` makes it (without the live bar)."""
+    return estimation.estimate(cfg, run_dir, BatchProgress(cfg.estimate.batches, plain=True))
 
 
 def silence_all_layers_but(dit, keep: int):
@@ -25,8 +31,8 @@ def test_the_layer_the_data_depends_on_ranks_highest_and_gets_the_budget(make_cf
     real_build = TinyModel.dit
     monkeypatch.setattr(TinyModel, "dit", lambda *a, **k: silence_all_layers_but(real_build(*a, **k), keep=1))
     cfg = make_cfg("model.arch.num_hidden_layers=3", "estimate.batches=4")
-    path = estimation.estimate(cfg, tmp_path)
-    report = json.loads(path.read_text())
+    result = estimate(cfg, tmp_path)
+    report = json.loads(result.path.read_text())
     modules = report["modules"]
     assert len(modules) == 3 * 8
     ranked = list(modules)  # written best first
@@ -37,6 +43,7 @@ def test_the_layer_the_data_depends_on_ranks_highest_and_gets_the_budget(make_cf
     used = sum(m["rank"] * (m["in_features"] + m["out_features"]) for m in modules.values())
     assert used <= report["budget_params"]
     assert (tmp_path / "estimate.png").read_bytes()[:4] == b"\x89PNG"
+    assert result.shares("layer")[0][:2] == ("1", 1.0)  # the table printed first: layer 1 holds the whole score
 
 
 def scores(*fishers, features=(64, 64)):
@@ -60,7 +67,7 @@ def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_p
     from sidestep.adapters.attach import adapter_config, add_adapter, trainable_parameters
     from sidestep.models.source import model_source
 
-    path = estimation.estimate(make_cfg("estimate.batches=2"), tmp_path / "est")
+    path = estimate(make_cfg("estimate.batches=2"), tmp_path / "est").path
     planned = {n: m["rank"] for n, m in json.loads(path.read_text())["modules"].items()}
     cfg = make_cfg(f"lora.rank_map={path}", "lora.rank=16", "lora.alpha=32")
     dit = model_source(cfg.model).dit()
@@ -73,14 +80,15 @@ def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_p
 
 
 def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make_cfg, tmp_path, monkeypatch):
+    from sidestep.train import train_adapter
     from sidestep.training import loop
 
-    path = estimation.estimate(make_cfg("estimate.batches=1"), tmp_path / "est")
+    path = estimate(make_cfg("estimate.batches=1"), tmp_path / "est").path
     monkeypatch.setattr(TinyModel, "dit", lambda *a, **k: pytest.fail("the model was built"))
     with pytest.raises(ConfigError, match=r"was estimated for another model \(num_hidden_layers 2 there, 3 here\)"):
-        loop.fit(make_cfg(f"lora.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
+        train_adapter(make_cfg(f"lora.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
     (tmp_path / "other.json").write_text('{"samples": []}')
     with pytest.raises(ConfigError, match="is not an estimate.json"):
-        loop.fit(make_cfg(f"lora.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
+        train_adapter(make_cfg(f"lora.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
     with pytest.raises(ConfigError, match="lora.rank_map: .* is not a file"):
         make_cfg(f"lora.rank_map={tmp_path / 'missing.json'}")

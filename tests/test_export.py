@@ -13,11 +13,10 @@ from safetensors.torch import load_file, save_file
 from sidestep import export
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.adapters.files import read_adapter
-from sidestep.config import as_container
+from sidestep.config import as_container, resolve
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
-from sidestep.train import resolve
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
 from tests.conftest import compose_cfg, dit_outputs, randomize_lora
 

@@ -13,8 +13,8 @@ from sidestep.config.overrides import check_overrides
 from sidestep.data.collate import CropCollate
 from sidestep.data.sampler import EpochSampler
 from sidestep.errors import ConfigError
+from sidestep.train import train_adapter
 from sidestep.training import fast_paths
-from sidestep.training.loop import fit
 from tests.test_resume import assert_same
 
 LENGTHS = [40, 44, 52, 60, 64, 70, 80, 90, 96, 100, 42, 58]  # latent frames: 1.6 to 4 s songs
@@ -59,15 +59,15 @@ def test_backends_that_cannot_train_or_would_download_are_refused(backend):
 
 def test_a_native_run_shows_its_kernels_and_an_explicit_backend_trains(make_cfg, tmp_path):
     plan = {}
-    from sidestep.training import loop
+    from sidestep.ui import summary
 
-    real = loop.show
-    loop.show = lambda p: plan.update(kernels=p.kernels) or real(p)
+    real = summary.show
+    summary.show = lambda p: plan.update(kernels=p.kernels) or real(p)
     try:
-        fit(make_cfg("trainer.max_steps=2"), tmp_path / "auto")
-        fit(make_cfg("trainer.max_steps=2", "trainer.attention_backend=_native_math"), tmp_path / "math")
+        train_adapter(make_cfg("trainer.max_steps=2"), tmp_path / "auto")
+        train_adapter(make_cfg("trainer.max_steps=2", "trainer.attention_backend=_native_math"), tmp_path / "math")
     finally:
-        loop.show = real
+        summary.show = real
     assert plan["kernels"] == "attention _native_math, torch.compile off"
     a, b = (load_file(tmp_path / d / "adapter" / "adapter_model.safetensors") for d in ("auto", "math"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # the same attention, another kernel
@@ -76,8 +76,8 @@ def test_a_native_run_shows_its_kernels_and_an_explicit_backend_trains(make_cfg,
 @pytest.mark.parametrize("mode", ["blocks", "full"])
 def test_compiled_blocks_train_like_eager_ones(make_cfg, tmp_path, mode):
     steps = ("trainer.max_steps=3", "lora.dropout=0.1", "trainer.gradient_checkpointing=true")
-    eager = fit(make_cfg(*steps), tmp_path / "eager")
-    compiled = fit(make_cfg(*steps, f"trainer.compile={mode}", "trainer.compile_backend=aot_eager"), tmp_path / mode)
+    eager = train_adapter(make_cfg(*steps), tmp_path / "eager")
+    compiled = train_adapter(make_cfg(*steps, f"trainer.compile={mode}", "trainer.compile_backend=aot_eager"), tmp_path / mode)
     assert abs(compiled.final_loss - eager.final_loss) < 1e-4
     a, b = (load_file(tmp_path / d / "adapter" / "adapter_model.safetensors") for d in ("eager", mode))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -119,8 +119,8 @@ def test_bucketed_batches_of_whole_songs_have_no_padded_frame_and_see_every_song
 def test_a_bucketed_run_resumes_exactly(make_cfg, tmp_path, mixed_songs):
     data = ("data=tensors", f"data.dataset_dir={mixed_songs}", "trainer.batch_size=4", "trainer.max_steps=6",
             "trainer.save_every_steps=2", "trainer.keep_checkpoints=5")
-    fit(make_cfg(*data), tmp_path / "full")
-    fit(make_cfg(*data, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000004'}"), tmp_path / "cut")
+    train_adapter(make_cfg(*data), tmp_path / "full")
+    train_adapter(make_cfg(*data, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000004'}"), tmp_path / "cut")
     assert_same(load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors"),
                 load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
 
@@ -144,6 +144,6 @@ def test_one_host_sync_per_optimizer_step(make_cfg, tmp_path, monkeypatch):
     counts = []
     for steps in (4, 10):
         reads["n"] = 0
-        fit(make_cfg(*quiet, f"trainer.max_steps={steps}"), tmp_path / str(steps))
+        train_adapter(make_cfg(*quiet, f"trainer.max_steps={steps}"), tmp_path / str(steps))
         counts.append(reads["n"])
     assert (counts[1] - counts[0]) / 6 == 1.0, counts

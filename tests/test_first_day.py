@@ -13,8 +13,8 @@ import torch
 
 from sidestep.data.loader import make_loader
 from sidestep.models.checkpoints import find_variants
+from sidestep.train import train_adapter
 from sidestep.training.live_samples import resolve_duration
-from sidestep.training.loop import fit
 from sidestep.training.tensorboard import applied_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +28,12 @@ def test_alpha_follows_the_rank_unless_given(make_cfg):
 
 
 def test_a_short_run_warns_about_its_warm_up_and_samples_as_long_as_its_songs(make_cfg, tmp_path, caplog, monkeypatch):
-    from sidestep.training import loop
+    from sidestep.ui import summary
 
     plans = []
-    monkeypatch.setattr(loop, "show", plans.append)  # the summary's values, whatever the terminal's width
+    monkeypatch.setattr(summary, "show", plans.append)  # the summary's values, whatever the terminal's width
     with caplog.at_level(logging.WARNING):
-        fit(make_cfg("trainer.max_steps=2", "sample.every_n_steps=2", "data.synthetic.seconds=1.2"), tmp_path)
+        train_adapter(make_cfg("trainer.max_steps=2", "sample.every_n_steps=2", "data.synthetic.seconds=1.2"), tmp_path)
     assert "scheduler.warmup_steps=20 covers the whole run of 2 optimizer steps" in caplog.text  # demo: 20 warm-up
     assert re.fullmatch(r"2 prompt\(s\) x 1.2 s at 1 points \(steps 2\): about \d+% on top of training's DiT work",
                         plans[0].sampling)
@@ -71,7 +71,7 @@ def test_prodigy_shows_its_real_step_size(make_cfg, tmp_path, caplog):
     assert applied_lr(optimizer) == group["d"] * group["lr"] != group["lr"]
 
     with caplog.at_level(logging.INFO):
-        fit(make_cfg("optimizer=prodigy", "trainer.max_steps=2", "trainer.log_every=2"), tmp_path)
+        train_adapter(make_cfg("optimizer=prodigy", "trainer.max_steps=2", "trainer.log_every=2"), tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next(tmp_path.rglob("*tfevents*")).parent)).Reload()

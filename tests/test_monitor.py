@@ -12,9 +12,9 @@ import time
 import pexpect
 import pytest
 
+from sidestep.errors import Interrupted
 from sidestep.monitor import Reader, find_runs, main
-from sidestep.training.interrupts import Interrupted
-from sidestep.training.run_status import RunStatus, read_status
+from sidestep.run_status import RunStatus, read_status
 from sidestep.ui.console import console
 from sidestep.ui.gpu import profile_for
 

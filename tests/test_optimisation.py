@@ -98,16 +98,17 @@ FIT = ("trainer.max_steps=4", "trainer.epochs=1", "trainer.batch_size=2", "sched
 
 
 def test_training_clips_gradients_to_max_grad_norm_and_follows_the_schedule(make_cfg, tmp_path, monkeypatch):
-    from sidestep.training.loop import fit
+    from sidestep.train import train_adapter
 
     recorder = Recorder(monkeypatch)
-    fit(make_cfg(*FIT, "trainer.max_grad_norm=0.001"), tmp_path / "run")
+    train_adapter(make_cfg(*FIT, "trainer.max_grad_norm=0.001"), tmp_path / "run")
     assert recorder.grad_norms == pytest.approx([0.001] * 4, rel=1e-3)  # every raw norm was far above 0.001
     # cosine with 2 warm-up steps over 4 steps: 10 %, 55 %, 100 %, then half way down.
     assert [lr / 0.01 for lr in recorder.lrs] == pytest.approx([0.1, 0.55, 1.0, 0.5])
 
 
 def test_a_skipped_non_finite_step_updates_nothing_and_the_run_goes_on(make_cfg, tmp_path, monkeypatch):
+    from sidestep.train import train_adapter
     from sidestep.training import loop
 
     recorder, real, calls = Recorder(monkeypatch), loop.flow_matching_loss, []
@@ -118,7 +119,7 @@ def test_a_skipped_non_finite_step_updates_nothing_and_the_run_goes_on(make_cfg,
         return (loss * float("nan") if len(calls) == 2 else loss), t
 
     monkeypatch.setattr(loop, "flow_matching_loss", poisoned)
-    result = loop.fit(make_cfg(*FIT, "trainer.on_nonfinite=skip", "trainer.max_grad_norm=1e6"), tmp_path / "run")
+    result = train_adapter(make_cfg(*FIT, "trainer.on_nonfinite=skip", "trainer.max_grad_norm=1e6"), tmp_path / "run")
     assert result.steps == 4 and len(recorder.grad_norms) == 3  # step 2 never reached the optimizer
     assert [lr / 0.01 for lr in recorder.lrs] == pytest.approx([0.1, 1.0, 0.5])  # the schedule still moved on
     assert all(0 < n < 1e6 and math.isfinite(n) for n in recorder.grad_norms)  # below the limit: not rescaled

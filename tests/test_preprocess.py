@@ -2,6 +2,7 @@
 named with its reason, nothing redone that is up to date, nothing lost when interrupted."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from sidestep.data.samples import METADATA_KEY, read_sample, sample_shape
 from sidestep.models.tiny import TinyModel, tiny_condition_encoder, write_checkpoints
 from sidestep.preprocessing import run as preprocess_run
 from sidestep.preprocessing.run import STAGING, preprocess
+from sidestep.ui.file_progress import FileProgress
 
 SECONDS = 0.8
 
@@ -50,7 +52,7 @@ def settings(tmp_path, audio_dir, *overrides):
 
 
 def run(cfg):
-    return preprocess(cfg, cfg.model, plain=True)
+    return preprocess(cfg, cfg.model, partial(FileProgress, plain=True))
 
 
 def header(path: Path) -> dict:

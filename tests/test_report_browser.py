@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sidestep.config import as_container
 from sidestep.report.__main__ import main as report
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 from tests.conftest import compose_cfg
 
 
@@ -47,7 +47,7 @@ def sweep(tmp_path_factory, cache_dir):
         overrides = ["experiment=demo", "trainer.max_steps=6", f"lora.rank={rank}", *extra]
         cfg = compose_cfg(cache_dir, *overrides[1:])
         record_hydra(root / str(job), cfg, overrides)
-        fit(cfg, root / str(job))
+        train_adapter(cfg, root / str(job))
     failed = ["experiment=demo", "trainer.max_steps=6", "lora.rank=0"]
     record_hydra(root / "2", compose_cfg(cache_dir, *failed[1:], check=False), failed)  # as composed: never resolved
     (root / "2" / "status.json").write_text('{"state": "failed", "error": "lora.rank: must be at least 1 (got 0)"}')

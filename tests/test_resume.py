@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from sidestep.errors import SidestepError
+from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
-from sidestep.training.loop import fit
 
 # 8 samples, batch 1, accumulation 2: 4 optimizer steps per epoch; dropout on, so the global RNG matters too.
 BASE = ("trainer.batch_size=1", "trainer.gradient_accumulation=2", "trainer.max_steps=10", "lora.dropout=0.1",
@@ -40,19 +40,19 @@ def full_run(tmp_path_factory, cache_dir):
 
     run = tmp_path_factory.mktemp("full")
     cfg = compose_cfg(cache_dir, *BASE, "trainer.save_every_steps=1", "trainer.keep_checkpoints=100")
-    fit(cfg, run)
+    train_adapter(cfg, run)
     return run
 
 
 def test_checkpointing_does_not_change_the_trajectory(full_run, make_cfg, tmp_path):
-    fit(make_cfg(*BASE), tmp_path)
+    train_adapter(make_cfg(*BASE), tmp_path)
     assert_same(adapter(full_run), adapter(tmp_path))
 
 
 @pytest.mark.parametrize("step", [1, 3, 4, 6])  # first step, mid-accumulation epoch, epoch boundary, mid-epoch
 def test_resuming_from_any_step_gives_the_uninterrupted_adapter(full_run, make_cfg, tmp_path, step):
     checkpoint = full_run / "checkpoints" / f"step-{step:07d}"
-    result = fit(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path)
+    result = train_adapter(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path)
     assert result.steps == 10 and len(result.step_seconds) == 10 - step
     assert_same(adapter(full_run), adapter(tmp_path))
 
@@ -67,7 +67,7 @@ def test_checkpoint_holds_lora_only_and_state(full_run):
 
 
 def test_latest_skips_half_written_checkpoints_and_pruning_keeps_the_newest(make_cfg, tmp_path):
-    fit(make_cfg(*BASE, "trainer.save_every_steps=2", "trainer.keep_checkpoints=2"), tmp_path)
+    train_adapter(make_cfg(*BASE, "trainer.save_every_steps=2", "trainer.keep_checkpoints=2"), tmp_path)
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path)] == ["step-0000008", "step-0000010"]
     broken = tmp_path / "checkpoints" / "step-0000012"
     broken.mkdir()
@@ -78,7 +78,7 @@ def test_latest_skips_half_written_checkpoints_and_pruning_keeps_the_newest(make
 def test_a_checkpoint_of_another_setup_is_refused_one_line_per_difference(full_run, make_cfg, tmp_path, caplog):
     checkpoint = full_run / "checkpoints" / "step-0000004"
     with pytest.raises(ckpt.CheckpointError) as err:
-        fit(make_cfg(*BASE, "lora.rank=8", "trainer.seed=1", f"resume_from={checkpoint}"), tmp_path)
+        train_adapter(make_cfg(*BASE, "lora.rank=8", "trainer.seed=1", f"resume_from={checkpoint}"), tmp_path)
     lines = str(err.value).splitlines()
     assert lines[0].endswith("does not fit this run (resume.strict=false loads its LoRA weights only):")
     differences = sorted(line.split(":")[0].strip() for line in lines[1:])
@@ -86,7 +86,7 @@ def test_a_checkpoint_of_another_setup_is_refused_one_line_per_difference(full_r
     assert not (tmp_path / "adapter").exists()
 
     caplog.set_level("INFO")
-    result = fit(make_cfg(*BASE, "trainer.seed=1", f"resume_from={checkpoint}", "resume.strict=false"), tmp_path)
+    result = train_adapter(make_cfg(*BASE, "trainer.seed=1", f"resume_from={checkpoint}", "resume.strict=false"), tmp_path)
     assert "loaded 32 LoRA tensors" in caplog.text and result.steps == 10
 
 
@@ -102,12 +102,12 @@ def test_a_pickle_payload_in_a_checkpoint_never_runs(full_run, make_cfg, tmp_pat
     with open(checkpoint / "optimizer.bin", "wb") as f:
         torch.save({"state": Payload()}, f, pickle_module=pickle)
     with pytest.raises(ckpt.CheckpointError, match=r"optimizer.bin: contents changed since it was saved"):
-        fit(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path / "run")
+        train_adapter(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path / "run")
     state = json.loads((checkpoint / "trainer_state.json").read_text())  # as an older Side-Step wrote it: no digests
     del state["files"], state["digest"]
     (checkpoint / "trainer_state.json").write_text(json.dumps(state))
     with pytest.raises(ckpt.CheckpointError, match=r"optimizer.bin: refused to load \(UnpicklingError: .*\); it is"):
-        fit(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path / "run")
+        train_adapter(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path / "run")
     assert not marker.exists()
 
 
@@ -119,7 +119,7 @@ def test_a_truncated_checkpoint_file_is_named(full_run, make_cfg, tmp_path, vict
     data = (checkpoint / victim).read_bytes()
     (checkpoint / victim).write_bytes(data[: len(data) // 3])
     with pytest.raises(ckpt.CheckpointError, match=victim.replace(".", "[.]")):
-        fit(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path / "run")
+        train_adapter(make_cfg(*BASE, f"resume_from={checkpoint}"), tmp_path / "run")
 
 
 def test_non_finite_steps_stop_with_the_samples_or_are_skipped(make_cfg, tmp_path, monkeypatch):
@@ -136,9 +136,9 @@ def test_non_finite_steps_stop_with_the_samples_or_are_skipped(make_cfg, tmp_pat
     monkeypatch.setattr(loop, "flow_matching_loss", poisoned)
     with pytest.raises(SidestepError, match=r"non-finite loss or gradient at step 3 \(samples: sample_\d+.safetensors, "
                                             r"sample_\d+.safetensors\); last good checkpoint: none"):
-        fit(make_cfg(*BASE), tmp_path / "a")
+        train_adapter(make_cfg(*BASE), tmp_path / "a")
     calls["n"] = 0
-    result = fit(make_cfg(*BASE, "trainer.on_nonfinite=skip"), tmp_path / "b")
+    result = train_adapter(make_cfg(*BASE, "trainer.on_nonfinite=skip"), tmp_path / "b")
     assert result.steps == 10 and torch.isfinite(torch.tensor(result.final_loss))
     assert all(torch.isfinite(t).all() for t in adapter(tmp_path / "b").values())
 
@@ -151,7 +151,7 @@ def test_out_of_memory_names_the_settings_and_what_to_try(make_cfg, tmp_path, mo
 
     monkeypatch.setattr(loop, "flow_matching_loss", oom)
     with pytest.raises(SidestepError, match=r"out of GPU memory \(batch 1, crop 2.0 s.*vram= profile"):
-        fit(make_cfg(*BASE), tmp_path)
+        train_adapter(make_cfg(*BASE), tmp_path)
 
 
 def test_sigterm_checkpoints_and_resume_latest_equals_the_uninterrupted_run(cli, tmp_path, cache_dir):
@@ -183,7 +183,7 @@ KILL_DURING_SECOND_CHECKPOINT = """
 import os, signal, sys
 from tests.conftest import compose_cfg
 from sidestep.training import checkpoint
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 real, calls = checkpoint.save_safetensors, []
 def dying_save(*args, **kwargs):
     calls.append(1)
@@ -191,7 +191,7 @@ def dying_save(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 checkpoint.save_safetensors = dying_save
-fit(compose_cfg(sys.argv[1], *sys.argv[3:]), __import__("pathlib").Path(sys.argv[2]))
+train_adapter(compose_cfg(sys.argv[1], *sys.argv[3:]), __import__("pathlib").Path(sys.argv[2]))
 """
 
 
@@ -203,9 +203,9 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(mak
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-0000003"]
     assert (run / "checkpoints" / ".tmp-step-0000006").is_dir()
-    result = fit(make_cfg(*BASE, "trainer.save_every_steps=3", "resume_from=latest"), run)
+    result = train_adapter(make_cfg(*BASE, "trainer.save_every_steps=3", "resume_from=latest"), run)
     assert result.steps == 10
-    fit(make_cfg(*BASE), tmp_path / "reference")
+    train_adapter(make_cfg(*BASE), tmp_path / "reference")
     assert_same(adapter(tmp_path / "reference"), adapter(run))
 
 

@@ -10,10 +10,10 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from sidestep.errors import SidestepError, first_line, plain
+from sidestep.run_status import read_status
+from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
-from sidestep.training.loop import fit
 from sidestep.training.run_dir import LOCK_FILE
-from sidestep.training.run_status import read_status
 from tests.test_sweeps import same_adapter
 
 QUICK = ("experiment=demo", "trainer.max_steps=2", "sample.every_n_epochs=null", "ui.yes=true", "ui.plain=true")
@@ -46,10 +46,10 @@ def test_refused_starts_keep_the_record_and_a_real_resume_appends_to_its_history
 
 
 def test_a_fresh_start_into_an_earlier_run_or_from_another_runs_checkpoint_is_refused(make_cfg, tmp_path):
-    fit(make_cfg("trainer.max_steps=2"), tmp_path / "a")
+    train_adapter(make_cfg("trainer.max_steps=2"), tmp_path / "a")
     for run_dir, extra in ((tmp_path / "a", ()), (tmp_path / "a", (f"resume_from={tmp_path / 'b' / 'x'}",))):
         with pytest.raises(SidestepError, match="already holds a run .*checkpoints, adapter"):
-            fit(make_cfg("trainer.max_steps=2", *extra), run_dir)
+            train_adapter(make_cfg("trainer.max_steps=2", *extra), run_dir)
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "a")] == ["step-0000002"]
 
 
@@ -57,9 +57,9 @@ def test_two_processes_never_train_in_one_folder(make_cfg, tmp_path):
     tmp_path.mkdir(exist_ok=True)
     with FileLock(str(tmp_path / LOCK_FILE)):  # as another process training there holds it
         with pytest.raises(SidestepError, match="another Side-Step process is training in this folder"):
-            fit(make_cfg("trainer.max_steps=2"), tmp_path)
+            train_adapter(make_cfg("trainer.max_steps=2"), tmp_path)
     assert read_status(tmp_path) is None
-    assert fit(make_cfg("trainer.max_steps=2"), tmp_path).steps == 2  # free again once it is released
+    assert train_adapter(make_cfg("trainer.max_steps=2"), tmp_path).steps == 2  # free again once it is released
 
 
 def test_a_full_disk_marks_the_run_failed_with_the_reason(make_cfg, tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_a_full_disk_marks_the_run_failed_with_the_reason(make_cfg, tmp_path, mo
 
     monkeypatch.setattr(loop.ckpt, "save_checkpoint", full_disk)
     with pytest.raises(OSError):
-        fit(make_cfg("trainer.max_steps=2"), tmp_path)
+        train_adapter(make_cfg("trainer.max_steps=2"), tmp_path)
     status = read_status(tmp_path)
     assert status["state"] == "failed" and "No space left on device" in status["error"]
 

@@ -21,7 +21,7 @@ from sidestep.models.tiny import write_checkpoints
 from sidestep.sampling.prompts import from_file
 from sidestep.sampling.sources import open_source, samples_dir
 from sidestep.sampling.spectrogram import mel_image
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,8 @@ def test_a_checkpoint_is_a_source_and_holds_the_adapter_of_its_step(demo_run):
 
 def test_sampling_during_training_leaves_the_adapter_bit_identical_and_fills_tensorboard(make_cfg, tmp_path):
     base = ("trainer.max_steps=8", "lora.dropout=0.1")
-    fit(make_cfg(*base), tmp_path / "quiet")
-    fit(make_cfg(*base, "sample.every_n_steps=4", "sample.duration=1"), tmp_path / "listening")
+    train_adapter(make_cfg(*base), tmp_path / "quiet")
+    train_adapter(make_cfg(*base, "sample.every_n_steps=4", "sample.duration=1"), tmp_path / "listening")
     a = load_file(tmp_path / "quiet" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "listening" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -114,7 +114,7 @@ def test_a_missing_vae_folder_is_one_clear_warning_and_training_finishes(make_cf
 
     model_source(cfg.model).settle(cfg.model)
     with caplog.at_level(logging.WARNING):
-        result = fit(cfg, tmp_path / "run")
+        result = train_adapter(cfg, tmp_path / "run")
     assert result.steps == 4 and (tmp_path / "run" / "adapter").is_dir()
     failures = [r.getMessage() for r in caplog.records if "samples at step" in r.getMessage()]
     assert len(failures) == 1 and "no vae/ folder" in failures[0]  # said once, then sampling stops trying

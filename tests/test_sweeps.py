@@ -113,10 +113,10 @@ def test_two_process_launch_writes_one_run_dir_and_replicas_agree(tmp_path, cach
 
 
 def test_held_out_loss_is_repeatable_and_leaves_training_alone(make_cfg, tmp_path):
-    from sidestep.training.loop import fit
+    from sidestep.train import train_adapter
 
-    often = fit(make_cfg("data.val_fraction=0.25", "trainer.max_steps=12", "trainer.log_heavy_every=3"), tmp_path / "a")
-    rarely = fit(make_cfg("data.val_fraction=0.25", "trainer.max_steps=12", "trainer.log_heavy_every=50"), tmp_path / "b")
+    often = train_adapter(make_cfg("data.val_fraction=0.25", "trainer.max_steps=12", "trainer.log_heavy_every=3"), tmp_path / "a")
+    rarely = train_adapter(make_cfg("data.val_fraction=0.25", "trainer.max_steps=12", "trainer.log_heavy_every=50"), tmp_path / "b")
     assert often.val_loss is not None and often.val_loss == rarely.val_loss
     assert same_adapter(tmp_path / "a", tmp_path / "b")  # evaluating 4x instead of once changed nothing
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -9,12 +9,12 @@ from safetensors.torch import load_file
 
 from sidestep.config.saved import load_saved
 from sidestep.models.source import model_source
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 
 
 def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_model(make_cfg, tmp_path):
     cfg = make_cfg("trainer.max_steps=120")
-    result = fit(cfg, tmp_path)
+    result = train_adapter(cfg, tmp_path)
     assert result.steps == 120
     assert result.final_loss < 0.85 * result.first_loss, (result.first_loss, result.final_loss)
 
@@ -46,11 +46,11 @@ def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_mod
 def test_two_identical_runs_give_identical_adapters(make_cfg, tmp_path):
     cfg = make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "lora.dropout=0.1")
     for name in ("a", "b"):
-        fit(cfg, tmp_path / name)
+        train_adapter(cfg, tmp_path / name)
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    fit(make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "lora.dropout=0.1", "trainer.seed=7"),
+    train_adapter(make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "lora.dropout=0.1", "trainer.seed=7"),
         tmp_path / "c")
     c = load_file(tmp_path / "c" / "adapter" / "adapter_model.safetensors")
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -58,16 +58,16 @@ def test_two_identical_runs_give_identical_adapters(make_cfg, tmp_path):
 
 def test_accumulation_and_max_steps_count_optimizer_steps(make_cfg, tmp_path):
     # 8 samples, batch 2 -> 4 batches per epoch; accumulation 3 -> 2 optimizer steps per epoch (the last is partial).
-    result = fit(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.epochs=3"), tmp_path / "a")
+    result = train_adapter(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.epochs=3"), tmp_path / "a")
     assert result.steps == 6
-    result = fit(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.max_steps=3"), tmp_path / "b")
+    result = train_adapter(make_cfg("trainer.batch_size=2", "trainer.gradient_accumulation=3", "trainer.max_steps=3"), tmp_path / "b")
     assert result.steps == 3
 
 
 @pytest.mark.parametrize("optimizer", ["adamw8bit", "adafactor", "prodigy"])
 def test_every_optimizer_trains(make_cfg, tmp_path, optimizer):
     lr = "optimizer.lr=1.0" if optimizer == "prodigy" else "optimizer.lr=1e-3"
-    result = fit(make_cfg(f"optimizer={optimizer}", lr, "trainer.max_steps=4", "training=vanilla"), tmp_path)
+    result = train_adapter(make_cfg(f"optimizer={optimizer}", lr, "trainer.max_steps=4", "training=vanilla"), tmp_path)
     assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
 
 

@@ -87,7 +87,7 @@ def atomic_file(target: Path) -> Iterator[Path]:
 
 def save_safetensors(tensors, target: Path, metadata=None) -> None:
     """`safetensors.torch.save_file`, atomic and with the usual permissions (it writes a private 0600 file)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # here: it loads torch, which the run records and reports never need
 
     with atomic_file(target) as tmp:
         save_file(tensors, tmp, metadata=metadata)

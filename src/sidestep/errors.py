@@ -18,6 +18,14 @@ class DataError(SidestepError):
     """A dataset folder or sample file is unusable; the message names the file."""
 
 
+class Interrupted(SidestepError):
+    """Training stopped on a signal after saving; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def plain(text: str) -> str:
     """`text` without terminal escapes or control characters (newlines kept), safe to print to any console."""
     return _ESCAPES.sub("", text.encode("utf-8", "replace").decode("utf-8"))

@@ -4,27 +4,43 @@ Shares the training config (model, data, attention, training groups); writes `<r
 `lora.rank_map=<that file>`), a ranked table and `<run>/estimate.png`.
 """
 
+import logging
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from rich.table import Table
 
-from sidestep.config import register_schemas
-from sidestep.run_record import RunRecord
-from sidestep.train import resolve_run
+from sidestep.config import register_schemas, resolve_run
+from sidestep.run_record import RunRecord, register_resolver
 from sidestep.ui.app import run_app
-from sidestep.ui.console import use_plain
+from sidestep.ui.console import console, use_plain
+from sidestep.ui.progress import BatchProgress
 
+log = logging.getLogger("sidestep.estimate")
 register_schemas()
+register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    use_plain(cfg.ui.plain)
+    plain = use_plain(cfg.ui.plain)
     cfg, run_dir = resolve_run(cfg)
     RunRecord(run_dir, HydraConfig.get().output_subdir).start(None)
-    from sidestep.training.estimation import estimate
+    # imported here: it loads torch and diffusers, which a refused config never needs
+    from sidestep.training.estimation import GROUPINGS, estimate
 
-    estimate(cfg, run_dir)
+    result = estimate(cfg, run_dir, BatchProgress(cfg.estimate.batches, plain))
+    for grouping in GROUPINGS:
+        table = Table(title=f"Sensitivity by {grouping} ({result.batches} batches)", title_justify="left")
+        for column in (grouping, "share", "planned ranks"):
+            table.add_column(column)
+        for group, share, ranks in result.shares(grouping):
+            table.add_row(group, f"{100 * share:5.1f} %", ranks)
+        console.print(table)
+    log.info("estimate written to %s: %d of %d modules get LoRA, %s of %s parameters; train with lora.rank_map=%s",
+             result.path, result.modules_with_lora, len(result.plan), f"{result.used_params:,}", f"{result.budget:,}",
+             result.path)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ import re
 import sys
 from pathlib import Path
 
-from sidestep.adapters.files import DTYPES, FORMATS
+from omegaconf import OmegaConf
+
+from sidestep.adapters.files import DTYPES, FORMATS, write_formats
+from sidestep.adapters.merge import merge_into_variant
+from sidestep.errors import SidestepError
+from sidestep.models.source import model_source
+from sidestep.sampling.sources import open_source
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"
@@ -37,12 +43,6 @@ def main(argv=None) -> None:
                                                              "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        from omegaconf import OmegaConf
-
-        from sidestep.adapters.files import write_formats
-        from sidestep.errors import SidestepError
-        from sidestep.sampling.sources import open_source
-
         if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
             raise SidestepError(f"--name {args.name!r}: use letters, digits, - and _ only (it names files and a "
                                 "PEFT adapter, which may not hold a dot)")
@@ -58,9 +58,6 @@ def main(argv=None) -> None:
             if source.run_cfg is None:
                 raise SidestepError(f"{args.source}: --merge needs a folder inside a run dir (its .hydra/config.yaml "
                                     "says which base model the adapter was trained on)")
-            from sidestep.adapters.merge import merge_into_variant
-            from sidestep.models.source import model_source
-
             folder = merge_into_variant(model_source(source.run_cfg.model), source.weights, source.adapter_config,
                                         out / MERGED_DIR, name)
             console.print(f"merged model written to {folder} (a complete ACE-Step variant folder)")

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
+from rich.live import Live
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sidestep.config.schema import UIConfig
 from sidestep.errors import SidestepError
 from sidestep.report.runs import overrides_text
-from sidestep.training.run_status import STATUS_FILE, read_status
+from sidestep.run_status import STATUS_FILE, read_status
 from sidestep.ui.console import console, exit_on_user_error, use_plain
 from sidestep.ui.gpu import read_gauges
 from sidestep.ui.monitor_view import render
@@ -90,8 +92,6 @@ class Reader:
         if not tb.is_dir():
             return {}
         if run not in self.events:
-            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
             self.events[run] = EventAccumulator(str(tb), size_guidance={"scalars": 0})
         events = self.events[run].Reload()
         present = events.Tags()["scalars"]
@@ -168,8 +168,6 @@ def _follow_plain(reader: Reader, interval: float) -> None:
 
 
 def _follow_live(reader: Reader, interval: float) -> None:
-    from rich.live import Live
-
     shown, ended = view(reader)
     with Live(shown, console=console, auto_refresh=False) as live:
         while not ended:

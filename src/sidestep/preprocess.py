@@ -6,6 +6,7 @@ Exits non-zero only when no song could be used; the table at the end names every
 """
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
+from sidestep.errors import DataError
 from sidestep.ui.console import exit_on_user_error, use_plain
+from sidestep.ui.file_progress import FileProgress, show_outcome
 
 log = logging.getLogger("sidestep.preprocess")
 register_schemas()
@@ -30,16 +33,25 @@ def log_dir(out_dir: Optional[str]) -> str:
 OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
 
 
+def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = ""):
+    """Preprocess with a progress bar per pass, then the outcome table; an error when not one song could be used.
+    `sidestep.train` calls it too, for songs given with `preprocess.audio_dir`."""
+    # torch and diffusers are imported where used: a refused config, or a train run without songs, never loads them
+    from sidestep.preprocessing.run import preprocess
+
+    outcome = preprocess(settings, model_cfg, partial(FileProgress, plain=plain), key_prefix)
+    show_outcome(outcome.processed, outcome.skipped, [(f.path, f.reason) for f in outcome.failed], outcome.out_dir)
+    if outcome.usable == 0:
+        raise DataError(f"{settings.audio_dir}: no song could be preprocessed (see the reasons above)")
+    return outcome
+
+
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
         cfg = prepare_preprocess(cfg)
         build(cfg.model).settle(cfg.model)  # what the checkpoint says: arch, variant
-        from sidestep.preprocessing.run import (
-            preprocess_and_report,  # torch, diffusers: only once the config is known good
-        )
-
         outcome = preprocess_and_report(cfg, cfg.model, plain)
         log.info("%d samples ready in %s; train on them with data.dataset_dir=%s", outcome.usable, outcome.out_dir,
                  outcome.out_dir)

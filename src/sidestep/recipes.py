@@ -14,9 +14,12 @@ from typing import Dict, List, Optional, Tuple
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from sidestep.config import flatten
+import sidestep.conf
+from sidestep.config import flatten, resolve
 from sidestep.errors import SidestepError
 
 HEADER = "# Written by python -m sidestep.wizard"
@@ -53,11 +56,6 @@ def group_options(group: str) -> List[str]:
 
 def config_problem(setup: Setup) -> Optional[str]:
     """What the trainer would say about this config (compose, type, range and path checks), or None."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from sidestep.train import resolve
-
     try:
         resolve(composed(setup))
     except SidestepError as err:
@@ -96,8 +94,6 @@ def recipe(setup: Setup, started_from: str, command: str) -> str:
 def destination(out: Optional[Path]) -> Tuple[Path, List[str]]:
     """(the config dir the recipe goes in, the arguments `sidestep.train` then needs before `experiment=`)."""
     if out is None:
-        import sidestep.conf
-
         tree = Path(sidestep.conf.__file__).parent
         if os.access(tree / "experiment", os.W_OK):
             return tree, []
@@ -126,8 +122,6 @@ def verify(config_dir: Path, extra: List[str], name: str, expected: DictConfig) 
 def leaves_model_and_data(option: str, config_dir: Path) -> bool:
     """Whether `experiment=<option>` is a preset to start from: it chooses neither the model nor the data (the demo
     does both) and is not a recipe the wizard wrote (which names your folders)."""
-    import sidestep.conf
-
     for root in (Path(sidestep.conf.__file__).parent, config_dir):
         path = root / "experiment" / f"{option}.yaml"
         if path.is_file():

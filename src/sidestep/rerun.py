@@ -14,11 +14,10 @@ from typing import Dict, List
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sidestep.config import as_container, flatten, register_schemas
+from sidestep.config import as_container, flatten, register_schemas, resolve
 from sidestep.config.saved import load_saved
 from sidestep.errors import SidestepError
 from sidestep.train import main as train
-from sidestep.train import resolve
 from sidestep.ui.console import exit_on_user_error
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
@@ -82,7 +81,15 @@ def main(argv: List[str]) -> None:
     new = argv[1:]
     replaced = {override_key(o) for o in new}
     dirs = [arg for d in config_dirs(run_dir) for arg in ("--config-dir", d)]
-    sys.argv = [sys.argv[0], *dirs, *[o for o in old if override_key(o) not in replaced], *new]
+    run_train([*dirs, *[o for o in old if override_key(o) not in replaced], *new])
+
+
+def run_train(args: List[str]) -> None:
+    """`python -m sidestep.train ARGS`, in this process. Hydra has no public call that runs a `@hydra.main` app on
+    given arguments (the decorator parses `sys.argv`), and its Compose API gives only the config: the run dir and
+    its `${now:}` pattern, `.hydra/` with the config sources a later rerun reads, `train.log`, the callbacks and `-m`
+    come only from a Hydra run. So the arguments go in through `sys.argv`."""
+    sys.argv = [sys.argv[0], *args]
     train()
 
 

@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import List, Optional
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from peft import set_peft_model_state_dict
 
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_sample
+from sidestep.config.schema import SamplePrompt
+from sidestep.data.loader import dataset_folder
+from sidestep.devices import compute_dtype, pick_device
+from sidestep.digest import file_hash
 from sidestep.errors import ConfigError
-from sidestep.sampling.sources import samples_dir
+from sidestep.models.source import model_source
+from sidestep.sampling import prompts as prompt_sources
+from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
+from sidestep.sampling.sources import open_source, samples_dir
 from sidestep.ui.console import exit_on_user_error, use_plain
 
 log = logging.getLogger("sidestep.sample")
@@ -30,18 +39,6 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
         cfg = prepare_sample(cfg)
-        import torch  # heavy imports only once the config is known good
-        from peft import set_peft_model_state_dict
-
-        from sidestep.config.schema import SamplePrompt
-        from sidestep.data.loader import dataset_folder
-        from sidestep.digest import file_hash
-        from sidestep.models.source import model_source
-        from sidestep.sampling import prompts as prompt_sources
-        from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
-        from sidestep.sampling.sources import open_source
-        from sidestep.training.accelerator import compute_dtype, pick_device
-
         source = open_source(Path(cfg.source))
         model_cfg = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))
         model = model_source(model_cfg)

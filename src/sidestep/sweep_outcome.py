@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.errors import SidestepError, first_line
-from sidestep.training.run_status import read_status, write_status
+from sidestep.run_status import read_status, write_status
 
 FULL, READ_ONLY, NO_PATH = (errno.ENOSPC, errno.EDQUOT), (errno.EROFS, errno.EACCES, errno.EPERM), (errno.ENOENT, errno.ENOTDIR)
 WRITE_ERRNOS = FULL + READ_ONLY + NO_PATH

@@ -13,24 +13,27 @@ import os
 import shutil
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sidestep.config import as_container, prepare, register_schemas
-from sidestep.config.build import build
-from sidestep.config.saved import saved_text
-from sidestep.errors import SidestepError
+from sidestep.config import register_schemas, resolve_run
+from sidestep.errors import Interrupted, SidestepError
+from sidestep.preprocess import preprocess_and_report
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
-from sidestep.training.interrupts import Interrupted
 from sidestep.ui.app import run_app
-from sidestep.ui.console import exit_on_user_error, use_plain
+from sidestep.ui.console import exit_on_user_error, is_plain, use_plain
+from sidestep.ui.progress import TrainingProgress
 from sidestep.wizard import offer_wizard
+
+if TYPE_CHECKING:
+    from sidestep.training.loop import FitResult
 
 log = logging.getLogger("sidestep.train")
 register_schemas()
@@ -40,31 +43,11 @@ register_resolver()
 def follow_the_main_process() -> None:
     """Under `accelerate launch`, every process runs this entry point, and Hydra would give each one its own
     `${now:}` run dir. Other ranks get a throwaway dir and write no `.hydra/`; training then adopts the main
-    process's run dir (see `fit`)."""
+    process's run dir (see `prepared_run`)."""
     if int(os.environ.get("RANK", "0")) > 0:
         scratch = tempfile.mkdtemp(prefix=f"sidestep-rank{os.environ['RANK']}-")
         atexit.register(shutil.rmtree, scratch, True)
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
-
-
-def resolve(cfg: DictConfig) -> DictConfig:
-    """The config a run really uses: checked, and with the model numbers the checkpoint's config.json gives."""
-    cfg = prepare(cfg)
-    build(cfg.model).settle(cfg.model)
-    return cfg
-
-
-def resolve_run(cfg: DictConfig) -> Tuple[DictConfig, Path]:
-    """`resolve`, then save the result over the config.yaml Hydra wrote for this start. Shared by every entry
-    point that runs on a model."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    cfg = resolve(cfg)
-    if cfg.preprocess.audio_dir is not None:  # songs first: training reads what preprocessing writes
-        cfg.preprocess.out_dir = cfg.preprocess.out_dir or cfg.data.dataset_dir or str(run_dir / "dataset")
-        cfg.data.dataset_dir = cfg.preprocess.out_dir
-    if HydraConfig.get().output_subdir is not None:
-        (run_dir / HydraConfig.get().output_subdir / "config.yaml").write_text(saved_text(as_container(cfg)))
-    return cfg, run_dir
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
@@ -98,12 +81,34 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     use_plain(cfg.ui.plain)
     offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
     cfg, run_dir = resolve_run(cfg)
-    from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
-
-    result = fit(cfg, run_dir, on_start=record.start)
+    result = train_adapter(cfg, run_dir, on_start=record.start)
     if result is None:
         return None
     return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
+
+
+def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None
+                  ) -> Optional["FitResult"]:
+    """Songs first (`preprocess.audio_dir`), then the run's plan, shown and confirmed, then training with a
+    progress display. None if the user declined. `on_start(resumed_from)`: see `fit`."""
+    # torch and diffusers are imported here, not at the top: a refused config or the wizard's offer never loads them
+    from sidestep.training.loop import fit
+    from sidestep.training.prepare import prepared_run
+    from sidestep.ui.summary import confirm, show
+
+    plain = is_plain(cfg.ui.plain)
+    songs = cfg.preprocess.audio_dir is not None
+    make_dataset = partial(preprocess_and_report, cfg.preprocess, cfg.model, plain, "preprocess.") if songs else None
+    with prepared_run(cfg, run_dir, make_dataset) as run:
+        accelerator = run.accelerator
+        if accelerator.is_main_process:
+            show(run.plan)
+            if not confirm(cfg.ui.yes or accelerator.num_processes > 1):  # other processes would wait forever
+                log.info("not started")
+                return None
+        progress = TrainingProgress(run.total_steps, run.epochs, plain, cfg.trainer.log_every,
+                                    accelerator.is_main_process)
+        return fit(run, progress, on_start)
 
 
 if __name__ == "__main__":

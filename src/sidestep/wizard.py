@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import List, NoReturn, Optional, Tuple
 
 from hydra import initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.prompt import Confirm
 from rich.text import Text
@@ -37,6 +39,7 @@ from sidestep.recipes import (
     verify,
 )
 from sidestep.ui.console import console, exit_on_user_error, is_interactive, use_plain
+from sidestep.ui.gpu import detected_gpu, profile_for
 from sidestep.ui.questions import Answers, Question, ask_all
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -114,6 +117,8 @@ class Wizard:
             return None
         options = group_options(question.key)
         if question.key == "model":
+            # data and model helpers load torch: imported where an answer needs them, so the first question (and
+            # `sidestep.train`, which imports this module) does not wait for it
             from sidestep.models.checkpoints import find_variants
 
             found = find_variants(Path(answers["model.checkpoint_dir"])) if "model.checkpoint_dir" in answers else {}
@@ -132,8 +137,6 @@ class Wizard:
             return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(answers["data.dataset_dir"]).name) or "my_lora"
         setup = self.setup(answers, question)
         if question.key == "vram" and not any(o.startswith("vram=") for o in setup[0]) and _gpu():
-            from sidestep.ui.gpu import profile_for
-
             return profile_for(_gpu()[1], group_options("vram"))
         if question.kind == "group":
             chosen = choices_of(setup[0])[question.key]
@@ -238,16 +241,12 @@ def _seconds(song: Path) -> float:
 
 @lru_cache(maxsize=None)
 def _gpu() -> Optional[tuple]:
-    from sidestep.ui.gpu import detected_gpu
-
     return detected_gpu()
 
 
 def _gpu_line() -> str:
     if _gpu() is None:
         return "no CUDA GPU detected: none keeps the config's own settings"
-    from sidestep.ui.gpu import profile_for
-
     name, gib = _gpu()
     return f"{name} with {gib:.1f} GiB detected: {profile_for(gib, group_options('vram'))} fits it"
 
@@ -328,9 +327,6 @@ def offer_wizard(cfg: DictConfig) -> None:
     data_given = cfg.data.dataset_dir, cfg.data.synthetic, OmegaConf.select(cfg, "preprocess.audio_dir")
     if any(given is not None for given in data_given) or cfg.ui.yes or not is_interactive():
         return
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.RUN:
         return

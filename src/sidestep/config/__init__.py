@@ -1,7 +1,8 @@
-"""Config: the typed schema of `conf/` (`schema.py`) and the checks run before anything heavy (`checks.py`)."""
+"""Config: the typed schema of `conf/` (`schema.py`), the checks run before anything heavy (`checks.py`) and the
+config a run really uses (`resolve.py`)."""
 
 from sidestep.config.checks import prepare, typed, validate
-from sidestep.config.containers import as_container, flatten
+from sidestep.config.resolve import resolve, resolve_run
 from sidestep.config.schema import (
     CONSTANT_SCHEDULER,
     LATENT_FPS,
@@ -13,4 +14,4 @@ from sidestep.config.schema import (
 )
 
 __all__ = ["CONSTANT_SCHEDULER", "LATENT_FPS", "OPTIMIZER_SCHEMAS", "ModelConfig", "SyntheticConfig", "TrainConfig",
-           "as_container", "flatten", "prepare", "register_schemas", "typed", "validate"]
+           "as_container", "flatten", "prepare", "register_schemas", "resolve", "resolve_run", "typed", "validate"]

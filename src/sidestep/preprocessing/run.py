@@ -4,6 +4,7 @@ free them -> pass 2 (condition encoder) -> manifest.
 Two passes keep one big model in memory at a time. Pass 1 leaves one staging file per song in
 `<out_dir>/.staging/`; pass 2 turns each into the finished sample and deletes it. Every file is written under a
 temporary name and renamed, so an interrupted run loses nothing and the next run carries on where it stopped.
+Nothing here prints: the caller passes in how each pass's progress is shown and reports the outcome.
 """
 
 import gc
@@ -11,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -22,6 +23,7 @@ from sidestep.atomic import atomic_file
 from sidestep.data.audio import SAMPLE_RATE, AudioError, audio_seconds, load_audio
 from sidestep.data.dataset import MANIFEST
 from sidestep.data.samples import METADATA_KEY
+from sidestep.devices import compute_dtype, pick_device
 from sidestep.errors import DataError
 from sidestep.models.source import ModelSource, model_source
 from sidestep.preprocessing.encoding import (
@@ -32,11 +34,20 @@ from sidestep.preprocessing.encoding import (
     text_pipeline,
 )
 from sidestep.preprocessing.songs import Failure, Song, find_songs, reason_of
-from sidestep.training.accelerator import compute_dtype, pick_device
-from sidestep.ui.file_progress import FileProgress, show_outcome
 
 log = logging.getLogger(__name__)
 STAGING = ".staging"
+
+
+class FileCounter(Protocol):
+    """One pass's progress display: entered around the pass, told each file done and its seconds of audio."""
+
+    def __enter__(self) -> "FileCounter": ...
+    def __exit__(self, *exc) -> None: ...
+    def advance(self, seconds: float, name: str) -> None: ...
+
+
+ShowPass = Callable[[str, Sequence[float]], FileCounter]  # (the pass's title, each file's seconds) -> its display
 
 
 @dataclass
@@ -51,8 +62,9 @@ class Outcome:
         return len(self.processed) + len(self.skipped)
 
 
-def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = "") -> Outcome:
-    """Turn `settings.audio_dir` into training samples in `settings.out_dir` with `model_cfg`'s models."""
+def preprocess(settings: DictConfig, model_cfg: DictConfig, show_pass: ShowPass, key_prefix: str = "") -> Outcome:
+    """Turn `settings.audio_dir` into training samples in `settings.out_dir` with `model_cfg`'s models; each pass's
+    progress goes to the display `show_pass` makes."""
     out_dir = Path(settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = model_source(model_cfg)
@@ -71,9 +83,9 @@ def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_pre
         dtype = compute_dtype(settings.precision, device.type)
         log.info("preprocessing %d of %d songs on %s (%s)", len(todo), len(songs), device, str(dtype).split(".")[-1])
         with torch.inference_mode():
-            staged = _first_pass(todo, out_dir / STAGING, settings, model_cfg, source, device, dtype, plain, outcome)
+            staged = _first_pass(todo, out_dir / STAGING, settings, model_cfg, source, device, dtype, show_pass, outcome)
             _free(device)
-            _second_pass(staged, out_dir, model_cfg, source, device, dtype, plain, outcome)
+            _second_pass(staged, out_dir, model_cfg, source, device, dtype, show_pass, outcome)
             _free(device)
         if (out_dir / STAGING).is_dir() and not any((out_dir / STAGING).iterdir()):
             (out_dir / STAGING).rmdir()
@@ -82,18 +94,9 @@ def preprocess(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_pre
     return outcome
 
 
-def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = "") -> Outcome:
-    """`preprocess`, then the outcome table; an error when not one song could be used."""
-    outcome = preprocess(settings, model_cfg, plain, key_prefix)
-    show_outcome(outcome.processed, outcome.skipped, [(f.path, f.reason) for f in outcome.failed], outcome.out_dir)
-    if outcome.usable == 0:
-        raise DataError(f"{settings.audio_dir}: no song could be preprocessed (see the reasons above)")
-    return outcome
-
-
 def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cfg: DictConfig, source: ModelSource,
-                device: torch.device,
-                dtype: torch.dtype, plain: bool, outcome: Outcome) -> List[Tuple[Song, Path]]:
+                device: torch.device, dtype: torch.dtype, show_pass: ShowPass, outcome: Outcome
+                ) -> List[Tuple[Song, Path]]:
     """Audio -> latents and label -> text/lyric states, for every song not already staged."""
     lengths = []
     for song in songs:
@@ -107,7 +110,7 @@ def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cf
         vae = source.vae(dtype).to(device)
         pipe = text_pipeline(*source.text_encoder(dtype))
         pipe.text_encoder.to(device)
-        with FileProgress("pass 1/2: audio and text", [s for _, s in todo], plain) as progress:
+        with show_pass("pass 1/2: audio and text", [s for _, s in todo]) as progress:
             for song, seconds in todo:
                 _stage(song, staging / f"{song.name}.safetensors", vae, pipe, settings, model_cfg, outcome)
                 progress.advance(seconds, song.name)
@@ -137,14 +140,13 @@ def _stage(song: Song, path: Path, vae, pipe, settings: DictConfig, model_cfg: D
 
 
 def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: DictConfig, source: ModelSource,
-                 device: torch.device,
-                 dtype: torch.dtype, plain: bool, outcome: Outcome) -> None:
+                 device: torch.device, dtype: torch.dtype, show_pass: ShowPass, outcome: Outcome) -> None:
     """Staged tensors -> finished samples with the condition encoder; each staging file is removed when done."""
     if not staged:
         return
     pipe = condition_pipeline(source.condition_encoder(dtype).to(device))
     durations = [_metadata(path)["duration"] for _, path in staged]
-    with FileProgress("pass 2/2: conditions", durations, plain) as progress:
+    with show_pass("pass 2/2: conditions", durations) as progress:
         for (song, path), seconds in zip(staged, durations):
             try:
                 sample = encode_condition(pipe, load_file(path))

@@ -1,25 +1,18 @@
-"""The pictures of a report, as small PNG files beside the page (matplotlib, no display needed)."""
+"""The pictures of a report, as small PNG files beside the page (matplotlib figures without pyplot: no display,
+no backend to choose, nothing to close)."""
 
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from matplotlib.figure import Figure
 
 from sidestep.atomic import atomic_file
 from sidestep.report.runs import Curve, RunInfo
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    _pyplot().close(fig)
     return path
 
 
@@ -27,8 +20,8 @@ def run_curves(curves: Dict[str, Curve], path: Path) -> Optional[Path]:
     """Loss (each step faint, smoothed, held-out) and the step size, side by side; None when nothing was logged."""
     if not any(curves.get(t) for t in ("loss/smoothed", "loss/step", "loss/val", "lr")):
         return None
-    plt = _pyplot()
-    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig = Figure(figsize=(10, 3.4))
+    loss_ax, lr_ax = fig.subplots(1, 2)
     for tag, label, style in (("loss/step", "each logged step", dict(alpha=0.3, linewidth=1)),
                               ("loss/smoothed", "training (smoothed)", dict(linewidth=2)),
                               ("loss/val", "held-out", dict(marker="o", linewidth=2))):
@@ -46,8 +39,8 @@ def run_curves(curves: Dict[str, Curve], path: Path) -> Optional[Path]:
 
 def sweep_curves(runs: List[RunInfo], labels: List[str], best: Optional[RunInfo], title: str, path: Path) -> Path:
     """Every run's smoothed training loss (and held-out loss, dashed) on one plot; the legend names what varies."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
     for run, label in zip(runs, labels):
         mark = " (best)" if run is best else ""
         if run.curves.get("loss/smoothed"):

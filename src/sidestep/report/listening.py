@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import soundfile
+from matplotlib import image
+
+from sidestep.atomic import atomic_file
 
 ASSETS = "report_files"  # pictures of the page, beside it; never copies of the audio
 MAX_PICTURE_WIDTH = 480  # spectrogram columns kept: enough to see the structure, small on disk
@@ -96,11 +100,8 @@ def spectrogram(run: Path, wav: Path) -> Path:
     target, source = run / picture, run / wav
     if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
         return picture
-    import soundfile
-    import torch
-    from matplotlib import image
+    import torch  # here, not at the top: a report of runs without samples never loads torch
 
-    from sidestep.atomic import atomic_file
     from sidestep.sampling.spectrogram import mel_image
 
     audio, rate = soundfile.read(str(source), dtype="float32", always_2d=True)

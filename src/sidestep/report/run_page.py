@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from safetensors import safe_open
+
 from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
@@ -108,8 +110,6 @@ def _adapter_size(run: RunInfo) -> Optional[str]:
     weights = next((p for p in candidates if p.is_file()), None)
     if weights is None:
         return None
-    from safetensors import safe_open
-
     with safe_open(str(weights), framework="numpy") as f:
         count = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
     return f"{count:,} parameters, {weights.stat().st_size / 2**20:.1f} MiB"

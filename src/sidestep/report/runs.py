@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sidestep.errors import SidestepError
-from sidestep.training.run_status import read_status
+from sidestep.run_status import read_status
 
 TRAIN_JOB = "train"
 CURVE_TAGS = ("loss/smoothed", "loss/step", "loss/val", "lr")
@@ -99,8 +100,6 @@ def read_curves(run: Path) -> Dict[str, Curve]:
     """{tag: [(step, value)]} for the tags a report draws, from the run's TensorBoard files."""
     if not (run / "tb").is_dir():
         return {}
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     folders = sorted({p.parent for p in (run / "tb").glob("**/events.out.tfevents.*")})
     curves: Dict[str, Dict[int, float]] = {}
     for folder in folders:  # a resumed run may have written several files; a later value for a step wins

@@ -1,4 +1,5 @@
-"""Device and precision choice, and the `Accelerator` that owns them (plus accumulation and TensorBoard)."""
+"""Training's precision choice, and the `Accelerator` that owns device and precision (plus accumulation and
+TensorBoard); the device itself is picked in `sidestep.devices`."""
 
 import os
 from pathlib import Path
@@ -8,23 +9,8 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from omegaconf import DictConfig
 
+from sidestep.devices import resolve_device
 from sidestep.errors import ConfigError
-
-
-def resolve_device(name: str, key: str = "trainer.device") -> str:
-    """`auto` picks CUDA, then MPS, then XPU, then the CPU; an explicit device must exist."""
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-        "xpu": hasattr(torch, "xpu") and torch.xpu.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        return next(kind for kind, ok in available.items() if ok)
-    kind = name.partition(":")[0]
-    if not available[kind]:
-        raise ConfigError(f"{key}={name}: no such {kind.upper()} device is visible; use {key}=auto or cpu")
-    return kind
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -37,19 +23,6 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "fp16" and device == "cpu":
         raise ConfigError("trainer.precision=fp16 is not supported on the CPU; use fp32 or bf16")
     return "no" if precision == "fp32" else precision
-
-
-def pick_device(name: str, key: str) -> torch.device:
-    """For the tools that run models outside training (preprocess, sample): `cuda:1` stays `cuda:1`."""
-    kind = resolve_device(name, key)
-    return torch.device(name if ":" in name else kind)
-
-
-def compute_dtype(precision: str, device: str) -> torch.dtype:
-    """Inference precision: `auto` is bf16 where the accelerator has it (CUDA, XPU), fp32 on the CPU and MPS."""
-    if precision == "auto":
-        precision = "bf16" if device in ("cuda", "xpu") else "fp32"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
 def weight_dtype(mixed_precision: str) -> torch.dtype:

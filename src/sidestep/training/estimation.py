@@ -1,22 +1,16 @@
 """The sensitivity estimate, top to bottom: data -> frozen DiT with hooks -> N forward/backward passes ->
-scores -> rank plan -> `estimate.json`, a ranked table and a heat map. No weight is ever updated."""
+scores -> rank plan -> `estimate.json` and a heat map, and the result, whose shares the caller shows as tables.
+No weight is ever updated."""
 
 import json
-import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Protocol, Tuple
 
 import torch
 from accelerate.utils import set_seed
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from sidestep.adapters.rank_map import FORMAT
 from sidestep.atomic import atomic_file
@@ -37,13 +31,54 @@ from sidestep.training.sensitivity import (
     plan_ranks,
     uniform_budget,
 )
-from sidestep.ui.console import console, is_plain
 
-log = logging.getLogger(__name__)
 GRAD_INPUTS = ("target_latents", "context_latents", "encoder_hidden_states")
+GROUPINGS = ("layer", "projection")  # the tables of shares: by layer, then by projection type
 
 
-def estimate(cfg: DictConfig, run_dir: Path) -> Path:
+class BatchCounter(Protocol):
+    """The caller's display of scoring: entered around the batches, told how many are done after each."""
+
+    def __enter__(self) -> "BatchCounter": ...
+    def __exit__(self, *exc) -> None: ...
+    def update(self, done: int) -> None: ...
+
+
+@dataclass
+class Estimate:
+    """What the estimate found and where it wrote it (`estimate.json`; the heat map `estimate.png` beside it)."""
+
+    path: Path
+    scores: Dict[str, ModuleScore]
+    plan: Dict[str, int]
+    budget: int
+    batches: int
+
+    @property
+    def used_params(self) -> int:
+        return sum(self.plan[n] * (s.in_features + s.out_features) for n, s in self.scores.items())
+
+    @property
+    def modules_with_lora(self) -> int:
+        return sum(1 for rank in self.plan.values() if rank)
+
+    def shares(self, grouping: str) -> List[Tuple[str, float, str]]:
+        """Per layer or projection type, largest first: (its name, its share of the total score, the ranks planned
+        for each of its modules)."""
+        key = GROUPINGS.index(grouping)
+        total = sum(s.fisher for s in self.scores.values()) or 1.0
+        groups: Dict[object, list] = {}
+        for name in self.scores:
+            groups.setdefault(layer_and_projection(name)[key], []).append(name)
+        rows = []
+        for group, names in sorted(groups.items(), key=lambda kv: -sum(self.scores[n].fisher for n in kv[1])):
+            share = sum(self.scores[n].fisher for n in names) / total
+            ranks = "  ".join(f"{_short(n, key)}:{self.plan[n] or '-'}" for n in sorted(names))
+            rows.append((str(group), share, ranks))
+        return rows
+
+
+def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter) -> Estimate:
     est = cfg.estimate
     accelerator = build_accelerator(cfg.trainer, run_dir)
     set_seed(cfg.trainer.seed)
@@ -56,9 +91,7 @@ def estimate(cfg: DictConfig, run_dir: Path) -> Path:
     gens, settings = StepGenerators.from_seed(cfg.trainer.seed), StepSettings.from_config(cfg.training, cfg.model)
 
     done, epoch = 0, 0
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                  disable=is_plain(cfg.ui.plain)) as progress:
-        task = progress.add_task("batches", total=est.batches)
+    with progress:
         while done < est.batches:
             loader.set_epoch(epoch)
             for batch in loader:
@@ -68,7 +101,7 @@ def estimate(cfg: DictConfig, run_dir: Path) -> Path:
                     loss, _ = flow_matching_loss(transformer, batch, null_emb, settings, gens)
                 loss.backward()
                 done += 1
-                progress.update(task, completed=done)
+                progress.update(done)
                 if done >= est.batches:
                     break
             epoch += 1
@@ -80,12 +113,8 @@ def estimate(cfg: DictConfig, run_dir: Path) -> Path:
     path = run_dir / "estimate.json"
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(_report(cfg, scores, plan, budget, done), indent=2))
-    _print_table(scores, plan, done)
     _heat_map(scores, run_dir / "estimate.png")
-    used = sum(plan[n] * (s.in_features + s.out_features) for n, s in scores.items())
-    log.info("estimate written to %s: %d of %d modules get LoRA, %s of %s parameters; train with lora.rank_map=%s",
-             path, sum(1 for r in plan.values() if r), len(plan), f"{used:,}", f"{budget:,}", path)
-    return path
+    return Estimate(path, scores, plan, budget, done)
 
 
 def _report(cfg: DictConfig, scores: Dict[str, ModuleScore], plan: Dict[str, int], budget: int, batches: int) -> dict:
@@ -104,23 +133,6 @@ def _report(cfg: DictConfig, scores: Dict[str, ModuleScore], plan: Dict[str, int
     }
 
 
-def _print_table(scores: Dict[str, ModuleScore], plan: Dict[str, int], batches: int) -> None:
-    """Share of the total score by layer and by projection type, with the ranks planned for each module."""
-    total = sum(s.fisher for s in scores.values()) or 1.0
-    for title, key in (("layer", 0), ("projection", 1)):
-        groups: Dict[object, list] = {}
-        for name in scores:
-            groups.setdefault(layer_and_projection(name)[key], []).append(name)
-        table = Table(title=f"Sensitivity by {title} ({batches} batches)", title_justify="left")
-        for column in (title, "share", "planned ranks"):
-            table.add_column(column)
-        for group, names in sorted(groups.items(), key=lambda kv: -sum(scores[n].fisher for n in kv[1])):
-            share = sum(scores[n].fisher for n in names) / total
-            ranks = "  ".join(f"{_short(n, key)}:{plan[n] or '-'}" for n in sorted(names))
-            table.add_row(str(group), f"{100 * share:5.1f} %", ranks)
-        console.print(table)
-
-
 def _short(name: str, grouped_by: int) -> str:
     """Within a layer row, name the projection; within a projection row, name the layer."""
     layer, projection = layer_and_projection(name)
@@ -128,18 +140,14 @@ def _short(name: str, grouped_by: int) -> str:
 
 
 def _heat_map(scores: Dict[str, ModuleScore], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cells = {layer_and_projection(n): s.fisher for n, s in scores.items()}
     layers = sorted({layer for layer, _ in cells})
     projections = sorted({projection for _, projection in cells})
     grid = torch.zeros(len(layers), len(projections))
     for (layer, projection), value in cells.items():
         grid[layers.index(layer), projections.index(projection)] = value
-    fig, ax = plt.subplots(figsize=(2 + 0.7 * len(projections), 2.5 + 0.3 * len(layers)))
+    fig = Figure(figsize=(2 + 0.7 * len(projections), 2.5 + 0.3 * len(layers)))
+    ax = fig.subplots()
     image = ax.imshow((grid / grid.max().clamp(min=1e-30)).numpy(), aspect="auto", cmap="magma")
     ax.set(xticks=range(len(projections)), yticks=range(len(layers)), xlabel="projection", ylabel="layer",
            title="LoRA sensitivity (share of the largest)")
@@ -149,4 +157,3 @@ def _heat_map(scores: Dict[str, ModuleScore], path: Path) -> None:
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -14,6 +14,7 @@ import logging
 from typing import Dict
 
 import torch
+from diffusers.models import attention_dispatch as dispatch
 
 from sidestep.errors import ConfigError
 
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 
 def installed_backends() -> Dict[str, bool]:
     """Which optional attention kernels diffusers found usable in this environment."""
-    from diffusers.models import attention_dispatch as dispatch
-
     return {"flash": dispatch._CAN_USE_FLASH_ATTN, "_flash_3": dispatch._CAN_USE_FLASH_ATTN_3,
             "flex": dispatch._CAN_USE_FLEX_ATTN, "xformers": dispatch._CAN_USE_XFORMERS_ATTN}
 

@@ -8,18 +8,10 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from sidestep.errors import SidestepError
+from sidestep.errors import Interrupted
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(SidestepError):
-    """Training stopped on a signal after saving; `exit_code` is 128 + the signal number."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class StopRequest:

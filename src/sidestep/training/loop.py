@@ -1,4 +1,5 @@
-"""The training recipe, top to bottom: data -> frozen DiT + LoRA -> optimizer -> (resume) -> loop -> adapter.
+"""The training recipe, top to bottom, once `prepare` has settled the data and the plan: frozen DiT + LoRA ->
+optimizer -> (resume) -> loop -> adapter. It asks nothing and prints nothing: the caller passes in the progress display.
 
 Accelerate owns devices, precision, accumulation, clipping and several processes; this file owns the order of
 things, when checkpoints are written, and what happens on a signal or a non-finite step.
@@ -8,24 +9,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Protocol
 
 import torch
-from accelerate.utils import broadcast_object_list, set_seed
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
-from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
-from sidestep.preprocessing.run import preprocess_and_report
+from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
-from sidestep.training.accelerator import build_accelerator, weight_dtype
-from sidestep.training.fast_paths import attention_backend, compile_transformer, use_attention_backend
-from sidestep.training.fingerprint import fingerprint as run_fingerprint
-from sidestep.training.fingerprint import mismatches
+from sidestep.training.fast_paths import compile_transformer, use_attention_backend
 from sidestep.training.flow_matching import (
     StepGenerators,
     StepSettings,
@@ -33,14 +29,8 @@ from sidestep.training.flow_matching import (
 )
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import LiveSampler
-from sidestep.training.plan import run_plan, schedule_lengths
-from sidestep.training.run_dir import claimed
-from sidestep.training.run_status import RunStatus
+from sidestep.training.prepare import PreparedRun
 from sidestep.training.tensorboard import TrainingLogger, applied_lr
-from sidestep.training.validation import HeldOutLoss
-from sidestep.ui.console import is_plain
-from sidestep.ui.progress import TrainingProgress
-from sidestep.ui.summary import confirm, show
 
 log = logging.getLogger(__name__)
 LOSS_SMOOTHING = 0.9
@@ -56,43 +46,23 @@ class FitResult:
     adapter_dir: Optional[Path] = None
 
 
-def fit(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None
-        ) -> Optional[FitResult]:
-    """Train a LoRA adapter as `cfg` says and write it to `run_dir/adapter/`. None if the user declined.
-    `on_start(resumed_from)` is called once every check has passed and the checkpoint (if any) is loaded."""
-    accelerator = build_accelerator(cfg.trainer, run_dir)
-    run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
-    with claimed(run_dir, cfg.resume_from, accelerator.is_main_process):
-        return _fit(cfg, run_dir, accelerator, on_start or (lambda resumed_from: None))
+class StepProgress(Protocol):
+    """The caller's display of training: entered around the steps, moved to the first step (a resume), and told
+    every optimizer step's numbers."""
+
+    def __enter__(self) -> "StepProgress": ...
+    def __exit__(self, *exc) -> None: ...
+    def start_at(self, step: int) -> None: ...
+    def update(self, step: int, epoch: int, loss: float, lr: float) -> None: ...
 
 
-def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Optional[Path]], None]) -> Optional[FitResult]:
-    tr = cfg.trainer
-    set_seed(tr.seed)
-
-    with accelerator.main_process_first():  # the main process makes the data (songs or synthetic) alone
-        if cfg.preprocess.audio_dir is not None:
-            preprocess_and_report(cfg.preprocess, cfg.model, is_plain(cfg.ui.plain), "preprocess.")
-        dataset = open_dataset(cfg)
-    train_set, held_out_set = dataset.split(cfg.data.val_fraction, tr.seed)
-    loader, _ = make_loader(cfg, train_set, accelerator.device.type)
-    held_out = HeldOutLoss(cfg, held_out_set, accelerator.device)
-    steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
-
-    # Resume: refuse a checkpoint of a different setup before anything heavy happens.
-    fingerprint = run_fingerprint(cfg, dataset.files)
-    resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
-    exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
-    dtype = weight_dtype(accelerator.mixed_precision)
-    attention = attention_backend(tr.attention_backend, accelerator.device, dtype)
-
-    plan = run_plan(cfg, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
-                    f"resuming {resume_dir}" if resume_dir else "fresh start", attention)
-    if accelerator.is_main_process:
-        show(plan)
-        if not confirm(cfg.ui.yes or accelerator.num_processes > 1):  # other processes would wait forever
-            log.info("not started")
-            return None
+def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[Optional[Path]], None]] = None
+        ) -> FitResult:
+    """Train a LoRA adapter as `run.cfg` says and write it to `run_dir/adapter/`. `on_start(resumed_from)` is called
+    once the checkpoint (if any) is loaded."""
+    cfg, run_dir, accelerator, tr = run.cfg, run.run_dir, run.accelerator, run.cfg.trainer
+    loader, held_out, total_steps, resume_dir = run.loader, run.held_out, run.total_steps, run.resume_dir
+    dtype, attention = run.dtype, run.attention
 
     # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
     dit = model_source(cfg.model).dit(dtype)
@@ -116,7 +86,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
     settings = StepSettings.from_config(cfg.training, cfg.model)
 
     state = ckpt.TrainerState()
-    if exact_resume:
+    if run.exact_resume:
         state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch + 1,
                  state.batch_in_epoch)
@@ -124,12 +94,12 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
         count = ckpt.load_lora_only(accelerator.unwrap_model(transformer), resume_dir)
         log.warning("resume.strict=false: loaded %d LoRA tensors from %s; optimizer, schedule and counters start fresh",
                     count, resume_dir)
-    on_start(resume_dir)
+    (on_start or (lambda resumed_from: None))(resume_dir)
 
     def save() -> Path:
         state.smoothed_loss = None if smoothed is None else float(smoothed)
         state.first_loss = None if first is None else float(first)
-        return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, fingerprint, tr.keep_checkpoints)
+        return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, run.fingerprint, tr.keep_checkpoints)
 
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
     sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, dtype)
@@ -142,9 +112,8 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
 
     transformer.train()
     clock = time.perf_counter()
-    with StopRequest() as stop, TrainingProgress(total_steps, epochs, is_plain(cfg.ui.plain), log_every,
-                                                 accelerator.is_main_process) as progress, \
-            RunStatus(run_dir, total_steps, epochs, state.step, log_every, accelerator.is_main_process) as status:
+    with StopRequest() as stop, progress, \
+            RunStatus(run_dir, total_steps, run.epochs, state.step, log_every, accelerator.is_main_process) as status:
         progress.start_at(state.step)
         while state.step < total_steps:
             batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
@@ -243,18 +212,6 @@ def _check_replicas_agree(accelerator, params: List[torch.Tensor]) -> None:
     if not torch.all(sums == sums[0]):
         raise SidestepError(f"the {accelerator.num_processes} processes ended with different LoRA weights: {sums.tolist()}")
     log.info("LoRA weights identical on all %d processes (checksum %.10g)", accelerator.num_processes, float(sums[0]))
-
-
-def _fits(checkpoint: Path, fingerprint: dict, strict: bool) -> bool:
-    """True when the checkpoint belongs to this setup; a mismatch stops the run unless `resume.strict=false`."""
-    problems = mismatches(ckpt.read_state(checkpoint)["fingerprint"], fingerprint)
-    if not problems:
-        return True
-    if strict:
-        raise ckpt.CheckpointError(f"{checkpoint} does not fit this run (resume.strict=false loads its LoRA "
-                                   "weights only):\n  " + "\n  ".join(problems))
-    log.warning("checkpoint %s differs from this run:\n  %s", checkpoint, "\n  ".join(problems))
-    return False
 
 
 def _nonfinite(cfg: DictConfig, state: ckpt.TrainerState, names: List[str], last_checkpoint: Optional[Path]) -> None:

@@ -2,6 +2,7 @@
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -12,9 +13,39 @@ from sidestep.adapters.attach import trainable_parameters
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.live_samples import resolve_duration, sampling_summary
-from sidestep.ui.summary import RunPlan
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    """The summary's values: what the user checks before hours of GPU time."""
+
+    run_dir: str
+    model: str
+    device: str
+    precision: str
+    samples: int
+    held_out: int
+    audio_seconds: float
+    batch_size: int
+    gradient_accumulation: int
+    processes: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    lora: str
+    trainable_params: int
+    optimizer: str
+    scheduler: str
+    training: str
+    checkpoints: str
+    kernels: str
+    sampling: str
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.gradient_accumulation * self.processes
 
 
 def schedule_lengths(cfg: DictConfig, batches: int, processes: int):

@@ -8,8 +8,8 @@ from typing import Iterator, List, Optional
 from filelock import FileLock, Timeout
 
 from sidestep.errors import SidestepError
+from sidestep.run_status import read_status
 from sidestep.training.checkpoint import CHECKPOINTS
-from sidestep.training.run_status import read_status
 
 LOCK_FILE = ".sidestep.lock"
 

@@ -14,6 +14,8 @@ from typing import Callable, Iterator
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
+import sidestep.conf
+from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError, SidestepError, first_line
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, SweepEnded, describe, sweep_failed
 from sidestep.ui.console import exit_on_user_error
@@ -24,9 +26,6 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
     with _hydra_raises(), exit_on_user_error():
         if check_schema:
-            import sidestep.conf
-            from sidestep.config.overrides import check_overrides
-
             check_overrides(sys.argv[1:], Path(sidestep.conf.__file__).parent)
         try:
             app()

@@ -6,14 +6,15 @@ import os
 import sys
 from typing import Iterator
 
-from rich.console import Console
+import rich
 from rich.logging import RichHandler
 
 from sidestep.errors import SidestepError, plain
 
-console = Console()
+# rich's global console: `rich.reconfigure` changes its settings in place, so every module's reference stays good
+console = rich.get_console()
 if not console.is_terminal and "COLUMNS" not in os.environ:
-    console = Console(width=200)  # piped into a log file: do not wrap tables at 80 columns
+    rich.reconfigure(width=200)  # piped into a log file: do not wrap tables at 80 columns
 log = logging.getLogger("sidestep")
 
 
@@ -38,7 +39,7 @@ def use_plain(requested: bool) -> bool:
     """`ui.plain=true` (the seed's `--plain`) makes a terminal get what a pipe gets: no colour or styles, plain log
     lines (and, in the callers, no live display). Returns whether output is plain."""
     if requested and console.is_terminal:
-        console._color_system = None  # rich then writes text without any escape codes
+        rich.reconfigure(color_system=None)  # rich then writes text without any escape codes
         root = logging.getLogger()
         root.handlers = [_plain_handler() if isinstance(h, RichHandler) else h for h in root.handlers]
     return is_plain(requested)

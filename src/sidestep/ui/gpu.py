@@ -59,7 +59,7 @@ def _number(cell: str) -> Optional[float]:
 
 def detected_gpu() -> Optional[tuple]:
     """(name, total memory in GiB) of the first CUDA device torch sees, or None on a CPU-only box."""
-    import torch
+    import torch  # here: the monitor reads its gauges from nvidia-smi and never loads torch
 
     if not torch.cuda.is_available():
         return None

@@ -1,4 +1,5 @@
-"""Training progress: a live rich bar in a terminal, a plain log line every `log_every` steps otherwise."""
+"""Progress of training (a live rich bar in a terminal, a plain log line every `log_every` steps otherwise) and of
+the sensitivity estimate's scoring."""
 
 import time
 from typing import Optional
@@ -54,3 +55,23 @@ class TrainingProgress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class BatchProgress:
+    """Batches scored by the sensitivity estimate: a live bar in a terminal, nothing when plain."""
+
+    def __init__(self, total: int, plain: bool):
+        self.total, self.plain = total, plain
+
+    def __enter__(self) -> "BatchProgress":
+        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=console, disable=self.plain)
+        self.bar.start()
+        self.task = self.bar.add_task("batches", total=self.total)
+        return self
+
+    def update(self, done: int) -> None:
+        self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()

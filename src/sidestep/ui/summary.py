@@ -1,40 +1,10 @@
 """The setup shown before training starts, so a wrong path or preset is caught before hours of GPU time."""
 
-from dataclasses import dataclass
-
 from rich.prompt import Confirm
 from rich.table import Table
 
+from sidestep.training.plan import RunPlan
 from sidestep.ui.console import console, is_interactive
-
-
-@dataclass
-class RunPlan:
-    run_dir: str
-    model: str
-    device: str
-    precision: str
-    samples: int
-    held_out: int
-    audio_seconds: float
-    batch_size: int
-    gradient_accumulation: int
-    processes: int
-    steps_per_epoch: int
-    epochs: int
-    total_steps: int
-    lora: str
-    trainable_params: int
-    optimizer: str
-    scheduler: str
-    training: str
-    checkpoints: str
-    kernels: str
-    sampling: str
-
-    @property
-    def effective_batch(self) -> int:
-        return self.batch_size * self.gradient_accumulation * self.processes
 
 
 def show(plan: RunPlan) -> None:

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from sidestep.atomic import atomic_file
-from sidestep.errors import first_line
-from sidestep.training.interrupts import Interrupted
+from sidestep.errors import Interrupted, first_line
 
 STATUS_FILE = "status.json"
 
