@@ -6,10 +6,9 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from sidestep.config import CONSTANT_SCHEDULER, prepare
+from sidestep.config import CONSTANT_SCHEDULER, prepare, resolve
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError
-from sidestep.config import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

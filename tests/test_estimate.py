@@ -81,7 +81,6 @@ def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_p
 
 def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make_cfg, tmp_path, monkeypatch):
     from sidestep.train import train_adapter
-    from sidestep.training import loop
 
     path = estimate(make_cfg("estimate.batches=1"), tmp_path / "est").path
     monkeypatch.setattr(TinyModel, "dit", lambda *a, **k: pytest.fail("the model was built"))

@@ -17,7 +17,7 @@ from sidestep.adapters.files import DTYPES, FORMATS, write_formats
 from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
-from sidestep.sampling.sources import open_source
+from sidestep.training.adapter_sources import open_source
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"

@@ -26,7 +26,7 @@ from sidestep.errors import ConfigError
 from sidestep.models.source import model_source
 from sidestep.sampling import prompts as prompt_sources
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
-from sidestep.sampling.sources import open_source, samples_dir
+from sidestep.training.adapter_sources import open_source, samples_dir
 from sidestep.ui.console import exit_on_user_error, use_plain
 
 log = logging.getLogger("sidestep.sample")

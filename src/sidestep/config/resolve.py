@@ -8,8 +8,8 @@ from omegaconf import DictConfig
 
 from sidestep.config.build import build
 from sidestep.config.checks import prepare
-from sidestep.config.saved import saved_text
 from sidestep.config.containers import as_container
+from sidestep.config.saved import saved_text
 
 
 def resolve(cfg: DictConfig) -> DictConfig:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
-from omegaconf import DictConfig
 from safetensors import SafetensorError, safe_open
 
 from sidestep.errors import DataError, first_line
