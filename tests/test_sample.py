@@ -19,9 +19,9 @@ from sidestep.errors import ConfigError
 from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
 from sidestep.sampling.prompts import from_file
-from sidestep.training.adapter_sources import open_source, samples_dir
 from sidestep.sampling.spectrogram import mel_image
 from sidestep.train import train_adapter
+from sidestep.training.adapter_sources import open_source, samples_dir
 
 
 @pytest.fixture(scope="module")
