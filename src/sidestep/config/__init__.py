@@ -2,6 +2,7 @@
 config a run really uses (`resolve.py`)."""
 
 from sidestep.config.checks import prepare, typed, validate
+from sidestep.config.containers import as_container, flatten
 from sidestep.config.resolve import resolve, resolve_run
 from sidestep.config.schema import (
     CONSTANT_SCHEDULER,

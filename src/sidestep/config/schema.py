@@ -231,8 +231,8 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """`instantiate(cfg.data)` gives the `data.SampleSource` that `_target_` names: a folder of preprocessed samples
-    (`dataset_dir`), or the generated dataset of `synthetic`."""
+    """`instantiate(cfg.data)` gives the sample source `_target_` names (`data/sources.py`): a folder of
+    preprocessed samples (`dataset_dir`), or the generated dataset of `synthetic`."""
 
     _target_: str = "sidestep.data.sources.SampleFolder"
     dataset_dir: Optional[str] = None
