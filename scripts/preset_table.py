@@ -4,7 +4,9 @@ say exactly what a preset sets, and the adapter sizes they give on the real 2B D
     python scripts/preset_table.py        # tests/test_docs.py checks the README carries this output verbatim
 """
 
+from functools import lru_cache
 from pathlib import Path
+from typing import Tuple
 
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
@@ -27,10 +29,19 @@ COLUMNS = [
 SKIPPED = ("hydra.", "run.name")  # not training settings
 
 
+@lru_cache(maxsize=None)
 def composed(*overrides: str) -> DictConfig:
     register_schemas()
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+@lru_cache(maxsize=None)
+def parameters(targets: Tuple[str, ...], rank: int) -> int:
+    """PEFT's count on the 2B DiT's shapes for these targets at this rank (both attention blocks)."""
+    cfg = OmegaConf.merge(composed(), {"lora": {"target_modules": list(targets), "rank": rank,
+                                                "alpha": ALPHA_PER_RANK * rank}})
+    return trainable_parameters(cfg)
 
 
 def table() -> str:
@@ -78,16 +89,10 @@ def adapter_size_table() -> str:
              "| one file at the preset's rank, bf16 |", "|---|---|---|---|---|---|---|---|"]
     for name, overrides in presets:
         cfg = composed(*overrides)
-        rank = cfg.lora.rank
-
-        def count(r: int) -> int:
-            OmegaConf.update(cfg, "lora.rank", r)
-            OmegaConf.update(cfg, "lora.alpha", ALPHA_PER_RANK * r)
-            return trainable_parameters(cfg)
-
-        params = count(64)
+        targets, rank = tuple(map(str, cfg.lora.target_modules)), cfg.lora.rank
+        params = parameters(targets, 64)
         sizes = [f"{params * width * copies / 1e6:,.0f} MB" for copies in (1, 4) for width in (2, 4)]
-        own = f"{count(rank) * 2 / 1e6:,.0f} MB (rank {rank})"
+        own = f"{parameters(targets, rank) * 2 / 1e6:,.0f} MB (rank {rank})"
         lines.append(f"| {name} | {', '.join(cfg.lora.target_modules)} | {params:,} | " + " | ".join(sizes) + f" | {own} |")
     return "\n".join(lines)
 
