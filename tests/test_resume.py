@@ -155,7 +155,7 @@ def test_out_of_memory_names_the_settings_and_what_to_try(make_cfg, tmp_path, mo
 
 
 def test_sigterm_checkpoints_and_resume_latest_equals_the_uninterrupted_run(cli, tmp_path, cache_dir):
-    args = ["experiment=demo", "trainer.max_steps=150", "trainer.save_every=1000", "ui.yes=true",
+    args = ["experiment=demo", "trainer.max_steps=80", "trainer.save_every=1000", "ui.yes=true",
             f"data.synthetic.cache_dir={cache_dir}"]
     assert cli(*args, f"hydra.run.dir={tmp_path / 'full'}").returncode == 0
     cut = tmp_path / "cut"
