@@ -21,7 +21,7 @@ only, left out of `formats.json`).
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from peft import PeftConfig
@@ -50,9 +50,11 @@ def read_adapter(folder: Path) -> Tuple[Weights, PeftConfig]:
 
 
 def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str, dtype: str = "fp32",
-                  formats: Iterable[str] = FORMATS) -> None:
+                  formats: Iterable[str] = FORMATS, model: Optional[torch.nn.Module] = None) -> List[str]:
     """Each file or folder is written under a temporary name and renamed into place; `formats.json` lists what
-    the folder holds afterwards."""
+    the folder holds afterwards. `model`, the DiT carrying this adapter, is needed by the types whose ComfyUI file
+    depends on the base weights (`AdapterType.needs_model`); without it that file is left out. Returns the formats
+    written."""
     kind = kind_of(config)
     folder, wanted = Path(folder), set(formats)
     config = kind.inference_config(config)
@@ -79,13 +81,15 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
         entries["acestep"] = {**_entry(kind, f"{ACESTEP_DIR}/{name}", original, dtype,
                                        f"ACE-Step UI: LoRA path <adapter>/acestep/{name} (adapter name '{name}')"),
                               "adapter_name": name}
-    if "comfyui" in wanted and "comfyui" in kind.formats:
+    comfy = kind.comfyui_tensors(weights, config, COMFYUI_PREFIX, model) if "comfyui" in wanted else None
+    if comfy is not None and "comfyui" in kind.formats:
+        comfy = {k: v if k.endswith(".alpha") else v.to(DTYPES[dtype]).contiguous() for k, v in comfy.items()}
         with atomic_dir(folder / COMFYUI_DIR) as tmp:
-            save_safetensors(kind.comfyui_tensors(weights, config, COMFYUI_PREFIX), tmp / f"{name}.safetensors",
-                             file_header(kind, original, name, dtype))
+            save_safetensors(comfy, tmp / f"{name}.safetensors", file_header(kind, original, name, dtype))
         entries["comfyui"] = _entry(kind, f"{COMFYUI_DIR}/{name}.safetensors", original, dtype,
                                     "copy into ComfyUI/models/loras/ and pick it in a LoRA loader node")
     _update_formats_file(folder / FORMATS_FILE, entries)
+    return list(entries)
 
 
 def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,

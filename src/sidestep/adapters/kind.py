@@ -4,11 +4,12 @@ schema in `config/schema.py` (ADAPTER_SCHEMAS) and its YAML in `conf/adapter/`."
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Dict, Tuple
+from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 from hydra.utils import get_class
 from peft import PeftConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from sidestep.adapters.targets import AdapterSize
 from sidestep.config.schema import ADAPTER_SCHEMAS
@@ -22,6 +23,10 @@ class AdapterType(ABC):
     peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
     formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
     takes_rank_map: ClassVar[bool] = False  # whether `lora.rank_map`'s per-module ranks apply
+
+    def check(self, lora, shapes: Dict[str, Tuple[int, int]]) -> None:
+        """Refuse, with one line naming the option, settings this type cannot train; `shapes` are the (in, out)
+        features of each target under its original name. Runs before any model loads."""
 
     @abstractmethod
     def peft_config(self, size: AdapterSize) -> PeftConfig:
@@ -41,11 +46,26 @@ class AdapterType(ABC):
         """Rank, alpha and what else a person or a LoRA manager reads from a file's header."""
 
     @abstractmethod
-    def comfyui_tensors(self, weights: Weights, config: PeftConfig, prefix: str) -> Weights:
-        """The tensors of ComfyUI's single-file format, under `prefix` + original module names."""
+    def comfyui_tensors(self, weights: Weights, config: PeftConfig, prefix: str,
+                        model: Optional[torch.nn.Module]) -> Optional[Weights]:
+        """The tensors of ComfyUI's single-file format, under `prefix` + original module names. `model` is a DiT
+        carrying this adapter (or None); a type whose file depends on the base weights returns None without it."""
+
+    def needs_model(self, config: PeftConfig) -> bool:
+        """Whether `comfyui_tensors` needs the DiT with the adapter (its base weights), not just the tensors."""
+        return False
 
     def settings(self) -> Dict[str, object]:
         return asdict(self)
+
+
+def adapted_layers(model: torch.nn.Module) -> Dict[str, BaseTunerLayer]:
+    """The DiT's adapted modules by diffusers name (`layers.0.self_attn.to_q`)."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)}
+
+
+def base_weight(layer: BaseTunerLayer) -> torch.Tensor:
+    return layer.get_base_layer().weight.detach().to(torch.float32)
 
 
 def kind_of(config: PeftConfig) -> AdapterType:
