@@ -9,6 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sidestep.config import register_schemas
+from sidestep.config.build import build
+from sidestep.errors import ConfigError
 from sidestep.run_record import RunRecord
 from sidestep.train import resolve_run
 from sidestep.ui.app import run_app
@@ -20,6 +22,10 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     use_plain(cfg.ui.plain)
+    kind = build(cfg.adapter)
+    if not kind.takes_rank_map:
+        raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does not "
+                          "take; run it with adapter=lora or adapter=dora")
     cfg, run_dir = resolve_run(cfg)
     RunRecord(run_dir, HydraConfig.get().output_subdir).start(None)
     from sidestep.training.estimation import estimate

@@ -19,13 +19,14 @@ from typing import Optional, Tuple
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import as_container, prepare, register_schemas
 from sidestep.config.build import build
-from sidestep.config.saved import saved_text
+from sidestep.config.run_name import RUN_NAME
+from sidestep.config.saved import load_saved, saved_text
 from sidestep.errors import SidestepError
-from sidestep.run_record import RunRecord, register_resolver
+from sidestep.run_record import RECORD, RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
 from sidestep.training.interrupts import Interrupted
 from sidestep.ui.app import run_app
@@ -97,6 +98,7 @@ def main(cfg: DictConfig) -> Optional[float]:
 def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     use_plain(cfg.ui.plain)
     offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
+    _keep_run_name(cfg, record)
     cfg, run_dir = resolve_run(cfg)
     from sidestep.training.loop import fit  # torch, diffusers: only once the config is known to be good
 
@@ -104,6 +106,18 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     if result is None:
         return None
     return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
+
+
+def _keep_run_name(cfg: DictConfig, record: RunRecord) -> None:
+    """A resume into a run dir is the same run: unless `run.name` is given again, it keeps the name its record
+    holds (its default holds this start's time), so its files keep their names."""
+    saved = record.run_dir / RECORD / "config.yaml"
+    given = any(o.startswith("run.name=") for o in HydraConfig.get().overrides.task)
+    if cfg.resume_from is None or record.is_first or given or not saved.is_file() or not saved.stat().st_size:
+        return
+    name = OmegaConf.select(load_saved(saved), "run.name")
+    if isinstance(name, str) and RUN_NAME.fullmatch(name):
+        cfg.run.name = name
 
 
 if __name__ == "__main__":

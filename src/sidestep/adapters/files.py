@@ -11,7 +11,8 @@ is written only in the formats that load it correctly (`AdapterType.formats`):
 - `acestep/<name>/`: a PEFT folder in the original ACE-Step names (`base_model.model.layers.N.self_attn.q_proj`), for
   ACE-Step's UI, which does `PeftModel.from_pretrained(model.decoder, path, adapter_name=<folder name>)`.
 - `comfyui/<name>.safetensors`: `diffusion_model.decoder.<original module>.*` with the keys and alpha ComfyUI's
-  weight adapters expect for the type.
+  weight adapters expect for the type. DoRA's `dora_scale` and OFT's weight difference depend on the base weights,
+  so those two need the DiT carrying the adapter (`model`) to write it.
 
 Exports are inference artefacts: their configs and headers say dropout 0 and their tensors are in `export.dtype`.
 Every safetensors file carries the type, rank, alpha and target modules in its header. Side-Step reads the
