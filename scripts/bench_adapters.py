@@ -6,7 +6,7 @@ count), the PEFT file and the ComfyUI file at bf16 (export.dtype's default), and
 backward / AdamW step, relative to LoRA r64 timed in the same rounds (rounds alternate the order to cancel drift;
 the median of the rounds' ratios is printed). The demo column is `experiment=demo` cut to --demo-steps steps.
 
-    python scripts/bench_adapters.py [--steps 3] [--rounds 2] [--demo-steps 60]
+    python scripts/bench_adapters.py [--steps 4] [--rounds 3] [--demo-steps 60]
 """
 
 import argparse
@@ -79,8 +79,8 @@ def step_seconds(transformer, steps):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--demo-steps", type=int, default=60)
     args = parser.parse_args()
     register_schemas()

@@ -8,7 +8,7 @@ import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
+from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
 from sidestep.adapters.files import read_adapter
 from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import ConfigError
@@ -54,6 +54,11 @@ def test_formats_json_lists_exactly_the_consumers_that_load_the_type(trained):
     formats = json.loads((adapter / "formats.json").read_text())
     assert list(formats) == TYPES[kind]
     assert all((adapter / entry["path"]).exists() for entry in formats.values())
+
+
+def test_the_trainable_count_shown_before_training_is_what_the_file_holds(trained):
+    _, cfg, adapter, _ = trained
+    assert trainable_parameters(cfg) == sum(t.numel() for t in load_file(adapter / "adapter_model.safetensors").values())
 
 
 def test_side_step_reads_its_own_copy_back_as_sample_does(trained):

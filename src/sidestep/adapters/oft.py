@@ -23,6 +23,7 @@ class Oft(AdapterType):
 
     peft_type = "OFT"
     formats = ("acestep", "comfyui")
+    scalable = False  # PEFT scales no rotation: OFT plays at strength 1
 
     def check(self, lora, shapes) -> None:
         if self.block_size < 2:

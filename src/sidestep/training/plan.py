@@ -10,7 +10,9 @@ from omegaconf import DictConfig
 
 from sidestep.adapters.attach import adapter_config, adapter_type, trainable_parameters
 from sidestep.adapters.files import DTYPES
+from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
+from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.live_samples import resolve_duration, sampling_summary
 from sidestep.ui.summary import RunPlan
@@ -69,7 +71,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
 
 def adapter_summary(cfg: DictConfig) -> str:
     """The type and the settings its files state (`AdapterType.describe`): rank and alpha, or OFT's block size."""
-    kind = adapter_type(cfg)
+    described = adapter_type(cfg).describe(adapter_config(cfg))
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in kind.describe(adapter_config(cfg)).items())
-    return f"{type(kind).__name__}{' (DoRA)' if getattr(kind, 'use_dora', False) else ''} {settings}"
+                         for k, v in described.items() if k != "use_dora")
+    return f"{adapter_words(as_container(cfg)).split(' ')[0]} {settings}"
