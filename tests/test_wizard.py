@@ -87,7 +87,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert "1) auto  2) base  3) sft" in term.answer("Model variant", "base")
     assert "2) high_quality  3) quick_test  4) recommended" in term.answer("Recipe", "recommended")
     term.answer("VRAM profile (vram=) [none]", "12gb")
-    assert "1) dora  2) lokr  3) loha  4) lora  5) oft" in term.answer("Adapter type (adapter=) [lora]", "lokr")
+    assert "1) dora  2) loha  3) lokr  4) lora  5) oft" in term.answer("Adapter type (adapter=) [lora]", "lokr")
     term.answer("LoRA rank (lora.rank) [32]", "0")  # 12gb's rank is the default
     term.see("refused: lora.rank: must be at least 1 (got 0)")
     term.answer("LoRA rank", "back")
