@@ -151,6 +151,23 @@ def test_merged_variant_folder_equals_the_unmerged_model(trained, tmp_path, cach
     assert close(dit_outputs(reloaded.dit().transformer), reference)
 
 
+def test_oft_refuses_another_strength_in_one_line_before_loading_a_model(trained, cli):
+    kind, _, adapter, _ = trained
+    if kind != "oft":
+        pytest.skip("PEFT scales every other type")
+    proc = cli(f"source={adapter}", "prompt=jazz", "strength=0.5", app="sample")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "error: strength: an OFT adapter plays at strength 1 only (PEFT cannot scale it); leave strength=1 and "
+        "compare_strengths empty"), proc.stderr[-2000:]
+
+
+def test_per_module_ranks_are_refused_for_other_types(make_cfg, tmp_path):
+    plan = tmp_path / "estimate.json"
+    plan.write_text("{}")
+    with pytest.raises(ConfigError, match="^lora.rank_map: per-module ranks apply to adapter=lora or dora only"):
+        make_cfg("adapter=loha", f"lora.rank_map={plan}")
+
+
 @pytest.mark.parametrize("override, option", [
     ("adapter.block_size=24", "adapter.block_size"),
     ("adapter.factor=0", "adapter.factor"),

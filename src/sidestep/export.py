@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     with exit_on_user_error():
         from omegaconf import OmegaConf
 
-        from sidestep.adapters.files import write_formats
+        from sidestep.adapters.files import peft_type_name, write_formats
         from sidestep.adapters.kind import kind_of
         from sidestep.errors import SidestepError
         from sidestep.sampling.sources import open_source
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
         model = None
         if "comfyui" in formats and kind_of(source.adapter_config).needs_model(source.adapter_config):
             if source.run_cfg is None:
-                console.print(f"{source.adapter_config.peft_type}: its ComfyUI file is computed from the base model; "
+                console.print(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
                               "point at a folder inside its run dir to write it")
             else:
                 from sidestep.adapters.attach import adapted_dit

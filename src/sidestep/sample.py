@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> None:
         import torch  # heavy imports only once the config is known good
         from peft import set_peft_model_state_dict
 
+        from sidestep.adapters.files import peft_type_name
         from sidestep.adapters.kind import kind_of
         from sidestep.config.schema import SamplePrompt
         from sidestep.data.loader import dataset_folder
@@ -45,7 +46,7 @@ def main(cfg: DictConfig) -> None:
 
         source = open_source(Path(cfg.source))
         if not kind_of(source.adapter_config).scalable and any(s != 1.0 for s in [cfg.strength, *cfg.compare_strengths]):
-            raise ConfigError(f"strength: a {source.adapter_config.peft_type} adapter plays at strength 1 only (PEFT "
+            raise ConfigError(f"strength: an {peft_type_name(source.adapter_config)} adapter plays at strength 1 only (PEFT "
                               "cannot scale it); leave strength=1 and compare_strengths empty")
         model_cfg = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))
         model = model_source(model_cfg)

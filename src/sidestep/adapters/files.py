@@ -96,7 +96,7 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
 def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,
                 extra: Dict[str, str] = None) -> Dict[str, str]:
     """What a LoRA manager or a person inspecting the file needs without its config: type, rank, alpha, targets."""
-    header = {"format": "pt", "name": name, "adapter_type": str(config.peft_type),
+    header = {"format": "pt", "name": name, "adapter_type": peft_type_name(config),
               "target_modules": json.dumps(_targets(config)), "dtype": dtype}
     header.update({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in kind.describe(config).items()})
     for key in ("rank_pattern", "alpha_pattern"):
@@ -105,8 +105,13 @@ def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,
     return {**header, **(extra or {})}
 
 
+def peft_type_name(config: PeftConfig) -> str:
+    """`LORA`, `LOKR`, ...: PEFT's enum prints as `PeftType.LORA` under Python 3.11."""
+    return str(getattr(config.peft_type, "value", config.peft_type))
+
+
 def _entry(kind: AdapterType, path: str, config: PeftConfig, dtype: str, load: str) -> dict:
-    entry = {"path": path, "type": str(config.peft_type), **kind.describe(config),
+    entry = {"path": path, "type": peft_type_name(config), **kind.describe(config),
              "target_modules": _targets(config), "dtype": dtype, "load": load}
     for key in ("rank_pattern", "alpha_pattern"):
         if getattr(config, key, None):
