@@ -3,14 +3,16 @@ rank-r updates (rank up to r², at twice LoRA's parameters). diffusers' LoRA loa
 and ComfyUI (LyCORIS keys) can."""
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
-from peft import LoHaConfig
 
 from sidestep.adapters.kind import AdapterType, Weights
 from sidestep.adapters.targets import AdapterSize, original_module_name, split_key
 from sidestep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoHaConfig
 
 FIRST = "hada_w1_a"
 
@@ -30,22 +32,24 @@ class Loha(AdapterType):
         if lora.bias != "none":
             raise ConfigError(f"lora.bias: adapter=loha trains no biases; leave lora.bias=none (got {lora.bias})")
 
-    def peft_config(self, size: AdapterSize) -> LoHaConfig:
+    def peft_config(self, size: AdapterSize) -> "LoHaConfig":
+        from peft import LoHaConfig
+
         return LoHaConfig(r=size.rank, alpha=size.alpha, rank_dropout=self.rank_dropout,
                           module_dropout=self.module_dropout, target_modules=size.targets)
 
     @classmethod
-    def from_peft(cls, config: LoHaConfig) -> "Loha":
+    def from_peft(cls, config: "LoHaConfig") -> "Loha":
         return cls(rank_dropout=config.rank_dropout, module_dropout=config.module_dropout)
 
-    def inference_config(self, config: LoHaConfig) -> LoHaConfig:
-        return LoHaConfig(**{**config.to_dict(), "rank_dropout": 0.0, "module_dropout": 0.0})
+    def inference_config(self, config: "LoHaConfig") -> "LoHaConfig":
+        return type(config)(**{**config.to_dict(), "rank_dropout": 0.0, "module_dropout": 0.0})
 
-    def describe(self, config: LoHaConfig) -> Dict[str, object]:
+    def describe(self, config: "LoHaConfig") -> Dict[str, object]:
         return {"rank": config.r, "alpha": float(config.alpha), "rank_dropout": config.rank_dropout,
                 "module_dropout": config.module_dropout}
 
-    def comfyui_tensors(self, weights: Weights, config: LoHaConfig, prefix: str,
+    def comfyui_tensors(self, weights: Weights, config: "LoHaConfig", prefix: str,
                         model: Optional[torch.nn.Module]) -> Optional[Weights]:
         """PEFT's names are LyCORIS's (`<module>.hada_w1_a` ...); ComfyUI scales by `<module>.alpha` / rank."""
         out = {}

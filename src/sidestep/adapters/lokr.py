@@ -3,14 +3,16 @@ with `decompose_both` w1) low-rank when the rank is below half its size. Far few
 rank. diffusers' LoRA loader cannot read it; ACE-Step (PEFT) and ComfyUI (LyCORIS keys) can."""
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
-from peft import LoKrConfig
 
 from sidestep.adapters.kind import AdapterType, Weights
 from sidestep.adapters.targets import AdapterSize, original_module_name, split_key
 from sidestep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoKrConfig
 
 PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
@@ -34,25 +36,27 @@ class Lokr(AdapterType):
         if lora.bias != "none":
             raise ConfigError(f"lora.bias: adapter=lokr trains no biases; leave lora.bias=none (got {lora.bias})")
 
-    def peft_config(self, size: AdapterSize) -> LoKrConfig:
+    def peft_config(self, size: AdapterSize) -> "LoKrConfig":
+        from peft import LoKrConfig
+
         return LoKrConfig(r=size.rank, alpha=size.alpha, rank_dropout=self.rank_dropout,
                           module_dropout=self.module_dropout, decompose_both=self.decompose_both,
                           decompose_factor=self.factor, target_modules=size.targets)
 
     @classmethod
-    def from_peft(cls, config: LoKrConfig) -> "Lokr":
+    def from_peft(cls, config: "LoKrConfig") -> "Lokr":
         return cls(factor=config.decompose_factor, decompose_both=bool(config.decompose_both),
                    rank_dropout=config.rank_dropout, module_dropout=config.module_dropout)
 
-    def inference_config(self, config: LoKrConfig) -> LoKrConfig:
-        return LoKrConfig(**{**config.to_dict(), "rank_dropout": 0.0, "module_dropout": 0.0})
+    def inference_config(self, config: "LoKrConfig") -> "LoKrConfig":
+        return type(config)(**{**config.to_dict(), "rank_dropout": 0.0, "module_dropout": 0.0})
 
-    def describe(self, config: LoKrConfig) -> Dict[str, object]:
+    def describe(self, config: "LoKrConfig") -> Dict[str, object]:
         return {"rank": config.r, "alpha": float(config.alpha), "factor": config.decompose_factor,
                 "decompose_both": bool(config.decompose_both), "rank_dropout": config.rank_dropout,
                 "module_dropout": config.module_dropout}
 
-    def comfyui_tensors(self, weights: Weights, config: LoKrConfig, prefix: str,
+    def comfyui_tensors(self, weights: Weights, config: "LoKrConfig", prefix: str,
                         model: Optional[torch.nn.Module]) -> Optional[Weights]:
         """LyCORIS keys, `<module>.lokr_w1` / `.lokr_w2` or their `_a`/`_b` factors. ComfyUI scales by
         `<module>.alpha` / rank only when a factor is low-rank, and not at all when both are full; then the scale

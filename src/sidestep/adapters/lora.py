@@ -3,14 +3,15 @@ alpha / sqrt(rank) instead (Kalajdzievski 2023). DoRA (Liu et al. 2024, `adapter
 row's magnitude trained too. Every consumer loads both."""
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
-from peft import LoraConfig
-from peft.utils.other import get_pattern_key
 
 from sidestep.adapters.kind import AdapterType, Weights, adapted_layers, base_weight
 from sidestep.adapters.targets import AdapterSize, original_module_name
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 PEFT_SUFFIX = ".lora_A.weight"
 ADAPTER = "default"
@@ -25,30 +26,34 @@ class Lora(AdapterType):
     formats = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")
     takes_rank_map = True
 
-    def peft_config(self, size: AdapterSize) -> LoraConfig:
+    def peft_config(self, size: AdapterSize) -> "LoraConfig":
+        from peft import LoraConfig
+
         return LoraConfig(r=size.rank, lora_alpha=size.alpha, lora_dropout=size.dropout, bias=size.bias,
                           target_modules=size.targets, rank_pattern=dict(size.rank_pattern),
                           alpha_pattern=dict(size.alpha_pattern), use_rslora=self.use_rslora, use_dora=self.use_dora)
 
     @classmethod
-    def from_peft(cls, config: LoraConfig) -> "Lora":
+    def from_peft(cls, config: "LoraConfig") -> "Lora":
         return cls(use_rslora=bool(config.use_rslora), use_dora=bool(config.use_dora))
 
-    def inference_config(self, config: LoraConfig) -> LoraConfig:
-        return LoraConfig(**{**config.to_dict(), "lora_dropout": 0.0})
+    def inference_config(self, config: "LoraConfig") -> "LoraConfig":
+        return type(config)(**{**config.to_dict(), "lora_dropout": 0.0})
 
-    def describe(self, config: LoraConfig) -> Dict[str, object]:
+    def describe(self, config: "LoraConfig") -> Dict[str, object]:
         return {"rank": config.r, "alpha": float(config.lora_alpha), "lora_dropout": config.lora_dropout,
                 "use_rslora": bool(config.use_rslora), "use_dora": bool(config.use_dora)}
 
-    def needs_model(self, config: LoraConfig) -> bool:
+    def needs_model(self, config: "LoraConfig") -> bool:
         return bool(config.use_dora)
 
-    def comfyui_tensors(self, weights: Weights, config: LoraConfig, prefix: str,
+    def comfyui_tensors(self, weights: Weights, config: "LoraConfig", prefix: str,
                         model: Optional[torch.nn.Module]) -> Optional[Weights]:
         """`<module>.lora_down/lora_up.weight` plus a `<module>.alpha` tensor: ComfyUI reads alpha only from there
         (without it an alpha = 2 x rank adapter loads at half strength), and scales by alpha / rank itself, so an
         rsLoRA adapter's alpha is stated as the one that gives the same scale. DoRA adds `<module>.dora_scale`."""
+        from peft.utils.other import get_pattern_key
+
         if config.use_dora and model is None:
             return None
         layers = adapted_layers(model) if config.use_dora else {}

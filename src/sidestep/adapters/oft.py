@@ -3,14 +3,16 @@ by a learned orthogonal matrix (Cayley transform of a skew-symmetric one), W' = 
 the base model's neurons, so it drifts less at high learning rates. diffusers' LoRA loader cannot read it."""
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
-from peft import OFTConfig
 
 from sidestep.adapters.kind import AdapterType, Weights, adapted_layers, base_weight
 from sidestep.adapters.targets import AdapterSize, original_module_name
 from sidestep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import OFTConfig
 
 ADAPTER = "default"
 
@@ -37,26 +39,28 @@ class Oft(AdapterType):
         if lora.bias != "none":
             raise ConfigError(f"lora.bias: adapter=oft trains no biases here; leave lora.bias=none (got {lora.bias})")
 
-    def peft_config(self, size: AdapterSize) -> OFTConfig:
+    def peft_config(self, size: AdapterSize) -> "OFTConfig":
+        from peft import OFTConfig
+
         return OFTConfig(r=0, oft_block_size=self.block_size, module_dropout=self.module_dropout,
                          use_cayley_neumann=self.use_cayley_neumann, target_modules=size.targets)
 
     @classmethod
-    def from_peft(cls, config: OFTConfig) -> "Oft":
+    def from_peft(cls, config: "OFTConfig") -> "Oft":
         return cls(block_size=config.oft_block_size, module_dropout=config.module_dropout,
                    use_cayley_neumann=bool(config.use_cayley_neumann))
 
-    def inference_config(self, config: OFTConfig) -> OFTConfig:
-        return OFTConfig(**{**config.to_dict(), "module_dropout": 0.0})
+    def inference_config(self, config: "OFTConfig") -> "OFTConfig":
+        return type(config)(**{**config.to_dict(), "module_dropout": 0.0})
 
-    def describe(self, config: OFTConfig) -> Dict[str, object]:
+    def describe(self, config: "OFTConfig") -> Dict[str, object]:
         return {"block_size": config.oft_block_size, "module_dropout": config.module_dropout,
                 "use_cayley_neumann": bool(config.use_cayley_neumann)}
 
-    def needs_model(self, config: OFTConfig) -> bool:
+    def needs_model(self, config: "OFTConfig") -> bool:
         return True
 
-    def comfyui_tensors(self, weights: Weights, config: OFTConfig, prefix: str,
+    def comfyui_tensors(self, weights: Weights, config: "OFTConfig", prefix: str,
                         model: Optional[torch.nn.Module]) -> Optional[Weights]:
         """ComfyUI's OFT (`oft_blocks`) rotates a weight's output rows; PEFT's rotates its input columns, which
         no ComfyUI adapter expresses. So the file holds each target's full weight difference W·Rᵀ − W under
