@@ -151,6 +151,17 @@ def test_merged_variant_folder_equals_the_unmerged_model(trained, tmp_path, cach
     assert close(dit_outputs(reloaded.dit().transformer), reference)
 
 
+def test_export_outside_a_run_leaves_out_a_comfyui_file_that_needs_the_base_model(trained, tmp_path):
+    """DoRA's and OFT's ComfyUI files are computed from the base weights; without the run's model there are none."""
+    from sidestep import export
+
+    kind, _, adapter, _ = trained
+    export.main([str(adapter), "--out", str(tmp_path)])
+    listed = list(json.loads((tmp_path / "formats.json").read_text()))
+    assert listed == [f for f in TYPES[kind] if f != "comfyui" or kind not in ("dora", "oft")]
+    assert (tmp_path / "comfyui").exists() == ("comfyui" in listed)
+
+
 def test_oft_refuses_another_strength_in_one_line_before_loading_a_model(trained, cli):
     kind, _, adapter, _ = trained
     if kind != "oft":
