@@ -57,6 +57,17 @@ def test_resuming_from_any_step_gives_the_uninterrupted_adapter(full_run, make_c
     assert_same(adapter(full_run), adapter(tmp_path))
 
 
+@pytest.mark.parametrize("kind, dropout", [("dora", "lora.dropout=0.1"), ("lokr", "adapter.rank_dropout=0.1"),
+                                           ("loha", "adapter.module_dropout=0.1"), ("oft", "adapter.module_dropout=0.1")])
+def test_every_adapter_type_resumes_to_the_uninterrupted_adapter(make_cfg, tmp_path, kind, dropout):
+    short = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "trainer.max_steps=4", "data.crop_seconds=2",
+             f"adapter={kind}", dropout)
+    train_adapter(make_cfg(*short, "trainer.save_every_steps=2"), tmp_path / "full")
+    resumed = train_adapter(make_cfg(*short, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000002'}"), tmp_path / "cut")
+    assert len(resumed.step_seconds) == 2
+    assert_same(adapter(tmp_path / "full"), adapter(tmp_path / "cut"))
+
+
 def test_checkpoint_holds_lora_only_and_state(full_run):
     folder = full_run / "checkpoints" / "step-0000006"
     names = sorted(p.name for p in folder.iterdir())

@@ -87,10 +87,13 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert "1) auto  2) base  3) sft" in term.answer("Model variant", "base")
     assert "2) high_quality  3) quick_test  4) recommended" in term.answer("Recipe", "recommended")
     term.answer("VRAM profile (vram=) [none]", "12gb")
+    assert "1) dora  2) loha  3) lokr  4) lora  5) oft" in term.answer("Adapter type (adapter=) [lora]", "lokr")
     term.answer("LoRA rank (lora.rank) [32]", "0")  # 12gb's rank is the default
     term.see("refused: lora.rank: must be at least 1 (got 0)")
     term.answer("LoRA rank", "back")
+    term.answer("Adapter type (adapter=) [lokr]", "back")
     term.answer("VRAM profile (vram=) [12gb]", "8gb")  # back: the earlier answer is the default
+    term.answer("Adapter type (adapter=) [lokr]", "")
     term.answer("LoRA rank (lora.rank) [16]", "48")
     term.answer("LoRA alpha (lora.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
@@ -103,6 +106,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     cfg = composed_recipe(out, "jazz")
     assert (cfg.model.variant, cfg.model.checkpoint_dir, cfg.data.dataset_dir) == (
         "base", str(folders / "checkpoints"), str(folders / "tensors" / "jazz"))
+    assert cfg.adapter._target_ == "sidestep.adapters.lokr.Lokr"
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, None, 20)  # the recipe leaves alpha to the rank
     assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.optimizer.lr == 3e-4  # recommended
     assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
@@ -123,7 +127,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     term.answer("Model variant", "")
     term.answer("Recipe", "")  # the command line's experiment=quick_test is the default
     term.answer("VRAM profile", "")
-    for title in ("LoRA rank", "LoRA alpha", "Epochs"):
+    for title in ("Adapter type", "LoRA rank", "LoRA alpha", "Epochs"):
         term.answer(title, "")
     term.answer("Device", "gpu")
     term.see("trainer.device: must be auto, cpu, cuda, cuda:N, mps or xpu (got 'gpu')")

@@ -12,6 +12,8 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from sidestep.config import register_schemas, resolve_run
+from sidestep.config.build import build
+from sidestep.errors import ConfigError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.ui.app import run_app
 from sidestep.ui.console import console, use_plain
@@ -25,6 +27,10 @@ register_resolver()
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     plain = use_plain(cfg.ui.plain)
+    kind = build(cfg.adapter)
+    if not kind.takes_rank_map:
+        raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does not "
+                          "take; run it with adapter=lora or adapter=dora")
     cfg, run_dir = resolve_run(cfg)
     RunRecord(run_dir, HydraConfig.get().output_subdir).start(None)
     # imported here: it loads torch and diffusers, which a refused config never needs

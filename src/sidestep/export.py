@@ -13,10 +13,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sidestep.adapters.files import DTYPES, FORMATS, write_formats
+from sidestep.adapters.files import DTYPES, FORMATS, peft_type_name, write_formats
+from sidestep.adapters.kind import kind_of
 from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import SidestepError
-from sidestep.models.source import model_source
 from sidestep.training.adapter_sources import open_source
 from sidestep.ui.console import console, exit_on_user_error
 
@@ -52,8 +52,19 @@ def main(argv=None) -> None:
         dtype = args.dtype or run_dtype or "bf16"
         out = args.out or default_out(source)
         formats = FORMATS if args.format == "all" else (args.format,)
-        write_formats(source.weights, source.adapter_config, out, name, dtype, formats)
-        console.print(f"wrote {', '.join(formats)} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
+        model = None
+        if "comfyui" in formats and kind_of(source.adapter_config).needs_model(source.adapter_config):
+            if source.run_cfg is None:
+                console.print(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
+                              "point at a folder inside its run dir to write it")
+            else:
+                from sidestep.adapters.attach import adapted_dit
+                from sidestep.models.source import model_source
+
+                model = adapted_dit(model_source(source.run_cfg.model), source.weights, source.adapter_config)
+        written = write_formats(source.weights, source.adapter_config, out, name, dtype, formats, model)
+        listed = ", ".join(written) or "no consumer format"
+        console.print(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
         if args.merge:
             if source.run_cfg is None:
                 raise SidestepError(f"{args.source}: --merge needs a folder inside a run dir (its .hydra/config.yaml "

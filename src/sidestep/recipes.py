@@ -23,7 +23,7 @@ from sidestep.config import flatten, resolve
 from sidestep.errors import SidestepError
 
 HEADER = "# Written by python -m sidestep.wizard"
-RECIPE_GROUPS = ("model", "optimizer", "scheduler", "attention", "training", "data")  # written as `override /g: x`
+RECIPE_GROUPS = ("model", "adapter", "optimizer", "scheduler", "attention", "training", "data")  # written as `override /g: x`
 Setup = Tuple[Tuple[str, ...], Tuple[str, ...]]  # (Hydra overrides: group=option, key=value; then key=value settings)
 
 

@@ -16,6 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from peft import set_peft_model_state_dict
 
+from sidestep.adapters.files import peft_type_name
+from sidestep.adapters.kind import kind_of
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_sample
 from sidestep.config.schema import SamplePrompt
@@ -40,6 +42,9 @@ def main(cfg: DictConfig) -> None:
         plain = use_plain(cfg.ui.plain)
         cfg = prepare_sample(cfg)
         source = open_source(Path(cfg.source))
+        if not kind_of(source.adapter_config).scalable and any(s != 1.0 for s in [cfg.strength, *cfg.compare_strengths]):
+            raise ConfigError(f"strength: an {peft_type_name(source.adapter_config)} adapter plays at strength 1 only (PEFT "
+                              "cannot scale it); leave strength=1 and compare_strengths empty")
         model_cfg = _model(cfg, source.run_cfg, list(HydraConfig.get().overrides.task))
         model = model_source(model_cfg)
         model.settle(model_cfg)

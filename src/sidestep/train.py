@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Callable, Optional
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas, resolve_run
+from sidestep.config.run_name import RUN_NAME
+from sidestep.config.saved import load_saved
 from sidestep.errors import Interrupted, SidestepError
 from sidestep.preprocess import preprocess_and_report
-from sidestep.run_record import RunRecord, register_resolver
+from sidestep.run_record import RECORD, RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
 from sidestep.ui.app import run_app
 from sidestep.ui.console import exit_on_user_error, is_plain, use_plain
@@ -80,6 +82,7 @@ def main(cfg: DictConfig) -> Optional[float]:
 def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     use_plain(cfg.ui.plain)
     offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
+    _keep_run_name(cfg, record)
     cfg, run_dir = resolve_run(cfg)
     result = train_adapter(cfg, run_dir, on_start=record.start)
     if result is None:
@@ -109,6 +112,18 @@ def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[O
         progress = TrainingProgress(run.total_steps, run.epochs, plain, cfg.trainer.log_every,
                                     accelerator.is_main_process)
         return fit(run, progress, on_start)
+
+
+def _keep_run_name(cfg: DictConfig, record: RunRecord) -> None:
+    """A resume into a run dir is the same run: unless `run.name` is given again, it keeps the name its record
+    holds (its default holds this start's time), so its files keep their names."""
+    saved = record.run_dir / RECORD / "config.yaml"
+    given = any(o.startswith("run.name=") for o in HydraConfig.get().overrides.task)
+    if cfg.resume_from is None or record.is_first or given or not saved.is_file() or not saved.stat().st_size:
+        return
+    name = OmegaConf.select(load_saved(saved), "run.name")
+    if isinstance(name, str) and RUN_NAME.fullmatch(name):
+        cfg.run.name = name
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ QUESTIONS = [
              "base and sft train best; turbo is distilled; auto: base > sft > turbo"),
     Question("experiment", "Recipe", "group", "a preset (see the README's preset table), or none"),
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
-    Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large"),
+    Question("adapter", "Adapter type", "group", "lora; dora (LoRA + magnitudes); lokr (smallest files); loha; "
+             "oft (rotations) -- see the README's adapter table"),
+    Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large (OFT: adapter.block_size)"),
     Question("lora.alpha", "LoRA alpha", help="strength scale; null: 2 x rank, following the rank"),
     Question("trainer.epochs", "Epochs"),
     Question("trainer.device", "Device", help="auto, cpu, cuda, cuda:N, mps or xpu", advanced=True),

@@ -4,14 +4,16 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from peft import PeftConfig, get_peft_model_state_dict
+from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
-from sidestep.adapters.files import write_formats
-from sidestep.adapters.kind import AdapterType
+from sidestep.adapters.files import Weights, write_formats
+from sidestep.adapters.kind import AdapterType, kind_of
 from sidestep.adapters.targets import adapter_size
 from sidestep.atomic import atomic_dir
 from sidestep.config.build import build
+from sidestep.errors import SidestepError
 from sidestep.models.dit import empty_dit
+from sidestep.models.source import ModelSource
 
 
 def adapter_type(cfg: DictConfig) -> AdapterType:
@@ -47,4 +49,14 @@ def save_adapter(transformer: torch.nn.Module, target: Path, name: str, dtype: s
     config = transformer.peft_config["default"]
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
     with atomic_dir(target) as tmp:
-        write_formats(weights, config, tmp, name, dtype)
+        write_formats(weights, config, tmp, name, dtype, model=transformer)
+
+
+def adapted_dit(source: ModelSource, weights: Weights, config: PeftConfig) -> torch.nn.Module:
+    """The base DiT with a saved adapter on it, at inference settings: what `export` computes a ComfyUI file from
+    when the type's file depends on the base weights (DoRA, OFT)."""
+    transformer = source.dit().transformer
+    transformer.add_adapter(kind_of(config).inference_config(config))
+    if set_peft_model_state_dict(transformer, weights).unexpected_keys:
+        raise SidestepError("the adapter does not fit the model its run was trained on")
+    return transformer.eval()

@@ -11,7 +11,8 @@ is written only in the formats that load it correctly (`AdapterType.formats`):
 - `acestep/<name>/`: a PEFT folder in the original ACE-Step names (`base_model.model.layers.N.self_attn.q_proj`), for
   ACE-Step's UI, which does `PeftModel.from_pretrained(model.decoder, path, adapter_name=<folder name>)`.
 - `comfyui/<name>.safetensors`: `diffusion_model.decoder.<original module>.*` with the keys and alpha ComfyUI's
-  weight adapters expect for the type.
+  weight adapters expect for the type. DoRA's `dora_scale` and OFT's weight difference depend on the base weights,
+  so those two need the DiT carrying the adapter (`model`) to write it.
 
 Exports are inference artefacts: their configs and headers say dropout 0 and their tensors are in `export.dtype`.
 Every safetensors file carries the type, rank, alpha and target modules in its header. Side-Step reads the
@@ -21,7 +22,7 @@ only, left out of `formats.json`).
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from peft import PeftConfig
@@ -50,9 +51,11 @@ def read_adapter(folder: Path) -> Tuple[Weights, PeftConfig]:
 
 
 def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str, dtype: str = "fp32",
-                  formats: Iterable[str] = FORMATS) -> None:
+                  formats: Iterable[str] = FORMATS, model: Optional[torch.nn.Module] = None) -> List[str]:
     """Each file or folder is written under a temporary name and renamed into place; `formats.json` lists what
-    the folder holds afterwards."""
+    the folder holds afterwards. `model`, the DiT carrying this adapter, is needed by the types whose ComfyUI file
+    depends on the base weights (`AdapterType.needs_model`); without it that file is left out. Returns the formats
+    written."""
     kind = kind_of(config)
     folder, wanted = Path(folder), set(formats)
     config = kind.inference_config(config)
@@ -79,19 +82,21 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
         entries["acestep"] = {**_entry(kind, f"{ACESTEP_DIR}/{name}", original, dtype,
                                        f"ACE-Step UI: LoRA path <adapter>/acestep/{name} (adapter name '{name}')"),
                               "adapter_name": name}
-    if "comfyui" in wanted and "comfyui" in kind.formats:
+    comfy = kind.comfyui_tensors(weights, config, COMFYUI_PREFIX, model) if "comfyui" in wanted else None
+    if comfy is not None and "comfyui" in kind.formats:
+        comfy = {k: v if k.endswith(".alpha") else v.to(DTYPES[dtype]).contiguous() for k, v in comfy.items()}
         with atomic_dir(folder / COMFYUI_DIR) as tmp:
-            save_safetensors(kind.comfyui_tensors(weights, config, COMFYUI_PREFIX), tmp / f"{name}.safetensors",
-                             file_header(kind, original, name, dtype))
+            save_safetensors(comfy, tmp / f"{name}.safetensors", file_header(kind, original, name, dtype))
         entries["comfyui"] = _entry(kind, f"{COMFYUI_DIR}/{name}.safetensors", original, dtype,
                                     "copy into ComfyUI/models/loras/ and pick it in a LoRA loader node")
     _update_formats_file(folder / FORMATS_FILE, entries)
+    return list(entries)
 
 
 def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,
                 extra: Dict[str, str] = None) -> Dict[str, str]:
     """What a LoRA manager or a person inspecting the file needs without its config: type, rank, alpha, targets."""
-    header = {"format": "pt", "name": name, "adapter_type": str(config.peft_type),
+    header = {"format": "pt", "name": name, "adapter_type": peft_type_name(config),
               "target_modules": json.dumps(_targets(config)), "dtype": dtype}
     header.update({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in kind.describe(config).items()})
     for key in ("rank_pattern", "alpha_pattern"):
@@ -100,8 +105,13 @@ def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,
     return {**header, **(extra or {})}
 
 
+def peft_type_name(config: PeftConfig) -> str:
+    """`LORA`, `LOKR`, ...: PEFT's enum prints as `PeftType.LORA` under Python 3.11."""
+    return str(getattr(config.peft_type, "value", config.peft_type))
+
+
 def _entry(kind: AdapterType, path: str, config: PeftConfig, dtype: str, load: str) -> dict:
-    entry = {"path": path, "type": str(config.peft_type), **kind.describe(config),
+    entry = {"path": path, "type": peft_type_name(config), **kind.describe(config),
              "target_modules": _targets(config), "dtype": dtype, "load": load}
     for key in ("rank_pattern", "alpha_pattern"):
         if getattr(config, key, None):

@@ -4,15 +4,18 @@ schema in `config/schema.py` (ADAPTER_SCHEMAS) and its YAML in `conf/adapter/`."
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Dict, Tuple
+from typing import TYPE_CHECKING, ClassVar, Dict, Optional, Tuple
 
 import torch
 from hydra.utils import get_class
-from peft import PeftConfig
 
 from sidestep.adapters.targets import AdapterSize
 from sidestep.config.schema import ADAPTER_SCHEMAS
 from sidestep.errors import ConfigError
+
+if TYPE_CHECKING:  # PEFT is imported where an adapter is built, not where its settings are checked
+    from peft import PeftConfig
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
 Weights = Dict[str, torch.Tensor]
 
@@ -22,33 +25,55 @@ class AdapterType(ABC):
     peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
     formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
     takes_rank_map: ClassVar[bool] = False  # whether `lora.rank_map`'s per-module ranks apply
+    scalable: ClassVar[bool] = True  # whether PEFT can play it at another strength (`sidestep.sample strength=`)
+
+    def check(self, lora, shapes: Dict[str, Tuple[int, int]]) -> None:
+        """Refuse, with one line naming the option, settings this type cannot train; `shapes` are the (in, out)
+        features of each target under its original name. Runs before any model loads."""
 
     @abstractmethod
-    def peft_config(self, size: AdapterSize) -> PeftConfig:
+    def peft_config(self, size: AdapterSize) -> "PeftConfig":
         """The PEFT config that trains this type at `size` (diffusers module names)."""
 
     @classmethod
     @abstractmethod
-    def from_peft(cls, config: PeftConfig) -> "AdapterType":
+    def from_peft(cls, config: "PeftConfig") -> "AdapterType":
         """The type a saved config describes (its own settings read back from it)."""
 
     @abstractmethod
-    def inference_config(self, config: PeftConfig) -> PeftConfig:
+    def inference_config(self, config: "PeftConfig") -> "PeftConfig":
         """`config` as every exported file states it: dropout off (diffusers never calls `.eval()`)."""
 
     @abstractmethod
-    def describe(self, config: PeftConfig) -> Dict[str, object]:
+    def describe(self, config: "PeftConfig") -> Dict[str, object]:
         """Rank, alpha and what else a person or a LoRA manager reads from a file's header."""
 
     @abstractmethod
-    def comfyui_tensors(self, weights: Weights, config: PeftConfig, prefix: str) -> Weights:
-        """The tensors of ComfyUI's single-file format, under `prefix` + original module names."""
+    def comfyui_tensors(self, weights: Weights, config: "PeftConfig", prefix: str,
+                        model: Optional[torch.nn.Module]) -> Optional[Weights]:
+        """The tensors of ComfyUI's single-file format, under `prefix` + original module names. `model` is a DiT
+        carrying this adapter (or None); a type whose file depends on the base weights returns None without it."""
+
+    def needs_model(self, config: "PeftConfig") -> bool:
+        """Whether `comfyui_tensors` needs the DiT with the adapter (its base weights), not just the tensors."""
+        return False
 
     def settings(self) -> Dict[str, object]:
         return asdict(self)
 
 
-def kind_of(config: PeftConfig) -> AdapterType:
+def adapted_layers(model: torch.nn.Module) -> Dict[str, "BaseTunerLayer"]:
+    """The DiT's adapted modules by diffusers name (`layers.0.self_attn.to_q`)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {name: module for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)}
+
+
+def base_weight(layer: "BaseTunerLayer") -> torch.Tensor:
+    return layer.get_base_layer().weight.detach().to(torch.float32)
+
+
+def kind_of(config: "PeftConfig") -> AdapterType:
     """The adapter type of a saved PEFT config, among the types `adapter=` offers."""
     for schema in ADAPTER_SCHEMAS.values():
         kind = get_class(schema._target_)

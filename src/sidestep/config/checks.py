@@ -125,6 +125,17 @@ def validate(cfg: DictConfig) -> None:
     _check(lora.rank_map is not None or lora.rank <= min(shapes[narrowest]), "lora.rank",
            f"{lora.rank} is larger than {narrowest} ({shapes[narrowest][0]} -> {shapes[narrowest][1]} features), where "
            f"LoRA's rank cannot exceed {min(shapes[narrowest])}; lower it")
+    _check_adapter(cfg, {m: shapes[m] for m in lora.target_modules})
+
+
+def _check_adapter(cfg: DictConfig, shapes: Dict[str, Tuple[int, int]]) -> None:
+    """The adapter type checks its own knobs (`AdapterType.check`); only LoRA and DoRA take per-module ranks."""
+    from sidestep.config.build import build
+
+    kind = build(cfg.adapter)
+    _check(cfg.lora.rank_map is None or kind.takes_rank_map, "lora.rank_map",
+           f"per-module ranks apply to adapter=lora or dora only, not {type(kind).__name__}; leave lora.rank_map unset")
+    kind.check(cfg.lora, shapes)
 
 
 def _check_finite(cfg: DictConfig) -> None:

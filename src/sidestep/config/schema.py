@@ -147,9 +147,44 @@ class AdapterConfig:
 class LoraAdapterConfig(AdapterConfig):
     _target_: str = "sidestep.adapters.lora.Lora"
     use_rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank (rank-stabilised LoRA)
+    use_dora: bool = False  # DoRA: also train each output row's magnitude (`adapter=dora` sets it)
 
 
-ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig}
+@dataclass
+class LokrAdapterConfig(AdapterConfig):
+    """LoKr: ΔW = kron(w1, w2), lora.rank / lora.alpha size and scale its low-rank factors. lora.dropout does not
+    apply; the two dropouts below do."""
+
+    _target_: str = "sidestep.adapters.lokr.Lokr"
+    factor: int = -1  # split of each width into two factors: -1 the most even split, N a factor at most N
+    decompose_both: bool = False  # also make the small Kronecker factor low-rank
+    rank_dropout: float = 0.0  # drops rows of ΔW while training
+    module_dropout: float = 0.0  # skips the whole adapter of a module while training
+
+
+@dataclass
+class LohaAdapterConfig(AdapterConfig):
+    """LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b), each of lora.rank, scaled by lora.alpha / lora.rank. lora.dropout does not
+    apply; the two dropouts below do."""
+
+    _target_: str = "sidestep.adapters.loha.Loha"
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+
+
+@dataclass
+class OftAdapterConfig(AdapterConfig):
+    """OFT: rotates each target's input features in blocks of `block_size` (lora.rank and lora.alpha do not apply;
+    the block size sets the size). lora.dropout does not apply; module_dropout does."""
+
+    _target_: str = "sidestep.adapters.oft.Oft"
+    block_size: int = 32  # must divide the input width of every target
+    module_dropout: float = 0.0
+    use_cayley_neumann: bool = True  # PEFT's faster approximate Cayley transform (false: the exact one)
+
+
+ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig, "lokr": LokrAdapterConfig, "loha": LohaAdapterConfig,
+                   "oft": OftAdapterConfig}
 
 
 @dataclass

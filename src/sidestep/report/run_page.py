@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from safetensors import safe_open
 
+from sidestep.adapters.label import adapter_words
 from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
@@ -75,8 +76,7 @@ def _setup(run: RunInfo) -> str:
     rows = [
         ("model", f"{model.get('variant')} ({arch.get('num_hidden_layers')} layers, hidden {arch.get('hidden_size')})"
                   + (f", {model['checkpoint_dir']}" if model.get("checkpoint_dir") else "")),
-        ("adapter", f"LoRA rank {lora.get('rank')}, alpha {_number(lora.get('alpha'))}, "
-                    f"dropout {_number(lora.get('dropout'))}, "
+        ("adapter", f"{adapter_words(cfg)}, dropout {_number(lora.get('dropout'))}, "
                     f"{'+'.join(lora.get('target_modules', []))} on {'+'.join(cfg.get('attention', {}).get('blocks', []))}"
                     + (f", rank map {lora['rank_map']}" if lora.get("rank_map") else "") + (f"; {size}" if size else "")),
         ("dataset", _dataset(data, cfg.get("preprocess", {}))),

@@ -14,12 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.digest import file_hash
 from sidestep.models.source import model_source
 
+# what a checkpoint written before `adapter=` had a choice trained: plain LoRA
+BEFORE_ADAPTER_TYPES = {"adapter": {"_target_": "sidestep.adapters.lora.Lora", "use_rslora": False, "use_dora": False}}
+
 
 def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
     return {
         "model.variant": cfg.model.variant,
         "model.arch": OmegaConf.to_container(cfg.model.arch),
         "model.weights": model_source(cfg.model).weights_digest(),
+        "adapter": OmegaConf.to_container(cfg.adapter),
         "lora.rank": cfg.lora.rank,
         "lora.alpha": cfg.lora.alpha,
         "lora.target_modules": list(cfg.lora.target_modules),
@@ -38,7 +42,7 @@ def mismatches(saved: dict, current: dict) -> List[str]:
     """One line per setting that differs; content digests are named as such rather than printed."""
     lines = []
     for key, value in current.items():
-        if saved.get(key) == value:
+        if saved.get(key, BEFORE_ADAPTER_TYPES.get(key)) == value:
             continue
         if key in ("dataset", "model.weights"):
             lines.append(f"{key}: contents differ from the checkpoint's (digest {saved.get(key)} vs {value})")

@@ -9,8 +9,11 @@ from typing import Optional
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
-from sidestep.adapters.attach import trainable_parameters
+from sidestep.adapters.attach import adapter_config, adapter_type, trainable_parameters
+from sidestep.adapters.files import DTYPES
+from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
+from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.live_samples import resolve_duration, sampling_summary
 
@@ -36,6 +39,7 @@ class RunPlan:
     total_steps: int
     lora: str
     trainable_params: int
+    file_bytes: int  # of one exported adapter file (Side-Step's own copy) at export.dtype
     optimizer: str
     scheduler: str
     training: str
@@ -67,6 +71,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
                     "reaches optimizer.lr; lower scheduler.warmup_steps (about a tenth of the run)", warmup, total_steps)
     resolve_duration(cfg, dataset.frames)
     modules = "+".join(lora.target_modules)
+    params = trainable_parameters(cfg)
     return RunPlan(
         run_dir=str(run_dir),
         model=f"{cfg.model.variant} ({cfg.model.arch.num_hidden_layers} layers, hidden {cfg.model.arch.hidden_size})",
@@ -81,10 +86,10 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total_steps,
-        lora=(f"{cfg.adapter._target_.rsplit('.', 1)[-1]} rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, " +
-              (read_rank_map(lora.rank_map, cfg.model.arch).describe() if lora.rank_map
-               else f"{modules} on {'+'.join(cfg.attention.blocks)}")),
-        trainable_params=trainable_parameters(cfg),
+        lora=(adapter_summary(cfg) + ", " + (read_rank_map(lora.rank_map, cfg.model.arch).describe() if lora.rank_map
+                                              else f"{modules} on {'+'.join(cfg.attention.blocks)}")),
+        trainable_params=params,
+        file_bytes=params * DTYPES[cfg.export.dtype].itemsize,
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
         scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
         training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",
@@ -94,3 +99,11 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
     )
+
+
+def adapter_summary(cfg: DictConfig) -> str:
+    """The type and the settings its files state (`AdapterType.describe`): rank and alpha, or OFT's block size."""
+    described = adapter_type(cfg).describe(adapter_config(cfg))
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in described.items() if k != "use_dora")
+    return f"{adapter_words(as_container(cfg)).split(' ')[0]} {settings}"

@@ -13,6 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from sidestep.adapters.label import adapter_words
 from sidestep.ui.gpu import GpuGauge
 
 UNICODE = (sys.stdout.encoding or "").lower().replace("-", "") in ("utf8", "utf16")
@@ -126,8 +127,7 @@ def setup_text(cfg: dict) -> str:
     optimizer = str(opt.get("_target_", "?")).rsplit(".", 1)[-1]
     length = f"{tr.get('epochs')} epochs" + (f", at most {tr['max_steps']} steps" if tr.get("max_steps") else "")
     return (f"model {cfg.get('model', {}).get('variant', '?')}, "
-            f"LoRA rank {lora.get('rank')} / alpha {lora.get('alpha'):g} "
-            f"on {'+'.join(lora.get('target_modules', []))}, {optimizer} lr {opt.get('lr'):g}, "
+            f"{adapter_words(cfg)} on {'+'.join(lora.get('target_modules', []))}, {optimizer} lr {opt.get('lr'):g}, "
             f"batch {tr.get('batch_size')} x {tr.get('gradient_accumulation')}, {length}")
 
 

@@ -20,7 +20,8 @@ def show(plan: RunPlan) -> None:
         ("batch", f"{plan.batch_size} x {plan.gradient_accumulation} accumulation x {plan.processes} process(es)"
                   f" = {plan.effective_batch}"),
         ("steps", f"{plan.total_steps} optimizer steps ({plan.steps_per_epoch}/epoch, {plan.epochs} epochs)"),
-        ("LoRA", f"{plan.lora}, {plan.trainable_params:,} trainable parameters"),
+        ("adapter", f"{plan.lora}, {plan.trainable_params:,} trainable parameters, "
+                    f"{plan.file_bytes / 2**20:.1f} MiB as a PEFT adapter file"),
         ("optimizer", plan.optimizer),
         ("schedule", plan.scheduler),
         ("timesteps", plan.training),
