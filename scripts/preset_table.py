@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sidestep.adapters.attach import trainable_parameters
 from sidestep.config import as_container, flatten, register_schemas
-from sidestep.config.schema import ALPHA_PER_RANK, OPTIMIZER_SCHEMAS
+from sidestep.config.parts import OPTIMIZER_SCHEMAS
+from sidestep.config.schema import ALPHA_PER_RANK
 from sidestep.recipes import leaves_model_and_data
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

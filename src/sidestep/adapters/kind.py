@@ -1,6 +1,6 @@
 """What an adapter type is to the rest of Side-Step: `adapter=<type>` builds one (`instantiate(cfg.adapter)`),
 and a saved adapter's PEFT config names it again (`kind_of`). A new type is one subclass in its own module, its
-schema in `config/schema.py` (ADAPTER_SCHEMAS) and its YAML in `conf/adapter/`."""
+schema in `config/parts.py` (ADAPTER_SCHEMAS) and its YAML in `conf/adapter/`."""
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -10,7 +10,7 @@ import torch
 from hydra.utils import get_class
 
 from sidestep.adapters.targets import AdapterSize
-from sidestep.config.schema import ADAPTER_SCHEMAS
+from sidestep.config.parts import ADAPTER_SCHEMAS
 from sidestep.errors import ConfigError
 
 if TYPE_CHECKING:  # PEFT is imported where an adapter is built, not where its settings are checked

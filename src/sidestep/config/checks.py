@@ -10,16 +10,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.containers import as_container, flatten
+from sidestep.config.parts import CONSTANT_SCHEDULER, PRODIGY_TARGET, SchedulerConfig
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
     CHOSEN_BY_TARGET,
-    CONSTANT_SCHEDULER,
     LATENT_FPS,
-    PRODIGY_TARGET,
     PreprocessConfig,
     SampleConfig,
-    SchedulerConfig,
     TrainConfig,
 )
 from sidestep.errors import ConfigError

@@ -1,0 +1,230 @@
+"""The schemas of the config groups that build a part (`_target_`): the model source and its shape, the optimizer,
+the adapter type, the learning-rate schedule, the data source; and of the two groups that choose how (attention
+blocks, timestep drawing). One dataclass per option where options differ in their fields (`OPTIMIZER_SCHEMAS`,
+`ADAPTER_SCHEMAS`); a YAML in `conf/<group>/` holds only what differs from its dataclass.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from sidestep.config.choices import AttentionBlock, OnProblem, TimestepMode
+
+
+@dataclass
+class ArchConfig:
+    """Keyword arguments of diffusers' `AceStepTransformer1DModel`; defaults are the 2B turbo/base/sft DiT."""
+
+    hidden_size: int = 2048
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    in_channels: int = 192
+    audio_acoustic_hidden_dim: int = 64
+    patch_size: int = 2
+    rope_theta: float = 1_000_000.0
+    sliding_window: int = 128
+    encoder_hidden_size: int = 2048
+
+
+@dataclass
+class TinyStackConfig:
+    """`tiny` only: keyword arguments of the random VAE, Qwen3 text encoder and condition encoder."""
+
+    vae: Dict[str, Any] = field(default_factory=dict)
+    text_encoder: Dict[str, Any] = field(default_factory=dict)
+    condition_encoder: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SamplingDefaults:
+    """How this variant generates by default (`sidestep.sample`, samples during training); overridable there."""
+
+    steps: int = 8
+    guidance: float = 1.0  # > 1 runs classifier-free guidance (base/sft); turbo has guidance distilled in
+    shift: float = 3.0
+
+
+@dataclass
+class ModelConfig:
+    """`instantiate(cfg.model)` gives the `models.ModelSource` that `_target_` names: the weights of an ACE-Step
+    checkpoint folder, or the seeded random `tiny` stack. Everything that loads weights asks it."""
+
+    _target_: str = "sidestep.models.acestep.AceStepCheckpoint"
+    variant: str = MISSING  # turbo | base | sft | auto (whatever checkpoint_dir holds) | tiny
+    checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root, one variant folder, or a diffusers folder
+    is_turbo: bool = False
+    timestep_mu: float = -0.4
+    timestep_sigma: float = 1.0
+    init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    tiny_stack: Optional[TinyStackConfig] = None
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+
+@dataclass
+class OptimizerConfig:
+    """Built with `hydra.utils.instantiate(cfg.optimizer)(params)`; subclasses add the optimizer's own kwargs."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    fused: Optional[bool] = None  # null: fused kernels on CUDA (one launch for all parameters), the default elsewhere
+
+
+@dataclass
+class AdamW8bitConfig(AdamConfig):
+    _target_: str = "bitsandbytes.optim.AdamW8bit"
+
+
+@dataclass
+class AdafactorConfig(OptimizerConfig):
+    _target_: str = "transformers.optimization.Adafactor"
+    scale_parameter: bool = False
+    relative_step: bool = False
+    warmup_init: bool = False
+
+
+@dataclass
+class ProdigyConfig(OptimizerConfig):
+    _target_: str = "prodigyopt.Prodigy"
+    lr: float = 1.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    d_coef: float = 1.0
+    use_bias_correction: bool = True
+    safeguard_warmup: bool = True
+
+
+PRODIGY_TARGET = ProdigyConfig._target_
+OPTIMIZER_SCHEMAS = {
+    "adamw": AdamWConfig,
+    "adamw8bit": AdamW8bitConfig,
+    "adafactor": AdafactorConfig,
+    "prodigy": ProdigyConfig,
+}
+
+
+@dataclass
+class AdapterConfig:
+    """The adapter type: `instantiate(cfg.adapter)` gives an `adapters.AdapterType`, which turns `lora.*` (size,
+    alpha, dropout, targets) into PEFT's config for that type and writes the files each consumer loads."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class LoraAdapterConfig(AdapterConfig):
+    _target_: str = "sidestep.adapters.lora.Lora"
+    use_rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank (rank-stabilised LoRA)
+    use_dora: bool = False  # DoRA: also train each output row's magnitude (`adapter=dora` sets it)
+
+
+@dataclass
+class LokrAdapterConfig(AdapterConfig):
+    """LoKr: ΔW = kron(w1, w2), lora.rank / lora.alpha size and scale its low-rank factors. lora.dropout does not
+    apply; the two dropouts below do."""
+
+    _target_: str = "sidestep.adapters.lokr.Lokr"
+    factor: int = -1  # split of each width into two factors: -1 the most even split, N a factor at most N
+    decompose_both: bool = False  # also make the small Kronecker factor low-rank
+    rank_dropout: float = 0.0  # drops rows of ΔW while training
+    module_dropout: float = 0.0  # skips the whole adapter of a module while training
+
+
+@dataclass
+class LohaAdapterConfig(AdapterConfig):
+    """LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b), each of lora.rank, scaled by lora.alpha / lora.rank. lora.dropout does not
+    apply; the two dropouts below do."""
+
+    _target_: str = "sidestep.adapters.loha.Loha"
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+
+
+@dataclass
+class OftAdapterConfig(AdapterConfig):
+    """OFT: rotates each target's input features in blocks of `block_size` (lora.rank and lora.alpha do not apply;
+    the block size sets the size). lora.dropout does not apply; module_dropout does."""
+
+    _target_: str = "sidestep.adapters.oft.Oft"
+    block_size: int = 32  # must divide the input width of every target
+    module_dropout: float = 0.0
+    use_cayley_neumann: bool = True  # PEFT's faster approximate Cayley transform (false: the exact one)
+
+
+ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig, "lokr": LokrAdapterConfig, "loha": LohaAdapterConfig,
+                   "oft": OftAdapterConfig}
+
+
+@dataclass
+class SchedulerConfig:
+    """`instantiate(cfg.scheduler)(total_steps=N)` gives the LR multiplier for `LambdaLR`."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    warmup_steps: int = 100  # optimizer steps; the LR ramps from 10% to 100%
+
+
+CONSTANT_SCHEDULER = "sidestep.training.lr_schedules.constant"
+
+
+@dataclass
+class AttentionConfig:
+    """Which attention blocks of each DiT layer the adapter's attention targets sit in."""
+
+    blocks: List[AttentionBlock] = field(default_factory=lambda: list(AttentionBlock))
+
+
+@dataclass
+class TrainingConfig:
+    """How timesteps are drawn and how often the text condition is dropped (see training/flow_matching.py)."""
+
+    mode: TimestepMode = TimestepMode.fixed
+    cfg_ratio: float = 0.15
+    discrete_timesteps: List[float] = field(default_factory=list)  # vanilla only
+    min_snr_gamma: Optional[float] = None
+
+
+@dataclass
+class SyntheticConfig:
+    """A small generated dataset the tiny model can learn; written once to a cache folder."""
+
+    num_samples: int = 8
+    seconds: float = 4.0
+    styles: int = 4
+    text_tokens: int = 16
+    seed: int = 0
+    cache_dir: Optional[str] = None  # default: the user cache folder
+
+
+@dataclass
+class DataConfig:
+    """`instantiate(cfg.data)` gives the sample source `_target_` names (`data/sources.py`): a folder of
+    preprocessed samples (`dataset_dir`), or the generated dataset of `synthetic`."""
+
+    _target_: str = "sidestep.data.sources.SampleFolder"
+    dataset_dir: Optional[str] = None
+    synthetic: Optional[SyntheticConfig] = None
+    crop_seconds: Optional[float] = None
+    num_workers: Optional[int] = None  # null: the CPU cores this process may use, less one, at most 4
+    pin_memory: bool = True
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    on_bad_sample: OnProblem = OnProblem.error  # what an unusable sample file does
+    bucket_by_length: bool = True  # without crop_seconds: batch songs of similar length, so no frame is padding
+    val_fraction: float = 0.0  # held out, scored at fixed timesteps and noise so runs compare
