@@ -1,9 +1,9 @@
 """`python -m sidestep.export SOURCE [--format all] [--out DIR] [--dtype bf16] [--name NAME] [--merge]`.
 
 SOURCE is a run dir, its `adapter/`, or one of its `checkpoints/step-N/` (a run stopped before its adapter was
-written exports its newest checkpoint). Writes the adapter in each format its consumers load (see adapters/files.py; e.g. a checkpoint you liked
-better than the end, or a run made before a format existed), and with `--merge` a complete ACE-Step variant
-folder with the adapter folded into its DiT.
+written exports its newest checkpoint). Writes the adapter in each format that loads its type (see
+adapters/files.py), e.g. for a checkpoint you liked better than the end, or a run made before a format existed;
+with `--merge` also a complete ACE-Step variant folder with the adapter folded into its DiT.
 """
 
 import argparse
@@ -13,10 +13,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sidestep.adapters.attach import adapted_dit
 from sidestep.adapters.files import DTYPES, FORMATS, peft_type_name, write_formats
 from sidestep.adapters.kind import kind_of
 from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import SidestepError
+from sidestep.models.source import model_source
 from sidestep.training.adapter_sources import open_source
 from sidestep.ui.console import console, exit_on_user_error
 
@@ -58,9 +60,6 @@ def main(argv=None) -> None:
                 console.print(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
                               "point at a folder inside its run dir to write it")
             else:
-                from sidestep.adapters.attach import adapted_dit
-                from sidestep.models.source import model_source
-
                 model = adapted_dit(model_source(source.run_cfg.model), source.weights, source.adapter_config)
         written = write_formats(source.weights, source.adapter_config, out, name, dtype, formats, model)
         listed = ", ".join(written) or "no consumer format"

@@ -9,6 +9,7 @@ from typing import Dict, Optional, Tuple
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
 from sidestep.config.parts import CONSTANT_SCHEDULER, PRODIGY_TARGET, SchedulerConfig
 from sidestep.config.run_name import RUN_NAME
@@ -128,8 +129,6 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_adapter(cfg: DictConfig, shapes: Dict[str, Tuple[int, int]]) -> None:
     """The adapter type checks its own knobs (`AdapterType.check`); only LoRA and DoRA take per-module ranks."""
-    from sidestep.config.build import build
-
     kind = build(cfg.adapter)
     _check(cfg.lora.rank_map is None or kind.takes_rank_map, "lora.rank_map",
            f"per-module ranks apply to adapter=lora or dora only, not {type(kind).__name__}; leave lora.rank_map unset")
