@@ -19,6 +19,7 @@ from sidestep.config.choices import (
     ExportDtype,
     OnProblem,
     Precision,
+    Quantize,
     TargetModule,
     TimestepMode,
     TriggerPosition,
@@ -76,6 +77,7 @@ class ModelConfig:
     timestep_mu: float = -0.4
     timestep_sigma: float = 1.0
     init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
+    quantize: Optional[Quantize] = None  # int8 | nf4: the frozen DiT's block linears in bitsandbytes (QLoRA)
     arch: ArchConfig = field(default_factory=ArchConfig)
     tiny_stack: Optional[TinyStackConfig] = None
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)

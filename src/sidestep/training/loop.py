@@ -95,7 +95,7 @@ def _fit(cfg: DictConfig, run_dir: Path, accelerator, on_start: Callable[[Option
             return None
 
     # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
-    dit = model_source(cfg.model).dit(dtype)
+    dit = model_source(cfg.model).dit(dtype, accelerator.device)  # a quantized base is quantized on the device
     transformer = dit.transformer
     add_adapter(transformer, adapter_config(cfg), tr.seed)
     if tr.gradient_checkpointing:
