@@ -22,6 +22,7 @@ class AdapterType(ABC):
     peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
     formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
     takes_rank_map: ClassVar[bool] = False  # whether `lora.rank_map`'s per-module ranks apply
+    on_quantized_base: ClassVar[bool] = False  # whether PEFT can put it on bitsandbytes layers (model.quantize)
 
     @abstractmethod
     def peft_config(self, size: AdapterSize) -> PeftConfig:

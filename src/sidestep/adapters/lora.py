@@ -21,6 +21,7 @@ class Lora(AdapterType):
     peft_type = "LORA"
     formats = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")
     takes_rank_map = True
+    on_quantized_base = True
 
     def peft_config(self, size: AdapterSize) -> LoraConfig:
         return LoraConfig(r=size.rank, lora_alpha=size.alpha, lora_dropout=size.dropout, bias=size.bias,

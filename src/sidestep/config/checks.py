@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.containers import as_container, flatten
@@ -88,6 +88,7 @@ def validate(cfg: DictConfig) -> None:
     _check(tr.gradient_accumulation >= 1, "trainer.gradient_accumulation", f"must be at least 1 (got {tr.gradient_accumulation})")
     _check(tr.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 (got {tr.max_grad_norm})")
     _check_device(tr, "trainer.")
+    _check_quantized(cfg)
     for key in ("save_every", "log_every", "log_heavy_every", "keep_checkpoints"):
         _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
@@ -125,6 +126,18 @@ def validate(cfg: DictConfig) -> None:
     _check(lora.rank_map is not None or lora.rank <= min(shapes[narrowest]), "lora.rank",
            f"{lora.rank} is larger than {narrowest} ({shapes[narrowest][0]} -> {shapes[narrowest][1]} features), where "
            f"LoRA's rank cannot exceed {min(shapes[narrowest])}; lower it")
+
+
+def _check_quantized(cfg: DictConfig) -> None:
+    """A bitsandbytes base needs an adapter type PEFT can put on its layers, and bitsandbytes kernels (none on MPS)."""
+    quantize = cfg.model.get("quantize")
+    if quantize is None:
+        return
+    kind = get_class(cfg.adapter._target_)
+    _check(getattr(kind, "on_quantized_base", False), "model.quantize",
+           f"{quantize}: PEFT cannot put a {kind.__name__} adapter on a bitsandbytes base; use model.quantize=null or adapter=lora")
+    _check(not cfg.trainer.device.startswith("mps"), "model.quantize",
+           f"{quantize}: bitsandbytes has no Apple MPS kernels; use model.quantize=null on a Mac")
 
 
 def _check_finite(cfg: DictConfig) -> None:

@@ -20,6 +20,7 @@ def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
         "model.variant": cfg.model.variant,
         "model.arch": OmegaConf.to_container(cfg.model.arch),
         "model.weights": model_source(cfg.model).weights_digest(),
+        "model.quantize": None if cfg.model.get("quantize") is None else str(cfg.model.quantize),
         "lora.rank": cfg.lora.rank,
         "lora.alpha": cfg.lora.alpha,
         "lora.target_modules": list(cfg.lora.target_modules),
