@@ -87,11 +87,12 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert "1) auto  2) base  3) sft" in term.answer("Model variant", "base")
     assert "2) high_quality  3) quick_test  4) recommended" in term.answer("Recipe", "recommended")
     term.answer("VRAM profile (vram=) [none]", "12gb")
-    term.answer("LoRA rank (lora.rank) [32]", "0")  # 12gb's rank is the default
-    term.see("refused: lora.rank: must be at least 1 (got 0)")
-    term.answer("LoRA rank", "back")
+    term.answer("Frozen DiT storage (model.quantize) [null]", "back")  # 12gb keeps the DiT in bf16
     term.answer("VRAM profile (vram=) [12gb]", "8gb")  # back: the earlier answer is the default
-    term.answer("LoRA rank (lora.rank) [16]", "48")
+    term.answer("Frozen DiT storage (model.quantize) [nf4]", "")  # 8gb holds it in NF4
+    term.answer("LoRA rank (lora.rank) [16]", "0")  # 8gb's rank is the default
+    term.see("refused: lora.rank: must be at least 1 (got 0)")
+    term.answer("LoRA rank", "48")
     term.answer("LoRA alpha (lora.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
     term.answer("Recipe name [jazz]", "")
@@ -108,6 +109,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
         8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
     assert prepare(cfg).lora.alpha == 96
+    assert cfg.model.quantize == "nf4"
 
     command = printed_command(output, out, "jazz")
     shown = subprocess.run([sys.executable, *command[1:], "--cfg", "job"], capture_output=True, text=True, cwd="/")
@@ -123,6 +125,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     term.answer("Model variant", "")
     term.answer("Recipe", "")  # the command line's experiment=quick_test is the default
     term.answer("VRAM profile", "")
+    term.answer("Frozen DiT storage", "int8")
     for title in ("LoRA rank", "LoRA alpha", "Epochs"):
         term.answer(title, "")
     term.answer("Device", "gpu")
@@ -147,7 +150,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     assert (cfg.trainer.device, cfg.trainer.precision, cfg.trainer.max_grad_norm, cfg.trainer.batch_size) == (
         "cpu", "fp32", 0.5, 2)
     assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)
-    assert (cfg.lora.rank, cfg.trainer.epochs, cfg.model.variant) == (16, 10, "auto")  # quick_test; auto: base > sft
+    assert (cfg.lora.rank, cfg.trainer.epochs, cfg.model.variant, cfg.model.quantize) == (16, 10, "auto", "int8")
     prepare(cfg)
     printed_command(output, out, "adv")
 

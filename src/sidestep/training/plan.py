@@ -11,7 +11,9 @@ from omegaconf import DictConfig
 from sidestep.adapters.attach import trainable_parameters
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.data.dataset import LatentDataset
+from sidestep.training.accelerator import weight_dtype
 from sidestep.training.live_samples import resolve_duration, sampling_summary
+from sidestep.training.memory import crop_frames, predict
 from sidestep.ui.summary import RunPlan
 
 log = logging.getLogger(__name__)
@@ -62,4 +64,5 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
+        memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames))).describe(),
     )

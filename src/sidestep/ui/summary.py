@@ -31,6 +31,7 @@ class RunPlan:
     checkpoints: str
     kernels: str
     sampling: str
+    memory: str = ""  # the predicted peak (training/memory.py)
 
     @property
     def effective_batch(self) -> int:
@@ -57,6 +58,7 @@ def show(plan: RunPlan) -> None:
         ("kernels", plan.kernels),
         ("checkpoints", plan.checkpoints),
         ("samples", plan.sampling),
+        ("memory", plan.memory),
     ]
     for key, value in rows:
         table.add_row(key, value)
