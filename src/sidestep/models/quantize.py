@@ -52,11 +52,13 @@ def make_quantizable(transformer: torch.nn.Module, mode: Quantize, compute_dtype
 def place_weights(transformer: torch.nn.Module, tensors: Iterable[Tuple[str, torch.Tensor]],
                   device: torch.device) -> Dict[str, Tuple[int, ...]]:
     """Put each arriving tensor into the weightless model: a bitsandbytes layer's weight is quantized on `device`
-    at once (the full-precision tensor is then dropped), the rest is kept as it comes. Returns what arrived (name:
-    shape); names the model lacks are skipped, for the caller to report."""
+    at once (the full-precision tensor is then dropped), the rest is kept as it comes; in a quantized model it is
+    copied, so no tensor keeps the weight file's memory map (and every page of it read) alive after loading.
+    Returns what arrived (name: shape); names the model lacks are skipped, for the caller to report."""
     import bitsandbytes as bnb
 
     owners = dict(transformer.named_modules())
+    quantized = bool(quantized_layers(transformer))
     arrived = {}
     for name, tensor in tensors:
         arrived[name] = tuple(tensor.shape)
@@ -71,7 +73,7 @@ def place_weights(transformer: torch.nn.Module, tensors: Iterable[Tuple[str, tor
         elif leaf == "weight" and isinstance(module, bnb.nn.Linear8bitLt):
             module.weight = bnb.nn.Int8Params(tensor, requires_grad=False, has_fp16_weights=False)._quantize(device)
         elif leaf in module._parameters:
-            module._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+            module._parameters[leaf] = torch.nn.Parameter(tensor.clone() if quantized else tensor, requires_grad=False)
         else:
-            module._buffers[leaf] = tensor
+            module._buffers[leaf] = tensor.clone() if quantized else tensor
     return arrived
