@@ -48,10 +48,13 @@ class MemoryPlan:
         return self.weights + self.adapter + self.optimizer + max(self.activations, self.sampling)
 
     def describe(self) -> str:
-        return (f"~{self.peak / GB:.1f} GB peak: DiT weights {self.weights / GB:.2f} GB ({self.weight_kind}), "
-                f"adapter + gradients {self.adapter / GB:.2f} GB, optimizer {self.optimizer / GB:.2f} GB, "
-                f"activations {self.activations / GB:.2f} GB" +
-                (f", samples {self.sampling / GB:.2f} GB" if self.sampling else ""))
+        return (f"~{_size(self.peak)} peak: DiT weights {_size(self.weights)} ({self.weight_kind}), adapter + "
+                f"gradients {_size(self.adapter)}, optimizer {_size(self.optimizer)}, activations "
+                f"{_size(self.activations)}" + (f", samples {_size(self.sampling)}" if self.sampling else ""))
+
+
+def _size(count: int) -> str:
+    return f"{count / GB:.2f} GB" if count >= GB / 10 else f"{count / 2**20:.1f} MB"
 
 
 def weight_bytes(model_cfg: DictConfig, quantize: Optional[str], dtype: torch.dtype) -> int:
