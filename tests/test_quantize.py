@@ -101,3 +101,8 @@ def test_an_adapter_type_peft_cannot_put_on_bitsandbytes_is_refused_in_one_line(
                                           r"base; use model.quantize=null or adapter=lora$"):
         make_cfg("model.quantize=nf4")
     assert OmegaConf.select(make_cfg(), "model.quantize") is None
+
+
+def test_a_quantized_base_on_apple_mps_is_refused_in_one_line(make_cfg):
+    with pytest.raises(ConfigError, match=r"^model.quantize: int8: bitsandbytes has no Apple MPS kernels"):
+        make_cfg("model.quantize=int8", "trainer.device=mps")
