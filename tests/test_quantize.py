@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from peft import get_peft_model_state_dict
 from peft.tuners.lora import bnb as peft_bnb
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sidestep.adapters.attach import adapter_config, add_adapter
 from sidestep.adapters.files import read_adapter
@@ -18,6 +18,7 @@ from sidestep.errors import ConfigError
 from sidestep.models.quantize import BLOCK_LINEAR, quantized_layers
 from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
+from sidestep.train import resolve
 from sidestep.training.fingerprint import fingerprint, mismatches
 from sidestep.training.loop import fit
 from tests.conftest import dit_outputs
@@ -42,6 +43,23 @@ def test_block_linears_are_bitsandbytes_layers_with_bitsandbytes_lora_on_them(ma
     assert (dit_outputs(transformer) - plain).abs().max() < 0.2 * plain.abs().max()  # the same model, rounded
     add_adapter(transformer, adapter_config(cfg), seed=0)
     assert type(transformer.get_submodule("layers.0.self_attn.to_q")) is lora_layer
+
+
+def test_every_source_quantizes_the_same_weights_the_same_way(make_cfg, tmp_path):
+    """The tiny source, an original-layout checkpoint folder and a diffusers-format folder of the same weights give
+    the same NF4 DiT, to the bit."""
+    tiny = make_cfg("model.quantize=nf4")
+    want = dit_outputs(model_source(tiny.model).dit().transformer)
+    original = write_checkpoints(tiny.model, tmp_path / "checkpoints", variant="turbo")
+    diffusers = tmp_path / "diffusers"
+    reference = model_source(make_cfg().model).dit()
+    reference.transformer.save_pretrained(diffusers / "transformer")
+    (diffusers / "condition_encoder").mkdir()
+    save_file({"null_condition_emb": reference.null_condition_emb},
+              diffusers / "condition_encoder" / "diffusion_pytorch_model.safetensors")
+    for folder in (original, diffusers):
+        cfg = resolve(make_cfg("model=turbo", f"model.checkpoint_dir={folder}", "model.quantize=nf4"))
+        assert torch.equal(dit_outputs(model_source(cfg.model).dit().transformer), want), folder
 
 
 @pytest.fixture(scope="module")
