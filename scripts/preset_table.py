@@ -21,6 +21,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 VRAM, EXPERIMENT = CONF / "vram", CONF / "experiment"
 OPTIMIZER_NAMES = {schema._target_: name for name, schema in OPTIMIZER_SCHEMAS.items()}
 COLUMNS = [
+    ("DiT weights", lambda c: c.model.quantize or "compute dtype"),
     ("rank / alpha", lambda c: f"{c.lora.rank} / {c.lora.alpha or ALPHA_PER_RANK * c.lora.rank:g}"),
     ("targets", lambda c: ", ".join(c.lora.target_modules)),
     ("batch x accumulation", lambda c: f"{c.trainer.batch_size} x {c.trainer.gradient_accumulation}"),

@@ -88,13 +88,16 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert "2) high_quality  3) quick_test  4) recommended" in term.answer("Recipe", "recommended")
     term.answer("VRAM profile (vram=) [none]", "12gb")
     assert "1) dora  2) loha  3) lokr  4) lora  5) oft" in term.answer("Adapter type (adapter=) [lora]", "lokr")
-    term.answer("LoRA rank (lora.rank) [32]", "0")  # 12gb's rank is the default
-    term.see("refused: lora.rank: must be at least 1 (got 0)")
-    term.answer("LoRA rank", "back")
+    term.answer("Frozen DiT storage (model.quantize) [null]", "back")  # 12gb keeps the DiT in bf16
     term.answer("Adapter type (adapter=) [lokr]", "back")
     term.answer("VRAM profile (vram=) [12gb]", "8gb")  # back: the earlier answer is the default
     term.answer("Adapter type (adapter=) [lokr]", "")
-    term.answer("LoRA rank (lora.rank) [16]", "48")
+    term.answer("Frozen DiT storage (model.quantize) [nf4]", "int8")  # 8gb holds it in NF4
+    term.see("refused: model.quantize: int8: a Lokr adapter cannot train on a bitsandbytes base")
+    term.answer("Frozen DiT storage", "null")
+    term.answer("LoRA rank (lora.rank) [16]", "0")  # 8gb's rank is the default
+    term.see("refused: lora.rank: must be at least 1 (got 0)")
+    term.answer("LoRA rank", "48")
     term.answer("LoRA alpha (lora.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
     term.answer("Recipe name [jazz]", "")
@@ -112,6 +115,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
         8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
     assert prepare(cfg).lora.alpha == 96
+    assert cfg.model.quantize is None  # LoKr trains on a plain base: the answer overrides 8gb's NF4
 
     command = printed_command(output, out, "jazz")
     shown = subprocess.run([sys.executable, *command[1:], "--cfg", "job"], capture_output=True, text=True, cwd="/")
@@ -127,7 +131,9 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     term.answer("Model variant", "")
     term.answer("Recipe", "")  # the command line's experiment=quick_test is the default
     term.answer("VRAM profile", "")
-    for title in ("Adapter type", "LoRA rank", "LoRA alpha", "Epochs"):
+    term.answer("Adapter type", "")
+    term.answer("Frozen DiT storage", "int8")
+    for title in ("LoRA rank", "LoRA alpha", "Epochs"):
         term.answer(title, "")
     term.answer("Device", "gpu")
     term.see("trainer.device: must be auto, cpu, cuda, cuda:N, mps or xpu (got 'gpu')")
@@ -151,7 +157,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     assert (cfg.trainer.device, cfg.trainer.precision, cfg.trainer.max_grad_norm, cfg.trainer.batch_size) == (
         "cpu", "fp32", 0.5, 2)
     assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)
-    assert (cfg.lora.rank, cfg.trainer.epochs, cfg.model.variant) == (16, 10, "auto")  # quick_test; auto: base > sft
+    assert (cfg.lora.rank, cfg.trainer.epochs, cfg.model.variant, cfg.model.quantize) == (16, 10, "auto", "int8")
     prepare(cfg)
     printed_command(output, out, "adv")
 

@@ -59,6 +59,8 @@ QUESTIONS = [
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
     Question("adapter", "Adapter type", "group", "lora; dora (LoRA + magnitudes); lokr (smallest files); loha; "
              "oft (rotations) -- see the README's adapter table"),
+    Question("model.quantize", "Frozen DiT storage", help="null: the compute dtype (bf16 on a GPU); int8 or nf4: held "
+             "by bitsandbytes in 8 or 4 bits, for 8-12 GB cards (the setup summary shows the predicted peak)"),
     Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large (OFT: adapter.block_size)"),
     Question("lora.alpha", "LoRA alpha", help="strength scale; null: 2 x rank, following the rank"),
     Question("trainer.epochs", "Epochs"),

@@ -25,6 +25,7 @@ class AdapterType(ABC):
     peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
     formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
     takes_rank_map: ClassVar[bool] = False  # whether `lora.rank_map`'s per-module ranks apply
+    on_quantized_base: ClassVar[bool] = False  # whether PEFT can put it on bitsandbytes layers (model.quantize)
     scalable: ClassVar[bool] = True  # whether PEFT can play it at another strength (`sidestep.sample strength=`)
 
     def check(self, lora, shapes: Dict[str, Tuple[int, int]]) -> None:

@@ -26,6 +26,12 @@ class Lora(AdapterType):
     formats = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")
     takes_rank_map = True
 
+    @property
+    def on_quantized_base(self) -> bool:
+        """LoRA trains on bitsandbytes layers (QLoRA). DoRA is refused there: its ComfyUI `dora_scale` is computed
+        from the base weights, which a quantized base only approximates."""
+        return not self.use_dora
+
     def peft_config(self, size: AdapterSize) -> "LoraConfig":
         from peft import LoraConfig
 

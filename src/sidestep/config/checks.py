@@ -87,6 +87,7 @@ def validate(cfg: DictConfig) -> None:
     _check(tr.gradient_accumulation >= 1, "trainer.gradient_accumulation", f"must be at least 1 (got {tr.gradient_accumulation})")
     _check(tr.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 (got {tr.max_grad_norm})")
     _check_device(tr, "trainer.")
+    _check_quantized(cfg)
     for key in ("save_every", "log_every", "log_heavy_every", "keep_checkpoints"):
         _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
@@ -133,6 +134,19 @@ def _check_adapter(cfg: DictConfig, shapes: Dict[str, Tuple[int, int]]) -> None:
     _check(cfg.lora.rank_map is None or kind.takes_rank_map, "lora.rank_map",
            f"per-module ranks apply to adapter=lora or dora only, not {type(kind).__name__}; leave lora.rank_map unset")
     kind.check(cfg.lora, shapes)
+
+
+def _check_quantized(cfg: DictConfig) -> None:
+    """A bitsandbytes base needs an adapter type PEFT can put on its layers, and bitsandbytes kernels (none on MPS)."""
+    quantize = cfg.model.get("quantize")
+    if quantize is None:
+        return
+    kind = build(cfg.adapter)
+    _check(kind.on_quantized_base, "model.quantize",
+           f"{quantize}: a {type(kind).__name__}{' (DoRA)' if getattr(kind, 'use_dora', False) else ''} adapter cannot "
+           "train on a bitsandbytes base here; use model.quantize=null or adapter=lora")
+    _check(not cfg.trainer.device.startswith("mps"), "model.quantize",
+           f"{quantize}: bitsandbytes has no Apple MPS kernels; use model.quantize=null on a Mac")
 
 
 def _check_finite(cfg: DictConfig) -> None:

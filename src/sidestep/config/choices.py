@@ -70,6 +70,13 @@ class TargetModule(StrEnum):
 ATTENTION_PROJECTIONS = (TargetModule.q_proj, TargetModule.k_proj, TargetModule.v_proj, TargetModule.o_proj)
 
 
+class Quantize(StrEnum):
+    """How the frozen DiT's block linears are held (`model.quantize`; null: in the compute dtype)."""
+
+    int8 = "int8"  # bitsandbytes LLM.int8: half of bf16
+    nf4 = "nf4"  # bitsandbytes 4-bit NormalFloat with double quantization: about a quarter of bf16
+
+
 class TriggerPosition(StrEnum):
     prepend = "prepend"
     append = "append"

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from sidestep.config.choices import AttentionBlock, OnProblem, TimestepMode
+from sidestep.config.choices import AttentionBlock, OnProblem, Quantize, TimestepMode
 
 
 @dataclass
@@ -60,6 +60,7 @@ class ModelConfig:
     timestep_mu: float = -0.4
     timestep_sigma: float = 1.0
     init_seed: int = 0  # `tiny` only: seed of its random weights, so every run starts from the same base
+    quantize: Optional[Quantize] = None  # int8 | nf4: the frozen DiT's block linears in bitsandbytes (QLoRA)
     arch: ArchConfig = field(default_factory=ArchConfig)
     tiny_stack: Optional[TinyStackConfig] = None
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)

@@ -6,11 +6,10 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 from diffusers import AutoencoderOobleck
-from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
 from diffusers.pipelines.ace_step import AceStepConditionEncoder
 from omegaconf import DictConfig
 from safetensors import safe_open
@@ -26,6 +25,8 @@ from sidestep.models.checkpoints import (
     assign_weights,
     decoder_arch,
     find_variants,
+    iter_diffusers_weights,
+    iter_weights,
     locate,
     pick_variant,
     read_config,
@@ -34,7 +35,6 @@ from sidestep.models.checkpoints import (
     shared_folder,
     weight_files,
 )
-from sidestep.models.dit import DiT, empty_dit
 from sidestep.models.keymap import encoder_keys
 from sidestep.models.source import ModelSource
 
@@ -74,17 +74,19 @@ class AceStepCheckpoint(ModelSource):
             _take(self.cfg, key, found, f"model.{key}")
         model_cfg.merge_with(self.cfg)
 
-    def dit(self, dtype: torch.dtype = torch.float32) -> DiT:
-        """Original layout: built on the meta device and filled tensor by tensor."""
-        path = self.folder.path
+    def _dit_tensors(self, dtype: torch.dtype) -> Iterator[Tuple[str, torch.Tensor]]:
         if self.folder.layout == "diffusers":
-            transformer = AceStepTransformer1DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
-            null = read_null_condition(sorted((path / "condition_encoder").glob("*.safetensors")), dtype)
-        else:
-            transformer = empty_dit(self.cfg)
-            assign_weights(transformer, read_weights(path, dtype), path)
-            null = read_null_condition(weight_files(path), dtype)
-        return DiT(transformer.requires_grad_(False), null)
+            return iter_diffusers_weights(self.folder.path / "transformer", dtype)
+        return iter_weights(self.folder.path, dtype)
+
+    def _null_condition(self, dtype: torch.dtype) -> torch.Tensor:
+        path = self.folder.path
+        files = sorted((path / "condition_encoder").glob("*.safetensors")) if self.folder.layout == "diffusers" \
+            else weight_files(path)
+        return read_null_condition(files, dtype)
+
+    def _weights_location(self) -> str:
+        return str(self.folder.path / "transformer" if self.folder.layout == "diffusers" else self.folder.path)
 
     def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck:
         return AutoencoderOobleck.from_pretrained(shared_folder(self.folder, VAE_DIR, "vae"), torch_dtype=dtype)

@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -84,13 +84,24 @@ def weight_files(folder: Path) -> List[Path]:
 def read_weights(folder: Path, dtype: torch.dtype, part: str = "decoder") -> Dict[str, torch.Tensor]:
     """One model's tensors (`decoder`: the DiT, `encoder`: the condition encoder) of an original-layout folder,
     under diffusers names, read one tensor at a time."""
+    return dict(iter_weights(folder, dtype, part))
+
+
+def iter_weights(folder: Path, dtype: torch.dtype, part: str = "decoder") -> Iterator[Tuple[str, torch.Tensor]]:
+    """`read_weights` one tensor at a time, for a loader that places (or quantizes) each before the next is read."""
     select = {"decoder": decoder_keys, "encoder": encoder_keys}[part]
-    weights: Dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
         with _open(path) as f:
             for new, old in select(f.keys()).items():
-                weights[new] = f.get_tensor(old).to(dtype)
-    return weights
+                yield new, f.get_tensor(old).to(dtype)
+
+
+def iter_diffusers_weights(folder: Path, dtype: torch.dtype) -> Iterator[Tuple[str, torch.Tensor]]:
+    """The tensors of a diffusers-format model folder (its own names), one at a time."""
+    for path in sorted(folder.glob("*.safetensors")):
+        with _open(path) as f:
+            for key in f.keys():
+                yield key, f.get_tensor(key).to(dtype)
 
 
 def read_null_condition(files: List[Path], dtype: torch.dtype) -> torch.Tensor:
@@ -112,10 +123,19 @@ def _open(path: Path):
 
 def assign_weights(transformer: torch.nn.Module, weights: Dict[str, torch.Tensor], source: Path) -> None:
     """Put the tensors into a meta-device model (no second copy); every key must match, name and shape."""
-    expected = transformer.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    check_fit(weight_shapes(transformer), {k: tuple(v.shape) for k, v in weights.items()}, source)
+    transformer.load_state_dict(weights, strict=True, assign=True)
+
+
+def weight_shapes(model: torch.nn.Module) -> Dict[str, Tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_fit(expected: Dict[str, Tuple[int, ...]], given: Dict[str, Tuple[int, ...]], source) -> None:
+    """Every key must match, name and shape; else one error naming how many do not and an example of each."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong = [k for k in expected if k in given and given[k] != expected[k]]
     if missing or unexpected or wrong:
         problems = []
         if missing:
@@ -124,9 +144,8 @@ def assign_weights(transformer: torch.nn.Module, weights: Dict[str, torch.Tensor
             problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            problems.append(f"{len(wrong)} with the wrong shape (e.g. {k}: {list(weights[k].shape)} vs {list(expected[k].shape)})")
+            problems.append(f"{len(wrong)} with the wrong shape (e.g. {k}: {list(given[k])} vs {list(expected[k])})")
         raise ConfigError(f"{source}: weights do not fit the model config: {'; '.join(problems)}")
-    transformer.load_state_dict(weights, strict=True, assign=True)
 
 
 CHECKPOINT_OWNED = ("is_turbo", "timestep_mu", "timestep_sigma")

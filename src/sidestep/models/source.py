@@ -5,7 +5,7 @@ own, so a caller keeps only the big models it needs in memory."""
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -14,7 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sidestep.config.build import build
-from sidestep.models.dit import DiT
+from sidestep.config.choices import Quantize
+from sidestep.models.checkpoints import check_fit, weight_shapes
+from sidestep.models.dit import DiT, empty_dit
+from sidestep.models.quantize import make_quantizable, place_weights
 
 
 class ModelSource(ABC):
@@ -26,9 +29,28 @@ class ModelSource(ABC):
         """Write into `model_cfg` (and this source) what the weights themselves say: the architecture, the variant
         `auto` picks. Random weights say nothing the config did not."""
 
+    def dit(self, dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> DiT:
+        """The frozen DiT and the null condition CFG dropout swaps in. The DiT is built weightless and filled one
+        tensor at a time, so memory never holds a second copy; with `model.quantize` its block linears are
+        bitsandbytes layers, each quantized on `device` (default: the CPU) as its tensor arrives."""
+        transformer = empty_dit(self.cfg)
+        expected = weight_shapes(transformer)
+        if self.cfg.get("quantize") is not None:
+            make_quantizable(transformer, Quantize(self.cfg.quantize), dtype)
+        arrived = place_weights(transformer, self._dit_tensors(dtype), torch.device(device or "cpu"))
+        check_fit(expected, arrived, self._weights_location())
+        return DiT(transformer.requires_grad_(False), self._null_condition(dtype))
+
     @abstractmethod
-    def dit(self, dtype: torch.dtype = torch.float32) -> DiT:
-        """The frozen DiT and the null condition CFG dropout swaps in."""
+    def _dit_tensors(self, dtype: torch.dtype) -> Iterator[Tuple[str, torch.Tensor]]:
+        """The DiT's tensors under diffusers names, in `dtype`, one at a time."""
+
+    @abstractmethod
+    def _null_condition(self, dtype: torch.dtype) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _weights_location(self) -> str:
+        """Where the DiT's weights come from, for an error that says they do not fit."""
 
     @abstractmethod
     def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck: ...

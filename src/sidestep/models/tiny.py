@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -34,8 +34,15 @@ SEED_OFFSETS = {"vae": 1, "text_encoder": 2, "condition_encoder": 3}
 class TinyModel(ModelSource):
     """Random weights from `model.init_seed`, in fp32, then cast to what the caller asks for."""
 
-    def dit(self, dtype: torch.dtype = torch.float32) -> DiT:
-        return tiny_dit(self.cfg, dtype)
+    def _dit_tensors(self, dtype: torch.dtype) -> Iterator[Tuple[str, torch.Tensor]]:
+        for name, tensor in tiny_dit(self.cfg).transformer.state_dict().items():
+            yield name, tensor.to(dtype)
+
+    def _null_condition(self, dtype: torch.dtype) -> torch.Tensor:
+        return tiny_dit(self.cfg).null_condition_emb.to(dtype)
+
+    def _weights_location(self) -> str:
+        return f"model=tiny (init_seed {self.cfg.init_seed})"
 
     def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck:
         return tiny_vae(self.cfg)

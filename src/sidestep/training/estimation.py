@@ -84,7 +84,7 @@ def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter) -> Estimate
     set_seed(cfg.trainer.seed)
     dataset = open_dataset(cfg)
     loader, _ = make_loader(cfg, dataset, accelerator.device.type)
-    dit = model_source(cfg.model).dit(weight_dtype(accelerator.mixed_precision))
+    dit = model_source(cfg.model).dit(weight_dtype(accelerator.mixed_precision), accelerator.device)
     transformer, loader = accelerator.prepare(dit.transformer.eval(), loader)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     meter = SensitivityMeter(candidate_modules(transformer, list(cfg.attention.blocks), est.include_mlp))

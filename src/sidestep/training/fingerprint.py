@@ -24,6 +24,7 @@ def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
         "model.arch": OmegaConf.to_container(cfg.model.arch),
         "model.weights": model_source(cfg.model).weights_digest(),
         "adapter": OmegaConf.to_container(cfg.adapter),
+        "model.quantize": None if cfg.model.get("quantize") is None else str(cfg.model.quantize),
         "lora.rank": cfg.lora.rank,
         "lora.alpha": cfg.lora.alpha,
         "lora.target_modules": list(cfg.lora.target_modules),

@@ -65,7 +65,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
     dtype, attention = run.dtype, run.attention
 
     # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
-    dit = model_source(cfg.model).dit(dtype)
+    dit = model_source(cfg.model).dit(dtype, accelerator.device)  # a quantized base is quantized on the device
     transformer = dit.transformer
     add_adapter(transformer, adapter_config(cfg), tr.seed)
     if tr.gradient_checkpointing:

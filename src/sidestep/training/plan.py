@@ -15,7 +15,9 @@ from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
+from sidestep.training.accelerator import weight_dtype
 from sidestep.training.live_samples import resolve_duration, sampling_summary
+from sidestep.training.memory import crop_frames, predict
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class RunPlan:
     checkpoints: str
     kernels: str
     sampling: str
+    memory: str = ""  # the predicted peak (training/memory.py)
 
     @property
     def effective_batch(self) -> int:
@@ -98,6 +101,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
+        memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames))).describe(),
     )
 
 

@@ -28,6 +28,7 @@ def show(plan: RunPlan) -> None:
         ("kernels", plan.kernels),
         ("checkpoints", plan.checkpoints),
         ("samples", plan.sampling),
+        ("memory", plan.memory),
     ]
     for key, value in rows:
         table.add_row(key, value)

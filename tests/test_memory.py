@@ -1,0 +1,33 @@
+"""The memory model: weight bytes are exact (what a loaded DiT really holds, per `model.quantize`), and the
+prediction follows the settings that move it."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sidestep.models.source import model_source
+from sidestep.training.memory import loaded_bytes, predict, weight_bytes
+
+
+@pytest.mark.parametrize("mode", [None, "int8", "nf4"])
+def test_weight_bytes_are_what_the_loaded_dit_holds(make_cfg, mode):
+    cfg = make_cfg(*([f"model.quantize={mode}"] if mode else []))
+    assert weight_bytes(cfg.model, mode, torch.float32) == loaded_bytes(model_source(cfg.model).dit().transformer)
+
+
+def test_the_2b_dit_weighs_2_9_gb_in_bf16_and_a_quarter_of_that_in_nf4(make_cfg):
+    model = make_cfg("model=turbo", "data.dataset_dir=.", experiment=None).model
+    bf16, int8, nf4 = (weight_bytes(model, mode, torch.bfloat16) / 2**30 for mode in (None, "int8", "nf4"))
+    assert 2.9 < bf16 < 3.0 and 0.5 < int8 / bf16 < 0.53 and 0.28 < nf4 / bf16 < 0.3  # 1.57 B parameters
+
+
+def test_the_prediction_follows_quantization_checkpointing_crop_and_sampling(make_cfg):
+    cfg = make_cfg("sample.every_n_epochs=10")
+    plain, nf4 = predict(cfg, torch.float32, 750), predict(make_cfg("model.quantize=nf4"), torch.float32, 750)
+    assert nf4.weights < plain.weights and "nf4" in nf4.describe() and nf4.describe().startswith("~")
+    OmegaConf.update(cfg, "trainer.gradient_checkpointing", True)
+    checkpointed = predict(cfg, torch.float32, 750)
+    assert checkpointed.activations < 0.8 * plain.activations
+    assert predict(cfg, torch.float32, 3000).activations > 3 * checkpointed.activations
+    OmegaConf.update(cfg, "sample.every_n_epochs", None)
+    assert predict(cfg, torch.float32, 750).sampling == 0 < checkpointed.sampling
