@@ -82,7 +82,7 @@ class AnonymousPeak:
 def measure(preset: str, extra, root: Path, seconds: float, steps: int) -> dict:
     """One preset's training steps in this process; the peak it took, and the prediction for the same setup."""
     from sidestep.adapters.attach import adapter_config, add_adapter
-    from sidestep.train import resolve
+    from sidestep.config import resolve
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)

@@ -25,7 +25,7 @@ from sidestep.adapters.files import read_adapter
 from sidestep.config import prepare, register_schemas
 from sidestep.models.quantize import make_quantizable, place_weights
 from sidestep.models.source import model_source
-from sidestep.training.loop import fit
+from sidestep.train import train_adapter
 from sidestep.training.memory import GB, loaded_bytes, quantized_bytes, weight_bytes
 
 MODES = [None, "int8", "nf4"]
@@ -68,7 +68,7 @@ def runs(name: str, overrides, steps: int, cache: str):
         run_dir = Path(tempfile.mkdtemp(prefix=f"q-{mode}-"))
         cfg = composed(*overrides, f"trainer.max_steps={steps}", f"data.synthetic.cache_dir={cache}",
                        *([f"model.quantize={mode}"] if mode else []))
-        result = fit(cfg, run_dir)
+        result = train_adapter(cfg, run_dir)
         seconds = statistics.median(result.step_seconds[2:] or result.step_seconds)
         results[mode] = (result.final_loss, seconds, result.adapter_dir, cfg)
     base_loss, base_speed = results[None][0], results[None][1]

@@ -2,25 +2,25 @@
 bit-identically (with samples rendered by the same quantized DiT in between), and nothing quantized leaves it:
 the adapter is the one a full-precision base gets, and `--merge` folds into the full-precision weights."""
 
+import re
+
 import bitsandbytes as bnb
 import pytest
 import torch
-from omegaconf import OmegaConf
 from peft import get_peft_model_state_dict
 from peft.tuners.lora import bnb as peft_bnb
 from safetensors.torch import load_file, save_file
 
 from sidestep.adapters.attach import adapter_config, add_adapter
 from sidestep.adapters.files import read_adapter
-from sidestep.adapters.lora import Lora
 from sidestep.adapters.merge import merge_into_variant
+from sidestep.config import resolve
 from sidestep.errors import ConfigError
 from sidestep.models.quantize import BLOCK_LINEAR, quantized_layers
 from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
-from sidestep.train import resolve
+from sidestep.train import train_adapter
 from sidestep.training.fingerprint import fingerprint, mismatches
-from sidestep.training.loop import fit
 from tests.conftest import dit_outputs
 
 BASE = ("trainer.max_steps=4", "trainer.gradient_accumulation=2", "lora.dropout=0.1", "data.crop_seconds=2")
@@ -70,14 +70,14 @@ def nf4_run(tmp_path_factory, cache_dir):
     run = tmp_path_factory.mktemp("nf4")
     cfg = compose_cfg(cache_dir, *BASE, "model.quantize=nf4", "trainer.save_every_steps=1", "sample.every_n_steps=2",
                       "sample.count=1", "sample.duration=1")
-    result = fit(cfg, run)
+    result = train_adapter(cfg, run)
     return cfg, run, result
 
 
 def test_a_quantized_run_resumes_bit_identically_across_a_sample(nf4_run, make_cfg, tmp_path):
     _, run, result = nf4_run
     assert result.final_loss == result.final_loss and (run / "samples" / "step-0000002").is_dir()
-    fit(make_cfg(*BASE, "model.quantize=nf4", f"resume_from={run / 'checkpoints' / 'step-0000002'}"), tmp_path)
+    train_adapter(make_cfg(*BASE, "model.quantize=nf4", f"resume_from={run / 'checkpoints' / 'step-0000002'}"), tmp_path)
     a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (run, tmp_path))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -113,12 +113,12 @@ def test_merging_from_a_quantized_run_folds_into_the_full_precision_weights(nf4_
     assert untouched and all(torch.equal(merged[k], original[k]) for k in untouched)  # never requantized
 
 
-def test_an_adapter_type_peft_cannot_put_on_bitsandbytes_is_refused_in_one_line(make_cfg, monkeypatch):
-    monkeypatch.setattr(Lora, "on_quantized_base", False)
-    with pytest.raises(ConfigError, match=r"^model.quantize: nf4: PEFT cannot put a Lora adapter on a bitsandbytes "
-                                          r"base; use model.quantize=null or adapter=lora$"):
-        make_cfg("model.quantize=nf4")
-    assert OmegaConf.select(make_cfg(), "model.quantize") is None
+@pytest.mark.parametrize("adapter, name", [("lokr", "Lokr"), ("loha", "Loha"), ("oft", "Oft"), ("dora", "Lora (DoRA)")])
+def test_an_adapter_type_that_cannot_train_on_bitsandbytes_is_refused_in_one_line(make_cfg, adapter, name):
+    with pytest.raises(ConfigError, match=rf"^model.quantize: nf4: a {re.escape(name)} adapter cannot train on a "
+                                          r"bitsandbytes base here; use model.quantize=null or adapter=lora$"):
+        make_cfg("model.quantize=nf4", f"adapter={adapter}")
+    assert make_cfg("model.quantize=nf4").model.quantize == "nf4"  # LoRA can
 
 
 def test_a_quantized_base_on_apple_mps_is_refused_in_one_line(make_cfg):
