@@ -10,6 +10,7 @@ quantized one. PEFT puts its bitsandbytes LoRA layers on them (`is_loaded_in_4bi
 import re
 from typing import Dict, Iterable, Tuple
 
+import bitsandbytes as bnb
 import torch
 
 from sidestep.config.choices import Quantize
@@ -21,15 +22,11 @@ INT8_THRESHOLD = 6.0  # LLM.int8's outlier threshold: activation columns above i
 
 def quantized_layers(transformer: torch.nn.Module) -> Dict[str, torch.nn.Module]:
     """The bitsandbytes layers of a DiT, by name (empty for a full-precision one)."""
-    import bitsandbytes as bnb
-
     return {n: m for n, m in transformer.named_modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))}
 
 
 def make_quantizable(transformer: torch.nn.Module, mode: Quantize, compute_dtype: torch.dtype) -> None:
     """Swap each block `nn.Linear` of a weightless (meta-device) DiT for an empty bitsandbytes layer."""
-    import bitsandbytes as bnb
-
     for name, module in list(transformer.named_modules()):
         if not (type(module) is torch.nn.Linear and BLOCK_LINEAR.fullmatch(name)):
             continue
@@ -55,8 +52,6 @@ def place_weights(transformer: torch.nn.Module, tensors: Iterable[Tuple[str, tor
     at once (the full-precision tensor is then dropped), the rest is kept as it comes; in a quantized model it is
     copied, so no tensor keeps the weight file's memory map (and every page of it read) alive after loading.
     Returns what arrived (name: shape); names the model lacks are skipped, for the caller to report."""
-    import bitsandbytes as bnb
-
     owners = dict(transformer.named_modules())
     quantized = bool(quantized_layers(transformer))
     arrived = {}
