@@ -223,6 +223,7 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(mak
 def test_first_signal_asks_to_stop_and_a_second_ctrl_c_stops_at_once(tmp_path):
     from sidestep.training.interrupts import StopRequest
 
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested and stop.signum == signal.SIGTERM
@@ -230,4 +231,4 @@ def test_first_signal_asks_to_stop_and_a_second_ctrl_c_stops_at_once(tmp_path):
         assert error.exit_code == 143 and "resume_from=latest" in str(error) and f"hydra.run.dir={tmp_path}" in str(error)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
