@@ -32,6 +32,15 @@ class AdapterType(ABC):
         """Refuse, with one line naming the option, settings this type cannot train; `shapes` are the (in, out)
         features of each target under its original name. Runs before any model loads."""
 
+    def check_dropouts_and_bias(self, lora, *dropouts: str) -> None:
+        """What LoKr, LoHa and OFT share: their dropouts are fractions, and they train no biases."""
+        for key in dropouts:
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"adapter.{key}: must be in [0, 1) (got {getattr(self, key)})")
+        if lora.bias != "none":
+            raise ConfigError(f"lora.bias: adapter={type(self).__name__.lower()} trains no biases; leave lora.bias=none "
+                              f"(got {lora.bias})")
+
     @abstractmethod
     def peft_config(self, size: AdapterSize) -> "PeftConfig":
         """The PEFT config that trains this type at `size` (diffusers module names)."""

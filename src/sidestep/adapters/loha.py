@@ -9,7 +9,6 @@ import torch
 
 from sidestep.adapters.kind import AdapterType, Weights
 from sidestep.adapters.targets import AdapterSize, original_module_name, split_key
-from sidestep.errors import ConfigError
 
 if TYPE_CHECKING:
     from peft import LoHaConfig
@@ -26,11 +25,7 @@ class Loha(AdapterType):
     formats = ("acestep", "comfyui")
 
     def check(self, lora, shapes) -> None:
-        for key in ("rank_dropout", "module_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"adapter.{key}: must be in [0, 1) (got {getattr(self, key)})")
-        if lora.bias != "none":
-            raise ConfigError(f"lora.bias: adapter=loha trains no biases; leave lora.bias=none (got {lora.bias})")
+        self.check_dropouts_and_bias(lora, "rank_dropout", "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "LoHaConfig":
         from peft import LoHaConfig

@@ -30,11 +30,7 @@ class Lokr(AdapterType):
     def check(self, lora, shapes) -> None:
         if self.factor == 0 or self.factor < -1:
             raise ConfigError(f"adapter.factor: must be -1 (the most even split) or a positive factor (got {self.factor})")
-        for key in ("rank_dropout", "module_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"adapter.{key}: must be in [0, 1) (got {getattr(self, key)})")
-        if lora.bias != "none":
-            raise ConfigError(f"lora.bias: adapter=lokr trains no biases; leave lora.bias=none (got {lora.bias})")
+        self.check_dropouts_and_bias(lora, "rank_dropout", "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "LoKrConfig":
         from peft import LoKrConfig

@@ -34,10 +34,7 @@ class Oft(AdapterType):
             if features % self.block_size:
                 raise ConfigError(f"adapter.block_size: {self.block_size} does not divide {module}'s {features} input "
                                   "features; pick a divisor of every target's width (e.g. 16 or 32)")
-        if not 0.0 <= self.module_dropout < 1.0:
-            raise ConfigError(f"adapter.module_dropout: must be in [0, 1) (got {self.module_dropout})")
-        if lora.bias != "none":
-            raise ConfigError(f"lora.bias: adapter=oft trains no biases here; leave lora.bias=none (got {lora.bias})")
+        self.check_dropouts_and_bias(lora, "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "OFTConfig":
         from peft import OFTConfig
