@@ -124,13 +124,13 @@ def sampling_bytes(cfg: DictConfig, element: int, helpers: Optional[Dict[str, in
 
 
 def predict(cfg: DictConfig, dtype: torch.dtype, frames: int, encoder_tokens: int = 512,
-            helpers: Optional[Dict[str, int]] = None) -> MemoryPlan:
+            helpers: Optional[Dict[str, int]] = None, trainable: Optional[int] = None) -> MemoryPlan:
     """The peak of training `cfg` with the DiT's weights in `dtype`, on batches of `frames` latent frames (the
-    crop, or the longest song)."""
+    crop, or the longest song). `trainable`: the adapter's parameter count when the caller has it already."""
     element = torch.empty(0, dtype=dtype).element_size()
     quantize = cfg.model.get("quantize")
     tokens = cfg.trainer.batch_size * math.ceil(frames / cfg.model.arch.patch_size)
-    trainable = trainable_parameters(cfg)
+    trainable = trainable_parameters(cfg) if trainable is None else trainable
     return MemoryPlan(
         weights=weight_bytes(cfg.model, quantize, dtype),
         adapter=trainable * 8,

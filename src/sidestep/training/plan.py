@@ -101,7 +101,8 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
-        memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames))).describe(),
+        memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
+                       trainable=params).describe(),
     )
 
 
