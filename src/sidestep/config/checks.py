@@ -17,6 +17,7 @@ from sidestep.config.schema import (
     ALPHA_PER_RANK,
     CHOSEN_BY_TARGET,
     LATENT_FPS,
+    AnalyzeConfig,
     PreprocessConfig,
     SampleConfig,
     TrainConfig,
@@ -256,6 +257,19 @@ def prepare_sample(cfg: DictConfig) -> DictConfig:
     _check(all(s >= 0 for s in cfg.compare_strengths), "compare_strengths", "must all be >= 0")
     _check_rendering(cfg, "")
     _check_device(cfg, "")
+    return cfg
+
+
+def prepare_analyze(cfg: DictConfig) -> DictConfig:
+    """`prepare` for `python -m sidestep.analyze`: typed, the songs folder absolute, checked."""
+    cfg = _merge(OmegaConf.structured(AnalyzeConfig), cfg)
+    cfg.songs_dir = _absolute(cfg.songs_dir)
+    _check(cfg.songs_dir is not None, "songs_dir", "is not set; give the folder of songs: python -m sidestep.analyze "
+           "./songs")
+    _check(Path(cfg.songs_dir).is_dir(), "songs_dir", f"{cfg.songs_dir} is not a folder of songs")
+    for key in ("min_bpm_confidence", "min_key_confidence", "min_signature_confidence"):
+        _check(0 <= cfg[key] <= 1, key, f"must be between 0 and 1 (got {cfg[key]})")
+    _check(cfg.workers is None or cfg.workers >= 1, "workers", f"must be at least 1 or null (got {cfg.workers})")
     return cfg
 
 

@@ -81,3 +81,11 @@ class TriggerPosition(StrEnum):
     prepend = "prepend"
     append = "append"
     replace = "replace"
+
+
+class AnalyzePolicy(StrEnum):
+    """What the label analysis does with a sidecar (`python -m sidestep.analyze`, `preprocess.analyze`)."""
+
+    fill_missing = "fill_missing"  # write a measured value where the sidecar has none (or the one it wrote before)
+    overwrite = "overwrite"  # replace what the sidecar says with every confident measurement
+    off = "off"  # sidecars untouched (the command still measures and writes analysis.json)

@@ -14,6 +14,7 @@ from omegaconf import MISSING
 
 from sidestep.config.choices import (
     ATTENTION_PROJECTIONS,
+    AnalyzePolicy,
     AttentionBackend,
     Bias,
     ExportDtype,
@@ -96,6 +97,26 @@ class EstimateConfig:
 
 
 @dataclass
+class AnalyzeSettings:
+    """Labels measured from the audio (tempo, key, time signature): how sure a value must be to be written."""
+
+    min_bpm_confidence: float = 0.5  # share of the song whose local tempo agrees with the global one
+    min_key_confidence: float = 0.25  # margin of the best key profile over the next, 0.15 of correlation = 1
+    min_signature_confidence: float = 0.3  # lead of the winning bar grouping, 0.5 standard deviations = 1
+    workers: Optional[int] = None  # processes; null: one per CPU core
+
+
+@dataclass
+class AnalyzeConfig(AnalyzeSettings):
+    """`python -m sidestep.analyze SONGS_DIR`: measure labels, write them into the sidecars and analysis.json."""
+
+    songs_dir: Optional[str] = None
+    write: AnalyzePolicy = AnalyzePolicy.fill_missing
+    force: bool = False  # measure songs again even when analysis.json has them with the same audio
+    ui: UIConfig = field(default_factory=UIConfig)
+
+
+@dataclass
 class PreprocessSettings:
     """Songs -> training tensors: `python -m sidestep.preprocess`, or `preprocess.*` before training."""
 
@@ -106,6 +127,7 @@ class PreprocessSettings:
     trigger_tag: Optional[str] = None  # a word added to every caption, to call the style up at generation time
     trigger_position: TriggerPosition = TriggerPosition.prepend
     force: bool = False  # redo songs whose tensors are up to date
+    analyze: AnalyzePolicy = AnalyzePolicy.off  # measure BPM, key and time signature into the sidecars first
     tile_seconds: float = 30.0  # VAE encoding window: memory stays flat however long the song
     tile_overlap_seconds: float = 2.0  # context on each side of a window, encoded and discarded
     max_text_tokens: int = 256
@@ -219,6 +241,7 @@ def register_schemas() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)
     cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="analyze_schema", node=AnalyzeConfig)
     for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
                           ("training", TrainingConfig), ("data", DataConfig)]:
         cs.store(group=f"schema/{group}", name="base", node=schema)

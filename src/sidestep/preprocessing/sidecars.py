@@ -4,7 +4,7 @@ ACE-Step's `song.caption.txt` / `song.lyrics.txt`, and the typed values in them.
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from sidestep.errors import DataError
 
@@ -31,6 +31,11 @@ _NOT_GIVEN = ("", "n/a", "na", "none", "unknown", "null")
 _TRUE, _FALSE = ("true", "yes", "1", "y"), ("false", "no", "0", "n")
 
 
+def spellings(field: str) -> Tuple[str, ...]:
+    """Every sidecar key that sets `field` ('bpm' -> 'bpm', 'tempo'), so an edit finds the one a file uses."""
+    return tuple(key for key, name in _FIELDS.items() if name == field)
+
+
 class LabelError(DataError):
     """A label file (sidecar or dataset.json) is unreadable or holds a bad value; the message names both."""
 
@@ -52,20 +57,20 @@ def read_sidecars(audio_path: Path) -> Dict[str, Any]:
     for field in ("caption", "lyrics"):
         extra = Path(f"{stem}.{field}.txt")
         if field not in fields and extra.is_file():
-            fields.update(parse_fields({field: _read_text(extra)}, str(extra), strict=True))
+            fields.update(parse_fields({field: read_text(extra)}, str(extra), strict=True))
     return fields
 
 
 def _parse_txt(path: Path) -> Dict[str, str]:
     """`key: value` lines; after `lyrics:` every line is lyrics. Repeats and unknown keys are errors."""
-    text = _read_text(path)
+    text = read_text(path)
     lines = text.splitlines()
-    if _key_of(next((line for line in lines if line.strip()), "")) not in _KNOWN:
+    if not is_key_line(next((line for line in lines if line.strip()), "")):
         return {"lyrics": text}
     raw: Dict[str, str] = {}
     key = None
     for number, line in enumerate(lines, 1):
-        new_key = _key_of(line) if key != "lyrics" else None
+        new_key = key_of(line) if key != "lyrics" else None
         if new_key is None:
             if key is not None:
                 raw[key] += "\n" + line
@@ -78,7 +83,12 @@ def _parse_txt(path: Path) -> Dict[str, str]:
     return raw
 
 
-def _key_of(line: str) -> Optional[str]:
+def is_key_line(line: str) -> bool:
+    """Whether a line sets a key a sidecar may hold (else a `song.txt` starting with it is plain lyrics)."""
+    return key_of(line) in _KNOWN
+
+
+def key_of(line: str) -> Optional[str]:
     """'Time Signature: 4/4' -> 'time_signature'; None for a line that is no `key: value`."""
     match = _KEY_LINE.match(line)
     return match.group(1).strip().lower().replace(" ", "_") if match else None
@@ -137,7 +147,7 @@ def _parse_value(name: str, value: Union[str, int, float, bool], where: str, key
     return text or None
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # -sig: Windows editors start files with a BOM
     except UnicodeDecodeError:
@@ -149,6 +159,6 @@ def _read_text(path: Path) -> str:
 def read_json(path: Path) -> Any:
     """The parsed JSON, or LabelError naming the file and the line of the mistake."""
     try:
-        return json.loads(_read_text(path))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise LabelError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None

@@ -1,0 +1,69 @@
+"""`python -m sidestep.analyze SONGS_DIR [write=fill_missing|overwrite|off] [force=true]`: measure each song's
+tempo, key, time signature, duration and loudness, and write the confident labels into its sidecar.
+
+`write=fill_missing` (the default) fills only what a sidecar leaves out (or what an earlier analysis wrote), so a
+label you wrote stays; `overwrite` replaces them; `off` only measures. Every measurement, with its confidence, goes
+to `SONGS_DIR/analysis.json`; songs measured before with the same audio are not measured again.
+"""
+
+import logging
+import sys
+from functools import partial
+from pathlib import Path
+from typing import List, Optional
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sidestep.config import register_schemas
+from sidestep.config.checks import prepare_analyze
+from sidestep.ui.analysis_view import show_analysis
+from sidestep.ui.app import run_app
+from sidestep.ui.console import use_plain
+from sidestep.ui.file_progress import FileProgress
+
+log = logging.getLogger("sidestep.analyze")
+register_schemas()
+
+
+def log_dir(songs_dir: Optional[str]) -> str:
+    """Each run's log and resolved config go beside the songs, in a hidden folder the song search skips."""
+    return str(Path("outputs") / "analyze" if songs_dir is None else Path(songs_dir) / ".analyze")
+
+
+OmegaConf.register_new_resolver("analyze_log_dir", log_dir, replace=True)
+
+
+def analyse_and_report(songs_dir: str, policy: str, settings: DictConfig, force: bool, plain: bool):
+    """Analyse a folder with a progress bar, then show what was measured and written. `sidestep.preprocess`
+    (`preprocess.analyze`) and the wizard call it too."""
+    # librosa (and numba) load here only: no other command pays for them
+    from sidestep.analysis.run import analyse_folder
+
+    outcome = analyse_folder(Path(songs_dir), policy, settings, force, partial(FileProgress, plain=plain))
+    show_analysis(outcome)
+    return outcome
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="analyze")
+def main(cfg: DictConfig) -> None:
+    plain = use_plain(cfg.ui.plain)
+    cfg = prepare_analyze(cfg)
+    outcome = analyse_and_report(cfg.songs_dir, cfg.write, cfg, cfg.force, plain)
+    written = sum(change.status == "written" for change in outcome.changes)
+    flagged = sum(change.status == "flagged" for change in outcome.changes)
+    log.info("%d labels written, %d flagged for review (low confidence); every measurement is in %s", written,
+             flagged, outcome.report)
+
+
+def songs_dir_from_argv(argv: List[str]) -> List[str]:
+    """`analyze SONGS key=value ...` -> `analyze songs_dir='SONGS' key=value ...` (Hydra takes only key=value)."""
+    first: Optional[str] = argv[1] if len(argv) > 1 else None
+    if first is None or "=" in first or first.startswith("-"):
+        return argv
+    return [argv[0], f"songs_dir='{Path(first).expanduser().resolve().as_posix()}'", *argv[2:]]
+
+
+if __name__ == "__main__":
+    sys.argv = songs_dir_from_argv(sys.argv)
+    run_app(main)
