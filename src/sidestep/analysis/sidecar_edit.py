@@ -7,6 +7,7 @@ of the file as the user wrote it.
 Every write is atomic.
 """
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Sidecar:
     json_fields: Optional[Dict[str, Any]] = None  # song.json
     lines: List[str] = field(default_factory=list)  # song.txt
     changed: bool = False
+    original: str = ""  # the file's text when opened ("" for a new one)
 
     @classmethod
     def open(cls, audio_path: Path) -> "Sidecar":
@@ -44,14 +46,15 @@ class Sidecar:
             raw = read_json(js)
             if not isinstance(raw, dict):
                 raise LabelError(f"{js}: expected an object of fields, found a {type(raw).__name__}")
-            return cls(js, json_fields=raw)
+            return cls(js, json_fields=raw, original=read_text(js))
         if not txt.is_file():
             return cls(txt)
-        lines = read_text(txt).splitlines()
+        original = read_text(txt)
+        lines = original.splitlines()
         first = next((line for line in lines if line.strip()), "")
         if lines and not is_key_line(first):
             lines = ["lyrics:", *lines]  # plain lyrics, as ACE-Step writes them
-        return cls(txt, lines=lines)
+        return cls(txt, lines=lines, original=original)
 
     def raw(self) -> Dict[str, Any]:
         """The file's `key: value`s as read, before typing."""
@@ -86,16 +89,26 @@ class Sidecar:
                 self.lines[index] = f"{line.split(':', 1)[0]}: {text}"
                 return
         lyrics_at = next((i for i, line in enumerate(self.lines) if key_of(line) == "lyrics"), len(self.lines))
-        self.lines.insert(lyrics_at, f"{key}: {text}")
+        self.lines.insert(0 if name == "caption" else lyrics_at, f"{key}: {text}")  # the caption on top
+
+    def text(self) -> str:
+        """The file as `save` would write it now."""
+        if not self.changed:
+            return self.original
+        if self.json_fields is not None:
+            return json.dumps(self.json_fields, indent=2, ensure_ascii=False) + "\n"
+        return "\n".join(self.lines) + "\n"
+
+    def diff(self) -> str:
+        """A unified diff from the file as opened to the file as it would be saved ("" when unchanged)."""
+        before, after = self.original.splitlines(keepends=True), self.text().splitlines(keepends=True)
+        return "".join(difflib.unified_diff(before, after, f"a/{self.path.name}", f"b/{self.path.name}"))
 
     def save(self) -> None:
         if not self.changed:
             return
-        if self.json_fields is not None:
-            text = json.dumps(self.json_fields, indent=2, ensure_ascii=False) + "\n"
-        else:
-            text = "\n".join(self.lines) + "\n"
+        text = self.text()
         with atomic_file(self.path) as tmp:
             tmp.write_text(text, encoding="utf-8")
-        self.changed = False
+        self.original, self.changed = text, False
 
