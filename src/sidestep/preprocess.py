@@ -13,9 +13,11 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sidestep.analyze import analyse_and_report
 from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
+from sidestep.config.schema import AnalyzeSettings
 from sidestep.errors import DataError
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress, show_outcome
@@ -35,7 +37,10 @@ OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
 
 def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = ""):
     """Preprocess with a progress bar per pass, then the outcome table; an error when not one song could be used.
-    `sidestep.train` calls it too, for songs given with `preprocess.audio_dir`."""
+    `sidestep.train` calls it too, for songs given with `preprocess.audio_dir`. With `preprocess.analyze` set, the
+    songs' BPM, key and time signature are measured into their sidecars first (with the analysis defaults)."""
+    if settings.analyze != "off":
+        analyse_and_report(settings.audio_dir, settings.analyze, OmegaConf.structured(AnalyzeSettings), False, plain)
     # torch and diffusers are imported where used: a refused config, or a train run without songs, never loads them
     from sidestep.preprocessing.run import preprocess
 
