@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from sidestep import tags
+from sidestep import analyze, tags
 from sidestep.analysis import run as analysis_run
 from sidestep.analysis.estimate import Estimate
 from sidestep.analysis.key import estimate_key
+from sidestep.analysis.metre import estimate_metre
 from sidestep.analysis.run import REPORT, analyse_folder
 from sidestep.analysis.song import SongAnalysis, analyse_file
 from sidestep.config.schema import AnalyzeSettings
@@ -69,6 +70,18 @@ def test_key_and_mode_are_exact_on_the_fixed_subset(measured):
 def test_three_four_and_four_four_are_told_apart(measured):
     outcomes = [B.metre_outcome(m.metre.value, t.metre) for m, t in zip(measured, SUBSET)]
     assert outcomes.count("right") >= 5, outcomes
+
+
+@pytest.mark.parametrize("accents, signature", [
+    ([1.0, 0.0, 0.5, 0.0], "4/4"),
+    ([1.0, 0.2, 0.2], "3/4"),
+    ([1.0, 0.0, 0.5, 0.0, 0.5, 0.0], "3/4"),  # a slow 3/4 whose eighth notes the beat tracker followed
+])
+def test_the_bar_grouping_of_beat_accents_decides_the_metre(accents, signature):
+    rng = np.random.default_rng(0)
+    features = [np.tile(accents, 8) + 0.05 * rng.standard_normal(8 * len(accents)) for _ in range(3)]
+    found = estimate_metre(features)
+    assert found.value == signature and found.confidence > AnalyzeSettings.min_signature_confidence
 
 
 def test_duration_and_loudness_are_measured(measured):
@@ -217,6 +230,17 @@ def test_plain_lyrics_sidecar_keeps_its_lyrics_when_labels_are_added(songs, monk
     before = labels_for(songs / "a.wav").lyrics
     analyse(songs)
     assert labels_for(songs / "a.wav").lyrics == before and labels_for(songs / "a.wav").bpm == 98
+
+
+def test_the_wizard_offers_analysis_for_songs_without_labels_only(songs, monkeypatch):
+    asked, analysed = [], []
+    monkeypatch.setattr(analyze.Confirm, "ask", lambda *a, **k: asked.append(a) or True)
+    monkeypatch.setattr(analyze, "analyse_and_report", lambda folder, policy, *rest: analysed.append((folder, policy)))
+    analyze.offer_analysis(str(songs), plain=True)
+    assert analysed == [(str(songs), "fill_missing")]
+    (songs / "b.txt").write_text("caption: mine\n")
+    analyze.offer_analysis(str(songs), plain=True)
+    assert len(asked) == 1 and len(analysed) == 1
 
 
 def module_imports(path: Path):

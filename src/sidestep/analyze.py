@@ -14,12 +14,16 @@ from typing import List, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from rich.prompt import Confirm
 
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_analyze
+from sidestep.config.choices import AnalyzePolicy
+from sidestep.config.schema import AnalyzeSettings
+from sidestep.data.audio_files import SIDECAR_SUFFIXES, find_audio
 from sidestep.ui.analysis_view import show_analysis
 from sidestep.ui.app import run_app
-from sidestep.ui.console import use_plain
+from sidestep.ui.console import console, use_plain
 from sidestep.ui.file_progress import FileProgress
 
 log = logging.getLogger("sidestep.analyze")
@@ -54,6 +58,18 @@ def main(cfg: DictConfig) -> None:
     flagged = sum(change.status == "flagged" for change in outcome.changes)
     log.info("%d labels written, %d flagged for review (low confidence); every measurement is in %s", written,
              flagged, outcome.report)
+
+
+def offer_analysis(folder: str, plain: bool) -> None:
+    """The wizard's offer, for a folder of songs none of which has a label file: measure BPM, key and time
+    signature into new sidecars before training (nothing is asked for a folder of tensors or of labelled songs)."""
+    songs = find_audio(Path(folder))[0] if Path(folder).is_dir() else []
+    labelled = (Path(folder) / "dataset.json").is_file() or any(
+        song.with_suffix(suffix).is_file() for song in songs for suffix in SIDECAR_SUFFIXES)
+    if songs and not labelled and Confirm.ask(
+            f"None of the {len(songs)} songs has a label file. Measure BPM, key and time signature from the audio "
+            "now (a sidecar beside each song, analysis.json in the folder)?", default=True, console=console):
+        analyse_and_report(folder, AnalyzePolicy.fill_missing, OmegaConf.structured(AnalyzeSettings), False, plain)
 
 
 def songs_dir_from_argv(argv: List[str]) -> List[str]:

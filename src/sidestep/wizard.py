@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.prompt import Confirm
 from rich.text import Text
 
+from sidestep.analyze import offer_analysis
 from sidestep.config import LATENT_FPS, register_schemas
 from sidestep.errors import SidestepError
 from sidestep.recipes import (
@@ -298,6 +299,8 @@ def set_up(seed: List[str], out: Optional[Path]) -> Tuple[Path, List[str], DictC
                           "Ctrl-C stops; nothing is written before the last answer.", markup=False, highlight=False)
         wizard = Wizard(seed, config_dir, ui.yes, warnings)
         answers = ask_all(QUESTIONS, wizard, console, interactive)
+        if interactive and answers["mode"] == "basic":
+            offer_analysis(answers["data.dataset_dir"], ui.plain)
         command = ["python", "-m", "sidestep.train", *extra, f"experiment={answers['name']}"]
         setup = wizard.setup(answers, QUESTIONS[-1])
         started = " ".join(o for o in setup[0] if o.startswith(("experiment=", "vram=")))
