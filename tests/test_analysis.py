@@ -5,6 +5,8 @@ import ast
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +243,14 @@ def test_the_wizard_offers_analysis_for_songs_without_labels_only(songs, monkeyp
     (songs / "b.txt").write_text("caption: mine\n")
     analyze.offer_analysis(str(songs), plain=True)
     assert len(asked) == 1 and len(analysed) == 1
+
+
+def test_a_missing_songs_folder_is_one_line_and_is_not_created(tmp_path):
+    missing = tmp_path / "no-songs"
+    proc = subprocess.run([sys.executable, "-m", "sidestep.analyze", str(missing)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 2 and proc.stderr == f"error: songs_dir: {missing} is not a folder of songs\n"
+    assert not missing.exists()
 
 
 def module_imports(path: Path):

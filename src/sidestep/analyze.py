@@ -23,7 +23,7 @@ from sidestep.config.schema import AnalyzeSettings
 from sidestep.data.audio_files import SIDECAR_SUFFIXES, find_audio
 from sidestep.ui.analysis_view import show_analysis
 from sidestep.ui.app import run_app
-from sidestep.ui.console import console, use_plain
+from sidestep.ui.console import console, exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress
 
 log = logging.getLogger("sidestep.analyze")
@@ -31,8 +31,11 @@ register_schemas()
 
 
 def log_dir(songs_dir: Optional[str]) -> str:
-    """Each run's log and resolved config go beside the songs, in a hidden folder the song search skips."""
-    return str(Path("outputs") / "analyze" if songs_dir is None else Path(songs_dir) / ".analyze")
+    """Each run's log and resolved config go beside the songs, in a hidden folder the song search skips; a songs
+    folder that does not exist (refused) is not created by it."""
+    if songs_dir is None or not Path(songs_dir).is_dir():
+        return str(Path("outputs") / "analyze")
+    return str(Path(songs_dir) / ".analyze")
 
 
 OmegaConf.register_new_resolver("analyze_log_dir", log_dir, replace=True)
@@ -51,13 +54,14 @@ def analyse_and_report(songs_dir: str, policy: str, settings: DictConfig, force:
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
-    plain = use_plain(cfg.ui.plain)
-    cfg = prepare_analyze(cfg)
-    outcome = analyse_and_report(cfg.songs_dir, cfg.write, cfg, cfg.force, plain)
-    written = sum(change.status == "written" for change in outcome.changes)
-    flagged = sum(change.status == "flagged" for change in outcome.changes)
-    log.info("%d labels written, %d flagged for review (low confidence); every measurement is in %s", written,
-             flagged, outcome.report)
+    with exit_on_user_error():
+        plain = use_plain(cfg.ui.plain)
+        cfg = prepare_analyze(cfg)
+        outcome = analyse_and_report(cfg.songs_dir, cfg.write, cfg, cfg.force, plain)
+        written = sum(change.status == "written" for change in outcome.changes)
+        flagged = sum(change.status == "flagged" for change in outcome.changes)
+        log.info("%d labels written, %d flagged for review (low confidence); every measurement is in %s", written,
+                 flagged, outcome.report)
 
 
 def offer_analysis(folder: str, plain: bool) -> None:
