@@ -211,6 +211,23 @@ def test_each_bad_file_gets_one_line_and_the_rest_are_analysed(songs, monkeypatc
         ("broken.wav", "unreadable or corrupt audio"), ("b.wav", f"{songs / 'b.txt'}, line 2: unknown key 'mood'")]
 
 
+def test_preprocess_analyze_puts_measured_labels_into_the_samples_and_keeps_the_users(tmp_path, monkeypatch):
+    from sidestep.preprocess import preprocess_and_report
+    from tests.test_preprocess import header, settings, write_song
+
+    monkeypatch.setattr(analysis_run, "analyse_file", lambda path: fake_analysis())  # forked workers inherit it
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_song(folder / name, 44_100, 1)
+    (folder / "a.txt").write_text("bpm: 84\n")
+    cfg = settings(tmp_path, folder, "analyze=fill_missing")
+    preprocess_and_report(cfg, cfg.model, plain=True)
+    a, b = (header(tmp_path / "out" / f"{name}.safetensors") for name in ("a", "b"))
+    assert (a["bpm"], a["keyscale"], a["timesignature"]) == (84, "E minor", "3")
+    assert (b["bpm"], b["keyscale"], b["timesignature"]) == (98, "E minor", "3")
+
+
 def test_tags_add_remove_replace_and_dry_run(songs, capsys):
     (songs / "a.txt").write_text("caption: lofi, piano\nbpm: 80\n")
     tags.main([str(songs), "add", "jzz", "--dry-run"])
