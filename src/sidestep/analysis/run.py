@@ -90,19 +90,18 @@ def analyse_folder(folder: Path, policy: str, settings: DictConfig, force: bool,
 
 def _measure(todo: List[Tuple[Path, str, str]], entries: Dict[str, dict], outcome: AnalysisOutcome,
              settings: DictConfig, progress: Progress) -> None:
-    seconds = [_seconds(path) for path, _, _ in todo]
+    """Measure the songs in `todo`, one process per worker (in this one for a single worker)."""
     if not todo:
         return
+    seconds = {path: _seconds(path) for path, _, _ in todo}
     workers = min(len(todo), settings.workers or os.cpu_count() or 1)
-    with progress("analysing tempo, key and metre", seconds) as shown:
+    with progress("analysing tempo, key and metre", list(seconds.values())) as shown:
         if workers == 1:
-            results = ((item, _analysed(item[0])) for item in todo)
-            _collect(results, dict(zip((p for p, _, _ in todo), seconds)), entries, outcome, shown)
+            _collect(((item, _analysed(item[0])) for item in todo), seconds, entries, outcome, shown)
             return
         with ProcessPoolExecutor(workers) as pool:
             futures = {pool.submit(_analysed, item[0]): item for item in todo}
-            results = ((futures[f], f.result()) for f in as_completed(futures))
-            _collect(results, dict(zip((p for p, _, _ in todo), seconds)), entries, outcome, shown)
+            _collect(((futures[f], f.result()) for f in as_completed(futures)), seconds, entries, outcome, shown)
 
 
 def _collect(results, seconds: Dict[Path, float], entries: Dict[str, dict], outcome: AnalysisOutcome, shown) -> None:

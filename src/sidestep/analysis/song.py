@@ -26,7 +26,7 @@ class SongAnalysis:
     key: Estimate
     metre: Estimate
     duration: float  # seconds
-    lufs: Optional[float]  # None for a file too short to gate (under 0.4 s)
+    lufs: Optional[float]  # None when nothing passes BS.1770's gates (under 0.4 s, or below -70 LUFS)
     peak_db: float
 
     def as_json(self) -> dict:
@@ -34,9 +34,9 @@ class SongAnalysis:
                 "duration": round(self.duration, 3), "lufs": self.lufs, "peak_db": self.peak_db}
 
 
-def analyse_file(path: Path, max_seconds: Optional[float] = None) -> SongAnalysis:
-    """Measure one song (its first `max_seconds` for the musical labels; loudness and peak of what is decoded)."""
-    data, rate = decode(path, max_seconds)
+def analyse_file(path: Path) -> SongAnalysis:
+    """Measure one song, the whole of it."""
+    data, rate = decode(path)
     lufs, peak = loudness(data, rate)
     mono = soxr.resample(np.ascontiguousarray(data.mean(axis=1)), rate, RATE)
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=mono, sr=RATE, hop_length=HOP))
@@ -46,4 +46,4 @@ def analyse_file(path: Path, max_seconds: Optional[float] = None) -> SongAnalysi
     chroma = chroma_of(mono, RATE, HOP)
     metre = estimate_metre(beat_features(onsets, low_onsets, chroma, beats)) if tempo.value else Estimate.nothing()
     return SongAnalysis(tempo, estimate_key(chroma), metre, data.shape[0] / rate,
-                        None if np.isnan(lufs) else lufs, peak)
+                        lufs if np.isfinite(lufs) else None, peak)
