@@ -230,12 +230,15 @@ def test_preprocess_analyze_puts_measured_labels_into_the_samples_and_keeps_the_
 
 def test_tags_add_remove_replace_and_dry_run(songs, capsys):
     (songs / "a.txt").write_text("caption: lofi, piano\nbpm: 80\n")
+    shutil.copy(songs / "b.wav", songs / "c.wav")
+    (songs / "c.caption.txt").write_text("soft jazz")  # ACE-Step's caption file
     tags.main([str(songs), "add", "jzz", "--dry-run"])
     assert "+caption: jzz, lofi, piano" in capsys.readouterr().out
     assert (songs / "a.txt").read_text() == "caption: lofi, piano\nbpm: 80\n"
     tags.main([str(songs), "add", "jzz", "--position", "append"])
     assert labels_for(songs / "a.wav").caption == "lofi, piano, jzz"
     assert labels_for(songs / "b.wav").caption == "b, jzz"  # the file-name caption kept
+    assert labels_for(songs / "c.wav").caption == "soft jazz, jzz"
     tags.main([str(songs), "replace", "lofi", "lo-fi"])
     tags.main([str(songs), "remove", "piano"])
     assert labels_for(songs / "a.wav").caption == "lo-fi, jzz"

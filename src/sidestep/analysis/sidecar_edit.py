@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional
 
 from sidestep.atomic import atomic_file
 from sidestep.preprocessing.sidecars import (
-    LabelError,
     is_key_line,
     key_of,
     parse_fields,
@@ -24,8 +23,6 @@ from sidestep.preprocessing.sidecars import (
     read_text,
     spellings,
 )
-
-NAMES = {"caption": "caption", "bpm": "bpm", "keyscale": "keyscale", "timesignature": "timesignature"}
 
 
 @dataclass
@@ -43,10 +40,7 @@ class Sidecar:
         read_sidecars(audio_path)  # a sidecar preprocessing would refuse is refused here, with its reason
         js, txt = audio_path.with_suffix(".json"), audio_path.with_suffix(".txt")
         if js.is_file():
-            raw = read_json(js)
-            if not isinstance(raw, dict):
-                raise LabelError(f"{js}: expected an object of fields, found a {type(raw).__name__}")
-            return cls(js, json_fields=raw, original=read_text(js))
+            return cls(js, json_fields=read_json(js), original=read_text(js))  # an object: read_sidecars checked
         if not txt.is_file():
             return cls(txt)
         original = read_text(txt)
@@ -77,7 +71,7 @@ class Sidecar:
     def set(self, name: str, text: str) -> None:
         """Give field `name` the value `text`, under the key the file already uses for it."""
         present = [key for key in self.raw() if str(key).lower() in spellings(name)]
-        key = present[0] if present else NAMES[name]
+        key = present[0] if present else name  # a field's own name is ACE-Step's key for it
         self.changed = True
         if self.json_fields is not None:
             self.json_fields[key] = int(text) if name == "bpm" else text

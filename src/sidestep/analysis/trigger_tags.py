@@ -1,8 +1,8 @@
 """Trigger tags in the captions of a folder's sidecars: add, remove, rename, count.
 
-A caption is comma-separated tags, as ACE-Step joins a trigger word to it (`labels.with_trigger`). A song whose
-sidecar has no caption gets, before the edit, the caption preprocessing would give it (its genre, else its file
-name), so adding a tag never loses it.
+A caption is comma-separated tags, as ACE-Step joins a trigger word to it (`labels.with_trigger`). The edit starts
+from the caption preprocessing would give the song (its sidecar's, ACE-Step's `song.caption.txt`, its genre,
+else its file name) and writes the result into the sidecar, so adding a tag never loses the caption.
 """
 
 from collections import Counter
@@ -13,6 +13,7 @@ from sidestep.analysis.sidecar_edit import Sidecar
 from sidestep.data.audio_files import find_audio
 from sidestep.errors import DataError
 from sidestep.preprocessing.labels import caption_from_filename
+from sidestep.preprocessing.sidecars import read_sidecars
 
 OPERATIONS = ("add", "remove", "replace", "list")
 POSITIONS = ("prepend", "append")
@@ -43,8 +44,7 @@ def edit_folder(folder: Path, operation: str, tag: str, new: Optional[str] = Non
     for path in find_audio(Path(folder))[0]:
         try:
             sidecar = Sidecar.open(path)
-            caption = sidecar.value("caption")
-            tags = split(caption or sidecar.value("genre") or caption_from_filename(path))
+            tags = split(_caption(path))
             after = edited(tags, operation, tag, new, position)
             if after != tags:
                 sidecar.set("caption", ", ".join(after))
@@ -60,8 +60,13 @@ def count_tags(folder: Path) -> Tuple[Counter, int, List[Tuple[Path, str]]]:
     failed, songs = [], find_audio(Path(folder))[0]
     for path in songs:
         try:
-            sidecar = Sidecar.open(path)
-            counts.update(set(split(sidecar.value("caption") or sidecar.value("genre") or caption_from_filename(path))))
+            counts.update(set(split(_caption(path))))
         except DataError as err:
             failed.append((path, str(err)))
     return counts, len(songs), failed
+
+
+def _caption(path: Path) -> str:
+    """The caption preprocessing gives the song from its sidecars (ACE-Step's `song.caption.txt` included)."""
+    fields = read_sidecars(path)
+    return fields.get("caption") or fields.get("genre") or caption_from_filename(path)
