@@ -7,7 +7,8 @@ two tempo-octave traps: busy sixteenth-note hi-hats at slow tempos (they sound t
 backbeat at fast ones (it sounds half as fast). Songs are rendered round-robin to WAV, FLAC, MP3 and Ogg Vorbis,
 then analysed as a user's folder is. Prints one table:
 
-- tempo: within 2 % of the truth, and apart from that the metrical-level errors (x2, x1/2, x3, x1/3, x3/2, x2/3 within 2 %: a 6/8 counted in quarters is x3/2);
+- tempo: within 2 % of the truth, and apart from that the metrical-level errors (x2, x1/2, x3, x1/3, x3/2, x2/3
+  within 2 %: a 6/8 counted in quarter notes is x3/2);
 - key: exact, and apart from that the relative, parallel and fifth (dominant or subdominant) confusions;
 - metre: the time signature exactly, and apart from that a 6/8 read as 3/4;
 - how many of each were flagged (confidence under the default threshold, so not written into a sidecar), and

@@ -1,7 +1,7 @@
 """One measured label with how sure the measurement is."""
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 Value = Union[float, str, None]
 
