@@ -31,6 +31,15 @@ def _plain_handler() -> logging.Handler:
     return handler
 
 
+def to_log_file(message: str, level: int = logging.INFO, name: str = "sidestep") -> None:
+    """A record for the log files only (`<run>/train.log`), of what the console shows its own way (the setup table,
+    the progress bar, the last line on stderr), so the log holds everything the console said."""
+    record = logging.getLogger(name).makeRecord(name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def is_plain(requested: bool) -> bool:
     return requested or not console.is_terminal
 
@@ -59,8 +68,14 @@ def exit_on_user_error() -> Iterator[None]:
         log.debug("user error", exc_info=True)
         code = getattr(err, "exit_code", 2)
         message = plain(str(err))
-        print(f"error: {message}" if code == 2 else message, file=sys.stderr)
+        _say_last(f"error: {message}" if code == 2 else message, logging.ERROR if code == 2 else logging.WARNING)
         sys.exit(code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say_last("interrupted", logging.WARNING)
         sys.exit(130)
+
+
+def _say_last(line: str, level: int) -> None:
+    """The last words of a run: on stderr, and in the log file."""
+    print(line, file=sys.stderr)
+    to_log_file(line, level)
