@@ -59,23 +59,24 @@ def is_interactive() -> bool:
 
 
 @contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
+def exit_on_user_error(log_file: bool = True) -> Iterator[None]:
     """Bad input becomes one line on stderr and exit code 2 (an interrupted run: its own message and 130/143);
-    Ctrl-C outside training exits 130. Bugs still raise."""
+    Ctrl-C outside training exits 130. Bugs still raise. `log_file`: the line also ends the run's log (not outside a
+    run: after a sweep, the last job's log is still open)."""
     try:
         yield
     except SidestepError as err:
         log.debug("user error", exc_info=True)
         code = getattr(err, "exit_code", 2)
         message = plain(str(err))
-        _say_last(f"error: {message}" if code == 2 else message, logging.ERROR if code == 2 else logging.WARNING)
+        _say_last(f"error: {message}" if code == 2 else message, logging.ERROR if code == 2 else logging.WARNING, log_file)
         sys.exit(code)
     except KeyboardInterrupt:
-        _say_last("interrupted", logging.WARNING)
+        _say_last("interrupted", logging.WARNING, log_file)
         sys.exit(130)
 
 
-def _say_last(line: str, level: int) -> None:
-    """The last words of a run: on stderr, and in the log file."""
+def _say_last(line: str, level: int, log_file: bool) -> None:
     print(line, file=sys.stderr)
-    to_log_file(line, level)
+    if log_file:
+        to_log_file(line, level)
