@@ -4,7 +4,7 @@ little for a while, not from 6 minutes to 38 seconds and back."""
 import collections
 import math
 
-WINDOW_STEPS = 100  # about a few minutes of a real run: long enough to average a sample round in, short enough to follow a change
+WINDOW_STEPS = 100  # minutes of a real run: a sample round averages in, a lasting change shows soon
 
 
 class StepRate:

@@ -115,12 +115,13 @@ class AceStepCheckpoint(ModelSource):
         else:
             folders = {"vae": (VAE_DIR, VAE_DIR), "text_encoder": (TEXT_ENCODER_DIR, TEXT_ENCODER_DIR)}
             files = weight_files(self.folder.path)
-            encoder = (sum(math.prod(shape) for shape in _encoder_shapes(files).values())
-                       + read_null_condition(files, torch.float32).numel() + read_silence_latent(self.folder.path).numel())
+            extras = read_null_condition(files, torch.float32).numel() + read_silence_latent(self.folder.path).numel()
+            encoder = sum(math.prod(shape) for shape in _encoder_shapes(files).values()) + extras
         sizes = {}
         for helper, (diffusers_name, name) in folders.items():
             try:
-                sizes[helper] = _stored_elements(sorted(shared_folder(self.folder, name, diffusers_name).glob("*.safetensors")))
+                folder = shared_folder(self.folder, name, diffusers_name)
+                sizes[helper] = _stored_elements(sorted(folder.glob("*.safetensors")))
             except ConfigError:  # sampling will say so and training goes on: it never holds this one
                 pass
         return {**sizes, "condition_encoder": encoder}

@@ -57,7 +57,7 @@ class TinyModel(ModelSource):
         with torch.device("meta"):  # shapes only: nothing is drawn or stored
             helpers = {"vae": tiny_vae(self.cfg), "text_encoder": tiny_text_encoder(self.cfg),
                        "condition_encoder": AceStepConditionEncoder(**_settings(self.cfg.tiny_stack.condition_encoder))}
-        return {name: sum(t.numel() for t in [*model.parameters(), *model.buffers()]) for name, model in helpers.items()}
+        return {name: sum(t.numel() for t in [*m.parameters(), *m.buffers()]) for name, m in helpers.items()}
 
     def identity(self) -> str:
         return json.dumps({"tiny": self.cfg.init_seed}, sort_keys=True)

@@ -78,7 +78,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
 
     fused = {"fused": accelerator.device.type == "cuda"} if cfg.optimizer.get("fused", False) is None else {}
     with prints_to_debug_log():  # Prodigy prints "Using decoupled weight decay"
-        optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # plain lists: state loads weights_only
+        optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # lists: state loads weights_only
     scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     batches_per_epoch = len(loader)

@@ -69,7 +69,8 @@ def exit_on_user_error(log_file: bool = True) -> Iterator[None]:
         log.debug("user error", exc_info=True)
         code = getattr(err, "exit_code", 2)
         message = plain(str(err))
-        _say_last(f"error: {message}" if code == 2 else message, logging.ERROR if code == 2 else logging.WARNING, log_file)
+        level = logging.ERROR if code == 2 else logging.WARNING
+        _say_last(f"error: {message}" if code == 2 else message, level, log_file)
         sys.exit(code)
     except KeyboardInterrupt:
         _say_last("interrupted", logging.WARNING, log_file)
