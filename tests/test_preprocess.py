@@ -179,6 +179,9 @@ def test_command_line_exits_non_zero_only_when_no_song_could_be_used(tmp_path, c
     result = cli(f"audio_dir={folder}", f"out_dir={tmp_path / 'out'}", "model=tiny", app="preprocess")
     assert result.returncode == 2
     assert "broken.wav" in result.stdout and "no song could be preprocessed" in result.stderr
+    (log,) = (tmp_path / "out" / ".preprocess").glob("*/preprocess.log")  # what the console said, the table too
+    text = log.read_text()
+    assert f"failed: {folder / 'broken.wav'}: " in text and text.strip().endswith(result.stderr.strip())
 
 
 def test_training_preprocesses_songs_first_and_trains_on_them(tmp_path, songs, cli):

@@ -83,6 +83,9 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     use_plain(cfg.ui.plain)
     offer_wizard(cfg)  # no dataset given, someone at the terminal: set one up instead of only failing
     _keep_run_name(cfg, record)
+    # the start time in the name is the one Hydra put in the run dir's name (the same cached `${now:}`); resolved
+    # here, as the checks below build a new config on the schema, where it would read the clock again
+    cfg.run.name = str(cfg.run.name)
     cfg, run_dir = resolve_run(cfg)
     result = train_adapter(cfg, run_dir, on_start=record.start)
     if result is None:
@@ -95,6 +98,7 @@ def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[O
     """Songs first (`preprocess.audio_dir`), then the run's plan, shown and confirmed, then training with a
     progress display. None if the user declined. `on_start(resumed_from)`: see `fit`."""
     # torch and diffusers are imported here, not at the top: a refused config or the wizard's offer never loads them
+    from sidestep.report.run_page import PAGE
     from sidestep.training.loop import fit
     from sidestep.training.prepare import prepared_run
     from sidestep.ui.summary import confirm, show
@@ -111,7 +115,10 @@ def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[O
                 return None
         progress = TrainingProgress(run.total_steps, run.epochs, plain, cfg.trainer.log_every,
                                     accelerator.is_main_process)
-        return fit(run, progress, on_start)
+        result = fit(run, progress, on_start)
+        if accelerator.is_main_process:  # the last line says where to look
+            log.info("done: listen and compare in %s; the adapter files are in %s", run_dir / PAGE, result.adapter_dir)
+        return result
 
 
 def _keep_run_name(cfg: DictConfig, record: RunRecord) -> None:

@@ -5,6 +5,7 @@ copy of a model."""
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
@@ -104,6 +105,27 @@ class AceStepCheckpoint(ModelSource):
             return AceStepConditionEncoder.from_pretrained(self.folder.path / "condition_encoder", torch_dtype=dtype)
         return _load_original_encoder(self.folder.path, read_config(self.folder), dtype)
 
+    def helper_parameters(self) -> Dict[str, int]:
+        """Counted from the safetensors headers of `vae/`, the text encoder's folder and the condition encoder's
+        weights (`encoder.*` of the variant's model.safetensors with its null condition and silence latent, or
+        `condition_encoder/`)."""
+        if self.folder.layout == "diffusers":
+            folders = {"vae": ("vae", VAE_DIR), "text_encoder": ("text_encoder", TEXT_ENCODER_DIR)}
+            encoder = _stored_elements(sorted((self.folder.path / "condition_encoder").glob("*.safetensors")))
+        else:
+            folders = {"vae": (VAE_DIR, VAE_DIR), "text_encoder": (TEXT_ENCODER_DIR, TEXT_ENCODER_DIR)}
+            files = weight_files(self.folder.path)
+            extras = read_null_condition(files, torch.float32).numel() + read_silence_latent(self.folder.path).numel()
+            encoder = sum(math.prod(shape) for shape in _encoder_shapes(files).values()) + extras
+        sizes = {}
+        for helper, (diffusers_name, name) in folders.items():
+            try:
+                folder = shared_folder(self.folder, name, diffusers_name)
+                sizes[helper] = _stored_elements(sorted(folder.glob("*.safetensors")))
+            except ConfigError:  # sampling will say so and training goes on: it never holds this one
+                pass
+        return {**sizes, "condition_encoder": encoder}
+
     def identity(self) -> str:
         return json.dumps({"checkpoint": str(self.folder.path), "variant": self.cfg.variant}, sort_keys=True)
 
@@ -173,6 +195,14 @@ def _encoder_shapes(files) -> Dict[str, Tuple[int, ...]]:
             for new, old in encoder_keys(f.keys()).items():
                 shapes[new] = tuple(f.get_slice(old).get_shape())
     return shapes
+
+
+def _stored_elements(files) -> int:
+    total = 0
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    return total
 
 
 def _encoder_config(shapes: Dict[str, Tuple[int, ...]], folder: Path) -> dict:

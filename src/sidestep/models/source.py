@@ -2,10 +2,9 @@
 builds it from the whole `model` node; nothing is loaded until a part is asked for, and each part is built on its
 own, so a caller keeps only the big models it needs in memory."""
 
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -15,9 +14,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sidestep.config.build import build
 from sidestep.config.choices import Quantize
+from sidestep.library_output import route_model_libraries
 from sidestep.models.checkpoints import check_fit, weight_shapes
 from sidestep.models.dit import DiT, empty_dit
 from sidestep.models.quantize import make_quantizable, place_weights
+
+route_model_libraries()  # no progress bars, and their warnings in our log (see library_output)
 
 
 class ModelSource(ABC):
@@ -62,6 +64,11 @@ class ModelSource(ABC):
     def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder: ...
 
     @abstractmethod
+    def helper_parameters(self) -> Dict[str, int]:
+        """The sampling helpers' sizes (`vae`, `text_encoder`, `condition_encoder`: parameters and buffers) as these
+        weights hold them, read without loading any; one that is missing is left out."""
+
+    @abstractmethod
     def identity(self) -> str:
         """A short identity of the weights, for the settings a preprocessed file records."""
 
@@ -74,8 +81,6 @@ class ModelSource(ABC):
         """An original-layout ACE-Step variant folder of these weights, for `export --merge` to copy and fold into."""
 
     def vae(self, dtype: torch.dtype = torch.float32) -> AutoencoderOobleck:
-        # diffusers' Oobleck still uses torch's old weight_norm, which warns on every build
-        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
         return _frozen(self._vae(dtype), dtype)
 
     def text_encoder(self, dtype: torch.dtype = torch.float32) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -52,6 +52,12 @@ class TinyModel(ModelSource):
 
     def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder:
         return tiny_condition_encoder(self.cfg)
+
+    def helper_parameters(self) -> Dict[str, int]:
+        with torch.device("meta"):  # shapes only: nothing is drawn or stored
+            helpers = {"vae": tiny_vae(self.cfg), "text_encoder": tiny_text_encoder(self.cfg),
+                       "condition_encoder": AceStepConditionEncoder(**_settings(self.cfg.tiny_stack.condition_encoder))}
+        return {name: sum(t.numel() for t in [*m.parameters(), *m.buffers()]) for name, m in helpers.items()}
 
     def identity(self) -> str:
         return json.dumps({"tiny": self.cfg.init_seed}, sort_keys=True)
@@ -102,11 +108,15 @@ def tiny_condition_encoder(model_cfg: DictConfig) -> AceStepConditionEncoder:
     the embedding that CFG dropout trained with."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(model_cfg.init_seed + SEED_OFFSETS["condition_encoder"])
-        encoder = AceStepConditionEncoder(**OmegaConf.to_container(model_cfg.tiny_stack.condition_encoder, resolve=True))
+        encoder = AceStepConditionEncoder(**_settings(model_cfg.tiny_stack.condition_encoder))
         with torch.no_grad():  # a fixed, non-zero "encoded silence", as the real silence_latent.pt is
             encoder.silence_latent.copy_(0.5 * torch.randn(encoder.silence_latent.shape))
             encoder.null_condition_emb.copy_(tiny_dit(model_cfg).null_condition_emb)
     return encoder
+
+
+def _settings(node: DictConfig) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo") -> Path:

@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM during training: finish the step, write a checkpoint, say how to resume, exit 130/143."""
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -16,11 +17,14 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class StopRequest:
     """The first signal asks the loop to stop at the next step boundary; a second Ctrl-C stops at once
-    (nothing is left half-written: every file is written under a temporary name first)."""
+    (nothing is left half-written: every file is written under a temporary name first). Data-loader workers,
+    forked while it is installed, inherit the handler and get Ctrl-C too (the whole process group does): there it
+    does nothing, so the message is said once, by the training process, which then ends its workers."""
 
     def __init__(self):
         self.signum: Optional[int] = None
         self._previous = {}
+        self._owner = os.getpid()
 
     @property
     def requested(self) -> bool:
@@ -37,6 +41,8 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._owner:
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.signum = signum

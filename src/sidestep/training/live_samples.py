@@ -46,12 +46,12 @@ def sampling_summary(cfg: DictConfig, frames: List[int], steps_per_epoch: int, t
     """What sampling will add, for the summary before training: when, how much audio, and its share of the work
     (DiT passes over latent frames; the VAE and text encoder come on top)."""
     s = cfg.sample
+    if not (s.every_n_steps or s.every_n_epochs):
+        return "off (sample.every_n_epochs / sample.every_n_steps)"
     due = set(range(s.every_n_steps, total_steps + 1, s.every_n_steps)) if s.every_n_steps else set()
     if s.every_n_epochs:
         due |= {e * steps_per_epoch for e in range(s.every_n_epochs, total_steps // steps_per_epoch + 1, s.every_n_epochs)}
-    if not due:
-        return "off (sample.every_n_epochs / sample.every_n_steps)"
-    due.add(total_steps)  # the final adapter gets its round too
+    due.add(total_steps)  # the final adapter gets its round, also in a run shorter than the interval
     prompts = len(s.prompts) or min(s.count, len(frames))
     settings = render_settings(s, cfg.model)
     render = settings.steps * (2 if settings.guidance > 1 else 1) * settings.duration * LATENT_FPS

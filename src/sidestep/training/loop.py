@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.errors import SidestepError
+from sidestep.library_output import prints_to_debug_log
 from sidestep.models.source import model_source
 from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
@@ -76,7 +77,8 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
     params = [p for p in transformer.parameters() if p.requires_grad]
 
     fused = {"fused": accelerator.device.type == "cuda"} if cfg.optimizer.get("fused", False) is None else {}
-    optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # plain lists: its state loads weights_only
+    with prints_to_debug_log():  # Prodigy prints "Using decoupled weight decay"
+        optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # lists: state loads weights_only
     scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     batches_per_epoch = len(loader)

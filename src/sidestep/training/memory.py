@@ -3,7 +3,8 @@
 Peak = frozen weights + adapter (fp32 weights and gradients) + optimizer state + the larger of
   - a training step: activations kept for backward (every layer's, or with gradient checkpointing each layer's input
     plus one layer recomputed) and what backward holds besides (gradient buffers, one dequantized weight);
-  - a sample: the VAE, text encoder and condition encoder on the device (one at a time with `sample.offload`).
+  - a sample: the VAE, text encoder and condition encoder on the device (one at a time with `sample.offload`), as
+    large as the model source's own (the tiny demo's are tiny).
 Weights are counted exactly from the DiT's shapes, per storage: bf16/fp32, int8 (one byte plus a float32 scale
 per row) or NF4 (half a byte, one uint8 absmax per 64 weights, their float32 absmax per 256 blocks). Activations
 are counted per token from the block's code (what autograd keeps), so the prediction follows crop, batch, rank,
@@ -22,6 +23,7 @@ from sidestep.config.choices import Quantize
 from sidestep.config.schema import LATENT_FPS
 from sidestep.models.dit import empty_dit
 from sidestep.models.quantize import BLOCK_LINEAR, NF4_BLOCK
+from sidestep.models.source import model_source
 
 GB = 1024**3
 NF4_NESTED_BLOCK = 256  # double quantization: the absmaxes are quantized again in blocks of 256
@@ -30,8 +32,6 @@ QUANT_TABLES = 256 * 4 + 16 * 4 + 4  # per NF4 layer: the nested code, the NF4 c
 # absmax per 256; Adafactor: factored second moments, about rows + columns of each matrix; Prodigy: four moments).
 OPTIMIZER_BYTES = {"torch.optim.AdamW": 8.0, "bitsandbytes.optim.AdamW8bit": 2.0 + 8 / 256,
                    "transformers.optimization.Adafactor": 0.25, "prodigyopt.Prodigy": 16.0}
-# ACE-Step 1.5's sampling helpers, parameter counts: the Oobleck VAE, Qwen3-Embedding-0.6B, the condition encoder.
-HELPER_PARAMS = {"vae": 156_000_000, "text_encoder": 596_000_000, "condition_encoder": 608_000_000}
 
 
 @dataclass
@@ -116,10 +116,11 @@ def _largest_dequantized(cfg: DictConfig, element: int) -> int:
 
 
 def sampling_bytes(cfg: DictConfig, element: int, helpers: Optional[Dict[str, int]] = None) -> int:
-    """The helpers on the device while samples render: all of them, or the largest with `sample.offload`."""
+    """The helpers on the device while samples render: all of them, or the largest with `sample.offload`. Their
+    sizes (`helpers`, in parameters) are by default those of the model source the run loads."""
     if cfg.sample.every_n_epochs is None and cfg.sample.every_n_steps is None:
         return 0
-    sizes = [n * element for n in (helpers or HELPER_PARAMS).values()]
+    sizes = [n * element for n in (helpers or model_source(cfg.model).helper_parameters()).values()] or [0]
     return max(sizes) if cfg.sample.offload else sum(sizes)
 
 

@@ -24,7 +24,7 @@ from sidestep.ui.console import exit_on_user_error
 def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
     """Call a `@hydra.main` function; `check_schema` first checks the overrides against the training schema."""
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    with _hydra_raises(), exit_on_user_error():
+    with _hydra_raises(), exit_on_user_error(log_file=False):  # a run's own errors end its log (sidestep.train)
         if check_schema:
             check_overrides(sys.argv[1:], Path(sidestep.conf.__file__).parent)
         try:

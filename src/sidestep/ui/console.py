@@ -31,6 +31,15 @@ def _plain_handler() -> logging.Handler:
     return handler
 
 
+def to_log_file(message: str, level: int = logging.INFO, name: str = "sidestep") -> None:
+    """A record for the log files only (`<run>/train.log`), of what the console shows its own way (the setup table,
+    the progress bar, the last line on stderr), so the log holds everything the console said."""
+    record = logging.getLogger(name).makeRecord(name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def is_plain(requested: bool) -> bool:
     return requested or not console.is_terminal
 
@@ -50,17 +59,25 @@ def is_interactive() -> bool:
 
 
 @contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
+def exit_on_user_error(log_file: bool = True) -> Iterator[None]:
     """Bad input becomes one line on stderr and exit code 2 (an interrupted run: its own message and 130/143);
-    Ctrl-C outside training exits 130. Bugs still raise."""
+    Ctrl-C outside training exits 130. Bugs still raise. `log_file`: the line also ends the run's log (not outside a
+    run: after a sweep, the last job's log is still open)."""
     try:
         yield
     except SidestepError as err:
         log.debug("user error", exc_info=True)
         code = getattr(err, "exit_code", 2)
         message = plain(str(err))
-        print(f"error: {message}" if code == 2 else message, file=sys.stderr)
+        level = logging.ERROR if code == 2 else logging.WARNING
+        _say_last(f"error: {message}" if code == 2 else message, level, log_file)
         sys.exit(code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say_last("interrupted", logging.WARNING, log_file)
         sys.exit(130)
+
+
+def _say_last(line: str, level: int, log_file: bool) -> None:
+    print(line, file=sys.stderr)
+    if log_file:
+        to_log_file(line, level)

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sidestep.ui.console import console, log
+from sidestep.ui.console import console, log, to_log_file
 
 
 class FileProgress:
@@ -58,3 +58,5 @@ def show_outcome(processed: List[str], skipped: List[str], failed: List[Tuple[Pa
     console.print(table)
     for path, reason in failed:  # whole lines, so paths stay intact in logs and narrow terminals
         console.print(f"failed: {path}: {reason}", soft_wrap=True, markup=False, highlight=False)
+    to_log_file("\n".join([f"Preprocessing: {out_dir}: {len(processed)} processed, {len(skipped)} skipped (already "
+                           f"done), {len(failed)} failed"] + [f"  failed: {path}: {reason}" for path, reason in failed]))

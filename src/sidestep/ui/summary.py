@@ -4,7 +4,8 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from sidestep.training.plan import RunPlan
-from sidestep.ui.console import console, is_interactive
+from sidestep.sizes import binary_size
+from sidestep.ui.console import console, is_interactive, to_log_file
 
 
 def show(plan: RunPlan) -> None:
@@ -21,7 +22,7 @@ def show(plan: RunPlan) -> None:
                   f" = {plan.effective_batch}"),
         ("steps", f"{plan.total_steps} optimizer steps ({plan.steps_per_epoch}/epoch, {plan.epochs} epochs)"),
         ("adapter", f"{plan.lora}, {plan.trainable_params:,} trainable parameters, "
-                    f"{plan.file_bytes / 2**20:.1f} MiB as a PEFT adapter file"),
+                    f"{binary_size(plan.file_bytes)} as a PEFT adapter file"),
         ("optimizer", plan.optimizer),
         ("schedule", plan.scheduler),
         ("timesteps", plan.training),
@@ -33,6 +34,7 @@ def show(plan: RunPlan) -> None:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+    to_log_file("\n".join([table.title] + [f"  {key}: {value}" for key, value in rows]))
 
 
 def confirm(skip: bool) -> bool:
