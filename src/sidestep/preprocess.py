@@ -6,6 +6,7 @@ Exits non-zero only when no song could be used; the table at the end names every
 """
 
 import logging
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -16,12 +17,24 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
+from sidestep.config.schema import PreprocessConfig
 from sidestep.errors import DataError
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress, show_outcome
+from sidestep.ui.help import CommandHelp, answer_help
 
 log = logging.getLogger("sidestep.preprocess")
 register_schemas()
+HELP = CommandHelp(
+    "python -m sidestep.preprocess", "audio_dir=SONGS out_dir=TENSORS [model=VARIANT model.checkpoint_dir=DIR] [key=value ...]",
+    "Turn a folder of songs into the tensors training reads (data.dataset_dir=TENSORS), with the VAE and text\n"
+    "encoder of your ACE-Step checkpoints folder. Songs already done with the same audio and settings are skipped.",
+    PreprocessConfig, "preprocess",
+    ("audio_dir", "out_dir", "model.checkpoint_dir", "dataset_json", "trigger_tag", "trigger_position",
+     "max_duration", "force", "device", "precision"),
+    ("model",),
+    "Every key with its type, default and meaning: PreprocessSettings in src/sidestep/config/schema.py; the README's\n"
+    "\"Turning songs into training data\". Hydra's own flags (--cfg job): --hydra-help.")
 
 
 def log_dir(out_dir: Optional[str]) -> str:
@@ -58,4 +71,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    answer_help(sys.argv[1:], HELP)
     main()

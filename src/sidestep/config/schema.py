@@ -43,8 +43,8 @@ ALPHA_PER_RANK = 2.0  # lora.alpha when not given: this times the rank, so a swe
 
 @dataclass
 class LoraConfig:
-    rank: int = 64
-    alpha: Optional[float] = None  # null: ALPHA_PER_RANK x rank (resolved by `prepare`)
+    rank: int = 64  # adapter size: 16 small, 64 typical, 128 large
+    alpha: Optional[float] = None  # strength scale; null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)
     alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
     dropout: float = 0.1
     bias: Bias = Bias.none
@@ -54,9 +54,9 @@ class LoraConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 100
+    epochs: int = 100  # passes over the dataset
     max_steps: Optional[int] = None  # optimizer steps; caps `epochs` when set
-    batch_size: int = 1
+    batch_size: int = 1  # samples per forward pass (x gradient_accumulation per optimizer step)
     gradient_accumulation: int = 4
     max_grad_norm: float = 1.0
     seed: int = 42
@@ -159,7 +159,7 @@ class SampleConfig:
     timesignature: Optional[str] = None
     prompts: Optional[str] = None  # a YAML list of {prompt, lyrics, ...}
     count: int = 3  # captions taken from the run's training data when no prompt is given
-    duration: float = 30.0
+    duration: Optional[float] = None  # seconds; null: the run's sample length (its songs' median, at most 30 s)
     seed: int = 0
     strength: float = 1.0
     compare: bool = False  # also render without the adapter (and at compare_strengths), same prompt and seed
