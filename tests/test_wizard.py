@@ -16,7 +16,9 @@ import torch
 from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 
+import sidestep.conf
 from sidestep.config import prepare
+from sidestep.config.overrides import check_overrides
 from sidestep.recipes import HEADER, destination
 from sidestep.wizard import main
 
@@ -203,9 +205,31 @@ def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     assert term.child.exitstatus == 2
 
 
-def test_recipes_go_to_the_installed_config_tree_when_it_is_writable():
-    import sidestep.conf
-
-    config_dir, extra = destination(None)
-    assert config_dir == Path(sidestep.conf.__file__).parent and extra == []
+def test_recipes_go_to_the_users_config_folder_and_name_their_runs_without_a_time(folders, monkeypatch, capsys):
+    user = folders / "user-config"
+    monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(user))
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)
+    main([f"data.dataset_dir={folders / 'tensors' / 'jazz'}", f"model.checkpoint_dir={folders / 'checkpoints'}"])
+    recipe = user / "experiment" / "jazz.yaml"
+    assert recipe.is_file() and not re.search(r"\d{8}-\d{6}", recipe.read_text().split("\n", 2)[2])
+    command = re.search(r"train it with:\s+(python -m sidestep\.train .*)", capsys.readouterr().out).group(1)
+    assert shlex.split(command) == ["python", "-m", "sidestep.train", "experiment=jazz"]  # no --config-dir needed
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=jazz"])  # found through conf/train.yaml's search path
+    assert (cfg.run.name, cfg.data.dataset_dir) == ("jazz", str(folders / "tensors" / "jazz"))
+    check_overrides(["experiment=jazz"], Path(sidestep.conf.__file__).parent)  # an option like the shipped ones
     assert destination(Path("elsewhere")) == (Path("elsewhere").resolve(), ["--config-dir", str(Path("elsewhere").resolve())])
+
+
+def test_the_user_config_folder_follows_the_platform(monkeypatch, tmp_path):
+    from sidestep.user_config import user_config_dir
+
+    monkeypatch.delenv("SIDESTEP_CONFIG_DIR")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert user_config_dir() == tmp_path / "xdg" / "sidestep"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("APPDATA", str(tmp_path / "AppData"))
+    assert user_config_dir() == tmp_path / "AppData" / "sidestep"
+    monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(tmp_path / "mine"))
+    assert user_config_dir() == tmp_path / "mine"

@@ -34,6 +34,7 @@ from sidestep.config.parts import (
     TrainingConfig,
 )
 from sidestep.config.run_name import register_run_name_resolvers
+from sidestep.user_config import register_user_config_resolver
 
 LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
 
@@ -215,6 +216,7 @@ CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS} 
 def register_schemas() -> None:
     """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
     register_run_name_resolvers()
+    register_user_config_resolver()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)
