@@ -233,3 +233,63 @@ def test_the_user_config_folder_follows_the_platform(monkeypatch, tmp_path):
     assert user_config_dir() == tmp_path / "AppData" / "sidestep"
     monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(tmp_path / "mine"))
     assert user_config_dir() == tmp_path / "mine"
+
+
+def test_a_songs_folder_that_does_not_exist_is_one_line(folders, monkeypatch, capsys):
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", "recipes", f"data.dataset_dir={folders / 'no-songs'}", f"model.checkpoint_dir={folders / 'checkpoints'}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: data.dataset_dir: ") and str(folders / "no-songs") in err
+
+
+def test_the_song_count_leaves_out_the_files_that_cannot_be_read(tmp_path):
+    from sidestep.data.audio import write_wav
+    from sidestep.wizard import path_note
+
+    for name in ("a.wav", "b.wav"):
+        write_wav(tmp_path / "songs" / name, torch.zeros(2, 48000 * 3))
+    (tmp_path / "songs" / "broken.wav").write_bytes(b"RIFF, but not audio")
+    (tmp_path / "songs" / "empty.flac").write_bytes(b"")
+    problem, note = path_note("data.dataset_dir", str(tmp_path / "songs"))
+    assert problem is None and note.startswith("2 songs, 0.1 min of audio") and "2 more cannot be read" in note
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.wav").write_bytes(b"RIFF, but not audio")
+    problem, _ = path_note("data.dataset_dir", str(tmp_path / "bad"))
+    assert problem == f"data.dataset_dir: none of the 1 audio files in {tmp_path / 'bad'} can be read"
+
+
+def test_what_was_typed_while_an_answer_was_checked_does_not_answer_the_next_question(monkeypatch):
+    from sidestep.ui import questions
+
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave, "r")
+    monkeypatch.setattr(sys, "stdin", terminal)
+    os.write(master, b"typed while the last answer was checked\n")
+
+    def ask(prompt):  # the user reads the question, then answers it
+        os.write(master, b"my answer\n")
+        return terminal.readline()
+
+    console = questions.Console(file=io.StringIO())
+    monkeypatch.setattr(console, "input", ask)
+    try:
+        assert questions._read(console, questions.Question("lora.rank", "LoRA rank"), "64", None, {}) == "my answer"
+    finally:
+        terminal.close()
+        os.close(master)
+
+
+def test_a_refusal_wraps_under_itself_and_never_splits_a_path():
+    from rich.console import Console
+
+    from sidestep.ui.questions import say
+
+    out = io.StringIO()
+    path = "/home/someone/music/a-very-long-folder-name-of-songs/that-goes-on-and-on/" + "x" * 30
+    say(Console(file=out, width=60), f"data.dataset_dir: {path} is not a folder; point it at your tensors", "red")
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 1 and lines[0].startswith("  data.dataset_dir:")
+    assert all(line.startswith(" " * len("  data.dataset_dir: ")) for line in lines[1:])
+    assert any(path in line for line in lines)

@@ -202,18 +202,17 @@ def tensors_beside(songs: str) -> str:
 
 @lru_cache(maxsize=None)
 def _songs(path: str) -> Tuple[Path, ...]:
-    """The songs of a folder that holds no preprocessed samples (none for a dataset folder, or no folder)."""
+    """The audio files of a folder that holds no preprocessed samples (none for a dataset folder, or no folder)."""
     from sidestep.data.audio import find_audio
     from sidestep.data.dataset import list_sample_files
 
+    if not Path(path).is_dir():
+        return ()  # the trainer's own check names the missing folder
     try:
         list_sample_files(Path(path))
         return ()
     except SidestepError:
-        try:
-            return tuple(find_audio(Path(path))[0])
-        except SidestepError:
-            return ()
+        return tuple(find_audio(Path(path))[0])
 
 
 def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
@@ -223,9 +222,14 @@ def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
         from sidestep.data.samples import read_sample
 
         if _songs(path):
-            minutes = sum(_seconds(song) for song in _songs(path)) / 60
-            return None, (f"{len(_songs(path))} songs, {minutes:.1f} min of audio, not preprocessed yet: training "
-                          f"preprocesses them first into {tensors_beside(path)}")
+            seconds = [s for s in map(_seconds, _songs(path)) if s is not None]
+            if not seconds:
+                return f"data.dataset_dir: none of the {len(_songs(path))} audio files in {path} can be read", ""
+            unreadable = len(_songs(path)) - len(seconds)
+            return None, (f"{len(seconds)} songs, {sum(seconds) / 60:.1f} min of audio, not preprocessed yet: training "
+                          f"preprocesses them first into {tensors_beside(path)}"
+                          + (f" ({unreadable} more cannot be read: preprocessing lists them and goes on without them)"
+                             if unreadable else ""))
         try:
             files = list_sample_files(Path(path))
             frames = sum(read_sample(f)["target_latents"].shape[0] for f in files)
@@ -238,13 +242,15 @@ def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
     return None, f"variants found: {', '.join(found)}" if found else "a single model folder"
 
 
-def _seconds(song: Path) -> float:
+def _seconds(song: Path) -> Optional[float]:
+    """Its length, or None when it cannot be read (preprocessing lists it with the reason)."""
     from sidestep.data.audio import audio_seconds
 
     try:
-        return audio_seconds(song)
-    except SidestepError:  # unreadable: preprocessing lists it with its reason
-        return 0.0
+        seconds = audio_seconds(song)
+    except SidestepError:
+        return None
+    return seconds if seconds * LATENT_FPS >= 2 else None  # preprocessing needs a pair of latent frames
 
 
 @lru_cache(maxsize=None)
