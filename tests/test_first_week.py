@@ -40,3 +40,26 @@ def test_a_report_row_never_puts_a_baseline_of_another_length_beside_the_checkpo
     short = sample("samples/t0/0_without.wav", duration=5.0, source="run")
     assert prompt_rows(Path("."), [*steps, short, long])[0].without is short
     assert prompt_rows(Path("."), [*steps, long])[0].without is None
+
+
+def test_a_refused_start_leaves_no_run_folder_and_a_missing_vae_is_named_before_any_work(cli, tmp_path, cache_dir):
+    import shutil
+
+    import torch
+
+    from sidestep.data.audio import write_wav
+    from sidestep.models.tiny import write_checkpoints
+    from tests.conftest import compose_cfg
+
+    missing = cli("model=tiny", f"preprocess.audio_dir={tmp_path / 'no-songs'}", "ui.yes=true")
+    assert missing.returncode == 2 and "preprocess.audio_dir" in missing.stderr, missing.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists()
+
+    write_checkpoints(compose_cfg(cache_dir).model, tmp_path / "checkpoints", variant="turbo")
+    shutil.rmtree(tmp_path / "checkpoints" / "vae")
+    write_wav(tmp_path / "songs" / "a.wav", torch.zeros(2, 48000))
+    no_vae = cli("model=turbo", f"model.checkpoint_dir={tmp_path / 'checkpoints'}", f"preprocess.audio_dir={tmp_path / 'songs'}",
+                 "ui.yes=true", "ui.plain=true")
+    assert no_vae.returncode == 2 and no_vae.stderr.startswith("error: model.checkpoint_dir: no vae/ folder"), no_vae.stderr
+    assert "a.wav" not in no_vae.stdout + no_vae.stderr and "songs" not in no_vae.stdout  # nothing announced
+    assert not (tmp_path / "outputs").exists()

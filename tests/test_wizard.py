@@ -25,10 +25,13 @@ from sidestep.wizard import main
 
 @pytest.fixture
 def folders(tmp_path):
-    """An ACE-Step checkpoints folder with two variants (config only) and a dataset of two 30 s samples."""
+    """An ACE-Step checkpoints folder with two variants (config only) and the shared encoder folders (empty), and a
+    dataset of two 30 s samples."""
     for variant in ("base", "sft"):
         (tmp_path / "checkpoints" / f"acestep-v15-{variant}").mkdir(parents=True)
         (tmp_path / "checkpoints" / f"acestep-v15-{variant}" / "config.json").write_text("{}")
+    for shared in ("vae", "Qwen3-Embedding-0.6B"):  # what preprocessing songs needs beside the variants
+        (tmp_path / "checkpoints" / shared).mkdir()
     (tmp_path / "tensors" / "jazz").mkdir(parents=True)
     for i in range(2):
         save_file({"target_latents": torch.zeros(750, 64), "attention_mask": torch.ones(750),
@@ -198,6 +201,7 @@ def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     term = Terminal(["-m", "sidestep.train", "model=sft", "ui.plain=true"], tmp_path)
     term.answer("No data.dataset_dir given. Set up the run with the wizard?", "y")
     term.answer("Questions", "")
+    term.see("Dataset folder (data.dataset_dir): ")  # asked: input typed before the question is discarded
     term.child.sendeof()
     term.see("error: the input ended before the last question; nothing was written")
     term.child.expect(pexpect.EOF)

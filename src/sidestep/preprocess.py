@@ -64,7 +64,9 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
         cfg = prepare_preprocess(cfg)
-        build(cfg.model).settle(cfg.model)  # what the checkpoint says: arch, variant
+        source = build(cfg.model)
+        source.settle(cfg.model)  # what the checkpoint says: arch, variant
+        source.require_encoders()  # before the songs are listed and hashed
         outcome = preprocess_and_report(cfg, cfg.model, plain)
         log.info("%d samples ready in %s; train on them with data.dataset_dir=%s", outcome.usable, outcome.out_dir,
                  outcome.out_dir)

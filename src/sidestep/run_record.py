@@ -4,11 +4,14 @@ Hydra writes the record of every start before any of our code runs. A start into
 record -- a resume, or a refused fresh start -- would overwrite it even when it is then refused. So the
 `record_dir` resolver (Hydra's `output_subdir`) sends such a start's record to `.hydra/attempt-<time>/`; only
 when the resume actually starts is it promoted over `.hydra/`, and what was typed is appended to
-`.hydra/history.yaml` (one entry per start). A refused attempt leaves nothing behind.
+`.hydra/history.yaml` (one entry per start). A refused attempt leaves nothing behind, and neither does a refused
+first start: the run dir it made goes (`discard_refused`).
 """
 
 import datetime
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Dict, Optional
@@ -16,10 +19,13 @@ from typing import Dict, Optional
 from omegaconf import OmegaConf
 
 from sidestep.atomic import atomic_file
+from sidestep.run_status import STATUS_FILE
 
 RECORD = ".hydra"
 RECORD_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 HISTORY = "history.yaml"
+LOCK_FILE = ".sidestep.lock"  # training/run_dir.py's
+DATE_FOLDER, OUTPUTS_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}"), re.compile("outputs")  # conf/train.yaml's run dir
 _claimed: Dict[str, str] = {}  # run dir -> the subdir this process's record goes to (asked several times)
 
 
@@ -76,6 +82,24 @@ class RunRecord:
                         "resumed_from": None if resumed_from is None else str(resumed_from)})
         with atomic_file(record / HISTORY) as tmp:
             tmp.write_text(OmegaConf.to_yaml(history))
+
+    def discard_refused(self, log_name: str) -> bool:
+        """A first start refused before it trained leaves no folder behind: the run dir goes when it holds only what
+        this start wrote (the record, `<log_name>`, `status.json`, the lock). Returns whether it went."""
+        made_here = {RECORD, log_name, STATUS_FILE, LOCK_FILE}
+        if self.started or not self.is_first or any(p.name not in made_here for p in self.run_dir.iterdir()):
+            return False
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            if Path(handler.baseFilename).parent == self.run_dir:  # closed first: Windows cannot delete an open file
+                handler.close()
+                root.removeHandler(handler)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        day = self.run_dir.parent  # outputs/<date>/ and outputs/, when this was their only run
+        for folder, pattern in ((day, DATE_FOLDER), (day.parent, OUTPUTS_FOLDER)):
+            if pattern.fullmatch(folder.name) and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return not self.run_dir.exists()
 
     def abandon(self) -> None:
         """A start that never trained: its attempt folder goes (a first start keeps its record, to say it failed)."""

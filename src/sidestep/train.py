@@ -80,6 +80,8 @@ def main(cfg: DictConfig) -> Optional[float]:
                 sys.exit(err.exit_code)
             raise
         except Exception as err:
+            if not sweeping and isinstance(err, SidestepError) and record.discard_refused(f"{hydra_cfg.job.name}.log"):
+                raise  # refused before training: no run folder is left behind
             reason = record_failure(run_dir, err, owns_status=record.is_first or record.started)
             if sweeping:
                 log.error("job %s failed: %s", run_dir.name, reason)
