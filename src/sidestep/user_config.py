@@ -30,7 +30,7 @@ def search_path_entry() -> str:
         (folder / "experiment").mkdir(parents=True, exist_ok=True)
     except OSError:
         return "pkg://sidestep.conf"
-    return folder.as_uri()
+    return f"file://{folder.as_posix()}"  # Hydra takes what follows file:// as the path (C:/... on Windows)
 
 
 def register_user_config_resolver() -> None:
