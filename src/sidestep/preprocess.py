@@ -6,19 +6,22 @@ Exits non-zero only when no song could be used; the table at the end names every
 """
 
 import logging
+import re
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
 from sidestep.config.schema import PreprocessConfig
-from sidestep.errors import DataError
+from sidestep.errors import DataError, SidestepError
+from sidestep.run_record import discard_folder
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress, show_outcome
 from sidestep.ui.help import CommandHelp, answer_help
@@ -44,6 +47,7 @@ def log_dir(out_dir: Optional[str]) -> str:
 
 
 OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
+LOG_PARENTS = (re.compile(r"\.?preprocess"), re.compile(r".*"))  # <out_dir>/.preprocess/ and out_dir (or outputs/)
 
 
 def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = ""):
@@ -63,10 +67,14 @@ def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bo
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
-        cfg = prepare_preprocess(cfg)
-        source = build(cfg.model)
-        source.settle(cfg.model)  # what the checkpoint says: arch, variant
-        source.require_encoders()  # before the songs are listed and hashed
+        try:
+            cfg = prepare_preprocess(cfg)
+            source = build(cfg.model)
+            source.settle(cfg.model)  # what the checkpoint says: arch, variant
+            source.require_encoders()  # before the songs are listed and hashed
+        except SidestepError:  # refused: the log folder Hydra made for this run goes, and empty ones above it
+            discard_folder(Path(HydraConfig.get().runtime.output_dir), {".hydra", "preprocess.log"}, LOG_PARENTS)
+            raise
         outcome = preprocess_and_report(cfg, cfg.model, plain)
         log.info("%d samples ready in %s; train on them with data.dataset_dir=%s", outcome.usable, outcome.out_dir,
                  outcome.out_dir)

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Set
 
 from omegaconf import OmegaConf
 
@@ -86,22 +86,32 @@ class RunRecord:
     def discard_refused(self, log_name: str) -> bool:
         """A first start refused before it trained leaves no folder behind: the run dir goes when it holds only what
         this start wrote (the record, `<log_name>`, `status.json`, the lock). Returns whether it went."""
-        made_here = {RECORD, log_name, STATUS_FILE, LOCK_FILE}
-        if self.started or not self.is_first or any(p.name not in made_here for p in self.run_dir.iterdir()):
+        if self.started or not self.is_first:
             return False
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-            if Path(handler.baseFilename).parent == self.run_dir:  # closed first: Windows cannot delete an open file
-                handler.close()
-                root.removeHandler(handler)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        day = self.run_dir.parent  # outputs/<date>/ and outputs/, when this was their only run
-        for folder, pattern in ((day, DATE_FOLDER), (day.parent, OUTPUTS_FOLDER)):
-            if pattern.fullmatch(folder.name) and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        return not self.run_dir.exists()
+        return discard_folder(self.run_dir, {RECORD, log_name, STATUS_FILE, LOCK_FILE}, (DATE_FOLDER, OUTPUTS_FOLDER))
 
     def abandon(self) -> None:
         """A start that never trained: its attempt folder goes (a first start keeps its record, to say it failed)."""
         if not self.started and self.subdir is not None and not self.is_first:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def discard_folder(folder: Path, made_here: Set[str], parents: Sequence[re.Pattern]) -> bool:
+    """Remove the folder a refused command's Hydra run made, when it holds only `made_here` (the record, the log),
+    then each parent in turn while it is empty and its name fits the next pattern (folders of our own naming, such
+    as `outputs/<date>/`). Returns whether the folder went."""
+    if not folder.is_dir() or any(p.name not in made_here for p in folder.iterdir()):
+        return False
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename).parent == folder:  # closed first: Windows cannot delete an open file
+            handler.close()
+            root.removeHandler(handler)
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    for pattern in parents:
+        if not (pattern.fullmatch(parent.name) and parent.is_dir()) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+        parent = parent.parent
+    return not folder.exists()
