@@ -20,7 +20,7 @@ def test_the_tiny_command_says_how_long_it_takes_before_loading_torch(monkeypatc
 
 
 def test_sample_renders_as_long_as_the_runs_songs_by_default(make_cfg):
-    from sidestep.sampling.session import run_duration
+    from sidestep.training.adapter_samples import run_duration
 
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         assert compose(config_name="sample").duration is None

@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
         cfg = prepare_sample(cfg)
-        from sidestep.sampling.session import render_samples  # torch and diffusers: once the config is good
+        from sidestep.training.adapter_samples import render_samples  # torch and diffusers: once the config is good
 
         out = Path(HydraConfig.get().runtime.output_dir)
         written = render_samples(cfg, list(HydraConfig.get().overrides.task), out, plain)

@@ -11,7 +11,6 @@ from peft import set_peft_model_state_dict
 
 from sidestep.adapters.files import peft_type_name
 from sidestep.adapters.kind import kind_of
-from sidestep.config import LATENT_FPS
 from sidestep.config.schema import SamplePrompt
 from sidestep.data.dataset import list_sample_files
 from sidestep.data.loader import dataset_folder
