@@ -54,6 +54,8 @@ def test_a_refused_start_leaves_no_run_folder_and_a_missing_vae_is_named_before_
     missing = cli("model=tiny", f"preprocess.audio_dir={tmp_path / 'no-songs'}", "ui.yes=true")
     assert missing.returncode == 2 and "preprocess.audio_dir" in missing.stderr, missing.stderr[-2000:]
     assert not (tmp_path / "outputs").exists()
+    estimate = cli("experiment=demo", "adapter=lokr", app="estimate")
+    assert estimate.returncode == 2 and not (tmp_path / "outputs").exists()
     preprocess = cli(f"audio_dir={tmp_path / 'no-songs'}", f"out_dir={tmp_path / 'tensors'}", app="preprocess")
     assert preprocess.returncode == 2 and not (tmp_path / "tensors").exists()  # nor its log folder
 

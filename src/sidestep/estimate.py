@@ -6,6 +6,7 @@ Shares the training config (model, data, attention, training groups); writes `<r
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from sidestep.config import TrainConfig, register_schemas, resolve_run
 from sidestep.config.build import build
-from sidestep.errors import ConfigError
+from sidestep.errors import ConfigError, SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.ui.app import run_app
 from sidestep.ui.console import console, use_plain
@@ -38,12 +39,17 @@ HELP = CommandHelp(
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     plain = use_plain(cfg.ui.plain)
-    kind = build(cfg.adapter)
-    if not kind.takes_rank_map:
-        raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does not "
-                          "take; run it with adapter=lora or adapter=dora")
-    cfg, run_dir = resolve_run(cfg)
-    RunRecord(run_dir, HydraConfig.get().output_subdir).start(None)
+    record = RunRecord(Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().output_subdir)
+    try:
+        kind = build(cfg.adapter)
+        if not kind.takes_rank_map:
+            raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does "
+                              "not take; run it with adapter=lora or adapter=dora")
+        cfg, run_dir = resolve_run(cfg)
+    except SidestepError:  # refused: no run folder is left behind
+        record.discard_refused(f"{HydraConfig.get().job.name}.log")
+        raise
+    record.start(None)
     # imported here: it loads torch and diffusers, which a refused config never needs
     from sidestep.training.estimation import GROUPINGS, estimate
 
