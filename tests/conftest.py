@@ -1,6 +1,8 @@
 """Shared fixtures: configs composed exactly as the command line composes them, on the tiny model."""
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import List
 
@@ -12,6 +14,7 @@ from omegaconf import DictConfig
 from sidestep.config import prepare, register_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SIDESTEP_CONFIG_DIR", tempfile.mkdtemp(prefix="sidestep-config-"))  # never the user's own
 register_schemas()
 
 

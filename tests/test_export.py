@@ -123,3 +123,15 @@ def test_merge_writes_a_complete_variant_folder_that_loads_as_base_plus_lora(run
     base.load_lora_adapter(run_dir / "adapter", weight_name="adapter_model.safetensors", prefix=None)
     want, got, plain = dit_outputs(base), dit_outputs(reloaded.transformer), dit_outputs(model_source(cfg.model).dit().transformer)
     assert (got - want).abs().max() < 0.1 * (plain - want).abs().max()
+
+
+def test_out_gets_the_runs_adapter_layout_whatever_the_formats(run, tmp_path):
+    _, run_dir, _ = run
+    tree = lambda folder: sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())  # noqa: E731
+    export.main([str(run_dir), "--out", str(tmp_path / "all")])
+    assert tree(tmp_path / "all") == tree(run_dir / "adapter")
+    export.main([str(run_dir), "--out", str(tmp_path / "one"), "--format", "comfyui"])
+    assert set(tree(tmp_path / "one")) == {"adapter_config.json", "adapter_model.safetensors", "formats.json",
+                                           "comfyui/jazz.safetensors"}
+    listed = json.loads((tmp_path / "one" / "formats.json").read_text())
+    assert {k: v["path"] for k, v in listed.items()} == {"comfyui": "comfyui/jazz.safetensors"}

@@ -81,10 +81,10 @@ def test_prodigy_shows_its_real_step_size(make_cfg, tmp_path, caplog):
 
 
 def test_the_readme_writes_a_tiny_checkpoints_folder_in_one_line(tmp_path):
-    from sidestep.models.tiny import main
+    from sidestep.tiny import main
 
-    line = next(s for s in (ROOT / "README.md").read_text().splitlines() if "sidestep.models.tiny" in s)
-    args = line.split("#")[0].split("sidestep.models.tiny", 1)[1].split()
+    line = next(s for s in (ROOT / "README.md").read_text().splitlines() if "sidestep.tiny " in s)
+    args = line.split("#")[0].split("sidestep.tiny", 1)[1].split()
     main([str(tmp_path / a) if not a.startswith("-") else a for a in args])
     root = tmp_path / args[0]
     assert list(find_variants(root)) == ["turbo"]

@@ -143,7 +143,7 @@ def test_the_spectrogram_puts_a_tone_at_its_frequency():
 def test_the_runs_model_is_used_with_what_the_command_line_changes():
     from omegaconf import OmegaConf
 
-    from sidestep.sample import _model
+    from sidestep.training.adapter_samples import _model
 
     run_cfg = OmegaConf.create({"model": {"variant": "base", "checkpoint_dir": "/old/checkpoints"}})
     cfg = OmegaConf.create({"model": {"variant": "turbo", "checkpoint_dir": "/new/checkpoints"}})

@@ -16,17 +16,22 @@ import torch
 from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 
+import sidestep.conf
 from sidestep.config import prepare
+from sidestep.config.overrides import check_overrides
 from sidestep.recipes import HEADER, destination
 from sidestep.wizard import main
 
 
 @pytest.fixture
 def folders(tmp_path):
-    """An ACE-Step checkpoints folder with two variants (config only) and a dataset of two 30 s samples."""
+    """An ACE-Step checkpoints folder with two variants (config only) and the shared encoder folders (empty), and a
+    dataset of two 30 s samples."""
     for variant in ("base", "sft"):
         (tmp_path / "checkpoints" / f"acestep-v15-{variant}").mkdir(parents=True)
         (tmp_path / "checkpoints" / f"acestep-v15-{variant}" / "config.json").write_text("{}")
+    for shared in ("vae", "Qwen3-Embedding-0.6B"):  # what preprocessing songs needs beside the variants
+        (tmp_path / "checkpoints" / shared).mkdir()
     (tmp_path / "tensors" / "jazz").mkdir(parents=True)
     for i in range(2):
         save_file({"target_latents": torch.zeros(750, 64), "attention_mask": torch.ones(750),
@@ -196,6 +201,7 @@ def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     term = Terminal(["-m", "sidestep.train", "model=sft", "ui.plain=true"], tmp_path)
     term.answer("No data.dataset_dir given. Set up the run with the wizard?", "y")
     term.answer("Questions", "")
+    term.see("Dataset folder (data.dataset_dir): ")  # asked: input typed before the question is discarded
     term.child.sendeof()
     term.see("error: the input ended before the last question; nothing was written")
     term.child.expect(pexpect.EOF)
@@ -203,9 +209,91 @@ def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     assert term.child.exitstatus == 2
 
 
-def test_recipes_go_to_the_installed_config_tree_when_it_is_writable():
-    import sidestep.conf
-
-    config_dir, extra = destination(None)
-    assert config_dir == Path(sidestep.conf.__file__).parent and extra == []
+def test_recipes_go_to_the_users_config_folder_and_name_their_runs_without_a_time(folders, monkeypatch, capsys):
+    user = folders / "user-config"
+    monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(user))
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)
+    main([f"data.dataset_dir={folders / 'tensors' / 'jazz'}", f"model.checkpoint_dir={folders / 'checkpoints'}"])
+    recipe = user / "experiment" / "jazz.yaml"
+    assert recipe.is_file() and not re.search(r"\d{8}-\d{6}", recipe.read_text().split("\n", 2)[2])
+    command = re.search(r"train it with:\s+(python -m sidestep\.train .*)", capsys.readouterr().out).group(1)
+    assert shlex.split(command) == ["python", "-m", "sidestep.train", "experiment=jazz"]  # no --config-dir needed
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=jazz"])  # found through conf/train.yaml's search path
+    assert (cfg.run.name, cfg.data.dataset_dir) == ("jazz", str(folders / "tensors" / "jazz"))
+    check_overrides(["experiment=jazz"], Path(sidestep.conf.__file__).parent)  # an option like the shipped ones
     assert destination(Path("elsewhere")) == (Path("elsewhere").resolve(), ["--config-dir", str(Path("elsewhere").resolve())])
+
+
+def test_the_user_config_folder_follows_the_platform(monkeypatch, tmp_path):
+    from sidestep.user_config import user_config_dir
+
+    monkeypatch.delenv("SIDESTEP_CONFIG_DIR")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert user_config_dir() == tmp_path / "xdg" / "sidestep"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("APPDATA", str(tmp_path / "AppData"))
+    assert user_config_dir() == tmp_path / "AppData" / "sidestep"
+    monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(tmp_path / "mine"))
+    assert user_config_dir() == tmp_path / "mine"
+
+
+def test_a_songs_folder_that_does_not_exist_is_one_line(folders, monkeypatch, capsys):
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", "recipes", f"data.dataset_dir={folders / 'no-songs'}", f"model.checkpoint_dir={folders / 'checkpoints'}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: data.dataset_dir: ") and str(folders / "no-songs") in err
+
+
+def test_the_song_count_leaves_out_the_files_that_cannot_be_read(tmp_path):
+    from sidestep.data.audio import write_wav
+    from sidestep.wizard import path_note
+
+    for name in ("a.wav", "b.wav"):
+        write_wav(tmp_path / "songs" / name, torch.zeros(2, 48000 * 3))
+    (tmp_path / "songs" / "broken.wav").write_bytes(b"RIFF, but not audio")
+    (tmp_path / "songs" / "empty.flac").write_bytes(b"")
+    problem, note = path_note("data.dataset_dir", str(tmp_path / "songs"))
+    assert problem is None and note.startswith("2 songs, 0.1 min of audio") and "2 more cannot be read" in note
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.wav").write_bytes(b"RIFF, but not audio")
+    problem, _ = path_note("data.dataset_dir", str(tmp_path / "bad"))
+    assert problem == f"data.dataset_dir: none of the 1 audio files in {tmp_path / 'bad'} can be read"
+
+
+def test_what_was_typed_while_an_answer_was_checked_does_not_answer_the_next_question(monkeypatch):
+    from sidestep.ui import questions
+
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave, "r")
+    monkeypatch.setattr(sys, "stdin", terminal)
+    os.write(master, b"typed while the last answer was checked\n")
+
+    def ask(prompt):  # the user reads the question, then answers it
+        os.write(master, b"my answer\n")
+        return terminal.readline()
+
+    console = questions.Console(file=io.StringIO())
+    monkeypatch.setattr(console, "input", ask)
+    try:
+        assert questions._read(console, questions.Question("lora.rank", "LoRA rank"), "64", None, {}) == "my answer"
+    finally:
+        terminal.close()
+        os.close(master)
+
+
+def test_a_refusal_wraps_under_itself_and_never_splits_a_path():
+    from rich.console import Console
+
+    from sidestep.ui.questions import say
+
+    out = io.StringIO()
+    path = "/home/someone/music/a-very-long-folder-name-of-songs/that-goes-on-and-on/" + "x" * 30
+    say(Console(file=out, width=60), f"data.dataset_dir: {path} is not a folder; point it at your tensors", "red")
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 1 and lines[0].startswith("  data.dataset_dir:")
+    assert all(line.startswith(" " * len("  data.dataset_dir: ")) for line in lines[1:])
+    assert any(path in line for line in lines)

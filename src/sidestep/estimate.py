@@ -5,34 +5,51 @@ Shares the training config (model, data, attention, training groups); writes `<r
 """
 
 import logging
+import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.table import Table
 
-from sidestep.config import register_schemas, resolve_run
+from sidestep.config import TrainConfig, register_schemas, resolve_run
 from sidestep.config.build import build
-from sidestep.errors import ConfigError
+from sidestep.errors import ConfigError, SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.ui.app import run_app
 from sidestep.ui.console import console, use_plain
+from sidestep.ui.help import CommandHelp, answer_help
 from sidestep.ui.progress import BatchProgress
 
 log = logging.getLogger("sidestep.estimate")
 register_schemas()
 register_resolver()
+HELP = CommandHelp(
+    "python -m sidestep.estimate", "[group=option ...] [key=value ...] (the training config)",
+    "Score how much each attention projection matters for this dataset (its Fisher information, from training's\n"
+    "own loss) and plan LoRA ranks from it: <run>/estimate.json, trained with lora.rank_map=<that file>.",
+    TrainConfig, "train",
+    ("data.dataset_dir", "model.checkpoint_dir", "estimate.batches", "estimate.include_mlp", "estimate.budget_params",
+     "estimate.ranks", "lora.rank", "trainer.device"),
+    ("model", "attention"),
+    "It takes every training key (python -m sidestep.train --help); the README's \"Which layers matter\".")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     plain = use_plain(cfg.ui.plain)
-    kind = build(cfg.adapter)
-    if not kind.takes_rank_map:
-        raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does not "
-                          "take; run it with adapter=lora or adapter=dora")
-    cfg, run_dir = resolve_run(cfg)
-    RunRecord(run_dir, HydraConfig.get().output_subdir).start(None)
+    record = RunRecord(Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().output_subdir)
+    try:
+        kind = build(cfg.adapter)
+        if not kind.takes_rank_map:
+            raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does "
+                              "not take; run it with adapter=lora or adapter=dora")
+        cfg, run_dir = resolve_run(cfg)
+    except SidestepError:  # refused: no run folder is left behind
+        record.discard_refused(f"{HydraConfig.get().job.name}.log")
+        raise
+    record.start(None)
     # imported here: it loads torch and diffusers, which a refused config never needs
     from sidestep.training.estimation import GROUPINGS, estimate
 
@@ -50,4 +67,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    answer_help(sys.argv[1:], HELP)
     run_app(main, check_schema=True)

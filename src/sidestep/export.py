@@ -13,13 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sidestep.adapters.attach import adapted_dit
-from sidestep.adapters.files import DTYPES, FORMATS, peft_type_name, write_formats
-from sidestep.adapters.kind import kind_of
-from sidestep.adapters.merge import merge_into_variant
+from sidestep.config.choices import EXPORT_FORMATS, ExportDtype
 from sidestep.errors import SidestepError
-from sidestep.models.source import model_source
-from sidestep.training.adapter_sources import open_source
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"
@@ -33,17 +28,28 @@ def default_out(source) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sidestep.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sidestep.export", description=(
+        "Write an adapter (a run's, or one of its checkpoints) in the files each program loads: PEFT/diffusers, the "
+        "diffusers pipeline, ACE-Step and ComfyUI, listed in formats.json; --merge also folds it into the base model."))
     parser.add_argument("source", type=Path, help="a run dir, its adapter/, or one of its checkpoints/step-N/")
-    parser.add_argument("--format", choices=[*FORMATS, "all"], default="all")
-    parser.add_argument("--out", type=Path, help="where to write (default: the adapter dir; for a checkpoint, "
-                                                 "<checkpoint>/adapter)")
-    parser.add_argument("--dtype", choices=list(DTYPES), help="of the exported tensors (default: the run's export.dtype)")
+    parser.add_argument("--format", choices=[*EXPORT_FORMATS, "all"], default="all",
+                        help="which program's files (default: all that load the adapter's type)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="the adapter folder to write, laid out as a run's "
+                        "adapter/ (default: the adapter dir itself; for a checkpoint, <checkpoint>/adapter)")
+    parser.add_argument("--dtype", choices=[d.value for d in ExportDtype], help="of the exported tensors (default: the run's export.dtype)")
     parser.add_argument("--name", help="ComfyUI file and ACE-Step adapter name (default: the run's name, "
                                        "-stepN for a checkpoint)")
     parser.add_argument("--merge", action="store_true", help="also write the base model with the adapter folded in, "
                                                              "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
+    # imported once the arguments parsed: they load torch, which --help does not need
+    from sidestep.adapters.attach import adapted_dit
+    from sidestep.adapters.files import peft_type_name, write_formats
+    from sidestep.adapters.kind import kind_of
+    from sidestep.adapters.merge import merge_into_variant
+    from sidestep.models.source import model_source
+    from sidestep.training.adapter_sources import open_source
+
     with exit_on_user_error():
         if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
             raise SidestepError(f"--name {args.name!r}: use letters, digits, - and _ only (it names files and a "
@@ -53,7 +59,7 @@ def main(argv=None) -> None:
         run_dtype = OmegaConf.select(source.run_cfg, "export.dtype") if source.run_cfg is not None else None
         dtype = args.dtype or run_dtype or "bf16"
         out = args.out or default_out(source)
-        formats = FORMATS if args.format == "all" else (args.format,)
+        formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
         model = None
         if "comfyui" in formats and kind_of(source.adapter_config).needs_model(source.adapter_config):
             if source.run_cfg is None:

@@ -6,24 +6,39 @@ Exits non-zero only when no song could be used; the table at the end names every
 """
 
 import logging
+import re
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.analyze import analyse_and_report
 from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
-from sidestep.config.schema import AnalyzeSettings
-from sidestep.errors import DataError
+from sidestep.config.schema import AnalyzeSettings, PreprocessConfig
+from sidestep.errors import DataError, SidestepError
+from sidestep.run_record import discard_folder
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress, show_outcome
+from sidestep.ui.help import CommandHelp, answer_help
 
 log = logging.getLogger("sidestep.preprocess")
 register_schemas()
+HELP = CommandHelp(
+    "python -m sidestep.preprocess", "audio_dir=SONGS out_dir=TENSORS [model=VARIANT model.checkpoint_dir=DIR] [key=value ...]",
+    "Turn a folder of songs into the tensors training reads (data.dataset_dir=TENSORS), with the VAE and text\n"
+    "encoder of your ACE-Step checkpoints folder. Songs already done with the same audio and settings are skipped.",
+    PreprocessConfig, "preprocess",
+    ("audio_dir", "out_dir", "model.checkpoint_dir", "dataset_json", "trigger_tag", "trigger_position",
+     "max_duration", "force", "device", "precision"),
+    ("model",),
+    "Every key with its type, default and meaning: PreprocessSettings in src/sidestep/config/schema.py; the README's\n"
+    "\"Turning songs into training data\". Hydra's own flags (--cfg job): --hydra-help.")
 
 
 def log_dir(out_dir: Optional[str]) -> str:
@@ -33,6 +48,7 @@ def log_dir(out_dir: Optional[str]) -> str:
 
 
 OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
+LOG_PARENTS = (re.compile(r"\.?preprocess"), re.compile(r".*"))  # <out_dir>/.preprocess/ and out_dir (or outputs/)
 
 
 def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = ""):
@@ -55,12 +71,19 @@ def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bo
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
-        cfg = prepare_preprocess(cfg)
-        build(cfg.model).settle(cfg.model)  # what the checkpoint says: arch, variant
+        try:
+            cfg = prepare_preprocess(cfg)
+            source = build(cfg.model)
+            source.settle(cfg.model)  # what the checkpoint says: arch, variant
+            source.require_encoders()  # before the songs are listed and hashed
+        except SidestepError:  # refused: the log folder Hydra made for this run goes, and empty ones above it
+            discard_folder(Path(HydraConfig.get().runtime.output_dir), {".hydra", "preprocess.log"}, LOG_PARENTS)
+            raise
         outcome = preprocess_and_report(cfg, cfg.model, plain)
         log.info("%d samples ready in %s; train on them with data.dataset_dir=%s", outcome.usable, outcome.out_dir,
                  outcome.out_dir)
 
 
 if __name__ == "__main__":
+    answer_help(sys.argv[1:], HELP)
     main()

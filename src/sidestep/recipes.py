@@ -2,11 +2,11 @@
 
 `sidestep.wizard` builds on these: every default it offers is `composed(...)`, every answer goes through
 `config_problem` (the same compose, type, range and path checks `python -m sidestep.train` runs), and the result
-is written by `recipe` as a `conf/experiment/<name>.yaml` holding only what differs from the tree's defaults.
+is written by `recipe` as an `experiment/<name>.yaml` of the user's config folder (`user_config.py`) holding only
+what differs from the tree's defaults.
 Call them inside `hydra.initialize_config_module(config_module="sidestep.conf", ...)`.
 """
 
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 import sidestep.conf
 from sidestep.config import flatten, resolve
 from sidestep.errors import SidestepError
+from sidestep.user_config import user_config_dir
 
 HEADER = "# Written by python -m sidestep.wizard"
 RECIPE_GROUPS = ("model", "adapter", "optimizer", "scheduler", "attention", "training", "data")  # written as `override /g: x`
@@ -92,14 +93,17 @@ def recipe(setup: Setup, started_from: str, command: str) -> str:
 
 
 def destination(out: Optional[Path]) -> Tuple[Path, List[str]]:
-    """(the config dir the recipe goes in, the arguments `sidestep.train` then needs before `experiment=`)."""
+    """(the config dir the recipe goes in, the arguments `sidestep.train` then needs before `experiment=`): the
+    user's config folder, which `conf/train.yaml` puts on Hydra's search path, or `--out DIR` with `--config-dir`."""
     if out is None:
-        tree = Path(sidestep.conf.__file__).parent
-        if os.access(tree / "experiment", os.W_OK):
-            return tree, []
-        out = Path("conf")
+        return user_config_dir(), []
     out = out.expanduser().resolve()
     return out, ["--config-dir", str(out)]
+
+
+def is_shipped(option: str) -> bool:
+    """A preset of the installed tree: a recipe of that name would never be found (the tree comes first)."""
+    return (Path(sidestep.conf.__file__).parent / "experiment" / f"{option}.yaml").is_file()
 
 
 def verify(config_dir: Path, extra: List[str], name: str, expected: DictConfig) -> None:

@@ -19,6 +19,7 @@ from sidestep.config.saved import load_saved
 from sidestep.errors import SidestepError
 from sidestep.train import main as train
 from sidestep.ui.console import exit_on_user_error
+from sidestep.ui.help import answer_help, usage_and_about
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
 RESUME_KEYS = ("resume_from", "resume.strict")  # a rerun starts afresh and trains the whole run
@@ -66,6 +67,7 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
 
 
 def main(argv: List[str]) -> None:
+    answer_help(argv, usage_and_about("python -m sidestep.rerun RUN_DIR [overrides...]", __doc__))
     register_schemas()
     if not argv or argv[0].startswith("-"):
         print("usage: python -m sidestep.rerun RUN_DIR [overrides...]", file=sys.stderr)

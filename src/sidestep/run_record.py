@@ -4,22 +4,28 @@ Hydra writes the record of every start before any of our code runs. A start into
 record -- a resume, or a refused fresh start -- would overwrite it even when it is then refused. So the
 `record_dir` resolver (Hydra's `output_subdir`) sends such a start's record to `.hydra/attempt-<time>/`; only
 when the resume actually starts is it promoted over `.hydra/`, and what was typed is appended to
-`.hydra/history.yaml` (one entry per start). A refused attempt leaves nothing behind.
+`.hydra/history.yaml` (one entry per start). A refused attempt leaves nothing behind, and neither does a refused
+first start: the run dir it made goes (`discard_refused`).
 """
 
 import datetime
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Set
 
 from omegaconf import OmegaConf
 
 from sidestep.atomic import atomic_file
+from sidestep.run_status import STATUS_FILE
 
 RECORD = ".hydra"
 RECORD_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 HISTORY = "history.yaml"
+LOCK_FILE = ".sidestep.lock"  # training/run_dir.py's
+DATE_FOLDER, OUTPUTS_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}"), re.compile("outputs")  # conf/train.yaml's run dir
 _claimed: Dict[str, str] = {}  # run dir -> the subdir this process's record goes to (asked several times)
 
 
@@ -77,7 +83,35 @@ class RunRecord:
         with atomic_file(record / HISTORY) as tmp:
             tmp.write_text(OmegaConf.to_yaml(history))
 
+    def discard_refused(self, log_name: str) -> bool:
+        """A first start refused before it trained leaves no folder behind: the run dir goes when it holds only what
+        this start wrote (the record, `<log_name>`, `status.json`, the lock). Returns whether it went."""
+        if self.started or not self.is_first:
+            return False
+        return discard_folder(self.run_dir, {RECORD, log_name, STATUS_FILE, LOCK_FILE}, (DATE_FOLDER, OUTPUTS_FOLDER))
+
     def abandon(self) -> None:
         """A start that never trained: its attempt folder goes (a first start keeps its record, to say it failed)."""
         if not self.started and self.subdir is not None and not self.is_first:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def discard_folder(folder: Path, made_here: Set[str], parents: Sequence[re.Pattern]) -> bool:
+    """Remove the folder a refused command's Hydra run made, when it holds only `made_here` (the record, the log),
+    then each parent in turn while it is empty and its name fits the next pattern (folders of our own naming, such
+    as `outputs/<date>/`). Returns whether the folder went."""
+    if not folder.is_dir() or any(p.name not in made_here for p in folder.iterdir()):
+        return False
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename).parent == folder:  # closed first: Windows cannot delete an open file
+            handler.close()
+            root.removeHandler(handler)
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    for pattern in parents:
+        if not (pattern.fullmatch(parent.name) and parent.is_dir()) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+        parent = parent.parent
+    return not folder.exists()

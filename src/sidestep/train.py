@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.config import register_schemas, resolve_run
+from sidestep.config import TrainConfig, register_schemas, resolve_run
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.saved import load_saved
 from sidestep.errors import Interrupted, SidestepError
@@ -31,6 +31,7 @@ from sidestep.run_record import RECORD, RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
 from sidestep.ui.app import run_app
 from sidestep.ui.console import exit_on_user_error, is_plain, use_plain
+from sidestep.ui.help import CommandHelp, answer_help
 from sidestep.ui.progress import TrainingProgress
 from sidestep.wizard import offer_wizard
 
@@ -38,6 +39,18 @@ if TYPE_CHECKING:
     from sidestep.training.loop import FitResult
 
 log = logging.getLogger("sidestep.train")
+HELP = CommandHelp(
+    "python -m sidestep.train", "[group=option ...] [key=value ...] [-m for a sweep]",
+    "Train an adapter (LoRA, DoRA, LoKr, LoHa, OFT) for an ACE-Step 1.5 model on your songs, and write one run folder\n"
+    "(outputs/<date>/<run.name>/): the checked config, TensorBoard logs, checkpoints, samples, the adapter in every\n"
+    "format and report.html. Without data.dataset_dir, at a terminal, it offers the wizard (python -m sidestep.wizard).",
+    TrainConfig, "train",
+    ("data.dataset_dir", "preprocess.audio_dir", "model.checkpoint_dir", "model.quantize", "lora.rank", "lora.alpha",
+     "trainer.epochs", "trainer.max_steps", "trainer.batch_size", "optimizer.lr", "trainer.device",
+     "trainer.precision", "run.name", "resume_from", "ui.yes", "ui.plain"),
+    ("model", "experiment", "vram", "adapter", "optimizer", "scheduler", "attention"),
+    "Every key with its value: python -m sidestep.train [overrides] --cfg job. Every key with its type, default and\n"
+    "meaning: src/sidestep/config/schema.py and parts.py. Hydra's own flags (--multirun, --cfg, --config-dir): --hydra-help.")
 register_schemas()
 register_resolver()
 
@@ -67,6 +80,8 @@ def main(cfg: DictConfig) -> Optional[float]:
                 sys.exit(err.exit_code)
             raise
         except Exception as err:
+            if not sweeping and isinstance(err, SidestepError) and record.discard_refused(f"{hydra_cfg.job.name}.log"):
+                raise  # refused before training: no run folder is left behind
             reason = record_failure(run_dir, err, owns_status=record.is_first or record.started)
             if sweeping:
                 log.error("job %s failed: %s", run_dir.name, reason)
@@ -134,5 +149,6 @@ def _keep_run_name(cfg: DictConfig, record: RunRecord) -> None:
 
 
 if __name__ == "__main__":
+    answer_help(sys.argv[1:], HELP)
     follow_the_main_process()
     run_app(main, check_schema=True)

@@ -3,8 +3,8 @@
 Every default is read from the composed config tree (`conf/`, plus any overrides given here, plus the `vram=`
 profile the detected GPU suggests), and every answer is checked at once by composing it and running the trainer's
 own checks, so a value the trainer would refuse is refused here with the same message. The result is a recipe,
-`conf/experiment/<name>.yaml` (or `DIR/experiment/<name>.yaml`), holding what differs from the defaults, and the
-one-line command that trains it.
+`experiment/<name>.yaml` in the user's config folder (on Hydra's search path; see `user_config.py`) or in `--out DIR`,
+holding what differs from the defaults and naming its runs `<name>`, and the one-line command that trains it.
 """
 
 import argparse
@@ -35,6 +35,7 @@ from sidestep.recipes import (
     destination,
     group_options,
     is_ours,
+    is_shipped,
     leaves_model_and_data,
     recipe,
     verify,
@@ -42,8 +43,9 @@ from sidestep.recipes import (
 from sidestep.ui.console import console, exit_on_user_error, is_interactive, use_plain
 from sidestep.ui.gpu import detected_gpu, profile_for
 from sidestep.ui.questions import Answers, Question, ask_all
+from sidestep.user_config import user_config_dir
 
-NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # a file name and the run's name (run.name: no dots)
 TINY = "tiny"  # the random-init test model: never a choice for real data
 SUGGESTED = ("model", "vram")  # questions whose default is worked out (variant found, GPU detected), not read
 
@@ -174,7 +176,9 @@ class Wizard:
 
     def _check_name(self, name: str) -> Optional[str]:
         if not NAME.fullmatch(name):
-            return f"name: {name!r} must be letters, digits, _ . or - (it becomes a file name)"
+            return f"name: {name!r} must be letters, digits, _ or - (it names the recipe file and the run)"
+        if is_shipped(name):
+            return f"name: {name} is a shipped preset (experiment={name}); pick another name"
         path = self.out / "experiment" / f"{name}.yaml"
         if path.is_file() and not is_ours(path):
             return f"name: {path} is a recipe the wizard did not write; pick another name"
@@ -199,18 +203,17 @@ def tensors_beside(songs: str) -> str:
 
 @lru_cache(maxsize=None)
 def _songs(path: str) -> Tuple[Path, ...]:
-    """The songs of a folder that holds no preprocessed samples (none for a dataset folder, or no folder)."""
+    """The audio files of a folder that holds no preprocessed samples (none for a dataset folder, or no folder)."""
     from sidestep.data.audio import find_audio
     from sidestep.data.dataset import list_sample_files
 
+    if not Path(path).is_dir():
+        return ()  # the trainer's own check names the missing folder
     try:
         list_sample_files(Path(path))
         return ()
     except SidestepError:
-        try:
-            return tuple(find_audio(Path(path))[0])
-        except SidestepError:
-            return ()
+        return tuple(find_audio(Path(path))[0])
 
 
 def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
@@ -220,9 +223,14 @@ def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
         from sidestep.data.samples import read_sample
 
         if _songs(path):
-            minutes = sum(_seconds(song) for song in _songs(path)) / 60
-            return None, (f"{len(_songs(path))} songs, {minutes:.1f} min of audio, not preprocessed yet: training "
-                          f"preprocesses them first into {tensors_beside(path)}")
+            seconds = [s for s in map(_seconds, _songs(path)) if s is not None]
+            if not seconds:
+                return f"data.dataset_dir: none of the {len(_songs(path))} audio files in {path} can be read", ""
+            unreadable = len(_songs(path)) - len(seconds)
+            return None, (f"{len(seconds)} songs, {sum(seconds) / 60:.1f} min of audio, not preprocessed yet: training "
+                          f"preprocesses them first into {tensors_beside(path)}"
+                          + (f" ({unreadable} more cannot be read: preprocessing lists them and goes on without them)"
+                             if unreadable else ""))
         try:
             files = list_sample_files(Path(path))
             frames = sum(read_sample(f)["target_latents"].shape[0] for f in files)
@@ -235,13 +243,15 @@ def path_note(key: str, path: str) -> Tuple[Optional[str], str]:
     return None, f"variants found: {', '.join(found)}" if found else "a single model folder"
 
 
-def _seconds(song: Path) -> float:
+def _seconds(song: Path) -> Optional[float]:
+    """Its length, or None when it cannot be read (preprocessing lists it with the reason)."""
     from sidestep.data.audio import audio_seconds
 
     try:
-        return audio_seconds(song)
-    except SidestepError:  # unreadable: preprocessing lists it with its reason
-        return 0.0
+        seconds = audio_seconds(song)
+    except SidestepError:
+        return None
+    return seconds if seconds * LATENT_FPS >= 2 else None  # preprocessing needs a pair of latent frames
 
 
 @lru_cache(maxsize=None)
@@ -303,6 +313,8 @@ def set_up(seed: List[str], out: Optional[Path]) -> Tuple[Path, List[str], DictC
             offer_analysis(answers["data.dataset_dir"], ui.plain)
         command = ["python", "-m", "sidestep.train", *extra, f"experiment={answers['name']}"]
         setup = wizard.setup(answers, QUESTIONS[-1])
+        if not any(o.startswith("run.name=") for o in seed):  # the recipe names its runs; each run adds its time
+            setup = (setup[0], (*setup[1], f"run.name={answers['name']}"))
         started = " ".join(o for o in setup[0] if o.startswith(("experiment=", "vram=")))
         expected = composed(setup)
         path = config_dir / "experiment" / f"{answers['name']}.yaml"
@@ -317,7 +329,7 @@ def main(argv: List[str]) -> None:
                                      description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("overrides", nargs="*", help="start from these (group=option, key=value; ui.plain, ui.yes)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="a config dir: write DIR/experiment/NAME.yaml "
-                                                                "(default: the installed conf/ when writable, else ./conf)")
+                                                                f"(default: your config folder, {user_config_dir()})")
     args = parser.parse_args(argv)
     register_schemas()
     with exit_on_user_error():

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from sidestep.adapters.kind import AdapterType, Weights, kind_of
 from sidestep.adapters.targets import original_module_name, original_pattern, original_targets, split_key
 from sidestep.atomic import atomic_dir, atomic_file, save_safetensors
+from sidestep.config.choices import EXPORT_FORMATS
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -41,7 +42,7 @@ METADATA_KEY = "lora_adapter_metadata"
 PEFT_PREFIX = "base_model.model."
 COMFYUI_PREFIX = "diffusion_model.decoder."
 PIPELINE_PREFIX = "transformer."
-FORMATS = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")
+FORMATS = EXPORT_FORMATS
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -1,6 +1,7 @@
 """LoKr (LyCORIS; Yeh et al. 2024): ΔW = (alpha / rank)·kron(w1, w2), each width split into two factors, w2 (and
 with `decompose_both` w1) low-rank when the rank is below half its size. Far fewer parameters than LoRA at the same
-rank. diffusers' LoRA loader cannot read it; ACE-Step (PEFT) and ComfyUI (LyCORIS keys) can."""
+rank. diffusers' `load_lora_adapter` loads it (it builds the PEFT config the file's header names), its pipeline's
+`load_lora_weights` does not; ACE-Step (PEFT) and ComfyUI (LyCORIS keys) do."""
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
@@ -25,7 +26,7 @@ class Lokr(AdapterType):
     module_dropout: float = 0.0
 
     peft_type = "LOKR"
-    formats = ("acestep", "comfyui")
+    formats = ("diffusers", "acestep", "comfyui")
 
     def check(self, lora, shapes) -> None:
         if self.factor == 0 or self.factor < -1:

@@ -18,6 +18,10 @@ class ExportDtype(StrEnum):
     fp16 = "fp16"
 
 
+TINY_VARIANTS = ("turbo", "base", "sft")  # the variant folders `python -m sidestep.tiny` can write
+EXPORT_FORMATS = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")  # the programs an adapter is written for
+
+
 class OnProblem(StrEnum):
     error = "error"
     skip = "skip"

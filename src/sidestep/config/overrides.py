@@ -13,6 +13,7 @@ from hydra.errors import HydraException
 
 from sidestep.config.schema import CHOSEN_BY_TARGET, TrainConfig
 from sidestep.errors import ConfigError
+from sidestep.user_config import user_config_dir
 
 OPEN_NODES = ("model.tiny_stack.",)  # free-form dicts: any key below them is accepted
 SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "steps": "max_steps", "batch": "batch_size",
@@ -56,10 +57,14 @@ def _check_choice(key: str, kind: type, value) -> None:
                               + why)
 
 
-def group_options(conf_dir: Path) -> dict:
-    """{group: [options]} of the config tree (`optimizer: [adafactor, adamw, ...]`)."""
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in conf_dir.iterdir()
-            if d.is_dir() and d.name != "hydra" and not d.name.startswith("_")}
+def group_options(*conf_dirs: Path) -> dict:
+    """{group: [options]} of the config trees (`optimizer: [adafactor, adamw, ...]`), a missing one left out."""
+    found: Dict[str, set] = {}
+    for conf_dir in conf_dirs:
+        for d in conf_dir.iterdir() if conf_dir.is_dir() else ():
+            if d.is_dir() and d.name != "hydra" and not d.name.startswith("_"):
+                found.setdefault(d.name, set()).update(p.stem for p in d.glob("*.yaml"))
+    return {group: sorted(options) for group, options in found.items()}
 
 
 def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
@@ -71,7 +76,7 @@ def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
         return  # Hydra reports a malformed override itself
-    keys, groups = known_keys(), group_options(conf_dir)
+    keys, groups = known_keys(), group_options(conf_dir, user_config_dir())  # the user's recipes are options too
     extra_configs = any(a.startswith(CONFIG_DIR_FLAGS) for a in args)
     for override in parsed:
         key = override.key_or_group

@@ -72,7 +72,7 @@ class OptimizerConfig:
 
     _target_: str = MISSING
     _partial_: bool = True
-    lr: float = 1e-4
+    lr: float = 1e-4  # peak learning rate (Prodigy: a multiplier of its own estimate)
     weight_decay: float = 0.01
 
 
@@ -219,7 +219,7 @@ class DataConfig:
     preprocessed samples (`dataset_dir`), or the generated dataset of `synthetic`."""
 
     _target_: str = "sidestep.data.sources.SampleFolder"
-    dataset_dir: Optional[str] = None
+    dataset_dir: Optional[str] = None  # a folder of preprocessed samples (.pt or .safetensors)
     synthetic: Optional[SyntheticConfig] = None
     crop_seconds: Optional[float] = None
     num_workers: Optional[int] = None  # null: the CPU cores this process may use, less one, at most 4

@@ -14,9 +14,12 @@ from sidestep.config.saved import saved_text
 
 def resolve(cfg: DictConfig) -> DictConfig:
     """The config a run really uses: checked, and with what the model source says of its weights (a checkpoint's
-    architecture, `model=auto`'s variant)."""
+    architecture, `model=auto`'s variant); with songs to preprocess, the encoders they need are there."""
     cfg = prepare(cfg)
-    build(cfg.model).settle(cfg.model)
+    source = build(cfg.model)
+    source.settle(cfg.model)
+    if cfg.preprocess.audio_dir is not None:  # songs first: the encoders must be there before any work starts
+        source.require_encoders()
     return cfg
 
 

@@ -35,6 +35,7 @@ from sidestep.config.parts import (
     TrainingConfig,
 )
 from sidestep.config.run_name import register_run_name_resolvers
+from sidestep.user_config import register_user_config_resolver
 
 LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
 
@@ -44,8 +45,8 @@ ALPHA_PER_RANK = 2.0  # lora.alpha when not given: this times the rank, so a swe
 
 @dataclass
 class LoraConfig:
-    rank: int = 64
-    alpha: Optional[float] = None  # null: ALPHA_PER_RANK x rank (resolved by `prepare`)
+    rank: int = 64  # adapter size: 16 small, 64 typical, 128 large
+    alpha: Optional[float] = None  # strength scale; null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)
     alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
     dropout: float = 0.1
     bias: Bias = Bias.none
@@ -55,9 +56,9 @@ class LoraConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 100
+    epochs: int = 100  # passes over the dataset
     max_steps: Optional[int] = None  # optimizer steps; caps `epochs` when set
-    batch_size: int = 1
+    batch_size: int = 1  # samples per forward pass (x gradient_accumulation per optimizer step)
     gradient_accumulation: int = 4
     max_grad_norm: float = 1.0
     seed: int = 42
@@ -181,7 +182,7 @@ class SampleConfig:
     timesignature: Optional[str] = None
     prompts: Optional[str] = None  # a YAML list of {prompt, lyrics, ...}
     count: int = 3  # captions taken from the run's training data when no prompt is given
-    duration: float = 30.0
+    duration: Optional[float] = None  # seconds; null: the run's sample length (its songs' median, at most 30 s)
     seed: int = 0
     strength: float = 1.0
     compare: bool = False  # also render without the adapter (and at compare_strengths), same prompt and seed
@@ -237,6 +238,7 @@ CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS} 
 def register_schemas() -> None:
     """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
     register_run_name_resolvers()
+    register_user_config_resolver()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="preprocess_schema", node=PreprocessConfig)

@@ -89,15 +89,26 @@ class AceStepCheckpoint(ModelSource):
     def _weights_location(self) -> str:
         return str(self.folder.path / "transformer" if self.folder.layout == "diffusers" else self.folder.path)
 
+    def require_encoders(self) -> None:
+        self._vae_folder()
+        self._text_encoder_folders()
+
+    def _vae_folder(self) -> Path:
+        return shared_folder(self.folder, VAE_DIR, "vae")
+
+    def _text_encoder_folders(self) -> Tuple[Path, Path]:
+        """(the model's folder, the tokenizer's)."""
+        if self.folder.layout == "diffusers":
+            return (shared_folder(self.folder, TEXT_ENCODER_DIR, "text_encoder"),
+                    shared_folder(self.folder, TEXT_ENCODER_DIR, "tokenizer"))
+        model_dir = shared_folder(self.folder, TEXT_ENCODER_DIR, TEXT_ENCODER_DIR)
+        return model_dir, model_dir
+
     def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck:
-        return AutoencoderOobleck.from_pretrained(shared_folder(self.folder, VAE_DIR, "vae"), torch_dtype=dtype)
+        return AutoencoderOobleck.from_pretrained(self._vae_folder(), torch_dtype=dtype)
 
     def _text_encoder(self, dtype: torch.dtype) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        if self.folder.layout == "diffusers":
-            model_dir = shared_folder(self.folder, TEXT_ENCODER_DIR, "text_encoder")
-            tokenizer_dir = shared_folder(self.folder, TEXT_ENCODER_DIR, "tokenizer")
-        else:
-            model_dir = tokenizer_dir = shared_folder(self.folder, TEXT_ENCODER_DIR, TEXT_ENCODER_DIR)
+        model_dir, tokenizer_dir = self._text_encoder_folders()
         return AutoModel.from_pretrained(model_dir, dtype=dtype), AutoTokenizer.from_pretrained(tokenizer_dir)
 
     def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder:

@@ -31,6 +31,10 @@ class ModelSource(ABC):
         """Write into `model_cfg` (and this source) what the weights themselves say: the architecture, the variant
         `auto` picks. Random weights say nothing the config did not."""
 
+    def require_encoders(self) -> None:
+        """Raise a `ConfigError` naming what preprocessing needs and the weights lack (the VAE, the text encoder),
+        before any work is announced. Random weights lack nothing."""
+
     def dit(self, dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> DiT:
         """The frozen DiT and the null condition CFG dropout swaps in. The DiT is built weightless and filled one
         tensor at a time, so memory never holds a second copy; with `model.quantize` its block linears are

@@ -3,13 +3,11 @@
 Each model is seeded from `model.init_seed`, so every process and every later command (preprocess, train,
 sample) builds the same weights. `write_checkpoints` saves the stack in the layout of a user's ACE-Step
 `checkpoints/` folder, so the real loading code is tested end to end on it;
-`python -m sidestep.models.tiny DIR [--variant turbo|base|sft]` writes one, to try preprocessing, training and
-sampling without downloading weights.
+`python -m sidestep.tiny DIR [--variant turbo|base|sft]` writes one, to try preprocessing, training and sampling
+without downloading weights.
 """
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
@@ -145,25 +143,3 @@ def write_checkpoints(model_cfg: DictConfig, root: Path, variant: str = "turbo")
     tiny_text_encoder(model_cfg).save_pretrained(root / TEXT_ENCODER_DIR)
     tiny_tokenizer().save_pretrained(root / TEXT_ENCODER_DIR)
     return folder
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sidestep.models.tiny",
-                                     description="Write the tiny random ACE-Step stack as a complete checkpoints/ folder.")
-    parser.add_argument("out", type=Path, help="the checkpoints folder to write (model.checkpoint_dir=OUT)")
-    parser.add_argument("--variant", default="turbo", choices=["turbo", "base", "sft"])
-    args = parser.parse_args(argv)
-    from hydra import compose, initialize_config_module
-
-    from sidestep.config import register_schemas
-
-    register_schemas()
-    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        model_cfg = compose(config_name="train", overrides=["model=tiny"]).model
-    folder = write_checkpoints(model_cfg, args.out.resolve(), args.variant)
-    print(f"wrote {folder}, vae/ and {TEXT_ENCODER_DIR}/; use them with "
-          f"model={args.variant} model.checkpoint_dir={args.out.resolve()}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -15,9 +15,11 @@ from sidestep.report.run_page import PAGE, write_run_page
 from sidestep.report.runs import find_runs, read_run
 from sidestep.report.sweep_page import fmt, rank, write_sweep_page, write_tables
 from sidestep.ui.console import console, exit_on_user_error
+from sidestep.ui.help import answer_help, usage_and_about
 
 
 def main(argv: List[str]) -> None:
+    answer_help(argv, usage_and_about("python -m sidestep.report RUN_OR_SWEEP_DIR", __doc__))
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m sidestep.report RUN_OR_SWEEP_DIR", file=sys.stderr)
         sys.exit(2)

@@ -82,16 +82,19 @@ def prompt_rows(run: Path, samples: List[Sample]) -> List[PromptRow]:
             row.strengths.setdefault(sample.source_label(run), []).append(sample)
     for key, row in rows.items():
         row.by_step.sort(key=lambda s: s.step)
-        row.without = _base(bases.get(key, []), {s.info.get("seed") for s in row.by_step})
+        row.without = _base(bases.get(key, []), {s.info.get("seed") for s in row.by_step},
+                            {s.info.get("duration") for s in row.by_step})
         for renders in row.strengths.values():
             renders.sort(key=lambda s: s.strength)
     return list(rows.values())
 
 
-def _base(candidates: List[Sample], seeds: set) -> Optional[Sample]:
-    """The newest render without the adapter, at a seed the training samples used if there is one."""
-    same_seed = [s for s in candidates if s.info.get("seed") in seeds]
-    return (same_seed or candidates or [None])[-1]
+def _base(candidates: List[Sample], seeds: set, durations: set) -> Optional[Sample]:
+    """The newest render without the adapter, preferably at a seed and a length the training samples used (a row
+    plays at one length); None when every one is of another length than the row's."""
+    same_length = [s for s in candidates if not durations or s.info.get("duration") in durations]
+    same_seed = [s for s in same_length if s.info.get("seed") in seeds]
+    return (same_seed or same_length or [None])[-1]
 
 
 def spectrogram(run: Path, wav: Path) -> Path:

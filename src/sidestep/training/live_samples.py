@@ -38,8 +38,14 @@ def resolve_duration(cfg: DictConfig, frames: List[int]) -> float:
     """`sample.duration`, or when null the median length of the training songs (`frames` in latent frames), capped:
     samples as long as the songs, not 30 s of a 4 s style."""
     if cfg.sample.duration is None:
-        cfg.sample.duration = min(MAX_DEFAULT_SECONDS, statistics.median(frames) / LATENT_FPS)
+        cfg.sample.duration = songs_duration(frames)
     return cfg.sample.duration
+
+
+def songs_duration(frames: List[int]) -> float:
+    """The training songs' median length in seconds (`frames` in latent frames), at most 30 s: what samples of a
+    run render by default, in training and in `sidestep.sample`."""
+    return min(MAX_DEFAULT_SECONDS, statistics.median(frames) / LATENT_FPS)
 
 
 def sampling_summary(cfg: DictConfig, frames: List[int], steps_per_epoch: int, total_steps: int, batch: int) -> str:

@@ -8,10 +8,10 @@ from typing import Iterator, List, Optional
 from filelock import FileLock, Timeout
 
 from sidestep.errors import SidestepError
+from sidestep.run_record import LOCK_FILE
 from sidestep.run_status import read_status
 from sidestep.training.checkpoint import CHECKPOINTS
 
-LOCK_FILE = ".sidestep.lock"
 
 
 def earlier_run(run_dir: Path) -> List[str]:

@@ -6,6 +6,8 @@ asks the config tree). Without someone at the terminal, or with `ui.yes=true`, e
 and a default that is refused stops with the reason.
 """
 
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Protocol, Tuple, Union
@@ -14,6 +16,11 @@ from rich.console import Console
 from rich.text import Text
 
 from sidestep.errors import SidestepError
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import termios
 
 BACK = "back"
 Answers = Dict[str, str]
@@ -72,14 +79,14 @@ def ask_all(questions: List[Question], session: Session, console: Console, inter
         if problem is not None:
             if not interactive:
                 raise SidestepError(problem)
-            console.print(Text(f"  refused: {problem}", style="red"))
+            say(console, f"refused: {problem}", "red")
             continue
         answers[question.key] = value
         undone.pop(question.key, None)
         history.append(i)
         i += 1
         for note in notes:
-            console.print(Text(f"  {note}", style="green"))
+            say(console, note, "green")
     return answers
 
 
@@ -93,10 +100,35 @@ def _read(console: Console, question: Question, default: Optional[str], choices:
         console.print(Text("  " + "  ".join(f"{n}) {c}" for n, c in enumerate(choices, 1)), style="cyan"))
     prompt = Text.assemble((question.title, "bold"), f" ({question.label})" if question.label else "",
                            (f" [{default}]" if default is not None else "", "cyan"), ": ")
+    discard_typed_ahead(sys.stdin)
     try:
         return console.input(prompt).strip()
     except EOFError:
         raise SidestepError("the input ended before the last question; nothing was written") from None
+
+
+def say(console: Console, message: str, style: str) -> None:
+    """A refusal or note, indented under the question on every line, wrapped at spaces only (a path is never
+    split), so it reads as one block however narrow the terminal."""
+    first, rest = "  ", "  " + " " * (message.index(": ") + 2 if ": " in message[:40] else 0)
+    lines = textwrap.wrap(message, width=max(40, console.width - 1), initial_indent=first, subsequent_indent=rest,
+                          break_long_words=False, break_on_hyphens=False) or [first]
+    for line in lines:
+        console.print(Text(line, style=style), soft_wrap=True)
+
+
+def discard_typed_ahead(stream) -> None:
+    """Drop what was typed while the previous answer was being checked: it was meant for that question, and must
+    not answer this one unseen."""
+    try:
+        if stream is not None and stream.isatty():
+            if sys.platform == "win32":
+                while msvcrt.kbhit():
+                    msvcrt.getwch()
+            else:
+                termios.tcflush(stream.fileno(), termios.TCIFLUSH)
+    except (OSError, ValueError):  # not a real terminal after all (a test harness's stream)
+        pass
 
 
 def _pick(value: str, choices: List[str], question: Question) -> Tuple[str, Optional[str]]:

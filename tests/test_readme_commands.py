@@ -1,0 +1,101 @@
+"""Every `python -m sidestep.<command> ...` line of the README's bash blocks is checked the way its command checks
+its arguments, without training: the config commands' overrides are checked and composed against the schema, the
+other commands' flags and choices against their own `--help`. And the README says how to get `python` first."""
+
+import contextlib
+import io
+import re
+import shlex
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from sidestep.config.overrides import check_overrides
+from sidestep.sample import source_from_argv
+from sidestep.user_config import user_config_dir
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+CONF = (ROOT / "conf")
+HYDRA_APPS = {"train": "train", "estimate": "train", "wizard": "train", "preprocess": "preprocess", "sample": "sample"}
+PLACEHOLDERS = [(r"<same overrides>", ""), (r"\$PWD", "/tmp"), (r"<[^>]+>", "placeholder"), (r" \.\.\.(?= |$)", "")]
+
+
+def readme_commands():
+    """(line, command, its arguments) for each `python -m sidestep.X` line of a bash block."""
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            text = line
+            for pattern, value in PLACEHOLDERS:
+                text = re.sub(pattern, value, text)
+            words = shlex.split(text, comments=True)
+            for i in range(len(words) - 1):
+                if words[i] == "-m" and words[i + 1].startswith("sidestep."):
+                    args = words[i + 2:]
+                    args = args[:args.index(">")] if ">" in args else args
+                    yield line, words[i + 1][len("sidestep."):], args
+
+
+COMMANDS = list(readme_commands())
+
+
+def first_values(override: str) -> str:
+    """A sweep override (`lora.rank=4,8`) as one run of it (`lora.rank=4`), for composing."""
+    key, _, value = override.partition("=")
+    return f"{key}={value.split(',')[0]}" if "," in value and not value.startswith("[") else override
+
+
+@pytest.fixture(scope="module", autouse=True)
+def a_wizard_recipe():
+    """`experiment=<name>`: a recipe the wizard wrote, in the user's config folder (the tests' own)."""
+    recipe = user_config_dir() / "experiment" / "placeholder.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text("# @package _global_\nlora:\n  rank: 8\n")
+    yield
+    recipe.unlink()
+
+
+@pytest.mark.parametrize("line, command, args", COMMANDS, ids=[c[0].strip()[:80] for c in COMMANDS])
+def test_each_readme_command_checks_out(line, command, args):
+    if command in HYDRA_APPS:
+        if "--config-path" in args:  # Hydra's own way to rerun a saved config: no config of ours to check
+            assert args[args.index("--config-name") + 1] == "config"
+            return
+        if command == "sample":
+            args = source_from_argv(["sample", *args])[1:]
+        overrides = [a for a in args if "=" in a and not a.startswith("-")]
+        assert all(a in ("-m",) or "=" in a for a in args), line  # no stray flag Hydra would refuse
+        if HYDRA_APPS[command] == "train":
+            check_overrides(overrides, CONF)
+        for override in overrides:
+            if override.startswith("hydra/"):  # a Hydra plugin's group: its option must be shipped
+                group, option = override.split("=")
+                assert (CONF / group / f"{option}.yaml").is_file(), line
+        with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+            compose(config_name=HYDRA_APPS[command],
+                    overrides=[first_values(o) for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+        return
+    if command == "rerun":
+        check_overrides(args[1:], CONF)
+        return
+    module = __import__(f"sidestep.{command}" if command != "report" else "sidestep.report.__main__",
+                        fromlist=["main"])
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), pytest.raises(SystemExit):
+        module.main(["--help"])
+    help_text = shown.getvalue()
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            assert arg in help_text, f"{line}: {arg} is not one of its flags"
+            choices = re.search(re.escape(arg) + r" \{([^}]+)\}", help_text)
+            if choices:
+                assert args[i + 1] in choices.group(1).split(","), line
+
+
+def test_the_readme_says_how_to_get_the_environments_python_before_its_first_bare_python():
+    first_bare = README.index("python -m sidestep.", README.index(".venv/bin/python -m sidestep.train") + 40)
+    assert "source .venv/bin/activate" in README[:first_bare]
+    assert ".venv\\Scripts\\activate" in README[:first_bare]
+    assert len(COMMANDS) > 30
+    assert {c for _, c, _ in COMMANDS} >= {"train", "preprocess", "sample", "export", "estimate", "wizard", "monitor",
+                                             "report", "rerun", "tiny"}
