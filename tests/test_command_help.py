@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from sidestep.ui.help import help_text, option_rows
 
-ENTRY_POINTS = ("train", "preprocess", "sample", "estimate", "export", "wizard", "monitor", "rerun", "report", "tiny")
+ENTRY_POINTS = ("train", "preprocess", "sample", "estimate", "export", "wizard", "monitor", "rerun", "report", "tiny",
+               "analyze", "tags")
 
 PROBE = """
 import contextlib, importlib, io, runpy, sys
@@ -35,7 +36,8 @@ def test_every_entry_point_answers_help_without_loading_torch():
 
 
 @pytest.mark.parametrize("module, config_name", [("train", "train"), ("preprocess", "preprocess"),
-                                                 ("sample", "sample"), ("estimate", "train")])
+                                                 ("sample", "sample"), ("estimate", "train"),
+                                                 ("analyze", "analyze")])
 def test_the_help_shows_the_default_each_option_really_has(module, config_name):
     help = __import__(f"sidestep.{module}", fromlist=["HELP"]).HELP
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):

@@ -10,6 +10,7 @@ import shlex
 import pytest
 from hydra import compose, initialize_config_module
 
+from sidestep.analyze import songs_dir_from_argv
 from sidestep.config.overrides import check_overrides
 from sidestep.sample import source_from_argv
 from sidestep.user_config import user_config_dir
@@ -17,7 +18,8 @@ from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 CONF = (ROOT / "conf")
-HYDRA_APPS = {"train": "train", "estimate": "train", "wizard": "train", "preprocess": "preprocess", "sample": "sample"}
+HYDRA_APPS = {"train": "train", "estimate": "train", "wizard": "train", "preprocess": "preprocess", "sample": "sample",
+              "analyze": "analyze"}
 PLACEHOLDERS = [(r"<same overrides>", ""), (r"\$PWD", "/tmp"), (r"<[^>]+>", "placeholder"), (r" \.\.\.(?= |$)", "")]
 
 
@@ -63,6 +65,8 @@ def test_each_readme_command_checks_out(line, command, args):
             return
         if command == "sample":
             args = source_from_argv(["sample", *args])[1:]
+        if command == "analyze":
+            args = songs_dir_from_argv(["analyze", *args])[1:]
         overrides = [a for a in args if "=" in a and not a.startswith("-")]
         assert all(a in ("-m",) or "=" in a for a in args), line  # no stray flag Hydra would refuse
         if HYDRA_APPS[command] == "train":

@@ -19,15 +19,26 @@ from rich.prompt import Confirm
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_analyze
 from sidestep.config.choices import AnalyzePolicy
-from sidestep.config.schema import AnalyzeSettings
+from sidestep.config.schema import AnalyzeConfig, AnalyzeSettings
 from sidestep.data.audio_files import SIDECAR_SUFFIXES, find_audio
 from sidestep.ui.analysis_view import show_analysis
 from sidestep.ui.app import run_app
 from sidestep.ui.console import console, exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress
+from sidestep.ui.help import CommandHelp, answer_help
 
 log = logging.getLogger("sidestep.analyze")
 register_schemas()
+HELP = CommandHelp(
+    "python -m sidestep.analyze", "SONGS_DIR [write=fill_missing|overwrite|off] [force=true] [key=value ...]",
+    "Measure each song's tempo, key, time signature, duration and loudness from the audio, and write the confident\n"
+    "labels into its sidecar (a label you wrote stays unless write=overwrite). Everything measured, with its\n"
+    "confidence, goes to SONGS_DIR/analysis.json; songs measured before with the same audio are skipped.",
+    AnalyzeConfig, "analyze",
+    ("write", "force", "workers", "min_bpm_confidence", "min_key_confidence", "min_signature_confidence"),
+    (),
+    "Every key with its type, default and meaning: AnalyzeConfig in src/sidestep/config/schema.py; the README's\n"
+    "\"Labels from the audio\". Hydra's own flags (--cfg job): --hydra-help.")
 
 
 def log_dir(songs_dir: Optional[str]) -> str:
@@ -85,5 +96,6 @@ def songs_dir_from_argv(argv: List[str]) -> List[str]:
 
 
 if __name__ == "__main__":
+    answer_help(sys.argv[1:], HELP)
     sys.argv = songs_dir_from_argv(sys.argv)
     run_app(main)
