@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
+from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from sidestep import export
@@ -123,3 +124,62 @@ def test_merge_writes_a_complete_variant_folder_that_loads_as_base_plus_lora(run
     base.load_lora_adapter(run_dir / "adapter", weight_name="adapter_model.safetensors", prefix=None)
     want, got, plain = dit_outputs(base), dit_outputs(reloaded.transformer), dit_outputs(model_source(cfg.model).dit().transformer)
     assert (got - want).abs().max() < 0.1 * (plain - want).abs().max()
+
+
+@pytest.fixture(scope="module")
+def bf16_run(run, tmp_path_factory):
+    """A run with the default `export.dtype=bf16`: `adapter/` holds the trained weights rounded to bf16, its newest
+    checkpoint (written at the last step, as training does) holds them as trained, in float32."""
+    cfg, _, _ = run
+    run_dir = tmp_path_factory.mktemp("bf16") / "run"
+    saved = as_container(cfg)
+    saved["export"]["dtype"] = "bf16"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
+    model = randomize_lora(dit.transformer, seed=3)
+    save_adapter(model, run_dir / "adapter", cfg.run.name, "bf16")
+    checkpoint = run_dir / "checkpoints" / "step-0000005"
+    checkpoint.mkdir(parents=True)
+    trained = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(trained, checkpoint / LORA_FILE)
+    state = {"step": 5, "epoch": 1, "batch_in_epoch": 0, "skipped_nonfinite": 0}
+    (checkpoint / STATE_FILE).write_text(json.dumps({"state": state, "scheduler": {}, "fingerprint": {}}))
+    return run_dir, trained
+
+
+def test_dtype_on_the_command_line_beats_the_runs_export_dtype(bf16_run, tmp_path):
+    run_dir, _ = bf16_run
+    export.main([str(run_dir), "--dtype", "fp16", "--format", "diffusers", "--out", str(tmp_path)])
+    weights, _ = read_adapter(tmp_path)
+    assert {v.dtype for v in weights.values()} == {torch.float16}
+    assert json.loads((tmp_path / "formats.json").read_text())["diffusers"]["dtype"] == "fp16"
+
+
+@pytest.mark.parametrize("source", [".", "adapter"])
+def test_an_fp32_export_of_a_bf16_run_is_the_trained_weights_exactly(bf16_run, tmp_path, source, monkeypatch):
+    """The run's adapter/ is bf16; `--dtype fp32` and `--merge` take the unrounded weights of its last checkpoint."""
+    run_dir, trained = bf16_run
+    merged = {}
+    monkeypatch.setattr(export, "merge_into_variant", lambda _, weights, *rest: merged.update(weights) or tmp_path)
+    export.main([str(run_dir / source), "--dtype", "fp32", "--out", str(tmp_path), "--merge"])
+    for path in (tmp_path / "adapter_model.safetensors", tmp_path / "acestep" / "jazz" / "adapter_model.safetensors"):
+        assert {v.dtype for v in load_file(path).values()} == {torch.float32}
+    weights, _ = read_adapter(tmp_path)
+    assert weights.keys() == trained.keys() == merged.keys()
+    assert all(torch.equal(weights[k], trained[k]) and torch.equal(merged[k], trained[k]) for k in trained)
+    comfy = load_file(tmp_path / "comfyui" / "jazz.safetensors")
+    name = "diffusion_model." + diffusers_key_to_decoder("layers.0.self_attn.to_q.weight")[: -len(".weight")]
+    assert torch.equal(comfy[f"{name}.lora_up.weight"], trained["layers.0.self_attn.to_q.lora_B.weight"])
+
+
+def test_an_adapter_re_exported_from_another_checkpoint_is_not_mixed_up_with_the_newest(bf16_run, tmp_path):
+    """Only a checkpoint whose weights round to the adapter's stands in for it."""
+    run_dir, trained = bf16_run
+    other = tmp_path / "run"
+    shutil.copytree(run_dir, other)
+    save_file({k: v * 0.5 for k, v in trained.items()}, other / "checkpoints" / "step-0000005" / LORA_FILE)
+    export.main([str(other), "--dtype", "fp32", "--format", "diffusers", "--out", str(tmp_path / "out")])
+    weights, _ = read_adapter(tmp_path / "out")
+    assert all(torch.equal(weights[k], trained[k].to(torch.bfloat16).float()) for k in trained)

@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from sidestep.adapters.attach import adapted_dit
@@ -19,7 +20,7 @@ from sidestep.adapters.kind import kind_of
 from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
-from sidestep.training.adapter_sources import open_source
+from sidestep.training.adapter_sources import full_precision_weights, open_source
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"
@@ -54,21 +55,26 @@ def main(argv=None) -> None:
         dtype = args.dtype or run_dtype or "bf16"
         out = args.out or default_out(source)
         formats = FORMATS if args.format == "all" else (args.format,)
+        weights = full_precision_weights(source)
+        stored = {str(v.dtype).removeprefix("torch.") for v in weights.values() if v.dtype != torch.float32}
+        if dtype == "fp32" and stored:
+            console.print(f"{source.weights_file}: no float32 copy of these weights was found (the newest checkpoint of "
+                          f"their run holds one), so the fp32 files hold its {', '.join(sorted(stored))} values")
         model = None
         if "comfyui" in formats and kind_of(source.adapter_config).needs_model(source.adapter_config):
             if source.run_cfg is None:
                 console.print(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
                               "point at a folder inside its run dir to write it")
             else:
-                model = adapted_dit(model_source(source.run_cfg.model), source.weights, source.adapter_config)
-        written = write_formats(source.weights, source.adapter_config, out, name, dtype, formats, model)
+                model = adapted_dit(model_source(source.run_cfg.model), weights, source.adapter_config)
+        written = write_formats(weights, source.adapter_config, out, name, dtype, formats, model)
         listed = ", ".join(written) or "no consumer format"
         console.print(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
         if args.merge:
             if source.run_cfg is None:
                 raise SidestepError(f"{args.source}: --merge needs a folder inside a run dir (its .hydra/config.yaml "
                                     "says which base model the adapter was trained on)")
-            folder = merge_into_variant(model_source(source.run_cfg.model), source.weights, source.adapter_config,
+            folder = merge_into_variant(model_source(source.run_cfg.model), weights, source.adapter_config,
                                         out / MERGED_DIR, name)
             console.print(f"merged model written to {folder} (a complete ACE-Step variant folder)")
 
