@@ -70,7 +70,7 @@ def test_a_checkpoint_exports_every_format_under_its_step_name(run):
     cfg, run_dir, _ = run
     checkpoint = run_dir / "checkpoints" / "step-0000003"
     export.main([str(checkpoint)])
-    out = checkpoint / "adapter"
+    out = run_dir / "exports" / "step-0000003"  # not inside the checkpoint: training prunes those
     formats = json.loads((out / "formats.json").read_text())
     assert set(formats) == {"diffusers", "diffusers_pipeline", "acestep", "comfyui"}
     assert formats["comfyui"]["path"] == "comfyui/jazz-step3.safetensors"
@@ -183,3 +183,29 @@ def test_an_adapter_re_exported_from_another_checkpoint_is_not_mixed_up_with_the
     export.main([str(other), "--dtype", "fp32", "--format", "diffusers", "--out", str(tmp_path / "out")])
     weights, _ = read_adapter(tmp_path / "out")
     assert all(torch.equal(weights[k], trained[k].to(torch.bfloat16).float()) for k in trained)
+
+
+def test_continuing_a_run_keeps_what_was_exported_from_its_checkpoints(make_cfg, tmp_path, caplog):
+    """Exports of a checkpoint live out of the checkpoints training prunes; an adapter an earlier version exported
+    into a checkpoint is moved out before that checkpoint is deleted, and the log says where."""
+    from sidestep.train import train_adapter
+
+    steps = ("trainer.save_every_steps=1", "run.name=jazz")
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(*steps, "trainer.max_steps=3", "trainer.keep_checkpoints=3")
+    train_adapter(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(resolve(cfg))))
+    first, second = (run_dir / "checkpoints" / f"step-000000{n}" for n in (1, 2))
+    export.main([str(first), "--format", "diffusers"])
+    shutil.copytree(run_dir / "adapter", second / "adapter")  # where earlier versions exported to
+    kept = {n: load_file(c / LORA_FILE) for n, c in (("step-0000001", first), ("step-0000002", run_dir / "adapter"))}
+    with pytest.raises(SystemExit):
+        export.main([str(first), "--out", str(first / "adapter")])
+
+    train_adapter(make_cfg(*steps, "trainer.max_steps=5", "trainer.keep_checkpoints=1", "resume_from=latest"), run_dir)
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-0000005"]
+    for name, lora in kept.items():
+        weights, _ = read_adapter(run_dir / "exports" / name)
+        assert all(torch.equal(weights[k], lora[k]) for k in lora), name
+    assert f"moved the adapter exported into {second} to {run_dir / 'exports' / 'step-0000002'}" in caplog.text

@@ -21,16 +21,25 @@ from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
 from sidestep.training.adapter_sources import full_precision_weights, open_source
+from sidestep.training.checkpoint import CHECKPOINTS, export_dir
 from sidestep.ui.console import console, exit_on_user_error
 
 MERGED_DIR = "merged"
 
 
 def default_out(source) -> Path:
-    """An adapter folder is rewritten in place; a checkpoint gets `<checkpoint>/adapter/`, a stopped run `<run>/adapter/`."""
+    """An adapter folder is rewritten in place; a checkpoint gets `<run>/exports/step-N/` (out of the checkpoints
+    training prunes), a stopped run `<run>/adapter/`."""
     if source.step is None:
         return source.weights_file.parent
-    return (source.path if source.path == source.run_dir else source.weights_file.parent) / "adapter"
+    return source.path / "adapter" if source.path == source.run_dir else export_dir(source.weights_file.parent)
+
+
+def check_out(out: Path, source) -> None:
+    """Nothing is written into a run's checkpoints/: training deletes old checkpoints with whatever they hold."""
+    if source.run_dir is not None and out.expanduser().resolve().is_relative_to(source.run_dir / CHECKPOINTS):
+        raise SidestepError(f"--out {out}: inside {source.run_dir / CHECKPOINTS}, whose old checkpoints training "
+                            f"deletes (trainer.keep_checkpoints); write elsewhere, e.g. {default_out(source)}")
 
 
 def main(argv=None) -> None:
@@ -54,6 +63,7 @@ def main(argv=None) -> None:
         run_dtype = OmegaConf.select(source.run_cfg, "export.dtype") if source.run_cfg is not None else None
         dtype = args.dtype or run_dtype or "bf16"
         out = args.out or default_out(source)
+        check_out(out, source)
         formats = FORMATS if args.format == "all" else (args.format,)
         weights = full_precision_weights(source)
         stored = {str(v.dtype).removeprefix("torch.") for v in weights.values() if v.dtype != torch.float32}
