@@ -211,13 +211,15 @@ def merged_weights(model: torch.nn.Module) -> dict:
     return merged.state_dict()
 
 
-@pytest.mark.parametrize("kind", ["lora", "dora", "lokr", "loha", "oft"])
-def test_a_bf16_export_plays_the_trained_change_within_1_percent(kind, tmp_path, cache_dir):
+@pytest.mark.parametrize("adapter", ["lora", "lora adapter.use_rslora=true", "dora", "lokr", "loha", "oft"])
+def test_a_bf16_export_plays_the_trained_change_within_1_percent(adapter, tmp_path, cache_dir):
     """The default `export.dtype=bf16` rounds each tensor by up to 0.4 %; a tensor near the base weights' scale
     (DoRA's magnitude, ComfyUI's `dora_scale`) rounded so would move each weight by 0.4 % of itself, several percent
     of a small trained change. Measured as max |W_file - W_trained| / max |W_trained - W_base| per target, for
-    ComfyUI's patch rule and for PEFT loading Side-Step's own copy (what diffusers and ACE-Step load)."""
-    cfg = compose_cfg(cache_dir, f"adapter={kind}", *SIZE)
+    ComfyUI's patch rule and for PEFT loading Side-Step's own copy (what diffusers and ACE-Step load). rsLoRA: ComfyUI
+    scales by alpha / rank, so the file's alpha must be the one that gives alpha / sqrt(rank)."""
+    kind, *knobs = adapter.split()
+    cfg = compose_cfg(cache_dir, f"adapter={kind}", *knobs, *SIZE)
     model = nudged(cfg)
     save_adapter(model, tmp_path, NAME, "bf16")
     base, trained = base_dit(cfg).state_dict(), merged_weights(model)
