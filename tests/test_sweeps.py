@@ -161,3 +161,17 @@ def test_launcher_presets_compose():
             cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}", "experiment=demo"],
                           return_hydra_config=True)
             assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_
+
+
+
+def test_held_out_songs_are_never_trained_on(make_cfg, tmp_path):
+    """One epoch of the training loader and the held-out loader together hold every song exactly once."""
+    from sidestep.data.loader import open_dataset
+    from sidestep.training.prepare import prepared_run
+
+    cfg = make_cfg("data.val_fraction=0.25")
+    with prepared_run(cfg, tmp_path / "run") as run:
+        trained = [n for batch in run.loader for n in batch["names"]]
+        held_out = [n for batch in run.held_out.loader for n in batch["names"]]
+    assert len(held_out) == round(0.25 * len(open_dataset(cfg).files))
+    assert sorted(trained + held_out) == sorted(p.name for p in open_dataset(cfg).files)
