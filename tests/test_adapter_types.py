@@ -1,6 +1,7 @@
 """Every adapter type (`adapter=dora|lokr|loha|oft`; LoRA in test_adapter_files.py): each export, loaded the way its
 consumer loads it, gives the trained model's outputs, and the merged model equals the unmerged one."""
 
+import copy
 import json
 
 import pytest
@@ -192,3 +193,53 @@ def test_bad_knobs_are_refused_before_any_model_loads(make_cfg, override, option
     kind = {"adapter.block_size": "oft"}.get(option, "lokr")
     with pytest.raises(ConfigError, match=f"^{option}: "):
         make_cfg(f"adapter={kind}", override)
+
+
+def nudged(cfg) -> torch.nn.Module:
+    """The tiny DiT with an adapter a short training could leave: every adapter tensor moved a little from its
+    start (DoRA's magnitude, which starts at the base rows' norms, by about 1 %); in eval mode."""
+    model = model_source(cfg.model).dit().transformer
+    add_adapter(model, adapter_config(cfg), seed=0)
+    gen = torch.Generator().manual_seed(1)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            noise = 0.01 * torch.randn(param.shape, generator=gen)
+            param.data = param.data * (1 + noise) if "magnitude" in name else param.data + noise
+    return model.eval()
+
+
+def merged_weights(model: torch.nn.Module) -> dict:
+    merged = copy.deepcopy(model)
+    merged.fuse_lora()
+    merged.unload_lora()
+    return merged.state_dict()
+
+
+@pytest.mark.parametrize("adapter", ["lora", "lora adapter.use_rslora=true", "dora", "lokr", "loha", "oft"])
+def test_a_bf16_export_plays_the_trained_change_within_1_percent(adapter, tmp_path, cache_dir):
+    """The default `export.dtype=bf16` rounds each tensor by up to 0.4 %; a tensor near the base weights' scale
+    (DoRA's magnitude, ComfyUI's `dora_scale`) rounded so would move each weight by 0.4 % of itself, several percent
+    of a small trained change. Measured as max |W_file - W_trained| / max |W_trained - W_base| per target, for
+    ComfyUI's patch rule and for PEFT loading Side-Step's own copy (what diffusers and ACE-Step load). rsLoRA: ComfyUI
+    scales by alpha / rank, so the file's alpha must be the one that gives alpha / sqrt(rank)."""
+    kind, *knobs = adapter.split()
+    cfg = compose_cfg(cache_dir, f"adapter={kind}", *knobs, *SIZE)
+    model = nudged(cfg)
+    save_adapter(model, tmp_path, NAME, "bf16")
+    base, trained = base_dit(cfg).state_dict(), merged_weights(model)
+    weights, config = read_adapter(tmp_path)
+    peft = base_dit(cfg)
+    peft.add_adapter(config)
+    set_peft_model_state_dict(peft, weights)
+    loaded = merged_weights(peft)
+    lora = load_file(tmp_path / "comfyui" / f"{NAME}.safetensors")
+    errors = {"comfyui": [], "peft": []}
+    for key, weight in base.items():
+        x = "diffusion_model." + diffusers_key_to_decoder(key)[: -len(".weight")]
+        comfy = comfyui_weight(weight, x, lora, set()) if key.endswith(".weight") else None
+        if comfy is None:
+            continue
+        change = (trained[key] - weight).abs().max()
+        errors["comfyui"].append(float((comfy - trained[key]).abs().max() / change))
+        errors["peft"].append(float((loaded[key] - trained[key]).abs().max() / change))
+    assert errors["comfyui"] and max(errors["comfyui"]) < 0.01 and max(errors["peft"]) < 0.01, errors

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 from omegaconf import OmegaConf
+from peft import get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -17,6 +18,7 @@ from sidestep.config import as_container, resolve
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
+from sidestep.training import adapter_export
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
 from tests.conftest import compose_cfg, dit_outputs, randomize_lora
 
@@ -69,7 +71,7 @@ def test_a_checkpoint_exports_every_format_under_its_step_name(run):
     cfg, run_dir, _ = run
     checkpoint = run_dir / "checkpoints" / "step-0000003"
     export.main([str(checkpoint)])
-    out = checkpoint / "adapter"
+    out = run_dir / "exports" / "step-0000003"  # not inside the checkpoint: training prunes those
     formats = json.loads((out / "formats.json").read_text())
     assert set(formats) == {"diffusers", "diffusers_pipeline", "acestep", "comfyui"}
     assert formats["comfyui"]["path"] == "comfyui/jazz-step3.safetensors"
@@ -135,3 +137,88 @@ def test_out_gets_the_runs_adapter_layout_whatever_the_formats(run, tmp_path):
                                            "comfyui/jazz.safetensors"}
     listed = json.loads((tmp_path / "one" / "formats.json").read_text())
     assert {k: v["path"] for k, v in listed.items()} == {"comfyui": "comfyui/jazz.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def bf16_run(run, tmp_path_factory):
+    """A run with the default `export.dtype=bf16`: `adapter/` holds the trained weights rounded to bf16, its newest
+    checkpoint (written at the last step, as training does) holds them as trained, in float32."""
+    cfg, _, _ = run
+    run_dir = tmp_path_factory.mktemp("bf16") / "run"
+    saved = as_container(cfg)
+    saved["export"]["dtype"] = "bf16"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    dit = model_source(cfg.model).dit()
+    add_adapter(dit.transformer, adapter_config(cfg), seed=0)
+    model = randomize_lora(dit.transformer, seed=3)
+    save_adapter(model, run_dir / "adapter", cfg.run.name, "bf16")
+    checkpoint = run_dir / "checkpoints" / "step-0000005"
+    checkpoint.mkdir(parents=True)
+    trained = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(trained, checkpoint / LORA_FILE)
+    state = {"step": 5, "epoch": 1, "batch_in_epoch": 0, "skipped_nonfinite": 0}
+    (checkpoint / STATE_FILE).write_text(json.dumps({"state": state, "scheduler": {}, "fingerprint": {}}))
+    return run_dir, trained
+
+
+def test_dtype_on_the_command_line_beats_the_runs_export_dtype(bf16_run, tmp_path):
+    run_dir, _ = bf16_run
+    export.main([str(run_dir), "--dtype", "fp16", "--format", "diffusers", "--out", str(tmp_path)])
+    weights, _ = read_adapter(tmp_path)
+    assert {v.dtype for v in weights.values()} == {torch.float16}
+    assert json.loads((tmp_path / "formats.json").read_text())["diffusers"]["dtype"] == "fp16"
+
+
+@pytest.mark.parametrize("source", [".", "adapter"])
+def test_an_fp32_export_of_a_bf16_run_is_the_trained_weights_exactly(bf16_run, tmp_path, source, monkeypatch):
+    """The run's adapter/ is bf16; `--dtype fp32` and `--merge` take the unrounded weights of its last checkpoint."""
+    run_dir, trained = bf16_run
+    merged = {}
+    monkeypatch.setattr(adapter_export, "merge_into_variant", lambda _, weights, *rest: merged.update(weights) or tmp_path)
+    export.main([str(run_dir / source), "--dtype", "fp32", "--out", str(tmp_path), "--merge"])
+    for path in (tmp_path / "adapter_model.safetensors", tmp_path / "acestep" / "jazz" / "adapter_model.safetensors"):
+        assert {v.dtype for v in load_file(path).values()} == {torch.float32}
+    weights, _ = read_adapter(tmp_path)
+    assert weights.keys() == trained.keys() == merged.keys()
+    assert all(torch.equal(weights[k], trained[k]) and torch.equal(merged[k], trained[k]) for k in trained)
+    comfy = load_file(tmp_path / "comfyui" / "jazz.safetensors")
+    name = "diffusion_model." + diffusers_key_to_decoder("layers.0.self_attn.to_q.weight")[: -len(".weight")]
+    assert torch.equal(comfy[f"{name}.lora_up.weight"], trained["layers.0.self_attn.to_q.lora_B.weight"])
+
+
+def test_an_adapter_re_exported_from_another_checkpoint_is_not_mixed_up_with_the_newest(bf16_run, tmp_path):
+    """Only a checkpoint whose weights round to the adapter's stands in for it."""
+    run_dir, trained = bf16_run
+    other = tmp_path / "run"
+    shutil.copytree(run_dir, other)
+    save_file({k: v * 0.5 for k, v in trained.items()}, other / "checkpoints" / "step-0000005" / LORA_FILE)
+    export.main([str(other), "--dtype", "fp32", "--format", "diffusers", "--out", str(tmp_path / "out")])
+    weights, _ = read_adapter(tmp_path / "out")
+    assert all(torch.equal(weights[k], trained[k].to(torch.bfloat16).float()) for k in trained)
+
+
+def test_continuing_a_run_keeps_what_was_exported_from_its_checkpoints(make_cfg, tmp_path, caplog):
+    """Exports of a checkpoint live out of the checkpoints training prunes; an adapter an earlier version exported
+    into a checkpoint is moved out before that checkpoint is deleted, and the log says where."""
+    from sidestep.train import train_adapter
+
+    steps = ("trainer.save_every_steps=1", "run.name=jazz")
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(*steps, "trainer.max_steps=3", "trainer.keep_checkpoints=3")
+    train_adapter(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(resolve(cfg))))
+    first, second = (run_dir / "checkpoints" / f"step-000000{n}" for n in (1, 2))
+    export.main([str(first), "--format", "diffusers"])
+    shutil.copytree(run_dir / "adapter", second / "adapter")  # where earlier versions exported to
+    kept = {n: load_file(c / LORA_FILE) for n, c in (("step-0000001", first), ("step-0000002", run_dir / "adapter"))}
+    with pytest.raises(SystemExit):
+        export.main([str(first), "--out", str(first / "adapter")])
+
+    train_adapter(make_cfg(*steps, "trainer.max_steps=5", "trainer.keep_checkpoints=1", "resume_from=latest"), run_dir)
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-0000005"]
+    for name, lora in kept.items():
+        weights, _ = read_adapter(run_dir / "exports" / name)
+        assert all(torch.equal(weights[k], lora[k]) for k in lora), name
+    assert f"moved the adapter exported into {second} to {run_dir / 'exports' / 'step-0000002'}" in caplog.text

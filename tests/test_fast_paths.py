@@ -147,3 +147,13 @@ def test_one_host_sync_per_optimizer_step(make_cfg, tmp_path, monkeypatch):
         train_adapter(make_cfg(*quiet, f"trainer.max_steps={steps}"), tmp_path / str(steps))
         counts.append(reads["n"])
     assert (counts[1] - counts[0]) / 6 == 1.0, counts
+
+
+@pytest.mark.parametrize("size, batch_size", [(70, 4), (101, 3), (33, 2)])
+def test_a_bucketed_epoch_holds_every_song_exactly_once(size, batch_size):
+    """Several sort windows, the last one ending in a short batch: none is dropped, none repeated."""
+    lengths = [40 + (i * 37) % 61 for i in range(size)]
+    for epoch in range(2):
+        batches = batches_of(lengths, batch_size, epoch)
+        assert sorted(i for b in batches for i in b) == list(range(size))
+        assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)  # the short one comes last

@@ -101,3 +101,26 @@ def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, 
         save_adapter(model, tmp_path / "adapter", "jazz")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_rslora_trains_at_alpha_over_the_square_root_of_the_rank(make_cfg):
+    """`adapter.use_rslora=true`, rank 4, alpha 8: each adapted projection adds 8 / sqrt(4) = 4 x B A x, not 8 / 4."""
+    cfg = make_cfg("adapter.use_rslora=true", "lora.rank=4", "lora.alpha=8")
+    model = model_source(cfg.model).dit().transformer
+    add_adapter(model, adapter_config(cfg), seed=0)
+    randomize_lora(model)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    x = torch.randn(3, layers[0].in_features, generator=torch.Generator().manual_seed(0))
+    for layer in layers[:2]:
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        with torch.no_grad():
+            assert torch.allclose(layer(x) - layer.get_base_layer()(x), 4.0 * x @ a.T @ b.T, atol=1e-5)
+
+
+def test_the_adapter_trains_in_float32_on_a_half_precision_base(make_cfg):
+    cfg = make_cfg()
+    model = model_source(cfg.model).dit(torch.bfloat16).transformer
+    add_adapter(model, adapter_config(cfg), seed=0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert model.get_submodule("layers.0.self_attn.to_q").get_base_layer().weight.dtype == torch.bfloat16

@@ -124,3 +124,16 @@ def test_an_adapter_type_that_cannot_train_on_bitsandbytes_is_refused_in_one_lin
 def test_a_quantized_base_on_apple_mps_is_refused_in_one_line(make_cfg):
     with pytest.raises(ConfigError, match=r"^model.quantize: int8: bitsandbytes has no Apple MPS kernels"):
         make_cfg("model.quantize=int8", "trainer.device=mps")
+
+
+def test_nf4_weights_are_nf4_not_fp4(make_cfg):
+    """Each block weight dequantizes to exactly what bitsandbytes' NF4 (blocks of 64, double quantization) makes of
+    the full-precision one; FP4, the other 4-bit code, rounds to other values."""
+    import bitsandbytes.functional as bnb_f
+
+    quantized = quantized_layers(model_source(make_cfg("model.quantize=nf4").model).dit().transformer)
+    plain = model_source(make_cfg().model).dit().transformer.state_dict()
+    for name, layer in quantized.items():
+        expected = bnb_f.dequantize_4bit(*bnb_f.quantize_4bit(plain[f"{name}.weight"], blocksize=64,
+                                                              compress_statistics=True, quant_type="nf4"))
+        assert torch.equal(bnb_f.dequantize_4bit(layer.weight.data, layer.weight.quant_state), expected), name

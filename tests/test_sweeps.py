@@ -161,3 +161,39 @@ def test_launcher_presets_compose():
             cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}", "experiment=demo"],
                           return_hydra_config=True)
             assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_
+
+
+
+def test_held_out_songs_are_never_trained_on(make_cfg, tmp_path):
+    """One epoch of the training loader and the held-out loader together hold every song exactly once."""
+    from sidestep.data.loader import open_dataset
+    from sidestep.training.prepare import prepared_run
+
+    cfg = make_cfg("data.val_fraction=0.25")
+    with prepared_run(cfg, tmp_path / "run") as run:
+        trained = [n for batch in run.loader for n in batch["names"]]
+        held_out = [n for batch in run.held_out.loader for n in batch["names"]]
+    assert len(held_out) == round(0.25 * len(open_dataset(cfg).files))
+    assert sorted(trained + held_out) == sorted(p.name for p in open_dataset(cfg).files)
+
+
+def test_replicas_that_end_with_different_weights_stop_the_run():
+    """The check the two-process run above passes: a replica whose LoRA weights differ in the last bit is caught."""
+    import pytest
+
+    from sidestep.errors import SidestepError
+    from sidestep.training.loop import _check_replicas_agree
+
+    class TwoProcesses:
+        num_processes, device = 2, torch.device("cpu")
+
+        def __init__(self, drift: float):
+            self.drift = drift
+
+        def gather(self, checksum):  # process 1's checksum beside process 0's
+            return torch.cat([checksum, checksum + self.drift])
+
+    params = [torch.full((3, 2), 0.1), torch.ones(4)]
+    _check_replicas_agree(TwoProcesses(0.0), params)
+    with pytest.raises(SidestepError, match="^the 2 processes ended with different LoRA weights"):
+        _check_replicas_agree(TwoProcesses(1e-12), params)

@@ -7,24 +7,11 @@ with `--merge` also a complete ACE-Step variant folder with the adapter folded i
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from sidestep.config.choices import EXPORT_FORMATS, ExportDtype
-from sidestep.errors import SidestepError
-from sidestep.ui.console import console, exit_on_user_error
-
-MERGED_DIR = "merged"
-
-
-def default_out(source) -> Path:
-    """An adapter folder is rewritten in place; a checkpoint gets `<checkpoint>/adapter/`, a stopped run `<run>/adapter/`."""
-    if source.step is None:
-        return source.weights_file.parent
-    return (source.path if source.path == source.run_dir else source.weights_file.parent) / "adapter"
+from sidestep.ui.console import exit_on_user_error
 
 
 def main(argv=None) -> None:
@@ -35,48 +22,21 @@ def main(argv=None) -> None:
     parser.add_argument("--format", choices=[*EXPORT_FORMATS, "all"], default="all",
                         help="which program's files (default: all that load the adapter's type)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="the adapter folder to write, laid out as a run's "
-                        "adapter/ (default: the adapter dir itself; for a checkpoint, <checkpoint>/adapter)")
-    parser.add_argument("--dtype", choices=[d.value for d in ExportDtype], help="of the exported tensors (default: the run's export.dtype)")
+                        "adapter/ (default: the adapter dir itself; for a checkpoint, <run>/exports/step-N; never "
+                        "inside checkpoints/, which training prunes)")
+    parser.add_argument("--dtype", choices=[d.value for d in ExportDtype],
+                        help="of the exported tensors (default: the run's export.dtype)")
     parser.add_argument("--name", help="ComfyUI file and ACE-Step adapter name (default: the run's name, "
                                        "-stepN for a checkpoint)")
     parser.add_argument("--merge", action="store_true", help="also write the base model with the adapter folded in, "
                                                              "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
-    # imported once the arguments parsed: they load torch, which --help does not need
-    from sidestep.adapters.attach import adapted_dit
-    from sidestep.adapters.files import peft_type_name, write_formats
-    from sidestep.adapters.kind import kind_of
-    from sidestep.adapters.merge import merge_into_variant
-    from sidestep.models.source import model_source
-    from sidestep.training.adapter_sources import open_source
+    # imported once the arguments parsed: it loads torch, which --help does not need
+    from sidestep.training.adapter_export import export_adapter
 
     with exit_on_user_error():
-        if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
-            raise SidestepError(f"--name {args.name!r}: use letters, digits, - and _ only (it names files and a "
-                                "PEFT adapter, which may not hold a dot)")
-        source = open_source(args.source)
-        name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "-", source.name)
-        run_dtype = OmegaConf.select(source.run_cfg, "export.dtype") if source.run_cfg is not None else None
-        dtype = args.dtype or run_dtype or "bf16"
-        out = args.out or default_out(source)
         formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
-        model = None
-        if "comfyui" in formats and kind_of(source.adapter_config).needs_model(source.adapter_config):
-            if source.run_cfg is None:
-                console.print(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
-                              "point at a folder inside its run dir to write it")
-            else:
-                model = adapted_dit(model_source(source.run_cfg.model), source.weights, source.adapter_config)
-        written = write_formats(source.weights, source.adapter_config, out, name, dtype, formats, model)
-        listed = ", ".join(written) or "no consumer format"
-        console.print(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
-        if args.merge:
-            if source.run_cfg is None:
-                raise SidestepError(f"{args.source}: --merge needs a folder inside a run dir (its .hydra/config.yaml "
-                                    "says which base model the adapter was trained on)")
-            folder = merge_into_variant(model_source(source.run_cfg.model), source.weights, source.adapter_config,
-                                        out / MERGED_DIR, name)
-            console.print(f"merged model written to {folder} (a complete ACE-Step variant folder)")
+        export_adapter(args.source, formats, args.out, args.dtype, args.name, args.merge)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,11 @@ COMFYUI_PREFIX = "diffusion_model.decoder."
 PIPELINE_PREFIX = "transformer."
 FORMATS = EXPORT_FORMATS
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Kept in float32 whatever `export.dtype` says: one number per module or per output row, so they cost nothing, and
+# each sits next to the base weights' scale, where a bf16 rounding (0.4 %) is large beside a small trained change
+# (DoRA's magnitude and ComfyUI `dora_scale` are about the base rows' norms). ComfyUI casts every patch tensor to
+# float32 itself, and PEFT and diffusers copy a tensor into the adapter's own dtype, so a mixed file loads anywhere.
+FULL_PRECISION = (".alpha", ".dora_scale", ".lora_magnitude_vector")
 
 
 def read_adapter(folder: Path) -> Tuple[Weights, PeftConfig]:
@@ -60,7 +65,7 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
     kind = kind_of(config)
     folder, wanted = Path(folder), set(formats)
     config = kind.inference_config(config)
-    weights = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in weights.items()}
+    weights = in_export_dtype(weights, dtype)
     original = _original_config(config)
     entries = {}
     header = file_header(kind, config, name, dtype, {METADATA_KEY: _metadata(config)})
@@ -85,13 +90,19 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
                               "adapter_name": name}
     comfy = kind.comfyui_tensors(weights, config, COMFYUI_PREFIX, model) if "comfyui" in wanted else None
     if comfy is not None and "comfyui" in kind.formats:
-        comfy = {k: v if k.endswith(".alpha") else v.to(DTYPES[dtype]).contiguous() for k, v in comfy.items()}
+        comfy = in_export_dtype(comfy, dtype)
         with atomic_dir(folder / COMFYUI_DIR) as tmp:
             save_safetensors(comfy, tmp / f"{name}.safetensors", file_header(kind, original, name, dtype))
         entries["comfyui"] = _entry(kind, f"{COMFYUI_DIR}/{name}.safetensors", original, dtype,
                                     "copy into ComfyUI/models/loras/ and pick it in a LoRA loader node")
     _update_formats_file(folder / FORMATS_FILE, entries)
     return list(entries)
+
+
+def in_export_dtype(weights: Weights, dtype: str) -> Weights:
+    """The tensors in `dtype`, those named by `FULL_PRECISION` in float32."""
+    return {k: v.detach().to("cpu", torch.float32 if k.endswith(FULL_PRECISION) else DTYPES[dtype]).contiguous()
+            for k, v in weights.items()}
 
 
 def file_header(kind: AdapterType, config: PeftConfig, name: str, dtype: str,

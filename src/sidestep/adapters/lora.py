@@ -75,7 +75,7 @@ class Lora(AdapterType):
             out[f"{name}.lora_up.weight"] = weights[f"{module}.lora_B.weight"]
             out[f"{name}.alpha"] = torch.tensor(float(alpha) * (rank ** 0.5 if config.use_rslora else 1.0))
             if config.use_dora:
-                out[f"{name}.dora_scale"] = comfyui_dora_scale(layers[module]).to(down.dtype)
+                out[f"{name}.dora_scale"] = comfyui_dora_scale(layers[module])
         return out
 
 

@@ -63,8 +63,10 @@ def place_weights(transformer: torch.nn.Module, tensors: Iterable[Tuple[str, tor
         if not isinstance(current, torch.Tensor) or tuple(current.shape) != tuple(tensor.shape):
             continue
         if leaf == "weight" and isinstance(module, bnb.nn.Linear4bit):
-            module.weight = bnb.nn.Params4bit(tensor, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                              blocksize=NF4_BLOCK, module=module)._quantize(device)
+            empty = module.weight  # the code make_quantizable chose, said once
+            module.weight = bnb.nn.Params4bit(tensor, requires_grad=False, compress_statistics=empty.compress_statistics,
+                                              quant_type=empty.quant_type, blocksize=NF4_BLOCK,
+                                              module=module)._quantize(device)
         elif leaf == "weight" and isinstance(module, bnb.nn.Linear8bitLt):
             module.weight = bnb.nn.Int8Params(tensor, requires_grad=False, has_fp16_weights=False)._quantize(device)
         elif leaf in module._parameters:

@@ -9,6 +9,7 @@ from typing import Dict, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from sidestep.adapters.attach import adapter_config
@@ -55,6 +56,21 @@ def samples_dir(source: str) -> str:
     if not path.is_dir():
         return str(Path("outputs") / "samples")
     return str((run_root(path) or path) / "samples")
+
+
+def full_precision_weights(source: Source) -> Dict[str, torch.Tensor]:
+    """The source's LoRA tensors as they trained, in float32. A run's `adapter/` is written in `export.dtype` (bf16
+    by default), but the run's newest checkpoint holds the same weights unrounded: it is taken when the adapter is
+    exactly its tensors rounded (an adapter re-exported from another checkpoint is not). Else the source's own."""
+    if source.step is not None or source.run_dir is None or not complete_checkpoints(source.run_dir):
+        return source.weights
+    try:
+        full = load_file(complete_checkpoints(source.run_dir)[-1] / LORA_FILE)
+    except (OSError, SafetensorError):
+        return source.weights
+    rounded = full.keys() == source.weights.keys() and all(
+        torch.equal(full[k].to(v.dtype), v) for k, v in source.weights.items())
+    return full if rounded else source.weights
 
 
 def open_source(path: Path) -> Source:

@@ -9,7 +9,7 @@ A checkpoint is `<run>/checkpoints/step-NNNNNNN/`:
 - `trainer_state.json`, written last: counters, position in the epoch, scheduler state, smoothed loss, config
   fingerprint, the sha256 of every other file and a digest of itself (see `checkpoint_check`).
 It is built under `checkpoints/.tmp-step-NNNNNNN/`, flushed to disk and renamed into place; the oldest beyond
-`keep` are pruned.
+`keep` are pruned. What a user exports from a checkpoint lives in `<run>/exports/step-NNNNNNN/`, out of their way.
 """
 
 import json
@@ -43,6 +43,7 @@ from sidestep.training.flow_matching import StepGenerators
 log = logging.getLogger(__name__)
 GENERATORS_FILE = "generators_{}.safetensors"  # one per process
 CHECKPOINTS = "checkpoints"
+EXPORTS = "exports"
 TMP_PREFIX = ".tmp-"
 
 __all__ = ["CheckpointError", "TrainerState", "complete_checkpoints", "load_checkpoint", "load_lora_only",
@@ -107,9 +108,30 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
             shutil.rmtree(final)
         publish(tmp, final)
         for old in complete_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            _prune(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def export_dir(checkpoint: Path) -> Path:
+    """Where `sidestep.export` writes a checkpoint's adapter: `<run>/exports/step-N/`, never inside the checkpoint,
+    which training deletes once `trainer.keep_checkpoints` newer ones exist."""
+    return checkpoint.parent.parent / EXPORTS / checkpoint.name
+
+
+def _prune(checkpoint: Path) -> None:
+    """Delete an old checkpoint. An adapter exported into it (earlier versions of `sidestep.export` wrote
+    `<checkpoint>/adapter/`) is moved to `export_dir` first, and the log says where; if that place is taken, the
+    checkpoint is kept."""
+    exported, target = checkpoint / "adapter", export_dir(checkpoint)
+    if exported.is_dir():
+        if target.exists():
+            log.warning("kept %s: it holds an exported adapter/ and %s is taken", checkpoint, target)
+            return
+        target.parent.mkdir(exist_ok=True)
+        exported.rename(target)
+        log.warning("moved the adapter exported into %s to %s before deleting the checkpoint", checkpoint, target)
+    shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def complete_checkpoints(run_dir: Path) -> List[Path]:
