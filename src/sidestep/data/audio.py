@@ -5,6 +5,7 @@ torchaudio's PyPI wheels are tied to one torch release and built for CUDA, so us
 project to that torch's CUDA builds; soxr is a small, well-kept resampler that works beside any torch.
 """
 
+import io
 import math
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -100,8 +101,10 @@ def write_wav(path: Path, audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -
     if audio.ndim != 2:
         raise ValueError(f"audio must be [channels, samples], got shape {list(audio.shape)}")
     data = audio.detach().float().clamp(-1.0, 1.0).cpu().numpy().T
+    encoded = io.BytesIO()  # encoded in memory: libsndfile would report a full disk as a short write, not an errno
+    soundfile.write(encoded, data, sample_rate, subtype="PCM_16", format="WAV")
     with atomic_file(Path(path)) as tmp:
-        soundfile.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
+        tmp.write_bytes(encoded.getvalue())
 
 
 def _header(path: Path) -> Tuple[int, float]:
