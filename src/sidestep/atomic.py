@@ -75,8 +75,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target`."""
+def atomic_file(target: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target`. `durable=False`: renamed without
+    waiting for the disk (fsync), for a file rewritten often whose last version a power cut may cost."""
     target = Path(target)
     with writing(target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,10 @@ def atomic_file(target: Path) -> Iterator[Path]:
         try:
             yield tmp
             os.chmod(tmp, 0o666 & ~_umask())  # temporary files are private; the finished one gets the usual permissions
-            publish(tmp, target)
+            if durable:
+                publish(tmp, target)
+            else:
+                os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

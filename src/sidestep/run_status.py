@@ -44,7 +44,7 @@ class RunStatus:
         self._write(checkpoint=str(path))
 
     def finished(self, adapter_dir: Path) -> None:
-        self._write(state="finished", eta_s=0.0, adapter=str(adapter_dir))
+        self._write(last=True, state="finished", eta_s=0.0, adapter=str(adapter_dir))
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
@@ -66,7 +66,7 @@ def write_status(run_dir: Path, fields: dict, last: bool = False) -> None:
     (the same few hundred bytes fit in the space the old one holds), so the run never stays `running`."""
     path, text = Path(run_dir) / STATUS_FILE, json.dumps(fields, indent=1)
     try:
-        with atomic_file(path) as tmp:
+        with atomic_file(path, durable=last) as tmp:  # rewritten every few steps: no wait for the disk but at the end
             tmp.write_text(text)
     except OSError as err:
         if not (last and err.errno in FULL and path.is_file()):
