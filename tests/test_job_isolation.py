@@ -7,6 +7,7 @@ import sys
 import pytest
 from diffusers.models.attention_dispatch import AttentionBackendName
 from diffusers.models.attention_dispatch import _AttentionBackendRegistry as attention_registry
+from hydra.core.global_hydra import GlobalHydra
 
 from sidestep.run_status import read_status
 from sidestep.train import main
@@ -15,17 +16,18 @@ from tests.test_sweeps import same_adapter
 
 
 @pytest.fixture
-def logging_restored():
-    """Hydra sets up the root logger for its jobs; the tests after this one get pytest's back."""
+def hydra_restored():
+    """Hydra sets up the root logger for its jobs and stays initialised; the tests after this one get both back."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    GlobalHydra.instance().clear()
 
 
 def test_jobs_of_one_sweep_in_one_process_each_run_with_their_own_settings(tmp_path, cache_dir, monkeypatch,
-                                                                           logging_restored):
+                                                                           hydra_restored):
     sweep = tmp_path / "sweep"
     monkeypatch.setattr(sys, "argv", [
         "train", "-m", "experiment=demo", "trainer.precision=fp32,bf16,fp32", "trainer.max_steps=2",
