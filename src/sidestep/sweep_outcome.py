@@ -33,7 +33,8 @@ def record_failure(run_dir: Path, err: BaseException, owns_status: bool) -> str:
     earlier run, whose status stays true) and return the reason."""
     reason = describe(err)
     status = read_status(run_dir)
-    if owns_status and (status is None or status.get("state") in ("running", "finished")):  # finished: its last samples or report failed
+    # "finished" too: the adapter was written, then its last samples or report failed
+    if owns_status and (status is None or status.get("state") in ("running", "finished")):
         try:
             write_status(run_dir, {**(status or {"step": 0}), "state": "failed", "error": reason,
                                    "updated_at": time.time()}, last=True)
