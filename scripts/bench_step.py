@@ -7,6 +7,11 @@ times after warm-up, and the result is the median of the rounds' ratios (their s
 
     python scripts/bench_step.py            # tiny model, then 2 layers at real width (hidden 2048, 250 frames)
 Prints one line per model and ends with `overhead_ratio=<project / bare>` for the real-width model.
+
+First, the fixed host cost per optimizer step at the demo's tiny width and batch, where the compute is small and
+the loop's own work shows: CPU time per step (one thread, so a busy machine changes it little), ours from two runs
+of different lengths (set-up and the end-of-run writes cancel), logging and status writes as the demo does them.
+Ends that part with `fixed_cost_ms=<ours - bare>`.
 """
 
 import argparse
@@ -46,7 +51,7 @@ def project_steps(cfg, warmup):
         return train_adapter(cfg, Path(run_dir)).step_seconds[warmup:]
 
 
-def bare_steps(cfg, steps, warmup, device="cpu"):
+def bare_steps(cfg, steps, warmup, device="cpu", clock=time.perf_counter):
     """The floor: the same DiT + PEFT LoRA, one fixed batch, no framework (bf16 weights under autocast on a GPU,
     fp32 LoRA, as the project trains)."""
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -65,7 +70,7 @@ def bare_steps(cfg, steps, warmup, device="cpu"):
     settings = StepSettings.from_config(cfg.training, cfg.model)
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         t = sample_timesteps(settings, batch, gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
@@ -79,8 +84,40 @@ def bare_steps(cfg, steps, warmup, device="cpu"):
         opt.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times[warmup:]
+
+
+TINY = ["trainer.batch_size=4", "trainer.save_every=1000000"]  # the demo's batch; checkpoints are not per step
+
+
+def cpu_seconds(work) -> float:
+    start = time.process_time()
+    work()
+    return time.process_time() - start
+
+
+def tiny_fixed_cost(rounds, cache, short=50, long=250):
+    """Our loop's CPU time per optimizer step minus the bare loop's, at the demo's width and batch, one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    short_cfg, long_cfg = project_config(TINY, short, cache), project_config(TINY, long, cache)
+    ours, bare = [], []
+    for _ in range(rounds):  # the bare loop runs between our two runs, so a machine getting busier hits both
+        with tempfile.TemporaryDirectory() as run_dir:
+            ours_short = cpu_seconds(lambda: train_adapter(short_cfg, Path(run_dir)))
+        bare.append(statistics.mean(bare_steps(long_cfg, long, 20, clock=time.process_time)) * 1000)
+        with tempfile.TemporaryDirectory() as run_dir:
+            ours_long = cpu_seconds(lambda: train_adapter(long_cfg, Path(run_dir)))
+        ours.append((ours_long - ours_short) / (long - short) * 1000)
+    torch.set_num_threads(threads)
+    costs = [o - b for o, b in zip(ours, bare)]  # each round's own difference: drift between rounds cancels
+    cost = statistics.median(costs)
+    print(f"tiny fixed cost (hidden 64, batch 4, 1 thread, CPU time): ours {statistics.median(ours):.2f} ms/step, "
+          f"bare {statistics.median(bare):.2f} ms/step (medians); per round ours - bare "
+          f"{', '.join(f'{c:.2f}' for c in costs)} ms ({rounds} rounds)", flush=True)
+    print(f"fixed_cost_ms={cost:.2f}", flush=True)
+    return cost
 
 
 def compare(name, extra, steps, rounds, cache):
@@ -110,10 +147,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per round at real width")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fixed-cost-only", action="store_true", help="only the tiny fixed-cost comparison")
     args = parser.parse_args()
     register_schemas()
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as cache:
+        tiny_fixed_cost(args.rounds, cache)
+        if args.fixed_cost_only:
+            return
         compare("tiny (hidden 64, 2 layers, 100 frames)", [], 100, args.rounds, cache)
         ratio = compare("real width (hidden 2048, 2 layers, 250 frames, LoRA r64 q/k/v/o both)", REAL_WIDTH,
                         args.steps, args.rounds, cache)

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pexpect
 import pytest
@@ -27,7 +28,7 @@ def wide_console(monkeypatch):
 
 def monitor(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "250"}  # pytest's own COLUMNS=80 would fold the long paths
-    return subprocess.run([sys.executable, "-m", "sidestep.monitor", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "sidestep.monitor", *args], capture_output=True, text=True,
                           env=env)
 
 
@@ -37,7 +38,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
                                            "trainer.max_steps=6", "trainer.save_every_steps=6", "trainer.log_every=3",
                                            "ui.plain=true", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={sweep}"],
-                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=240)
+                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=None)
     output = child.read()
     child.close()
     assert child.exitstatus == 0, output[-3000:]
@@ -72,37 +73,50 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
                             rf"experiment=demo lora.rank={rank} .*", row.strip()), row
 
 
-def fake_run(root, state="running", step=40, updated_ago=5.0):
-    """A run dir as the trainer leaves it mid-run: config, status, one finished and one half-written checkpoint."""
+@pytest.fixture
+def clock(monkeypatch):
+    """The monitor's "now", fixed: "updated 5s ago" cannot become 6s on a slow machine."""
+    import sidestep.monitor
+
+    now = time.time()
+    monkeypatch.setattr(sidestep.monitor, "time", SimpleNamespace(time=lambda: now, sleep=time.sleep,
+                                                                  strftime=time.strftime))
+    return now
+
+
+def fake_run(root, state="running", step=40, updated_ago=5.0, now=None):
+    """A run dir as the trainer leaves it mid-run: config, status, one finished and one half-written checkpoint
+    (written 10 s before `now`)."""
     run = root / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(
         "model: {variant: base}\nlora: {rank: 64, alpha: 128, target_modules: [q_proj, v_proj]}\n"
         "optimizer: {_target_: torch.optim.AdamW, lr: 0.0001}\n"
         "trainer: {batch_size: 1, gradient_accumulation: 4, epochs: 100, max_steps: null, log_every: 10}\n")
-    now = time.time()
+    now = time.time() if now is None else now
     (run / "status.json").write_text(json.dumps({
         "state": state, "step": step, "total_steps": 400, "epoch": 11, "epochs": 100, "loss": 0.5, "lr": 1e-4,
         "it_per_s": 2.0, "eta_s": 180.0, "started_at": now - 25, "updated_at": now - updated_ago}))
     (run / "checkpoints" / "step-0000030").mkdir(parents=True)
     (run / "checkpoints" / "step-0000030" / "trainer_state.json").write_text("{}")
     (run / "checkpoints" / ".tmp-step-0000040").mkdir()
+    os.utime(run / "checkpoints" / "step-0000030" / "trainer_state.json", (now - 10, now - 10))
     return run
 
 
-def test_a_running_run_shows_progress_eta_and_the_checkpoint_being_written(tmp_path, capsys):
-    run = fake_run(tmp_path)
+def test_a_running_run_shows_progress_eta_and_the_checkpoint_being_written(tmp_path, capsys, clock):
+    run = fake_run(tmp_path, now=clock)
     main([str(run), "--once"])
     out = capsys.readouterr().out
     assert re.search(r"state\s+running \(updated 5s ago\)", out)
     assert re.search(r"progress\s+\S+  10%  step 40/400  epoch 11/100", out)
     assert re.search(r"speed\s+2\.00 it/s  elapsed 2\ds  ETA 3m00s", out)
-    assert re.search(r"checkpoint\s+step-0000030 \(\d+s ago; 1 kept\), writing step-0000040", out)
+    assert re.search(r"checkpoint\s+step-0000030 \(10s ago; 1 kept\), writing step-0000040", out)
     assert "adapter" not in out
 
 
-def test_a_run_that_stopped_updating_is_flagged(tmp_path, capsys):
-    main([str(fake_run(tmp_path, updated_ago=3600)), "--once"])
+def test_a_run_that_stopped_updating_is_flagged(tmp_path, capsys, clock):
+    main([str(fake_run(tmp_path, updated_ago=3600, now=clock)), "--once"])
     assert "running?: no update for a while; the process may have died (updated 1h00m ago)" in capsys.readouterr().out
 
 
@@ -138,7 +152,7 @@ def test_status_file_follows_the_run_and_records_how_it_ended(tmp_path):
 
 def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.monitor", str(fake_run(tmp_path)), "ui.plain=true"],
-                          encoding="utf-8", dimensions=(50, 200), timeout=60)
+                          encoding="utf-8", dimensions=(50, 200), timeout=None)
     output = child.read()  # returns: a running run, yet no live refresh in plain mode
     child.close()
     assert child.exitstatus == 0 and "step 40/400" in output and "\x1b[" not in output, output

@@ -1,7 +1,8 @@
 """Write a file or folder under a temporary name and rename it into place, so a crash never leaves half of one.
 
 Before the rename, the contents and the directory entries are flushed to disk (fsync), so the promise also holds
-for a power cut: after it, the target is either the old version or the complete new one.
+for a power cut: after it, the target is either the old version or the complete new one. A full or read-only disk
+is raised as an `OSError` naming the target, whichever library was writing (`write_errors`).
 """
 
 import contextlib
@@ -11,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from sidestep.write_errors import writing
 
 
 def _umask() -> int:
@@ -53,36 +56,44 @@ def publish(tmp: Path, target: Path) -> None:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; on success it replaces `target` whole."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private; the finished one gets the usual permissions
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    publish(tmp, target)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private; the finished one gets the usual permissions
+            if target.exists():
+                os.replace(target, old)
+            publish(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # also frees the space a full disk needs for the run's status
+            if old.exists() and not target.exists():
+                os.replace(old, target)
+            raise
     shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target`."""
+def atomic_file(target: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target`. `durable=False`: renamed without
+    waiting for the disk (fsync), for a file rewritten often whose last version a power cut may cost."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.chmod(tmp, 0o666 & ~_umask())  # temporary files are private; the finished one gets the usual permissions
-    publish(tmp, target)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # temporary files are private; the finished one gets the usual permissions
+            if durable:
+                publish(tmp, target)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def save_safetensors(tensors, target: Path, metadata=None) -> None:

@@ -4,7 +4,8 @@ TensorBoard holds the curves but not the plan (total steps, epochs) nor whether 
 main process writes this small file when training starts, every `trainer.log_every` steps, at each checkpoint and
 when it stops: `state` is `running`, then `finished` (adapter written), `stopped` (signal, checkpoint written) or
 `failed` (with `error`, the one-line reason; also for a start refused before training, see `sidestep.train`).
-It is written under a temporary name and renamed, so a reader never sees half of it.
+It is written under a temporary name and renamed, so a reader never sees half of it (but for the last write on a
+full disk, see `write_status`). A failure's `error` is `write_errors.describe`'s line.
 """
 
 import json
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from sidestep.atomic import atomic_file
-from sidestep.errors import Interrupted, first_line
+from sidestep.errors import Interrupted
+from sidestep.write_errors import FULL, describe
 
 STATUS_FILE = "status.json"
 
@@ -42,26 +44,36 @@ class RunStatus:
         self._write(checkpoint=str(path))
 
     def finished(self, adapter_dir: Path) -> None:
-        self._write(state="finished", eta_s=0.0, adapter=str(adapter_dir))
+        self._write(last=True, state="finished", eta_s=0.0, adapter=str(adapter_dir))
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
             return
         stopped = isinstance(error, (Interrupted, KeyboardInterrupt))
         try:
-            self._write(state="stopped" if stopped else "failed", eta_s=None, error=first_line(error))
+            self._write(last=True, state="stopped" if stopped else "failed", eta_s=None, error=describe(error))
         except OSError:  # the disk that failed the run cannot take this file either; the error itself goes on
             pass
 
-    def _write(self, **changes) -> None:
+    def _write(self, last: bool = False, **changes) -> None:
         self.fields.update(changes, updated_at=time.time())
         if self.enabled:
-            write_status(self.path.parent, self.fields)
+            write_status(self.path.parent, self.fields, last)
 
 
-def write_status(run_dir: Path, fields: dict) -> None:
-    with atomic_file(Path(run_dir) / STATUS_FILE) as tmp:
-        tmp.write_text(json.dumps(fields, indent=1))
+def write_status(run_dir: Path, fields: dict, last: bool = False) -> None:
+    """`last`: how the run ended. A disk too full for a temporary copy then gets it written over the old status
+    (the same few hundred bytes fit in the space the old one holds), so the run never stays `running`."""
+    path, text = Path(run_dir) / STATUS_FILE, json.dumps(fields, indent=1)
+    try:
+        with atomic_file(path, durable=last) as tmp:  # rewritten every few steps: no wait for the disk but at the end
+            tmp.write_text(text)
+    except OSError as err:
+        if not (last and err.errno in FULL and path.is_file()):
+            raise
+        with open(path, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
 
 
 def read_status(run_dir: Path) -> Optional[dict]:

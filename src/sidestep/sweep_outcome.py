@@ -6,7 +6,6 @@ FAIL, never a value). Once the sweep is over, `FailedJobs` (a Hydra callback) or
 jobs into one `SweepFailed`, so the command exits 1 and names them.
 """
 
-import errno
 import time
 from pathlib import Path
 from typing import List
@@ -16,9 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sidestep.errors import SidestepError, first_line
 from sidestep.run_status import read_status, write_status
-
-FULL, READ_ONLY, NO_PATH = (errno.ENOSPC, errno.EDQUOT), (errno.EROFS, errno.EACCES, errno.EPERM), (errno.ENOENT, errno.ENOTDIR)
-WRITE_ERRNOS = FULL + READ_ONLY + NO_PATH
+from sidestep.write_errors import WRITE_ERRNOS, describe  # noqa: F401 (WRITE_ERRNOS: for the entry points)
 
 
 class JobFailed(SidestepError):
@@ -31,26 +28,16 @@ class SweepFailed(SidestepError):
     exit_code = 1
 
 
-def describe(err: BaseException) -> str:
-    """The one-line reason for a failure; a full disk or a folder that refuses writing says what to do."""
-    if not isinstance(err, OSError) or err.errno not in WRITE_ERRNOS or not err.filename:
-        return first_line(err)
-    advice = {**dict.fromkeys(FULL, "free some disk space or train into another folder"),
-              **dict.fromkeys(READ_ONLY, "train into a folder you may write"),
-              **dict.fromkeys(NO_PATH, "check the path")}[err.errno]
-    verb = "cannot reach" if err.errno in NO_PATH else "cannot write"
-    return f"{verb} {err.filename}: {err.strerror}; {advice} (hydra.run.dir=...)"
-
-
 def record_failure(run_dir: Path, err: BaseException, owns_status: bool) -> str:
     """Mark the run failed in its `status.json` (when this start owns the run: never for a refused resume of an
     earlier run, whose status stays true) and return the reason."""
     reason = describe(err)
     status = read_status(run_dir)
-    if owns_status and (status is None or status.get("state") == "running"):
+    # "finished" too: the adapter was written, then its last samples or report failed
+    if owns_status and (status is None or status.get("state") in ("running", "finished")):
         try:
             write_status(run_dir, {**(status or {"step": 0}), "state": "failed", "error": reason,
-                                   "updated_at": time.time()})
+                                   "updated_at": time.time()}, last=True)
         except OSError:
             pass  # the disk that failed the run cannot take this file either
     return reason

@@ -5,6 +5,7 @@ is soxr, not torchaudio: torchaudio's PyPI wheels are tied to one torch release 
 would pin the whole project to that torch's CUDA builds; soxr is a small, well-kept resampler beside any torch.
 """
 
+import io
 from pathlib import Path
 from typing import Optional
 
@@ -41,5 +42,7 @@ def write_wav(path: Path, audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -
     if audio.ndim != 2:
         raise ValueError(f"audio must be [channels, samples], got shape {list(audio.shape)}")
     data = audio.detach().float().clamp(-1.0, 1.0).cpu().numpy().T
+    encoded = io.BytesIO()  # encoded in memory: libsndfile would report a full disk as a short write, not an errno
+    soundfile.write(encoded, data, sample_rate, subtype="PCM_16", format="WAV")
     with atomic_file(Path(path)) as tmp:
-        soundfile.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
+        tmp.write_bytes(encoded.getvalue())

@@ -19,6 +19,7 @@ from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
 from sidestep.report.runs import RunInfo, read_run
+from sidestep.write_errors import is_write_error
 
 PAGE = "report.html"
 log = logging.getLogger(__name__)
@@ -36,10 +37,12 @@ def write_run_page(run: RunInfo) -> Path:
 
 
 def refresh_run_page(run_dir: Path) -> None:
-    """For training: rewrite the page, and never let a report problem stop a run."""
+    """For training: rewrite the page, and never let a report problem stop a run (a full or read-only disk does)."""
     try:
         write_run_page(read_run(Path(run_dir), Path(run_dir).parent))
     except Exception as err:  # the page is a view on the run, never a reason to stop it
+        if is_write_error(err):
+            raise
         log.warning("report.html not updated: %s", (str(err).splitlines() or [type(err).__name__])[0])
 
 

@@ -15,6 +15,7 @@ from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
 from omegaconf import DictConfig
 
 from sidestep.config.schema import SamplePrompt
+from sidestep.atomic import atomic_file
 from sidestep.data.audio import SAMPLE_RATE, write_wav
 from sidestep.models.source import ModelSource
 
@@ -83,5 +84,6 @@ def save_sample(audio: torch.Tensor, path: Path, prompt: SamplePrompt, settings:
     write_wav(wav, audio)
     details = {**asdict(prompt), **asdict(settings), **record, "sample_rate": SAMPLE_RATE,
                "seconds": audio.shape[-1] / SAMPLE_RATE}
-    (path.parent / f"{path.name}.json").write_text(json.dumps(details, indent=2))
+    with atomic_file(path.parent / f"{path.name}.json") as tmp:
+        tmp.write_text(json.dumps(details, indent=2))
     return wav

@@ -39,6 +39,7 @@ from sidestep.training.checkpoint_check import (
 )
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.flow_matching import StepGenerators
+from sidestep.write_errors import writing
 
 log = logging.getLogger(__name__)
 GENERATORS_FILE = "generators_{}.safetensors"  # one per process
@@ -94,6 +95,21 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
+    try:
+        with writing(final):  # a full disk: one OSError naming the checkpoint, whatever was writing
+            _write_checkpoint(accelerator, tmp, final, state, gens, scheduler, fingerprint_)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the older checkpoints stay; the space goes back to the run's status
+        raise
+    if accelerator.is_main_process:
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            _prune(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _write_checkpoint(accelerator: Accelerator, tmp: Path, final: Path, state: TrainerState, gens: StepGenerators,
+                      scheduler, fingerprint_: dict) -> None:
     accelerator.save_state(str(tmp))
     generators = {name: g.get_state() for name, g in vars(gens).items()}
     generators["torch_rng"] = torch.get_rng_state()
@@ -107,10 +123,6 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
         if final.exists():
             shutil.rmtree(final)
         publish(tmp, final)
-        for old in complete_checkpoints(run_dir)[:-keep]:
-            _prune(old)
-    accelerator.wait_for_everyone()
-    return final
 
 
 def export_dir(checkpoint: Path) -> Path:

@@ -28,6 +28,7 @@ from sidestep.report.run_page import refresh_run_page
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image
+from sidestep.write_errors import is_write_error
 
 log = logging.getLogger(__name__)
 MAX_DEFAULT_SECONDS = 30.0  # `sample.duration=null`: the songs' median length, but never longer than this
@@ -116,7 +117,9 @@ class LiveSampler:
                 self._render_all(model, step)
             log.info("samples for step %d in %s (%.1f s)", step, self.run_dir / "samples" / f"step-{step:07d}",
                      time.perf_counter() - started)
-        except Exception as err:  # sampling is a view on training, never a reason to stop it
+        except Exception as err:  # sampling is a view on training, never a reason to stop it (a full disk is)
+            if is_write_error(err):
+                raise
             log.warning("samples at step %d failed, training goes on: %s", step, first_line(err))
             if isinstance(err, SidestepError):  # a missing folder or dataset stays missing: stop trying
                 self.enabled = False

@@ -20,6 +20,7 @@ from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.fast_paths import attention_backend
 from sidestep.training.fingerprint import fingerprint as run_fingerprint
 from sidestep.training.fingerprint import mismatches
+from sidestep.training.job_state import active_attention, fresh_process_state
 from sidestep.training.plan import RunPlan, run_plan, schedule_lengths
 from sidestep.training.run_dir import claimed
 from sidestep.training.validation import HeldOutLoss
@@ -49,10 +50,13 @@ def prepared_run(cfg: DictConfig, run_dir: Path, make_dataset: Optional[Callable
                  ) -> Iterator[PreparedRun]:
     """Build the accelerator and hold the run dir while the block runs. `make_dataset` (the caller's preprocessing
     of songs) runs on the main process first, then on the others, before each opens the dataset."""
-    accelerator = build_accelerator(cfg.trainer, run_dir)
-    run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
-    with claimed(run_dir, cfg.resume_from, accelerator.is_main_process):
-        yield _prepare(cfg, run_dir, accelerator, make_dataset)
+    with fresh_process_state():  # a sweep's earlier job left nothing behind
+        accelerator = build_accelerator(cfg.trainer, run_dir)
+        run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
+        with claimed(run_dir, cfg.resume_from, accelerator.is_main_process):
+            run = _prepare(cfg, run_dir, accelerator, make_dataset)
+            with active_attention(run.attention):
+                yield run
 
 
 def _prepare(cfg: DictConfig, run_dir: Path, accelerator: Accelerator,
