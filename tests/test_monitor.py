@@ -5,9 +5,11 @@ with `ui.plain=true ui.yes=true`, which must mean plain log lines, no escape cod
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -162,3 +164,27 @@ def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):
                                           (79.1, "24gb_plus")])
 def test_detected_memory_picks_the_largest_profile_the_card_holds(gib, profile):
     assert profile_for(gib, ["12gb", "16gb", "24gb_plus", "8gb"]) == profile
+
+
+def pruning_checkpoints_after_listing(monkeypatch):
+    """Training prunes the oldest checkpoint just after a reader listed `checkpoints/` (issue 27: the monitor died
+    with FileNotFoundError on its trainer_state.json)."""
+    real_glob = Path.glob
+
+    def glob(self, pattern):
+        found = list(real_glob(self, pattern))
+        yield from found
+        if pattern == "step-*" and self.name == "checkpoints" and found:
+            shutil.rmtree(min(found))
+
+    monkeypatch.setattr(Path, "glob", glob)
+
+
+def test_a_checkpoint_pruned_while_the_monitor_reads_is_skipped(tmp_path, monkeypatch, capsys):
+    run = fake_run(tmp_path)
+    (run / "checkpoints" / "step-0000020").mkdir()
+    (run / "checkpoints" / "step-0000020" / "trainer_state.json").write_text("{}")
+    pruning_checkpoints_after_listing(monkeypatch)
+    main([str(run), "--once"])
+    out = capsys.readouterr().out
+    assert re.search(r"checkpoint\s+step-0000030 \(\d+s ago; 1 kept\)", out), out

@@ -9,6 +9,7 @@ Training rewrites it after every round of samples and at the end; `python -m sid
 import logging
 import shlex
 import time
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,6 +20,7 @@ from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
 from sidestep.report.runs import RunInfo, read_run
+from sidestep.run_files import if_present
 
 PAGE = "report.html"
 log = logging.getLogger(__name__)
@@ -107,9 +109,10 @@ def _adapter_size(run: RunInfo) -> Optional[str]:
     """Parameters and bytes of the LoRA tensors, read from the newest weights file's header."""
     candidates = ([run.adapter / "adapter_model.safetensors"] if run.adapter else []) + \
                  [c / "adapter_model.safetensors" for c in reversed(run.checkpoints)]
-    weights = next((p for p in candidates if p.is_file()), None)
-    if weights is None:
-        return None
+    return next((size for p in candidates if (size := if_present(partial(_file_size, p))) is not None), None)
+
+
+def _file_size(weights: Path) -> str:
     with safe_open(str(weights), framework="numpy") as f:
         count = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
     return f"{count:,} parameters, {weights.stat().st_size / 2**20:.1f} MiB"
