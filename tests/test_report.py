@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -93,3 +94,22 @@ def test_a_run_page_puts_the_base_and_other_strengths_beside_the_checkpoints(tmp
     pictures = re.findall(r'<img src="([^"]+)"', page)
     assert len(pictures) == 5 and all((run / p).read_bytes()[:4] == b"\x89PNG" for p in pictures)
     assert '<span class="state running">' in page
+
+
+def test_sample_points_whose_checkpoint_was_pruned_say_so_and_offer_no_command(tmp_path):
+    """Issue 27: ten sample points, three checkpoints left, and the page offered commands for pruned ones. Training
+    prunes while the report reads: step 70 goes between listing the checkpoints and writing the page."""
+    run = make_run(tmp_path / "run", ["experiment=demo"], status={"state": "running"})
+    for step in range(10, 110, 10):
+        make_sample(run / "samples" / f"step-{step:07d}", "0_warm_lofi_piano", {"step": step, "strength": 1.0})
+    for step in (70, 80, 90, 100):
+        (run / "checkpoints" / f"step-{step:07d}").mkdir(parents=True)
+        (run / "checkpoints" / f"step-{step:07d}" / "trainer_state.json").write_text("{}")
+    info = read_run(run, tmp_path)
+    shutil.rmtree(run / "checkpoints" / "step-0000070")
+    page = write_run_page(info).read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert captions == [f"step {s} (checkpoint pruned)" for s in range(10, 80, 10)] + ["step 80", "step 90", "step 100"]
+    commands = re.findall(r"sidestep.sample (checkpoints/step-\d+)", page)
+    assert commands == ["checkpoints/step-0000100", "checkpoints/step-0000090", "checkpoints/step-0000080"]
+    assert page.count('preload="metadata"') == 10  # players show their length before they are played

@@ -33,7 +33,7 @@ def write_run_page(run: RunInfo) -> Path:
             "<h2>Setup</h2>", _setup(run), "<h2>Curves</h2>",
             f'<img class="chart" src="{href(curves.relative_to(run.path))}" alt="loss and learning-rate curves">'
             if curves else "<p>No steps logged yet.</p>",
-            "<h2>Listening</h2>", _listening(run.path, rows), "<h2>Checkpoints</h2>", _checkpoints(run)]
+            "<h2>Listening</h2>", _listening(run, rows), "<h2>Checkpoints</h2>", _checkpoints(run)]
     return write_page(run.path / PAGE, f"{run.path.name}: Side-Step run", "\n".join(body))
 
 
@@ -125,7 +125,8 @@ def _numel(shape: List[int]) -> int:
     return total
 
 
-def _listening(run: Path, rows: List[PromptRow]) -> str:
+def _listening(info: RunInfo, rows: List[PromptRow]) -> str:
+    run, kept = info.path, {c.name for c in _kept(info)}
     if not rows:
         return ("<p>No samples yet: <code>sample.every_n_epochs</code> or <code>sample.every_n_steps</code> renders them "
                 "while training; <code>python -m sidestep.sample &lt;run&gt; compare=true</code> afterwards.</p>")
@@ -138,7 +139,8 @@ def _listening(run: Path, rows: List[PromptRow]) -> str:
         cells = []
         if row.without is not None:
             cells.append(_player(run, row.without, f"without the adapter (seed {row.without.info.get('seed')})", "base"))
-        cells += [_player(run, s, f"step {s.step}") for s in row.by_step]
+        cells += [_player(run, s, f"step {s.step}" + ("" if not kept or f"step-{s.step:07d}" in kept
+                                                      else " (checkpoint pruned)")) for s in row.by_step]
         parts.append(f'<div class="row">{"".join(cells)}</div>')
         for source, renders in row.strengths.items():
             strengths = [_player(run, s, f"{source} at strength {s.strength:g}") for s in renders]
@@ -149,14 +151,14 @@ def _listening(run: Path, rows: List[PromptRow]) -> str:
 def _player(run: Path, sample: Sample, caption: str, kind: str = "") -> str:
     picture = spectrogram(run, sample.wav)
     return (f'<figure class="{kind}"><figcaption>{esc(caption)}</figcaption>'
-            f'<audio controls preload="none" src="{href(sample.wav)}"></audio>'
+            f'<audio controls preload="metadata" src="{href(sample.wav)}"></audio>'
             f'<a href="{href(sample.wav)}"><img src="{href(picture)}" alt="spectrogram of {esc(caption)}"></a></figure>')
 
 
 def _checkpoints(run: RunInfo) -> str:
     """One command per checkpoint, typed from inside the run folder (so it still works after the folder moves)."""
     rows = []
-    for checkpoint in reversed(run.checkpoints):
+    for checkpoint in reversed(_kept(run)):
         name = checkpoint.relative_to(run.path).as_posix()
         rows.append([f"<code>{esc(name)}</code>", _command(
             ["python", "-m", "sidestep.sample", name, "compare=true", "compare_strengths=[0.5,1.5]"])])
@@ -168,6 +170,11 @@ def _checkpoints(run: RunInfo) -> str:
     return ("<p class=\"meta\">Run these from this run's folder. A checkpoint's samples with and without the adapter "
             "and at other strengths appear above when this page is written again.</p>"
             + table(["weights", "command"], rows))
+
+
+def _kept(run: RunInfo) -> List[Path]:
+    """The checkpoints still there as the page is written: training prunes old ones while it runs."""
+    return [c for c in run.checkpoints if (c / "trainer_state.json").is_file()]
 
 
 def _command(words: List[str]) -> str:
