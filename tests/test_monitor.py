@@ -45,7 +45,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     assert child.exitstatus == 0, output[-3000:]
     assert "\x1b[" not in output  # no colour, no live bar, though stdout is a terminal
     assert re.search(r"INFO step 6/6  epoch 3/3  loss \d\.\d{4}", output)
-    assert "Start training?" not in output
+    assert "Start training?" not in output and "Start the" not in output  # ui.yes: no question at all
 
     job = sweep / "0"
     status = read_status(job)

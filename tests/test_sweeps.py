@@ -29,14 +29,16 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
         (comfy,) = (sweep / str(job) / "adapter" / "comfyui").glob("*.safetensors")
         assert comfy.name.startswith("demo-") and comfy.name.endswith(f"-{job}.safetensors")
 
-    report = cli(str(sweep), app="report")
-    assert report.returncode == 0, report.stderr[-2000:]
+    # the sweep writes its report and prints its table itself (issue 27: it ended silently until sidestep.report ran)
+    assert f"wrote 4 run page(s) and {sweep / 'report.html'}" in proc.stdout.replace("\n", "")
     rows = list(csv.DictReader(open(sweep / "report.csv")))
     assert len(rows) == 4 and all(int(r["steps"]) == 10 for r in rows)
     finals = [float(r["final_loss"]) for r in rows]
     assert finals == sorted(finals)  # best first
     assert sorted(r["overrides"].split()[1] for r in rows) == ["lora.rank=2", "lora.rank=2", "lora.rank=4", "lora.rank=4"]
-    assert all("lora.rank=" in line for line in report.stdout.splitlines() if "optimizer.lr=" in line)
+    table = [line for line in proc.stdout.splitlines() if "optimizer.lr=" in line and "finished" in line]
+    assert len(table) == 4 and all("lora.rank=" in line for line in table)
+    assert "★ best" in table[0] and not any("best" in line for line in table[1:])
     assert (sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((sweep / "sweep.json").read_text())[0]["curve"]) == 5
 
@@ -124,6 +126,22 @@ def test_held_out_loss_is_repeatable_and_leaves_training_alone(make_cfg, tmp_pat
     events = EventAccumulator(str(tmp_path / "a" / "tb")).Reload()
     assert [e.step for e in events.Scalars("loss/val")] == [3, 6, 9, 12]
 
+    # TensorBoard lists each run once, its hyperparameters with its curves (issue 27: a sub-run for the hparams)
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    runs = EventMultiplexer().AddRunsFromDirectory(str(tmp_path)).Reload()
+    assert set(runs.Runs()) == {"a/tb", "b/tb"}
+    assert set(runs.PluginRunToTagToContent("hparams")) == {"a/tb", "b/tb"}
+
+
+def test_sweeps_go_under_outputs_beside_single_runs():
+    """`tensorboard --logdir outputs` and `sidestep.report outputs` see every run (issue 27: sweeps were in multirun/)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        hydra = compose(config_name="train", return_hydra_config=True).hydra
+    assert hydra.run.dir.startswith("outputs/") and hydra.sweep.dir.startswith("outputs/")
+
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(cli, tmp_path, cache_dir):
     sweep = tmp_path / "optuna"
@@ -161,3 +179,26 @@ def test_launcher_presets_compose():
             cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}", "experiment=demo"],
                           return_hydra_config=True)
             assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_
+
+
+def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_dir):
+    """Issue 27: every job asked "Start training? [y/n]". Now the sweep shows its jobs and their steps, asks once (saying
+    how to skip the question), and no job asks again."""
+    import sys
+
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
+                                           "trainer.max_steps=2", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}",
+                                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=600)
+    child.expect_exact("Start the 2 runs? (ui.yes=true skips this question)")
+    grid = child.before
+    child.sendline("y")
+    rest = child.read()
+    child.close()
+    assert child.exitstatus == 0, rest[-3000:]
+    assert re.search(r"\b0\s+lora\.rank=2\s+2\b", grid) and re.search(r"\b1\s+lora\.rank=4\s+2\b", grid), grid
+    assert "2 runs, 4 optimizer steps in all" in grid
+    assert "Start training?" not in rest and "Start the" not in rest
+    assert "★ best" in rest

@@ -209,3 +209,20 @@ def test_recipes_go_to_the_installed_config_tree_when_it_is_writable():
     config_dir, extra = destination(None)
     assert config_dir == Path(sidestep.conf.__file__).parent and extra == []
     assert destination(Path("elsewhere")) == (Path("elsewhere").resolve(), ["--config-dir", str(Path("elsewhere").resolve())])
+
+
+def test_training_the_wizard_starts_asks_nothing_more(tmp_path, monkeypatch):
+    """Issue 27: after "Start training now? y" the run asked "Start training?" again, minutes of preprocessing later."""
+    from omegaconf import OmegaConf
+
+    from sidestep.config.schema import UIConfig
+
+    command = ["python", "-m", "sidestep.train", "experiment=jazz"]
+    monkeypatch.setattr("sidestep.wizard.set_up", lambda *a: (tmp_path / "jazz.yaml", command,
+                                                              OmegaConf.structured(UIConfig)))
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: True)
+    monkeypatch.setattr("sidestep.wizard.Confirm.ask", lambda *a, **k: True)
+    started = []
+    monkeypatch.setattr("sidestep.wizard.become", started.append)
+    main([])
+    assert started == [["-m", "sidestep.train", "experiment=jazz", "ui.yes=true"]]

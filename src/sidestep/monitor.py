@@ -55,10 +55,11 @@ def is_run(path: Path) -> bool:
 
 
 def find_runs(root: Path) -> List[Path]:
-    """`root` itself when it is a run; else the runs one or two levels below (sweep jobs, `outputs/<date>/<time>`)."""
+    """`root` itself when it is a run; else the runs one to three levels below (sweep jobs, `outputs/<date>/<run>`,
+    `outputs/<date>/sweep-<time>/<job>`)."""
     if is_run(root):
         return [root]
-    found = [p for pattern in ("*", "*/*") for p in root.glob(pattern) if p.is_dir() and is_run(p)]
+    found = [p for pattern in ("*", "*/*", "*/*/*") for p in root.glob(pattern) if p.is_dir() and is_run(p)]
     return sorted(found, key=lambda p: [int(x) if x.isdigit() else x for x in p.relative_to(root).parts])
 
 

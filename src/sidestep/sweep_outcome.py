@@ -70,9 +70,10 @@ def sweep_failed(sweep_dir: Path) -> SweepFailed:
 
 
 class SweepEnded(BaseException):
-    """Carries a `SweepFailed` out of a Hydra callback: Hydra turns a callback's `Exception` into a warning."""
+    """Carries a `SidestepError` (failed jobs, a sweep refused or declined before it started) out of a Hydra
+    callback: Hydra turns a callback's `Exception` into a warning."""
 
-    def __init__(self, failure: SweepFailed):
+    def __init__(self, failure: SidestepError):
         super().__init__(str(failure))
         self.failure = failure
 
