@@ -25,9 +25,9 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
     configs = sorted(sweep.glob("*/adapter/adapter_config.json"))
     assert len(configs) == 4
     assert sorted(json.loads(p.read_text())["r"] for p in configs) == [2, 2, 4, 4]
-    for job in range(4):  # each job's adapter has its own name: they can share one ComfyUI loras/ folder
-        (comfy,) = (sweep / str(job) / "adapter" / "comfyui").glob("*.safetensors")
-        assert comfy.name.startswith("demo-") and comfy.name.endswith(f"-{job}.safetensors")
+    # each job's adapter is named by what varies (issue 27: by its start time), so they can share one loras/ folder
+    names = {p.name for p in sweep.glob("*/adapter/comfyui/*.safetensors")}
+    assert names == {f"demo-r{r}-lr{lr}.safetensors" for r in (2, 4) for lr in ("1e-4", "1e-3")}, names
 
     # the sweep writes its report and prints its table itself (issue 27: it ended silently until sidestep.report ran)
     assert f"wrote 4 run page(s) and {sweep / 'report.html'}" in proc.stdout.replace("\n", "")
@@ -198,7 +198,44 @@ def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_
     rest = child.read()
     child.close()
     assert child.exitstatus == 0, rest[-3000:]
-    assert re.search(r"\b0\s+lora\.rank=2\s+2\b", grid) and re.search(r"\b1\s+lora\.rank=4\s+2\b", grid), grid
+    assert re.search(r"\b0\W+lora\.rank=2\W+2\b", grid) and re.search(r"\b1\W+lora\.rank=4\W+2\b", grid), grid
     assert "2 runs, 4 optimizer steps in all" in grid
     assert "Start training?" not in rest and "Start the" not in rest
     assert "★ best" in rest
+
+
+def test_a_search_that_cannot_run_ends_in_one_line(cli, tmp_path, cache_dir):
+    """Issue 27: the README's Optuna command failed every trial, then ended in `ValueError: No trials are completed
+    yet.` A base config every trial shares is refused before the first trial; trials that all fail end in the list
+    of failed jobs."""
+    refused = cli("-m", "hparams_search=optuna", "data.dataset_dir=./tensors/jazz", "hydra.sweeper.n_trials=2",
+                  f"hydra.sweep.dir={tmp_path / 'refused'}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert refused.stderr.startswith("error: the search's base config is refused, so the sweep does not start: "
+                                     "data.dataset_dir: "), refused.stderr
+    assert not (tmp_path / "refused" / "0").exists()
+
+    failing = cli("-m", "hparams_search=optuna", "experiment=demo", "lora.dropout=choice(0.7,0.9)",
+                  "hydra.sweeper.n_trials=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
+                  f"hydra.sweep.dir={tmp_path / 'failing'}")
+    assert failing.returncode == 1 and "Traceback" not in failing.stderr, failing.stderr[-2000:]
+    assert "finished with 2 failed job(s)" in failing.stderr and "lora.dropout" in failing.stderr
+
+
+def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_module
+
+    from sidestep.errors import SidestepError
+    from sidestep.training.sweep_plan import check_launcher
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    try:
+        check_launcher(cfg)
+        raise AssertionError("no sbatch, yet the SLURM launcher was let through")
+    except SidestepError as err:
+        assert str(err).startswith("hydra/launcher=slurm needs SLURM, and sbatch is not on this machine's PATH")
+    (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    check_launcher(cfg)  # on a login node it goes ahead

@@ -3,6 +3,7 @@ grid and its total steps are shown and confirmed once (its jobs never ask); afte
 `report.html` is written and its table printed, best marked."""
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 from rich.prompt import Confirm
 from rich.table import Table
 
+from sidestep.config.run_name import SWEEP_VARIES
 from sidestep.errors import SidestepError
 from sidestep.sweep_outcome import SweepEnded
 from sidestep.ui.console import SKIP_HINT, console, is_interactive, use_plain
@@ -38,18 +40,21 @@ class SweepCallbacks(Callback):
             plan = plan_sweep(config, config_name)
         except SidestepError as err:
             raise SweepEnded(err) from None  # a callback's Exception would only be a warning
+        os.environ[SWEEP_VARIES] = ",".join(plan.varies)  # names its jobs (config.run_name), in any launcher's process
         show(plan)
         if not config.ui.yes and is_interactive() and not Confirm.ask(
                 f"Start the {plan.runs} runs? {SKIP_HINT}", default=True, console=console):
             raise SweepEnded(NotStarted("sweep not started"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        os.environ.pop(SWEEP_VARIES, None)
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
         from sidestep.report.write import write_report
         from sidestep.ui.report_table import print_report
 
+        logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader's "No path found after" notes
         try:
             report = write_report(sweep_dir.resolve())
         except SidestepError as err:  # no job got as far as its record
