@@ -125,6 +125,8 @@ def test_held_out_loss_is_repeatable_and_leaves_training_alone(make_cfg, tmp_pat
 
     events = EventAccumulator(str(tmp_path / "a" / "tb")).Reload()
     assert [e.step for e in events.Scalars("loss/val")] == [3, 6, 9, 12]
+    noise = events.Scalars("loss/val_noise")[-1].value  # the standard error over the held-out songs
+    assert 0 < noise < often.val_loss
 
     # TensorBoard lists each run once, its hyperparameters with its curves (issue 27: a sub-run for the hparams)
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer

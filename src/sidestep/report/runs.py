@@ -16,7 +16,7 @@ from sidestep.run_files import load_yaml
 from sidestep.run_status import read_status
 
 TRAIN_JOB = "train"
-CURVE_TAGS = ("loss/smoothed", "loss/step", "loss/val", "lr")
+CURVE_TAGS = ("loss/smoothed", "loss/step", "loss/val", "loss/val_noise", "lr")
 Curve = List[Tuple[int, float]]
 
 

@@ -66,8 +66,21 @@ def rank(runs: List[RunInfo]) -> List[Row]:
 
 
 def best(rows: List[Row]) -> Optional[Row]:
-    """The first of `rank`'s rows, when it has a loss at all."""
-    return rows[0] if rows and score(rows[0], by_held_out(rows)) is not None else None
+    """The first of `rank`'s rows, when it has a loss at all and, ranked by held-out loss, beats the next one by
+    more than the held-out loss's noise (the standard error of their difference)."""
+    if not rows or score(rows[0], by_held_out(rows)) is None:
+        return None
+    return None if too_close(rows) else rows[0]
+
+
+def too_close(rows: List[Row]) -> bool:
+    """The two best held-out losses differ by less than their noise: neither is better on this evidence."""
+    if len(rows) < 2 or not by_held_out(rows) or rows[1].held_out_loss is None:
+        return False
+    noises = [r.run.last("loss/val_noise") for r in rows[:2]]
+    if any(n is None for n in noises):
+        return False
+    return rows[1].held_out_loss - rows[0].held_out_loss <= (noises[0] ** 2 + noises[1] ** 2) ** 0.5
 
 
 def write_tables(rows: List[Row], root: Path) -> None:
@@ -114,6 +127,8 @@ def write_sweep_page(rows: List[Row], root: Path) -> Path:
     body = [f"<h1>{esc(root.name)}: {len(rows)} runs</h1>",
             f"<p>Common to all: <code>{esc(' '.join(common) or '(nothing)')}</code></p>",
             f"<p>Best first, by {criterion}" + (f"; the best is <b>{esc(winner.run.label)}</b>" if winner else "")
+            + ("; the first two differ by less than the held-out loss's noise, so none is marked best"
+               if too_close(rows) else "")
             + ". Each run's newest samples play here; its page has them all.</p>",
             table(["run", "varies", "state", "final loss", "held-out loss", "steps", "wall s", "latest samples"],
                   body_rows, classes),
