@@ -147,16 +147,16 @@ def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
 
 
 def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):
-    for job in ("10", "2", "1/nested"):
+    for job in ("10", "2", "1/nested", "0/sweep-1/0"):  # the last: a sweep's job seen from outputs/
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
     (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- lora.target_modules=[q_proj,v_proj]\n")
-    assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["1/nested", "2", "10"]
+    assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["0/sweep-1/0", "1/nested", "2", "10"]
     assert find_runs(tmp_path / "2") == [tmp_path / "2"]
     assert Reader(tmp_path).snapshot(tmp_path / "2").state == "no status"
     main([str(tmp_path), "--once"])
     out = capsys.readouterr().out
-    assert f"{tmp_path}: 3 run(s), 3 no status" in out
+    assert f"{tmp_path}: 4 run(s), 4 no status" in out
     assert "lora.target_modules=[q_proj,v_proj]" in out  # brackets are text, not rich markup
 
 
