@@ -17,8 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError, SidestepError, first_line
-from sidestep.sweep_outcome import (WRITE_ERRNOS, FailedJobs, JobFailed, SweepEnded, describe, failed_jobs,
-                                     sweep_failed)
+from sidestep.sweep_outcome import WRITE_ERRNOS, FailedJobs, JobFailed, SweepEnded, describe, failed_jobs, sweep_failed
 from sidestep.ui.console import exit_on_user_error
 
 
