@@ -53,13 +53,13 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     detail = monitor(str(job))
     assert detail.returncode == 0, detail.stderr
     text = detail.stdout
-    for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated \d+s ago\)",
+    for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated (\d+m)?\d+s ago\)",
                     r"setup\s+model tiny, LoRA rank 2 / alpha 4 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
                     r"progress\s+\S+ 100%  step 6/6  epoch 3/3",
                     rf"loss\s+{status['loss']:.4f} smoothed \(first \d\.\d{{4}}, best \d\.\d{{4}}\)  last step \d\.\d{{4}}",
                     r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 3-6",
                     r"lr\s+\d\.\d\de-0\d  grad norm \d\.\d{3}",
-                    r"checkpoint\s+step-0000006 \(\d+s ago; 1 kept\)",
+                    r"checkpoint\s+step-0000006 \((\d+m)?\d+s ago; 1 kept\)",
                     r"log\s+.*adapter written to"):
         assert re.search(pattern, text), (pattern, text)
     assert "gpu" not in text and "\x1b[" not in text  # no nvidia-smi here; piped output is plain
