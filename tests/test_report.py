@@ -111,7 +111,7 @@ def test_sample_points_whose_checkpoint_was_pruned_say_so_and_offer_no_command(t
     shutil.rmtree(run / "checkpoints" / "step-0000070")
     page = write_run_page(info).read_text()
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
-    assert captions == [f"step {s} (checkpoint pruned)" for s in range(10, 80, 10)] + ["step 80", "step 90", "step 100"]
+    assert captions == [f"step {s} (no checkpoint kept)" for s in range(10, 80, 10)] + ["step 80", "step 90", "step 100"]
     commands = re.findall(r"sidestep.sample (checkpoints/step-\d+)", page)
     assert commands == ["checkpoints/step-0000100", "checkpoints/step-0000090", "checkpoints/step-0000080"]
     assert page.count('preload="metadata"') == 10  # players show their length before they are played

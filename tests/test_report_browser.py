@@ -102,7 +102,7 @@ def test_a_run_page_plays_every_sample_in_chromium(browser, sweep):
     assert durations == pytest.approx([1.0] * 4, abs=0.05)  # sample.duration=1: the browser decoded the WAVs
     check_references(page, run)
     captions = page.eval_on_selector_all("figcaption", "els => els.map(e => e.textContent)")
-    assert captions[:2] == ["step 3", "step 6"]
+    assert captions[:2] == ["step 3 (no checkpoint kept)", "step 6"]  # checkpoints: only the last step's
     assert "finished" in page.text_content("h1")
     assert page.locator("code.cmd", has_text="sidestep.export adapter").count() == 1
     assert problems == []

@@ -140,7 +140,7 @@ def _listening(info: RunInfo, rows: List[PromptRow]) -> str:
         if row.without is not None:
             cells.append(_player(run, row.without, f"without the adapter (seed {row.without.info.get('seed')})", "base"))
         cells += [_player(run, s, f"step {s.step}" + ("" if not kept or f"step-{s.step:07d}" in kept
-                                                      else " (checkpoint pruned)")) for s in row.by_step]
+                                                      else " (no checkpoint kept)")) for s in row.by_step]
         parts.append(f'<div class="row">{"".join(cells)}</div>')
         for source, renders in row.strengths.items():
             strengths = [_player(run, s, f"{source} at strength {s.strength:g}") for s in renders]
