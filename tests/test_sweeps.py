@@ -37,9 +37,8 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
     finals = [float(r["final_loss"]) for r in rows]
     assert finals == sorted(finals)  # best first
     assert sorted(r["overrides"].split()[1] for r in rows) == ["lora.rank=2", "lora.rank=2", "lora.rank=4", "lora.rank=4"]
-    table = [line for line in proc.stdout.splitlines() if "optimizer.lr=" in line and "finished" in line]
-    assert len(table) == 4 and all("lora.rank=" in line for line in table)
-    assert "★ best" in table[0] and not any("best" in line for line in table[1:])
+    table = [line for line in proc.stdout.splitlines() if "finished" in line]  # its rows, best first
+    assert len(table) == 4 and "★" in table[0] and not any("★" in line for line in table[1:]), proc.stdout[-3000:]
     assert (sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((sweep / "sweep.json").read_text())[0]["curve"]) == 5
 
