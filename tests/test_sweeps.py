@@ -17,8 +17,9 @@ def same_adapter(a, b):
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
+def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir, monkeypatch):
     sweep = tmp_path / "sweep"
+    monkeypatch.setenv("COLUMNS", "250")  # the printed table unfolded (pytest sets 80)
     proc = cli("-m", "experiment=demo", "lora.rank=2,4", "optimizer.lr=1e-4,1e-3", "trainer.max_steps=10",
                "trainer.log_every=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}",
                timeout=600)  # four runs and the report in one command
@@ -38,7 +39,8 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
     assert finals == sorted(finals)  # best first
     assert sorted(r["overrides"].split()[1] for r in rows) == ["lora.rank=2", "lora.rank=2", "lora.rank=4", "lora.rank=4"]
     table = [line for line in proc.stdout.splitlines() if "finished" in line]  # its rows, best first
-    assert len(table) == 4 and "★" in table[0] and not any("★" in line for line in table[1:]), proc.stdout[-3000:]
+    assert len(table) == 4 and all("lora.rank=" in line and "optimizer.lr=" in line for line in table)
+    assert "★ best" in table[0] and not any("best" in line for line in table[1:]), proc.stdout[-3000:]
     assert (sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((sweep / "sweep.json").read_text())[0]["curve"]) == 5
 
