@@ -5,9 +5,11 @@ with `ui.plain=true ui.yes=true`, which must mean plain log lines, no escape cod
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pexpect
@@ -44,7 +46,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     assert child.exitstatus == 0, output[-3000:]
     assert "\x1b[" not in output  # no colour, no live bar, though stdout is a terminal
     assert re.search(r"INFO step 6/6  epoch 3/3  loss \d\.\d{4}", output)
-    assert "Start training?" not in output
+    assert "Start training?" not in output and "Start the" not in output  # ui.yes: no question at all
 
     job = sweep / "0"
     status = read_status(job)
@@ -52,13 +54,13 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     detail = monitor(str(job))
     assert detail.returncode == 0, detail.stderr
     text = detail.stdout
-    for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated \d+s ago\)",
+    for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated (\d+m)?\d+s ago\)",
                     r"setup\s+model tiny, LoRA rank 2 / alpha 4 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
                     r"progress\s+\S+ 100%  step 6/6  epoch 3/3",
                     rf"loss\s+{status['loss']:.4f} smoothed \(first \d\.\d{{4}}, best \d\.\d{{4}}\)  last step \d\.\d{{4}}",
                     r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 3-6",
                     r"lr\s+\d\.\d\de-0\d  grad norm \d\.\d{3}",
-                    r"checkpoint\s+step-0000006 \(\d+s ago; 1 kept\)",
+                    r"checkpoint\s+step-0000006 \((\d+m)?\d+s ago; 1 kept\)",
                     r"log\s+.*adapter written to"):
         assert re.search(pattern, text), (pattern, text)
     assert "gpu" not in text and "\x1b[" not in text  # no nvidia-smi here; piped output is plain
@@ -159,16 +161,16 @@ def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
 
 
 def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):
-    for job in ("10", "2", "1/nested"):
+    for job in ("10", "2", "1/nested", "0/sweep-1/0"):  # the last: a sweep's job seen from outputs/
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
     (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- lora.target_modules=[q_proj,v_proj]\n")
-    assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["1/nested", "2", "10"]
+    assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["0/sweep-1/0", "1/nested", "2", "10"]
     assert find_runs(tmp_path / "2") == [tmp_path / "2"]
     assert Reader(tmp_path).snapshot(tmp_path / "2").state == "no status"
     main([str(tmp_path), "--once"])
     out = capsys.readouterr().out
-    assert f"{tmp_path}: 3 run(s), 3 no status" in out
+    assert f"{tmp_path}: 4 run(s), 4 no status" in out
     assert "lora.target_modules=[q_proj,v_proj]" in out  # brackets are text, not rich markup
 
 
@@ -176,3 +178,27 @@ def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):
                                           (79.1, "24gb_plus")])
 def test_detected_memory_picks_the_largest_profile_the_card_holds(gib, profile):
     assert profile_for(gib, ["12gb", "16gb", "24gb_plus", "8gb"]) == profile
+
+
+def pruning_checkpoints_after_listing(monkeypatch):
+    """Training prunes the oldest checkpoint just after a reader listed `checkpoints/` (issue 27: the monitor died
+    with FileNotFoundError on its trainer_state.json)."""
+    real_glob = Path.glob
+
+    def glob(self, pattern):
+        found = list(real_glob(self, pattern))
+        yield from found
+        if pattern == "step-*" and self.name == "checkpoints" and found:
+            shutil.rmtree(min(found))
+
+    monkeypatch.setattr(Path, "glob", glob)
+
+
+def test_a_checkpoint_pruned_while_the_monitor_reads_is_skipped(tmp_path, monkeypatch, capsys):
+    run = fake_run(tmp_path)
+    (run / "checkpoints" / "step-0000020").mkdir()
+    (run / "checkpoints" / "step-0000020" / "trainer_state.json").write_text("{}")
+    pruning_checkpoints_after_listing(monkeypatch)
+    main([str(run), "--once"])
+    out = capsys.readouterr().out
+    assert re.search(r"checkpoint\s+step-0000030 \(\d+s ago; 1 kept\)", out), out

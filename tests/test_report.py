@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from sidestep.report.run_page import write_run_page
 from sidestep.report.runs import find_runs, read_run
 
 
-def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), held_out=()) -> Path:
+def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), held_out=(), noise=None) -> Path:
     """A run dir as Hydra and training leave it: .hydra/, status.json, TensorBoard scalars."""
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save({"trainer": {"seed": 42}, "lora": {"rank": 4}}, run / ".hydra" / "config.yaml")
@@ -29,6 +30,8 @@ def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), h
             writer.add_scalar("loss/smoothed", value, step)
         for step, value in enumerate(held_out, 1):
             writer.add_scalar("loss/val", value, step)
+            if noise is not None:
+                writer.add_scalar("loss/val_noise", noise, step)
         writer.close()
     return run
 
@@ -93,3 +96,34 @@ def test_a_run_page_puts_the_base_and_other_strengths_beside_the_checkpoints(tmp
     pictures = re.findall(r'<img src="([^"]+)"', page)
     assert len(pictures) == 5 and all((run / p).read_bytes()[:4] == b"\x89PNG" for p in pictures)
     assert '<span class="state running">' in page
+
+
+def test_sample_points_whose_checkpoint_was_pruned_say_so_and_offer_no_command(tmp_path):
+    """Issue 27: ten sample points, three checkpoints left, and the page offered commands for pruned ones. Training
+    prunes while the report reads: step 70 goes between listing the checkpoints and writing the page."""
+    run = make_run(tmp_path / "run", ["experiment=demo"], status={"state": "running"})
+    for step in range(10, 110, 10):
+        make_sample(run / "samples" / f"step-{step:07d}", "0_warm_lofi_piano", {"step": step, "strength": 1.0})
+    for step in (70, 80, 90, 100):
+        (run / "checkpoints" / f"step-{step:07d}").mkdir(parents=True)
+        (run / "checkpoints" / f"step-{step:07d}" / "trainer_state.json").write_text("{}")
+    info = read_run(run, tmp_path)
+    shutil.rmtree(run / "checkpoints" / "step-0000070")
+    page = write_run_page(info).read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert captions == [f"step {s} (no checkpoint kept)" for s in range(10, 80, 10)] + ["step 80", "step 90", "step 100"]
+    commands = re.findall(r"sidestep.sample (checkpoints/step-\d+)", page)
+    assert commands == ["checkpoints/step-0000100", "checkpoints/step-0000090", "checkpoints/step-0000080"]
+    assert page.count('preload="metadata"') == 10  # players show their length before they are played
+
+
+def test_best_is_not_awarded_within_the_held_out_loss_noise(tmp_path):
+    """Issue 27: a sweep marked a best job on a held-out difference far smaller than the held-out loss's noise."""
+    for noise, marked in ((0.05, False), (0.001, True)):
+        sweep = tmp_path / str(noise)
+        make_run(sweep / "0", ["lora.rank=4"], status={"state": "finished"}, losses=[1.5], held_out=[1.20], noise=noise)
+        make_run(sweep / "1", ["lora.rank=8"], status={"state": "finished"}, losses=[1.4], held_out=[1.21], noise=noise)
+        report([str(sweep)])
+        page = (sweep / "report.html").read_text()
+        assert ('<tr class="best">' in page) == marked
+        assert ("none is marked best" in page) != marked

@@ -95,13 +95,14 @@ def test_a_run_page_plays_every_sample_in_chromium(browser, sweep):
     wavs = sorted((run / "samples").rglob("*.wav"))
     assert len(wavs) == 4  # 2 prompts at step 3 and at the last step, 6
     assert sorted(local_file(src) for src in players) == wavs
-    duration = page.evaluate("""() => new Promise((ok, fail) => { const a = document.querySelector('audio');
-        a.onloadedmetadata = () => ok(a.duration); a.onerror = () => fail('cannot decode ' + a.src);
-        a.preload = 'metadata'; a.load(); })""")
-    assert duration == pytest.approx(1.0, abs=0.05)  # sample.duration=1: the browser decoded the WAV
+    # every player knows its length before it is played (issue 27: 0:00/0:00 with preload="none")
+    page.wait_for_function("() => [...document.querySelectorAll('audio')].every(a => a.readyState >= 1)",
+                           timeout=120_000)
+    durations = page.eval_on_selector_all("audio", "els => els.map(e => e.duration)")
+    assert durations == pytest.approx([1.0] * 4, abs=0.05)  # sample.duration=1: the browser decoded the WAVs
     check_references(page, run)
     captions = page.eval_on_selector_all("figcaption", "els => els.map(e => e.textContent)")
-    assert captions[:2] == ["step 3", "step 6"]
+    assert captions[:2] == ["step 3 (no checkpoint kept)", "step 6"]  # checkpoints: only the last step's
     assert "finished" in page.text_content("h1")
     assert page.locator("code.cmd", has_text="sidestep.export adapter").count() == 1
     assert problems == []
@@ -116,6 +117,29 @@ def test_a_sweep_page_links_every_job_and_marks_the_failed_one(browser, sweep):
     assert all("experiment=demo" not in row for row in rows)  # only what varies
     assert sorted(page.eval_on_selector_all("tbody a", "els => els.map(e => e.getAttribute('href'))")) == [
         "0/report.html", "1/report.html", "2/report.html"]
+    players = sorted(local_file(src) for src in page.eval_on_selector_all("audio", "els => els.map(e => e.src)"))
+    assert players == sorted((sweep / "0" / "samples" / "step-0000006").glob("*.wav"))  # job 0's newest round
     failed_job, problems_there = open_page(browser, sweep / "2" / "report.html")
     assert "lora.rank: must be at least 1 (got 0)" in failed_job.text_content("h1")
     assert problems == [] and problems_there == []
+
+
+def test_a_long_run_page_fits_the_window(browser, tmp_path):
+    """Issue 27: ten sample points made a row wider than the window, and long commands pushed the page sideways."""
+    from sidestep.report.run_page import write_run_page
+    from sidestep.report.runs import read_run
+    from tests.test_report import make_run, make_sample
+
+    typed = ["experiment=demo", "data.dataset_dir=" + "/a-folder-with-a-long-name" * 12]  # no space to wrap at
+    run = make_run(tmp_path / "run", typed, status={"state": "finished"})
+    for step in range(100, 1100, 100):
+        make_sample(run / "samples" / f"step-{step:07d}", "0_warm_lofi_piano", {"step": step, "strength": 1.0})
+        (run / "checkpoints" / f"step-{step:07d}").mkdir(parents=True)
+        (run / "checkpoints" / f"step-{step:07d}" / "trainer_state.json").write_text("{}")
+    write_run_page(read_run(run, tmp_path))
+    page, problems = open_page(browser, run / "report.html")
+    page.set_viewport_size({"width": 900, "height": 700})
+    hidden = page.evaluate("""() => [document.documentElement, ...document.querySelectorAll('.row, table')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className || e.tagName)""")
+    assert hidden == []
+    assert problems == []

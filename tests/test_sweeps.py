@@ -17,26 +17,30 @@ def same_adapter(a, b):
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir):
+def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir, monkeypatch):
     sweep = tmp_path / "sweep"
+    monkeypatch.setenv("COLUMNS", "250")  # the printed table unfolded (pytest sets 80)
     proc = cli("-m", "experiment=demo", "lora.rank=2,4", "optimizer.lr=1e-4,1e-3", "trainer.max_steps=10",
-               "trainer.log_every=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+               "trainer.log_every=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}",
+               timeout=600)  # four runs and the report in one command
     assert proc.returncode == 0, proc.stderr[-2000:]
     configs = sorted(sweep.glob("*/adapter/adapter_config.json"))
     assert len(configs) == 4
     assert sorted(json.loads(p.read_text())["r"] for p in configs) == [2, 2, 4, 4]
-    for job in range(4):  # each job's adapter has its own name: they can share one ComfyUI loras/ folder
-        (comfy,) = (sweep / str(job) / "adapter" / "comfyui").glob("*.safetensors")
-        assert comfy.name.startswith("demo-") and comfy.name.endswith(f"-{job}.safetensors")
+    # each job's adapter is named by what varies (issue 27: by its start time), so they can share one loras/ folder
+    names = {p.name for p in sweep.glob("*/adapter/comfyui/*.safetensors")}
+    assert names == {f"demo-r{r}-lr{lr}.safetensors" for r in (2, 4) for lr in ("1e-4", "1e-3")}, names
 
-    report = cli(str(sweep), app="report")
-    assert report.returncode == 0, report.stderr[-2000:]
+    # the sweep writes its report and prints its table itself (issue 27: it ended silently until sidestep.report ran)
+    assert f"wrote 4 run page(s) and {sweep / 'report.html'}" in proc.stdout.replace("\n", "")
     rows = list(csv.DictReader(open(sweep / "report.csv")))
     assert len(rows) == 4 and all(int(r["steps"]) == 10 for r in rows)
     finals = [float(r["final_loss"]) for r in rows]
     assert finals == sorted(finals)  # best first
     assert sorted(r["overrides"].split()[1] for r in rows) == ["lora.rank=2", "lora.rank=2", "lora.rank=4", "lora.rank=4"]
-    assert all("lora.rank=" in line for line in report.stdout.splitlines() if "optimizer.lr=" in line)
+    table = [line for line in proc.stdout.splitlines() if "finished" in line]  # its rows, best first
+    assert len(table) == 4 and all("lora.rank=" in line and "optimizer.lr=" in line for line in table)
+    assert "★ best" in table[0] and not any("best" in line for line in table[1:]), proc.stdout[-3000:]
     assert (sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((sweep / "sweep.json").read_text())[0]["curve"]) == 5
 
@@ -123,6 +127,24 @@ def test_held_out_loss_is_repeatable_and_leaves_training_alone(make_cfg, tmp_pat
 
     events = EventAccumulator(str(tmp_path / "a" / "tb")).Reload()
     assert [e.step for e in events.Scalars("loss/val")] == [3, 6, 9, 12]
+    noise = events.Scalars("loss/val_noise")[-1].value  # the standard error over the held-out songs
+    assert 0 < noise < often.val_loss
+
+    # TensorBoard lists each run once, its hyperparameters with its curves (issue 27: a sub-run for the hparams)
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    runs = EventMultiplexer().AddRunsFromDirectory(str(tmp_path)).Reload()
+    assert set(runs.Runs()) == {"a/tb", "b/tb"}
+    assert set(runs.PluginRunToTagToContent("hparams")) == {"a/tb", "b/tb"}
+
+
+def test_sweeps_go_under_outputs_beside_single_runs():
+    """`tensorboard --logdir outputs` and `sidestep.report outputs` see every run (issue 27: sweeps were in multirun/)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        hydra = compose(config_name="train", return_hydra_config=True).hydra
+    assert hydra.run.dir.startswith("outputs/") and hydra.sweep.dir.startswith("outputs/")
 
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(cli, tmp_path, cache_dir):
@@ -197,3 +219,63 @@ def test_replicas_that_end_with_different_weights_stop_the_run():
     _check_replicas_agree(TwoProcesses(0.0), params)
     with pytest.raises(SidestepError, match="^the 2 processes ended with different LoRA weights"):
         _check_replicas_agree(TwoProcesses(1e-12), params)
+
+
+def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_dir):
+    """Issue 27: every job asked "Start training? [y/n]". Now the sweep shows its jobs and their steps, asks once (saying
+    how to skip the question), and no job asks again."""
+    import sys
+
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
+                                           "trainer.max_steps=2", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}",
+                                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=600)
+    child.expect_exact("Start the 2 runs? (ui.yes=true skips this question)")
+    grid = child.before
+    child.sendline("y")
+    rest = child.read()
+    child.close()
+    assert child.exitstatus == 0, rest[-3000:]
+    assert re.search(r"\b0\W+lora\.rank=2\W+2\b", grid) and re.search(r"\b1\W+lora\.rank=4\W+2\b", grid), grid
+    assert "2 runs, 4 optimizer steps in all" in grid
+    assert "Start training?" not in rest and "Start the" not in rest
+    assert "★ best" in rest
+
+
+def test_a_search_that_cannot_run_ends_in_one_line(cli, tmp_path, cache_dir):
+    """Issue 27: the README's Optuna command failed every trial, then ended in `ValueError: No trials are completed
+    yet.` A base config every trial shares is refused before the first trial; trials that all fail end in the list
+    of failed jobs."""
+    refused = cli("-m", "hparams_search=optuna", "data.dataset_dir=./tensors/jazz", "hydra.sweeper.n_trials=2",
+                  f"hydra.sweep.dir={tmp_path / 'refused'}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert refused.stderr.startswith("error: the search's base config is refused, so the sweep does not start: "
+                                     "data.dataset_dir: "), refused.stderr
+    assert not (tmp_path / "refused" / "0").exists()
+
+    failing = cli("-m", "hparams_search=optuna", "experiment=demo", "lora.dropout=choice(0.7,0.9)",
+                  "hydra.sweeper.n_trials=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
+                  f"hydra.sweep.dir={tmp_path / 'failing'}")
+    assert failing.returncode == 1 and "Traceback" not in failing.stderr, failing.stderr[-2000:]
+    assert "finished with 2 failed job(s)" in failing.stderr and "lora.dropout" in failing.stderr
+
+
+def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_module
+
+    from sidestep.errors import SidestepError
+    from sidestep.training.sweep_plan import check_launcher
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    try:
+        check_launcher(cfg)
+        raise AssertionError("no sbatch, yet the SLURM launcher was let through")
+    except SidestepError as err:
+        assert str(err).startswith("hydra/launcher=slurm needs SLURM, and sbatch is not on this machine's PATH")
+    (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    check_launcher(cfg)  # on a login node it goes ahead

@@ -297,3 +297,20 @@ def test_a_refusal_wraps_under_itself_and_never_splits_a_path():
     assert len(lines) > 1 and lines[0].startswith("  data.dataset_dir:")
     assert all(line.startswith(" " * len("  data.dataset_dir: ")) for line in lines[1:])
     assert any(path in line for line in lines)
+
+
+def test_training_the_wizard_starts_asks_nothing_more(tmp_path, monkeypatch):
+    """Issue 27: after "Start training now? y" the run asked "Start training?" again, minutes of preprocessing later."""
+    from omegaconf import OmegaConf
+
+    from sidestep.config.schema import UIConfig
+
+    command = ["python", "-m", "sidestep.train", "experiment=jazz"]
+    monkeypatch.setattr("sidestep.wizard.set_up", lambda *a: (tmp_path / "jazz.yaml", command,
+                                                              OmegaConf.structured(UIConfig)))
+    monkeypatch.setattr("sidestep.wizard.is_interactive", lambda: True)
+    monkeypatch.setattr("sidestep.wizard.Confirm.ask", lambda *a, **k: True)
+    started = []
+    monkeypatch.setattr("sidestep.wizard.become", started.append)
+    main([])
+    assert started == [["-m", "sidestep.train", "experiment=jazz", "ui.yes=true"]]

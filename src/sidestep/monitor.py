@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from sidestep.config.schema import UIConfig
 from sidestep.errors import SidestepError
 from sidestep.report.runs import overrides_text
+from sidestep.run_files import if_present, load_yaml, mtime
 from sidestep.run_status import STATUS_FILE, read_status
 from sidestep.ui.console import console, exit_on_user_error, use_plain
 from sidestep.ui.gpu import read_gauges
@@ -54,10 +55,11 @@ def is_run(path: Path) -> bool:
 
 
 def find_runs(root: Path) -> List[Path]:
-    """`root` itself when it is a run; else the runs one or two levels below (sweep jobs, `outputs/<date>/<time>`)."""
+    """`root` itself when it is a run; else the runs one to three levels below (sweep jobs, `outputs/<date>/<run>`,
+    `outputs/<date>/sweep-<time>/<job>`)."""
     if is_run(root):
         return [root]
-    found = [p for pattern in ("*", "*/*") for p in root.glob(pattern) if p.is_dir() and is_run(p)]
+    found = [p for pattern in ("*", "*/*", "*/*/*") for p in root.glob(pattern) if p.is_dir() and is_run(p)]
     return sorted(found, key=lambda p: [int(x) if x.isdigit() else x for x in p.relative_to(root).parts])
 
 
@@ -71,7 +73,8 @@ class Reader:
     def snapshot(self, run: Path) -> RunSnapshot:
         config_file = run / ".hydra" / "config.yaml"
         checkpoints_dir = run / "checkpoints"
-        complete = sorted(p for p in checkpoints_dir.glob("step-*") if (p / "trainer_state.json").is_file())
+        complete = [(p.name, when) for p in sorted(checkpoints_dir.glob("step-*"))
+                    if (when := mtime(p / "trainer_state.json")) is not None]  # pruned meanwhile: skipped
         writing = sorted(checkpoints_dir.glob(".tmp-step-*"))
         adapter = run / "adapter"
         return RunSnapshot(
@@ -79,9 +82,9 @@ class Reader:
             label=str(run.relative_to(self.root)) if run != self.root else run.name,
             overrides=overrides_text(run),
             status=read_status(run),
-            config=OmegaConf.to_container(OmegaConf.load(config_file)) if config_file.is_file() else None,
+            config=load_yaml(config_file),
             scalars=self._scalars(run),
-            checkpoints=[(p.name, (p / "trainer_state.json").stat().st_mtime) for p in complete],
+            checkpoints=complete,
             writing_checkpoint=writing[-1].name.removeprefix(".tmp-") if writing else None,
             adapter=adapter if (adapter / "adapter_config.json").is_file() else None,
             last_log_line=_last_line(run / "train.log"),
@@ -99,12 +102,14 @@ class Reader:
 
 
 def _last_line(path: Path) -> Optional[str]:
-    if not path.is_file():
-        return None
+    lines = [line for line in (if_present(lambda: _tail(path)) or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _tail(path: Path) -> str:
     with open(path, "rb") as f:
         f.seek(max(0, f.seek(0, 2) - 4096))
-        lines = [line for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1] if lines else None
+        return f.read().decode("utf-8", "replace")
 
 
 def view(reader: Reader) -> Tuple[object, bool]:

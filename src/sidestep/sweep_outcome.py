@@ -8,7 +8,7 @@ jobs into one `SweepFailed`, so the command exits 1 and names them.
 
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -52,21 +52,30 @@ def failed_jobs(sweep_dir: Path) -> List[str]:
 
 def sweep_failed(sweep_dir: Path) -> SweepFailed:
     failures = failed_jobs(sweep_dir)
-    return SweepFailed(f"sweep {sweep_dir} finished with {len(failures)} failed job(s); the others ran:\n  "
+    jobs = sum(1 for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit())
+    others = "; the others ran" if jobs > len(failures) else ": every job failed"
+    return SweepFailed(f"sweep {sweep_dir} finished with {len(failures)} failed job(s){others}:\n  "
                        + "\n  ".join(failures))
 
 
 class SweepEnded(BaseException):
-    """Carries a `SweepFailed` out of a Hydra callback: Hydra turns a callback's `Exception` into a warning."""
+    """Carries a `SidestepError` (failed jobs, a sweep refused or declined before it started) out of a Hydra
+    callback: Hydra turns a callback's `Exception` into a warning."""
 
-    def __init__(self, failure: SweepFailed):
+    def __init__(self, failure: SidestepError):
         super().__init__(str(failure))
         self.failure = failure
 
 
 class FailedJobs(Callback):
     """After a sweep whose sweeper kept going past failed jobs (Optuna's `max_failure_rate`), end the command
-    with the failed jobs named (see `sidestep.ui.app`)."""
+    with the failed jobs named (see `sidestep.ui.app`). `started` is this process's sweep, for a sweeper that
+    raises instead of ending (Optuna once every trial failed)."""
+
+    started: Optional[Path] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        FailedJobs.started = Path(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -102,16 +102,17 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     # here, as the checks below build a new config on the schema, where it would read the clock again
     cfg.run.name = str(cfg.run.name)
     cfg, run_dir = resolve_run(cfg)
-    result = train_adapter(cfg, run_dir, on_start=record.start)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN  # the sweep was confirmed once, before its first job
+    result = train_adapter(cfg, run_dir, on_start=record.start, confirmed=sweeping)
     if result is None:
         return None
     return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
 
 
-def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None
-                  ) -> Optional["FitResult"]:
-    """Songs first (`preprocess.audio_dir`), then the run's plan, shown and confirmed, then training with a
-    progress display. None if the user declined. `on_start(resumed_from)`: see `fit`."""
+def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None,
+                  confirmed: bool = False) -> Optional["FitResult"]:
+    """Songs first (`preprocess.audio_dir`), then the run's plan, shown and confirmed (unless `confirmed` already),
+    then training with a progress display. None if the user declined. `on_start(resumed_from)`: see `fit`."""
     # torch and diffusers are imported here, not at the top: a refused config or the wizard's offer never loads them
     from sidestep.report.run_page import PAGE
     from sidestep.training.loop import fit
@@ -125,7 +126,7 @@ def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[O
         accelerator = run.accelerator
         if accelerator.is_main_process:
             show(run.plan)
-            if not confirm(cfg.ui.yes or accelerator.num_processes > 1):  # other processes would wait forever
+            if not confirm(confirmed or cfg.ui.yes or accelerator.num_processes > 1):  # others would wait forever
                 log.info("not started")
                 return None
         progress = TrainingProgress(run.total_steps, run.epochs, plain, cfg.trainer.log_every,

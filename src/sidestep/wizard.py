@@ -337,7 +337,7 @@ def main(argv: List[str]) -> None:
         console.print(f"\nwrote {path}\ntrain it with:\n  {shlex.join(command)}", markup=False, highlight=False,
                       soft_wrap=True)  # one line to copy, however narrow the terminal
         if ui.yes or (is_interactive() and Confirm.ask("Start training now?", default=True, console=console)):
-            become([*command[1:], *["ui.yes=true"] * ui.yes, *["ui.plain=true"] * ui.plain])
+            become([*command[1:], "ui.yes=true", *["ui.plain=true"] * ui.plain])  # asked once, here
 
 
 def offer_wizard(cfg: DictConfig) -> None:

@@ -9,13 +9,10 @@ import sys
 from pathlib import Path
 from typing import List
 
-from rich.table import Table
-
-from sidestep.report.run_page import PAGE, write_run_page
-from sidestep.report.runs import find_runs, read_run
-from sidestep.report.sweep_page import fmt, rank, write_sweep_page, write_tables
-from sidestep.ui.console import console, exit_on_user_error
+from sidestep.report.write import write_report
+from sidestep.ui.console import exit_on_user_error
 from sidestep.ui.help import answer_help, usage_and_about
+from sidestep.ui.report_table import print_report
 
 
 def main(argv: List[str]) -> None:
@@ -24,30 +21,8 @@ def main(argv: List[str]) -> None:
         print("usage: python -m sidestep.report RUN_OR_SWEEP_DIR", file=sys.stderr)
         sys.exit(2)
     with exit_on_user_error():
-        root = Path(argv[0]).resolve()
-        runs = find_runs(root)
-        infos = [read_run(run, root) for run in runs]
-        for info in infos:
-            write_run_page(info)
-        rows = rank(infos)
-        write_tables(rows, root)
-        page = root / PAGE if runs != [root] else None
-        if page is not None:
-            write_sweep_page(rows, root)
-    held_out = any(r.held_out_loss is not None for r in rows)
-    table = Table(title=f"{len(rows)} run(s) in {root}, best first")
-    for column in ("run", "varies" if len(rows) > 1 else "overrides", "state", "final", *["held-out"] * held_out,
-                   "steps", "wall s"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(r.run.label, r.settings if len(rows) > 1 else " ".join(r.run.overrides), r.state,
-                      fmt(r.final_loss), *[fmt(r.held_out_loss)] * held_out, str(r.run.steps),
-                      fmt(r.run.wall_seconds, "wall_seconds"))
-    console.print(table)
-    pages = f"{len(runs)} run page(s) and {page}" if page else str(root / PAGE)
-    tables = "report.md, report.csv, sweep.json" + (" and loss_curves.png" if page else "")
-    console.print(f"wrote {pages}; {tables} in {root}",
-                  markup=False, highlight=False, soft_wrap=True)
+        report = write_report(Path(argv[0]).resolve())
+    print_report(report)
 
 
 if __name__ == "__main__":

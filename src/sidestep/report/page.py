@@ -19,9 +19,10 @@ code { background: #f3f3f3; padding: .1em .3em; border-radius: 3px; } .cmd { use
 .state { padding: .1em .5em; border-radius: 3px; color: white; background: #777; font-size: .85em; }
 .finished { background: #2a7d2a; } .running { background: #2060b0; } .stopped { background: #b07a10; }
 .failed { background: #b02020; } .reason { color: #b02020; } .best { font-weight: bold; background: #fff7d6; }
-.row { display: flex; gap: .8em; overflow-x: auto; padding-bottom: .5em; }
+.row { display: flex; flex-wrap: wrap; gap: .8em; padding-bottom: .5em; }
 figure { margin: 0; min-width: 250px; max-width: 300px; border: 1px solid #e4e4e4; border-radius: 4px; padding: .4em; }
-figure.base { background: #f7f7f7; } figcaption { font-size: .85em; margin-bottom: .3em; }
+figure.base { background: #f7f7f7; } figure.mini { min-width: 200px; margin-bottom: .3em; }
+figcaption { font-size: .85em; margin-bottom: .3em; }
 figure img { width: 100%; height: 80px; display: block; margin-top: .3em; } audio { width: 100%; }
 .meta { color: #666; font-size: .85em; } img.chart { max-width: 100%; }
 """

@@ -9,6 +9,7 @@ Training rewrites it after every round of samples and at the end; `python -m sid
 import logging
 import shlex
 import time
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,6 +20,7 @@ from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
 from sidestep.report.runs import RunInfo, read_run
+from sidestep.run_files import if_present
 from sidestep.write_errors import is_write_error
 
 PAGE = "report.html"
@@ -32,7 +34,7 @@ def write_run_page(run: RunInfo) -> Path:
             "<h2>Setup</h2>", _setup(run), "<h2>Curves</h2>",
             f'<img class="chart" src="{href(curves.relative_to(run.path))}" alt="loss and learning-rate curves">'
             if curves else "<p>No steps logged yet.</p>",
-            "<h2>Listening</h2>", _listening(run.path, rows), "<h2>Checkpoints</h2>", _checkpoints(run)]
+            "<h2>Listening</h2>", _listening(run, rows), "<h2>Checkpoints</h2>", _checkpoints(run)]
     return write_page(run.path / PAGE, f"{run.path.name}: Side-Step run", "\n".join(body))
 
 
@@ -110,9 +112,10 @@ def _adapter_size(run: RunInfo) -> Optional[str]:
     """Parameters and bytes of the LoRA tensors, read from the newest weights file's header."""
     candidates = ([run.adapter / "adapter_model.safetensors"] if run.adapter else []) + \
                  [c / "adapter_model.safetensors" for c in reversed(run.checkpoints)]
-    weights = next((p for p in candidates if p.is_file()), None)
-    if weights is None:
-        return None
+    return next((size for p in candidates if (size := if_present(partial(_file_size, p))) is not None), None)
+
+
+def _file_size(weights: Path) -> str:
     with safe_open(str(weights), framework="numpy") as f:
         count = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
     return f"{count:,} parameters, {weights.stat().st_size / 2**20:.1f} MiB"
@@ -125,7 +128,8 @@ def _numel(shape: List[int]) -> int:
     return total
 
 
-def _listening(run: Path, rows: List[PromptRow]) -> str:
+def _listening(info: RunInfo, rows: List[PromptRow]) -> str:
+    run, kept = info.path, {c.name for c in _kept(info)}
     if not rows:
         return ("<p>No samples yet: <code>sample.every_n_epochs</code> or <code>sample.every_n_steps</code> renders them "
                 "while training; <code>python -m sidestep.sample &lt;run&gt; compare=true</code> afterwards.</p>")
@@ -138,7 +142,8 @@ def _listening(run: Path, rows: List[PromptRow]) -> str:
         cells = []
         if row.without is not None:
             cells.append(_player(run, row.without, f"without the adapter (seed {row.without.info.get('seed')})", "base"))
-        cells += [_player(run, s, f"step {s.step}") for s in row.by_step]
+        cells += [_player(run, s, f"step {s.step}" + ("" if not kept or f"step-{s.step:07d}" in kept
+                                                      else " (no checkpoint kept)")) for s in row.by_step]
         parts.append(f'<div class="row">{"".join(cells)}</div>')
         for source, renders in row.strengths.items():
             strengths = [_player(run, s, f"{source} at strength {s.strength:g}") for s in renders]
@@ -149,14 +154,14 @@ def _listening(run: Path, rows: List[PromptRow]) -> str:
 def _player(run: Path, sample: Sample, caption: str, kind: str = "") -> str:
     picture = spectrogram(run, sample.wav)
     return (f'<figure class="{kind}"><figcaption>{esc(caption)}</figcaption>'
-            f'<audio controls preload="none" src="{href(sample.wav)}"></audio>'
+            f'<audio controls preload="metadata" src="{href(sample.wav)}"></audio>'
             f'<a href="{href(sample.wav)}"><img src="{href(picture)}" alt="spectrogram of {esc(caption)}"></a></figure>')
 
 
 def _checkpoints(run: RunInfo) -> str:
     """One command per checkpoint, typed from inside the run folder (so it still works after the folder moves)."""
     rows = []
-    for checkpoint in reversed(run.checkpoints):
+    for checkpoint in reversed(_kept(run)):
         name = checkpoint.relative_to(run.path).as_posix()
         rows.append([f"<code>{esc(name)}</code>", _command(
             ["python", "-m", "sidestep.sample", name, "compare=true", "compare_strengths=[0.5,1.5]"])])
@@ -168,6 +173,11 @@ def _checkpoints(run: RunInfo) -> str:
     return ("<p class=\"meta\">Run these from this run's folder. A checkpoint's samples with and without the adapter "
             "and at other strengths appear above when this page is written again.</p>"
             + table(["weights", "command"], rows))
+
+
+def _kept(run: RunInfo) -> List[Path]:
+    """The checkpoints still there as the page is written: training prunes old ones while it runs."""
+    return [c for c in run.checkpoints if (c / "trainer_state.json").is_file()]
 
 
 def _command(words: List[str]) -> str:

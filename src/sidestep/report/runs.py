@@ -12,10 +12,11 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sidestep.errors import SidestepError
+from sidestep.run_files import load_yaml
 from sidestep.run_status import read_status
 
 TRAIN_JOB = "train"
-CURVE_TAGS = ("loss/smoothed", "loss/step", "loss/val", "lr")
+CURVE_TAGS = ("loss/smoothed", "loss/step", "loss/val", "loss/val_noise", "lr")
 Curve = List[Tuple[int, float]]
 
 
@@ -49,8 +50,7 @@ def _natural(path: Path, root: Path):
 
 def overrides_of(run: Path) -> List[str]:
     """What was typed for this run, less `hydra.*` and `ui.*` (where output goes and how it looks)."""
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    overrides = load_yaml(run / ".hydra" / "overrides.yaml") or []
     return [o for o in overrides if not o.startswith(("hydra.", "ui."))]
 
 
@@ -111,14 +111,13 @@ def read_curves(run: Path) -> Dict[str, Curve]:
 
 
 def read_run(run: Path, root: Path) -> RunInfo:
-    config_file = run / ".hydra" / "config.yaml"
     adapter = run / "adapter" / "adapter_model.safetensors"
     checkpoints = sorted(p for p in (run / "checkpoints").glob("step-*") if (p / "trainer_state.json").is_file())
     return RunInfo(
         path=run,
         label=str(run.relative_to(root)) if run != root else ".",
         overrides=overrides_of(run),
-        config=OmegaConf.to_container(OmegaConf.load(config_file)) if config_file.is_file() else {},
+        config=load_yaml(run / ".hydra" / "config.yaml") or {},
         status=read_status(run),
         curves=read_curves(run),
         checkpoints=checkpoints,

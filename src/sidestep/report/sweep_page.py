@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from sidestep.atomic import atomic_file
 from sidestep.report.charts import sweep_curves
+from sidestep.report.listening import read_samples
 from sidestep.report.page import esc, href, state_badge, table, write_page
 from sidestep.report.run_page import PAGE
 from sidestep.report.runs import RunInfo, settings, varying
@@ -65,8 +66,21 @@ def rank(runs: List[RunInfo]) -> List[Row]:
 
 
 def best(rows: List[Row]) -> Optional[Row]:
-    """The first of `rank`'s rows, when it has a loss at all."""
-    return rows[0] if rows and score(rows[0], by_held_out(rows)) is not None else None
+    """The first of `rank`'s rows, when it has a loss at all and, ranked by held-out loss, beats the next one by
+    more than the held-out loss's noise (the standard error of their difference)."""
+    if not rows or score(rows[0], by_held_out(rows)) is None:
+        return None
+    return None if too_close(rows) else rows[0]
+
+
+def too_close(rows: List[Row]) -> bool:
+    """The two best held-out losses differ by less than their noise: neither is better on this evidence."""
+    if len(rows) < 2 or not by_held_out(rows) or rows[1].held_out_loss is None:
+        return False
+    noises = [r.run.last("loss/val_noise") for r in rows[:2]]
+    if any(n is None for n in noises):
+        return False
+    return rows[1].held_out_loss - rows[0].held_out_loss <= (noises[0] ** 2 + noises[1] ** 2) ** 0.5
 
 
 def write_tables(rows: List[Row], root: Path) -> None:
@@ -107,13 +121,28 @@ def write_sweep_page(rows: List[Row], root: Path) -> Path:
                           f"<code>{esc(row.settings)}</code>", state_badge(row.run.state, row.run.error),
                           f'<span class="num">{esc(fmt(row.final_loss))}</span>',
                           f'<span class="num">{esc(fmt(row.held_out_loss))}</span>', str(row.run.steps),
-                          esc(fmt(row.run.wall_seconds, "wall_seconds"))])
+                          esc(fmt(row.run.wall_seconds, "wall_seconds")), _latest_samples(row.run, root)])
         classes.append("best" if row is winner else "")
     criterion = "held-out loss" if by_held_out(rows) else "final smoothed training loss"
     body = [f"<h1>{esc(root.name)}: {len(rows)} runs</h1>",
             f"<p>Common to all: <code>{esc(' '.join(common) or '(nothing)')}</code></p>",
             f"<p>Best first, by {criterion}" + (f"; the best is <b>{esc(winner.run.label)}</b>" if winner else "")
-            + ". Each run's page has its samples to listen to.</p>",
-            table(["run", "varies", "state", "final loss", "held-out loss", "steps", "wall s"], body_rows, classes),
+            + ("; the first two differ by less than the held-out loss's noise, so none is marked best"
+               if too_close(rows) else "")
+            + ". Each run's newest samples play here; its page has them all.</p>",
+            table(["run", "varies", "state", "final loss", "held-out loss", "steps", "wall s", "latest samples"],
+                  body_rows, classes),
             "<h2>Loss curves</h2>", f'<img class="chart" src="{href(chart.relative_to(root))}" alt="loss curves">']
     return write_page(root / PAGE, f"{root.name}: Side-Step sweep", "\n".join(body))
+
+
+def _latest_samples(run: RunInfo, root: Path) -> str:
+    """A player per prompt of the run's newest round of training samples."""
+    rounds = [s for s in read_samples(run.path) if s.step is not None]
+    if not rounds:
+        return "-"
+    step = max(s.step for s in rounds)
+    folder = run.path.relative_to(root)
+    return "".join(f'<figure class="mini"><figcaption>{esc(s.info["prompt"])} · step {step}</figcaption>'
+                   f'<audio controls preload="metadata" src="{href(folder / s.wav)}"></audio></figure>'
+                   for s in rounds if s.step == step)

@@ -78,6 +78,12 @@ def flow_matching_loss(transformer: torch.nn.Module, batch: Dict[str, Any], null
 def velocity_loss(transformer: torch.nn.Module, batch: Dict[str, Any], t: torch.Tensor, noise: torch.Tensor,
                   encoder_hidden_states: torch.Tensor, min_snr_gamma: Optional[float] = None) -> torch.Tensor:
     """x_t = t*noise + (1-t)*x0; MSE between the prediction and noise - x0 over the valid frames."""
+    return velocity_losses(transformer, batch, t, noise, encoder_hidden_states, min_snr_gamma).mean()
+
+
+def velocity_losses(transformer: torch.nn.Module, batch: Dict[str, Any], t: torch.Tensor, noise: torch.Tensor,
+                    encoder_hidden_states: torch.Tensor, min_snr_gamma: Optional[float] = None) -> torch.Tensor:
+    """`velocity_loss` of each sample of the batch."""
     x0 = batch["target_latents"]
     xt = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
     prediction = transformer(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=encoder_hidden_states,
@@ -87,7 +93,7 @@ def velocity_loss(transformer: torch.nn.Module, batch: Dict[str, Any], t: torch.
     per_sample = (per_frame * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     if min_snr_gamma is not None:
         per_sample = per_sample * min_snr_weight(t.float(), min_snr_gamma)
-    return per_sample.mean()
+    return per_sample
 
 
 def min_snr_weight(t: torch.Tensor, gamma: float) -> torch.Tensor:

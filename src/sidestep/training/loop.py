@@ -162,7 +162,8 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
                 if held_out.enabled and (state.step % tr.log_heavy_every == 0 or state.step == total_steps):
                     with accelerator.autocast():
                         result.val_loss = held_out(transformer)
-                    accelerator.log({"loss/val": result.val_loss}, step=state.step)
+                    noise = {} if held_out.noise is None else {"loss/val_noise": held_out.noise}
+                    accelerator.log({"loss/val": result.val_loss, **noise}, step=state.step)
                 progress.update(state.step, state.epoch, shown_loss, lr)
                 status.update(state.step, state.epoch, shown_loss, lr)
 

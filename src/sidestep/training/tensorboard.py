@@ -10,6 +10,8 @@ from typing import Dict, List, Optional
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from sidestep.config import as_container, flatten
 
@@ -43,13 +45,22 @@ def flat_hparams(cfg: DictConfig) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in leaves.items() if v is not None}
 
 
+def write_hparams(writer: SummaryWriter, values: dict) -> None:
+    """Into the run's own event file: `add_hparams` (what Accelerate calls) writes a second run in a sub-folder, so
+    TensorBoard would list every run twice."""
+    for summary in hparams(values, {}):
+        writer.file_writer.add_summary(summary)
+
+
 class TrainingLogger:
     def __init__(self, accelerator: Accelerator, cfg: DictConfig, log_every: int, log_heavy_every: int):
         self.accelerator, self.log_every, self.log_heavy_every = accelerator, log_every, log_heavy_every
         self.main = accelerator.is_main_process
         self.timestep_buffer: List[torch.Tensor] = []
-        accelerator.init_trackers(TRACKER_NAME, config=flat_hparams(cfg))
+        accelerator.init_trackers(TRACKER_NAME)
         self.writer = accelerator.get_tracker("tensorboard", unwrap=True) if self.main else None
+        if self.writer is not None:
+            write_hparams(self.writer, flat_hparams(cfg))
 
     def add_timesteps(self, timesteps: torch.Tensor) -> None:
         self.timestep_buffer.append(timesteps)

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError, SidestepError, first_line
-from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, SweepEnded, describe, sweep_failed
+from sidestep.sweep_outcome import WRITE_ERRNOS, FailedJobs, JobFailed, SweepEnded, describe, failed_jobs, sweep_failed
 from sidestep.ui.console import exit_on_user_error
 
 
@@ -48,6 +48,17 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
             if err.errno not in WRITE_ERRNOS or full_errors:
                 raise
             raise SidestepError(describe(err)) from None
+        except Exception:  # a sweeper that gives up once its jobs failed (Optuna: "No trials are completed yet.")
+            sweep = _sweep_with_failed_jobs()
+            if sweep is None or full_errors:
+                raise
+            raise sweep_failed(sweep) from None
+
+
+def _sweep_with_failed_jobs() -> Optional[Path]:
+    """The folder of the sweep this command ran, when some of its jobs failed."""
+    sweep = FailedJobs.started
+    return sweep if sweep is not None and sweep.is_dir() and failed_jobs(sweep) else None
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ console = rich.get_console()
 if not console.is_terminal and "COLUMNS" not in os.environ:
     rich.reconfigure(width=200)  # piped into a log file: do not wrap tables at 80 columns
 log = logging.getLogger("sidestep")
+SKIP_HINT = "(ui.yes=true skips this question)"  # every confirmation says how not to be asked
 
 
 def log_handler() -> logging.Handler:

@@ -5,7 +5,7 @@ from rich.table import Table
 
 from sidestep.training.plan import RunPlan
 from sidestep.sizes import binary_size
-from sidestep.ui.console import console, is_interactive, to_log_file
+from sidestep.ui.console import SKIP_HINT, console, is_interactive, to_log_file
 
 
 def show(plan: RunPlan) -> None:
@@ -38,7 +38,7 @@ def show(plan: RunPlan) -> None:
 
 
 def confirm(skip: bool) -> bool:
-    """Ask to start unless `ui.yes` is set or nobody is at the terminal."""
+    """Ask to start unless `ui.yes` is set, it was asked already (a sweep, the wizard) or nobody is at the terminal."""
     if skip or not is_interactive():
         return True
-    return Confirm.ask("Start training?", default=True, console=console)
+    return Confirm.ask(f"Start training? {SKIP_HINT}", default=True, console=console)

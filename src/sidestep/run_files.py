@@ -1,0 +1,27 @@
+"""Reading a run that is changing underneath: training prunes old checkpoints and renames files into place while
+the monitor and the report read them, so a file that disappears between being listed and being read is skipped
+(as if it had never been listed), never an error."""
+
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from omegaconf import OmegaConf
+
+T = TypeVar("T")
+
+
+def if_present(read: Callable[[], T]) -> Optional[T]:
+    """`read()`, or None when what it reads has gone (or has not come yet)."""
+    try:
+        return read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def mtime(path: Path) -> Optional[float]:
+    return if_present(lambda: path.stat().st_mtime)
+
+
+def load_yaml(path: Path) -> Optional[object]:
+    """A YAML file of the run as plain Python, or None when there is none."""
+    return if_present(lambda: OmegaConf.to_container(OmegaConf.load(path)))
