@@ -13,7 +13,7 @@ from typing import List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.errors import SidestepError, first_line
+from sidestep.errors import SidestepError
 from sidestep.run_status import read_status, write_status
 from sidestep.write_errors import WRITE_ERRNOS, describe  # noqa: F401 (WRITE_ERRNOS: for the entry points)
 

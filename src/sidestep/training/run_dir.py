@@ -13,7 +13,6 @@ from sidestep.run_status import read_status
 from sidestep.training.checkpoint import CHECKPOINTS
 
 
-
 def earlier_run(run_dir: Path) -> List[str]:
     """What in `run_dir` belongs to a run that trained: its checkpoints, its adapter, steps in its status."""
     found = [name for name in (CHECKPOINTS, "adapter") if (run_dir / name).exists()]

@@ -3,8 +3,8 @@
 from rich.prompt import Confirm
 from rich.table import Table
 
-from sidestep.training.plan import RunPlan
 from sidestep.sizes import binary_size
+from sidestep.training.plan import RunPlan
 from sidestep.ui.console import SKIP_HINT, console, is_interactive, to_log_file
 
 
