@@ -144,3 +144,16 @@ def test_a_finished_run_leaves_a_final_checkpoint_and_continues_exactly(make_cfg
     assert result.steps == 10 and len(result.step_seconds) == 4
     assert_same(adapter(tmp_path / "full"), adapter(tmp_path / "ext"))
     assert ckpt.complete_checkpoints(tmp_path / "ext")[-1].name == "step-0000010"
+
+
+@pytest.mark.parametrize("change", ["data.bucket_by_length=false", "data.crop_seconds=2.0"])
+def test_a_resume_that_would_see_other_batches_is_refused_or_warned(run, make_cfg, tmp_path, caplog, change):
+    checkpoint = copy_of(run, tmp_path)
+    key = change.split("=")[0]
+    with pytest.raises(ckpt.CheckpointError, match=rf"(?s)does not fit this run.*{key}: checkpoint has"):
+        train_adapter(make_cfg(*SHORT, change, f"resume_from={checkpoint}"), tmp_path / "refused")
+    assert not (tmp_path / "refused" / "adapter").exists()
+    caplog.set_level("WARNING")
+    result = train_adapter(make_cfg(*SHORT, change, "trainer.max_steps=1", "resume.strict=false", f"resume_from={checkpoint}"),
+                           tmp_path / "warned")
+    assert f"{key}: checkpoint has" in caplog.text and result.steps == 1 and len(result.step_seconds) == 1
