@@ -87,7 +87,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
 
     state = ckpt.TrainerState()
     if run.exact_resume:
-        state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler)
+        state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler, optimizer, batches_per_epoch)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch + 1,
                  state.batch_in_epoch)
     elif resume_dir is not None:
