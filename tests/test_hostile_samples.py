@@ -7,11 +7,13 @@ import struct
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from sidestep.config.parts import ArchConfig
 from sidestep.data.dataset import LatentDataset, list_sample_files
 from sidestep.data.samples import read_sample
-from sidestep.errors import DataError
+from sidestep.errors import ConfigError, DataError
 from tests.test_data import SHAPE, sample, write_pt
 
 
@@ -159,3 +161,28 @@ def test_a_transposed_view_is_an_ordinary_sample(tmp_path):
     path = write_pt(tmp_path / "t.pt", data)
     read = read_sample(path)
     assert read["context_latents"].is_contiguous() and torch.equal(read["context_latents"], data["context_latents"])
+
+
+def rank_map(**changes):
+    from sidestep.adapters.rank_map import FORMAT
+
+    module = {"rank": 8, "in_features": 64, "out_features": 64}
+    data = {"format": FORMAT, "arch": OmegaConf.to_container(OmegaConf.structured(ArchConfig)),
+            "modules": {"layers.0.self_attn.q_proj": module}}
+    data.update(changes)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("text", [
+    rank_map(arch=["hidden_size"]),
+    rank_map(modules={"layers.0.self_attn.q_proj": {"rank": -8, "in_features": 64, "out_features": 64}}),
+    rank_map(modules={"layers.0.self_attn.q_proj": {"rank": 8, "in_features": 0, "out_features": 0}}),
+    rank_map(modules=["layers.0.self_attn.q_proj"]),
+    "[" * 100000 + "]" * 100000,
+])
+def test_a_hostile_rank_map_is_named_in_one_line(tmp_path, text):
+    from sidestep.adapters.rank_map import read_rank_map
+
+    (tmp_path / "estimate.json").write_text(text)
+    with pytest.raises(ConfigError, match="estimate.json is not an estimate.json from python -m sidestep.estimate"):
+        read_rank_map(str(tmp_path / "estimate.json"), OmegaConf.structured(ArchConfig))
