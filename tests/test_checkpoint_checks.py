@@ -258,6 +258,7 @@ TAMPERED = {  # what was done to the checkpoint of step 2: (how, what the one li
     "batch past the epoch": (in_state(batch_in_epoch=1000), "batch_in_epoch 1000 is past this run's"),
     "schedule moved": (in_schedule(lambda s: s.update(last_epoch=1)), "scheduler state is not this run's schedule at step 2"),
     "base rate doubled": (in_schedule(lambda s: s.update(base_lrs=[2 * r for r in s["base_lrs"]])), "not this run's schedule"),
+    "schedule shape injected": (in_schedule(lambda s: s["lr_lambdas"][0].update(shape="evil")), "not this run's schedule"),
     "rate not a number": (in_schedule(lambda s: s.update(_last_lr=["fast"] * len(s["_last_lr"]))), "not this run's schedule"),
     "RNG state cut": (resealed_file("generators_0.safetensors", lambda t: t.update(noise=t["noise"][:100])),
                       r"generators_0.safetensors: random state noise is torch.uint8 \[100\]"),
@@ -266,6 +267,10 @@ TAMPERED = {  # what was done to the checkpoint of step 2: (how, what the one li
     "LoRA in float64": (resealed_file("adapter_model.safetensors", as_float64), "is torch.float64, checkpoints hold torch.float32"),
     "LoRA header lies": (lying_header, r"adapter_model.safetensors: unreadable"),
     "optimizer moment reshaped": (resealed_file("optimizer.bin", grow_first_moment), r"optimizer.bin: state exp_avg has shape \[3, 3\]"),
+    "optimizer weight decay edited": (resealed_file("optimizer.bin", lambda s: s["param_groups"][0].update(weight_decay=0.5)),
+                                      "optimizer.bin: holds weight_decay 0.5, this run has 0.01"),
+    "optimizer rate edited": (resealed_file("optimizer.bin", lambda s: s["param_groups"][0].update(lr=1.0)),
+                              "optimizer.bin: holds lr 1.0, its schedule says"),
     "optimizer group dropped": (resealed_file("optimizer.bin", lambda s: s["param_groups"].append(dict(s["param_groups"][0]))),
                                 r"optimizer or random state does not fit this run \(ValueError"),
 }

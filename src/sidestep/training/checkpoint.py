@@ -17,7 +17,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from accelerate import Accelerator
@@ -151,9 +151,10 @@ def resolve(resume_from: str, run_dir: Path) -> Path:
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, gens: StepGenerators, scheduler,
-                    optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> TrainerState:
+                    optimizer: torch.optim.Optimizer, batches_per_epoch: int, settings: Dict[str, object]
+                    ) -> TrainerState:
     """Restore everything `save_checkpoint` wrote (the folder was verified by `resolve`), once each state is known
-    to fit this run's objects."""
+    to fit this run's objects; `settings` are the optimizer's configured hyperparameters."""
     payload = read_state(checkpoint)
     state = TrainerState(**payload["state"])
     if state.batch_in_epoch >= batches_per_epoch:
@@ -169,7 +170,7 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, gens: StepGenera
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:  # a state torch cannot take
         raise CheckpointError(f"{checkpoint}: its optimizer or random state does not fit this run "
                               f"({type(err).__name__}: {first_line(err)}); resume from another checkpoint") from None
-    check_optimizer(checkpoint, optimizer)
+    check_optimizer(checkpoint, optimizer, settings, payload["scheduler"]["_last_lr"])
     if not torch.equal(torch.get_rng_state(), generators["torch_rng"]):
         raise CheckpointError(f"{checkpoint}: Accelerate could not restore the random states (random_states_*.pkl)")
     for name, gen in vars(gens).items():
