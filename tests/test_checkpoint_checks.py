@@ -234,7 +234,7 @@ def lying_header(tensors_path_checkpoint):
 
 TAMPERED = {  # what was done to the checkpoint of step 2: (how, what the one line must say)
     "extra file": (lambda c: (c / "custom_checkpoint_0.pkl").write_bytes(b"x"), "custom_checkpoint_0.pkl: not part of the checkpoint"),
-    "symlink to outside": (symlinked_outside, "optimizer.bin: a symlink inside the checkpoint"),
+    "symlink to outside": (symlinked_outside, "optimizer.bin: a symlink \\(a checkpoint holds"),
     "renamed to a newer step": (renamed_newer, r"is the state of step 2, not of step-0000004"),
     "digest removed": (lambda c: (c / "trainer_state.json").write_text(
         json.dumps({k: v for k, v in json.loads((c / "trainer_state.json").read_text()).items() if k != "digest"})),
@@ -285,3 +285,11 @@ def test_a_tampered_checkpoint_is_refused_in_one_line(run, make_cfg, tmp_path, c
         train_adapter(make_cfg(*SHORT, f"resume_from={checkpoint}"), tmp_path / "resumed")
     assert re.search(message, str(err.value)) and len(str(err.value).splitlines()) == 1, err.value
     assert not (tmp_path / "resumed" / "adapter").exists()
+
+
+def test_latest_never_follows_a_checkpoint_folder_symlinked_from_elsewhere(run, make_cfg, tmp_path):
+    elsewhere = shutil.copytree(run / "checkpoints" / "step-0000002", tmp_path / "elsewhere")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-0000002").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ckpt.CheckpointError, match=r"all 1 checkpoints .* the newest: .*step-0000002: a symlink \("):
+        train_adapter(make_cfg(*SHORT, "resume_from=latest"), tmp_path)

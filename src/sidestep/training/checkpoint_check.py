@@ -96,9 +96,9 @@ def verify(checkpoint: Path) -> dict:
     if named and int(named.group(1)) != payload["state"]["step"]:
         raise CheckpointError(f"{checkpoint / STATE_FILE}: is the state of step {payload['state']['step']}, not of "
                               f"{checkpoint.name} (moved or swapped between checkpoints); resume from another one")
-    links = [p for p in checkpoint.rglob("*") if p.is_symlink()]
+    links = [p for p in [checkpoint, *checkpoint.rglob("*")] if p.is_symlink()]
     if links:
-        raise CheckpointError(f"{links[0]}: a symlink inside the checkpoint (a checkpoint holds its own files only); "
+        raise CheckpointError(f"{links[0]}: a symlink (a checkpoint holds its own files, in its own folder); "
                               "resume from another one")
     listed = payload.get("files")
     if listed is None:
