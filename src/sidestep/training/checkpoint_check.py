@@ -5,7 +5,7 @@ own contents. On resume: every listed file must be there with that content and n
 them, the folder's step must be the state's, the state must parse with fields of the right types and sane counters,
 every pickle must open under `weights_only=True` (as Accelerate will open it), and every tensor -- LoRA weights and
 optimizer state -- must be finite. With the model built, the LoRA key set, shapes and dtypes must match it, and the
-scheduler, generator and optimizer states must fit this run's (see `check_runtime_states`).
+scheduler, generator and optimizer states must fit this run's (`restored_states.py`).
 """
 
 import hashlib
