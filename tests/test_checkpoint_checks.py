@@ -3,6 +3,7 @@ over a damaged newest checkpoint; a changed dataset or base model is a different
 resumes exactly, and a finished run continues to more steps as if it had never stopped."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
+from sidestep.training.checkpoint_check import file_digests, payload_digest
 from tests.test_resume import BASE, adapter, assert_same
 
 SHORT = (*BASE[:-2], "trainer.max_steps=4", "trainer.save_every_steps=2", "trainer.keep_checkpoints=10")
@@ -144,3 +146,150 @@ def test_a_finished_run_leaves_a_final_checkpoint_and_continues_exactly(make_cfg
     assert result.steps == 10 and len(result.step_seconds) == 4
     assert_same(adapter(tmp_path / "full"), adapter(tmp_path / "ext"))
     assert ckpt.complete_checkpoints(tmp_path / "ext")[-1].name == "step-0000010"
+
+
+@pytest.mark.parametrize("change", ["data.bucket_by_length=false", "data.crop_seconds=2.0"])
+def test_a_resume_that_would_see_other_batches_is_refused_or_warned(run, make_cfg, tmp_path, caplog, change):
+    checkpoint = copy_of(run, tmp_path)
+    key = change.split("=")[0]
+    with pytest.raises(ckpt.CheckpointError, match=rf"(?s)does not fit this run.*{key}: checkpoint has"):
+        train_adapter(make_cfg(*SHORT, change, f"resume_from={checkpoint}"), tmp_path / "refused")
+    assert not (tmp_path / "refused" / "adapter").exists()
+    caplog.set_level("WARNING")
+    result = train_adapter(make_cfg(*SHORT, change, "trainer.max_steps=1", "resume.strict=false", f"resume_from={checkpoint}"),
+                           tmp_path / "warned")
+    assert f"{key}: checkpoint has" in caplog.text and result.steps == 1 and len(result.step_seconds) == 1
+
+
+def reseal(checkpoint, edit=lambda payload: None):
+    """The edit of someone who knows the format: the state changed by `edit`, then every digest recomputed."""
+    path = checkpoint / "trainer_state.json"
+    payload = json.loads(path.read_text())
+    payload["files"] = file_digests(checkpoint)
+    edit(payload)
+    payload["digest"] = payload_digest(payload)
+    path.write_text(json.dumps(payload))
+
+
+def in_state(**fields):
+    return lambda c: reseal(c, lambda p: p["state"].update(fields))
+
+
+def in_payload(**fields):
+    return lambda c: reseal(c, lambda p: p.update(fields))
+
+
+def in_schedule(change):
+    return lambda c: reseal(c, lambda p: change(p["scheduler"]))
+
+
+def resealed_file(name, change):
+    """A tensor file of the checkpoint rewritten by `change`, then resealed."""
+    def tamper(checkpoint):
+        path = checkpoint / name
+        if path.suffix == ".safetensors":
+            tensors = load_file(path)
+            change(tensors)
+            save_file(tensors, path)
+        else:
+            state = torch.load(path, weights_only=True)
+            change(state)
+            torch.save(state, path)
+        reseal(checkpoint)
+    return tamper
+
+
+def symlinked_outside(checkpoint):
+    outside = checkpoint.parent.parent / "elsewhere.bin"
+    shutil.copy(checkpoint / "optimizer.bin", outside)
+    (checkpoint / "optimizer.bin").unlink()
+    (checkpoint / "optimizer.bin").symlink_to(outside)  # the same bytes: its digest still matches
+
+
+def renamed_newer(checkpoint):
+    checkpoint.rename(checkpoint.parent / "step-0000004")
+
+
+def grow_first_moment(state):
+    moments = next(s for s in state["state"].values() if "exp_avg" in s)
+    moments["exp_avg"] = torch.zeros(3, 3)
+
+
+def as_float64(tensors):
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].double()
+
+
+def lying_header(tensors_path_checkpoint):
+    path = tensors_path_checkpoint / "adapter_model.safetensors"
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    key = next(k for k in header if k != "__metadata__")
+    header[key]["shape"] = [s * 2 for s in header[key]["shape"]]
+    text = json.dumps(header).encode().ljust(size)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
+    reseal(tensors_path_checkpoint)
+
+
+TAMPERED = {  # what was done to the checkpoint of step 2: (how, what the one line must say)
+    "extra file": (lambda c: (c / "custom_checkpoint_0.pkl").write_bytes(b"x"), "custom_checkpoint_0.pkl: not part of the checkpoint"),
+    "symlink to outside": (symlinked_outside, "optimizer.bin: a symlink \\(a checkpoint holds"),
+    "renamed to a newer step": (renamed_newer, r"is the state of step 2, not of step-0000004"),
+    "digest removed": (lambda c: (c / "trainer_state.json").write_text(
+        json.dumps({k: v for k, v in json.loads((c / "trainer_state.json").read_text()).items() if k != "digest"})),
+        "has one of 'files' and 'digest' without the other"),
+    "truncated generators": (lambda c: (c / "generators_0.safetensors").write_bytes(
+        (c / "generators_0.safetensors").read_bytes()[:100]), "generators_0.safetensors: contents changed"),
+    "state nested deeply": (lambda c: (c / "trainer_state.json").write_text("[" * 100000 + "]" * 100000),
+                            r"trainer_state.json: unreadable \(RecursionError"),
+    "state huge": (lambda c: (c / "trainer_state.json").write_text(" " * (17 << 20)), r"unreadable \(ValueError: 17 MiB"),
+    "state a list": (in_payload(state=[2, 1, 0]), "state is not what Side-Step writes"),
+    "fingerprint a list": (in_payload(fingerprint=["x"]), "fingerprint is not what Side-Step writes"),
+    "files a list": (in_payload(files=["optimizer.bin"]), "files is not what Side-Step writes"),
+    "files outside": (lambda c: reseal(c, lambda p: p["files"].update({"../../outside.bin": "0" * 64})),
+                      "lists '../../outside.bin', outside the checkpoint"),
+    "scheduler a string": (in_payload(scheduler="cosine"), "scheduler is not what Side-Step writes"),
+    "NaN loss": (in_state(smoothed_loss=float("nan")), "smoothed_loss is nan, not a finite number"),
+    "text loss": (in_state(first_loss="low"), "first_loss is 'low', not a finite number"),
+    "huge epoch": (in_state(epoch=10 ** 30), r"counters are not whole numbers >= 0 \(epoch\)"),
+    "negative step": (in_state(step=-1), r"counters are not whole numbers >= 0 \(step\)"),
+    "epoch past step": (in_state(epoch=9), "counters disagree"),
+    "batch past the epoch": (in_state(batch_in_epoch=1000), "batch_in_epoch 1000 is past this run's"),
+    "schedule moved": (in_schedule(lambda s: s.update(last_epoch=1)), "scheduler state is not this run's schedule at step 2"),
+    "base rate doubled": (in_schedule(lambda s: s.update(base_lrs=[2 * r for r in s["base_lrs"]])), "not this run's schedule"),
+    "schedule shape injected": (in_schedule(lambda s: s["lr_lambdas"][0].update(shape="evil")), "not this run's schedule"),
+    "rate not a number": (in_schedule(lambda s: s.update(_last_lr=["fast"] * len(s["_last_lr"]))), "not this run's schedule"),
+    "RNG state cut": (resealed_file("generators_0.safetensors", lambda t: t.update(noise=t["noise"][:100])),
+                      r"generators_0.safetensors: random state noise is torch.uint8 \[100\]"),
+    "RNG state missing": (resealed_file("generators_0.safetensors", lambda t: t.pop("timesteps")),
+                          "random state timesteps is missing"),
+    "LoRA in float64": (resealed_file("adapter_model.safetensors", as_float64), "is torch.float64, checkpoints hold torch.float32"),
+    "LoRA header lies": (lying_header, r"adapter_model.safetensors: unreadable"),
+    "optimizer moment reshaped": (resealed_file("optimizer.bin", grow_first_moment), r"optimizer.bin: state exp_avg has shape \[3, 3\]"),
+    "optimizer weight decay edited": (resealed_file("optimizer.bin", lambda s: s["param_groups"][0].update(weight_decay=0.5)),
+                                      "optimizer.bin: holds weight_decay 0.5, this run has 0.01"),
+    "optimizer rate edited": (resealed_file("optimizer.bin", lambda s: s["param_groups"][0].update(lr=1.0)),
+                              "optimizer.bin: holds lr 1.0, its schedule says"),
+    "optimizer group dropped": (resealed_file("optimizer.bin", lambda s: s["param_groups"].append(dict(s["param_groups"][0]))),
+                                r"optimizer or random state does not fit this run \(ValueError"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_checkpoint_is_refused_in_one_line(run, make_cfg, tmp_path, case):
+    tamper, message = TAMPERED[case]
+    tamper(copy_of(run, tmp_path))
+    checkpoint = next((tmp_path / "checkpoints").iterdir())
+    with pytest.raises(ckpt.CheckpointError) as err:
+        train_adapter(make_cfg(*SHORT, f"resume_from={checkpoint}"), tmp_path / "resumed")
+    assert re.search(message, str(err.value)) and len(str(err.value).splitlines()) == 1, err.value
+    assert not (tmp_path / "resumed" / "adapter").exists()
+
+
+def test_latest_never_follows_a_checkpoint_folder_symlinked_from_elsewhere(run, make_cfg, tmp_path):
+    elsewhere = shutil.copytree(run / "checkpoints" / "step-0000002", tmp_path / "elsewhere")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-0000002").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ckpt.CheckpointError, match=r"all 1 checkpoints .* the newest: .*step-0000002: a symlink \("):
+        train_adapter(make_cfg(*SHORT, "resume_from=latest"), tmp_path)

@@ -104,6 +104,7 @@ def test_missing_lyrics_or_instrumental_mean_instrumental(tmp_path, text):
     ("song.txt", "caption: x\nsignature: waltz\n", "signature: 'waltz' is not a time signature"),
     ("song.txt", "caption: x\nlanguage: English\n", "language: 'English' is not a language code"),
     ("song.json", '{"caption": "x", "bpm": 90,}', "not valid JSON"),
+    ("song.json", "[" * 100000 + "]" * 100000, "nested too deeply"),
     ("song.json", '{"caption": "x", "instrumental": "maybe"}', "instrumental: 'maybe' is not true or false"),
     ("song.txt", b"caption: caf\xe9\n", "not UTF-8"),
 ])

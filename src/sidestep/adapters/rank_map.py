@@ -42,9 +42,10 @@ def read_rank_map(path: str, arch: DictConfig) -> RankMap:
         modules = data["modules"]
         ranks = {name: int(m["rank"]) for name, m in modules.items()}
         features = {name: int(m["in_features"]) + int(m["out_features"]) for name, m in modules.items()}
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        made_for = data.get("arch", {})
+        assert isinstance(made_for, dict) and all(r >= 0 for r in ranks.values()) and all(f > 0 for f in features.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError, RecursionError):
         raise ConfigError(f"lora.rank_map: {file} is not an estimate.json from python -m sidestep.estimate") from None
-    made_for = data.get("arch", {})
     differences = [f"{k} {made_for.get(k)} there, {v} here" for k, v in OmegaConf.to_container(arch).items()
                    if made_for.get(k) != v]
     if differences:

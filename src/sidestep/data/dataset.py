@@ -19,6 +19,7 @@ from sidestep.data.samples import (
 from sidestep.errors import DataError
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a name per sample: a manifest this size would list hundreds of thousands
 log = logging.getLogger(__name__)
 
 
@@ -28,11 +29,14 @@ def list_sample_files(dataset_dir: Path) -> List[Path]:
     dataset_dir = Path(dataset_dir)
     manifest = dataset_dir / MANIFEST
     if manifest.is_file():
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            raise DataError(f"{manifest}: {manifest.stat().st_size >> 20} MiB, too large to be a list of sample names; "
+                            "fix or delete it")
         try:
             entries = json.loads(manifest.read_text(encoding="utf-8"))["samples"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
             raise DataError(f"{manifest}: not a manifest (expected JSON with a 'samples' list); fix or delete it") from None
-        if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+        if not isinstance(entries, list) or not all(isinstance(e, str) and e and "\0" not in e for e in entries):
             raise DataError(f"{manifest}: 'samples' must be a list of file names (strings); fix or delete it")
         files = [dataset_dir / p for p in entries]  # an absolute entry stays absolute; check_path keeps it inside
         repeated = sorted({str(p) for p in files if files.count(p) > 1})

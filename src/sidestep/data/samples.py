@@ -7,7 +7,9 @@ our `.safetensors` (metadata JSON in the header). Layout per sample:
 """
 
 import json
+import math
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict
@@ -15,6 +17,7 @@ from typing import Any, Dict
 import torch
 from safetensors import SafetensorError, safe_open
 
+from sidestep.data.stored_tensors import dense_copy
 from sidestep.errors import DataError, first_line
 
 TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask", "context_latents")
@@ -23,6 +26,7 @@ SAMPLE_SUFFIXES = (".pt", ".safetensors")
 # Beyond these, a value is corruption, not music: VAE latents stay within a few tens; text-encoder states within
 # fp16's range (65504), which their bf16/fp16 encoders could not have exceeded.
 MAX_ABS = {"target_latents": 1e3, "context_latents": 1e3, "encoder_hidden_states": 65504.0}
+TEXT_FIELDS = ("caption", "lyrics", "language", "keyscale", "timesignature")  # what `sampling.prompts` reads
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,30 @@ def read_sample(path: Path) -> Dict[str, Any]:
     missing = [k for k in TENSOR_KEYS if k not in raw]
     if missing:
         raise DataError(f"{path}: missing {', '.join(missing)}; is this a preprocessed Side-Step/ACE-Step sample?")
-    sample: Dict[str, Any] = {"metadata": raw.get("metadata") or {}}
+    sample: Dict[str, Any] = {"metadata": _checked_metadata(path, raw.get("metadata"))}
     for key in TENSOR_KEYS:
         value = raw[key]
         if not isinstance(value, torch.Tensor):
             raise DataError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
-        sample[key] = value.bool() if key.endswith("attention_mask") else value.float()
+        sample[key] = dense_copy(path, key, value, torch.bool if key.endswith("attention_mask") else torch.float32)
     return sample
+
+
+def _checked_metadata(path: Path, meta: Any) -> Dict[str, Any]:
+    """The sample's labels: a dict whose prompt fields are text and whose `bpm` is a number (or absent)."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise DataError(f"{path}: metadata is a {type(meta).__name__}, expected a mapping of names to values "
+                        "(caption, lyrics, ...); re-run preprocessing for this file")
+    for key in TEXT_FIELDS:
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise DataError(f"{path}: metadata {key} is a {type(meta[key]).__name__}, expected text; "
+                            "re-run preprocessing for this file")
+    bpm = meta.get("bpm")
+    if bpm is not None and (isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not math.isfinite(bpm)):
+        raise DataError(f"{path}: metadata bpm is {bpm!r}, expected a number; re-run preprocessing for this file")
+    return meta
 
 
 def check_sample(path: Path, sample: Dict[str, Any], shape: SampleShape) -> None:
@@ -95,7 +116,8 @@ def check_sample(path: Path, sample: Dict[str, Any], shape: SampleShape) -> None
 
 def _read_pt(path: Path) -> Dict[str, Any]:
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped (zip format, all torch writes): only what a tensor shows is read, not a huge storage behind it.
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise DataError(f"{path}: refused to load, it holds Python objects beyond tensors (unsafe or not a sample): "
                         f"{first_line(err)}") from None
@@ -115,6 +137,7 @@ def _read_safetensors(path: Path) -> Dict[str, Any]:
         raise DataError(f"{path}: unreadable .safetensors file ({err}); re-run preprocessing for it") from None
     try:
         tensors["metadata"] = json.loads(header.get(METADATA_KEY, "{}"))
-    except json.JSONDecodeError:
-        raise DataError(f"{path}: metadata in the file header is not valid JSON") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise DataError(f"{path}: metadata in the file header is not valid JSON (or nested too deeply); "
+                        "re-run preprocessing for this file") from None
     return tensors

@@ -162,3 +162,5 @@ def read_json(path: Path) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise LabelError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise LabelError(f"{path}: nested too deeply to be labels") from None

@@ -17,7 +17,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from accelerate import Accelerator
@@ -26,6 +26,7 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from sidestep.adapters.files import file_header
 from sidestep.adapters.kind import kind_of
 from sidestep.atomic import publish, save_safetensors
+from sidestep.errors import first_line
 from sidestep.training.checkpoint_check import (
     LORA_FILE,
     STATE_FILE,
@@ -39,6 +40,7 @@ from sidestep.training.checkpoint_check import (
 )
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.flow_matching import StepGenerators
+from sidestep.training.restored_states import check_generators, check_optimizer, check_schedule
 from sidestep.write_errors import writing
 
 log = logging.getLogger(__name__)
@@ -182,17 +184,33 @@ def resolve(resume_from: str, run_dir: Path) -> Path:
                           f"{problems[0]}")
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path, gens: StepGenerators, scheduler) -> TrainerState:
-    """Restore everything `save_checkpoint` wrote (the folder was verified by `resolve`)."""
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, gens: StepGenerators, scheduler,
+                    optimizer: torch.optim.Optimizer, batches_per_epoch: int, settings: Dict[str, object]
+                    ) -> TrainerState:
+    """Restore everything `save_checkpoint` wrote (the folder was verified by `resolve`), once each state is known
+    to fit this run's objects; `settings` are the optimizer's configured hyperparameters."""
     payload = read_state(checkpoint)
-    generators = read_tensors(checkpoint / GENERATORS_FILE.format(accelerator.process_index))
-    accelerator.load_state(str(checkpoint))
+    state = TrainerState(**payload["state"])
+    if state.batch_in_epoch >= batches_per_epoch:
+        raise CheckpointError(f"{checkpoint / STATE_FILE}: batch_in_epoch {state.batch_in_epoch} is past this run's "
+                              f"{batches_per_epoch} batches per epoch; resume from another checkpoint")
+    check_schedule(checkpoint, payload["scheduler"], scheduler.state_dict(), state.step)
+    generators_file = checkpoint / GENERATORS_FILE.format(accelerator.process_index)
+    generators = read_tensors(generators_file)
+    check_generators(generators_file, generators, {"torch_rng": torch.get_rng_state(),
+                                                   **{name: g.get_state() for name, g in vars(gens).items()}})
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:  # a state torch cannot take
+        raise CheckpointError(f"{checkpoint}: its optimizer or random state does not fit this run "
+                              f"({type(err).__name__}: {first_line(err)}); resume from another checkpoint") from None
+    check_optimizer(checkpoint, optimizer, settings, payload["scheduler"]["_last_lr"])
     if not torch.equal(torch.get_rng_state(), generators["torch_rng"]):
         raise CheckpointError(f"{checkpoint}: Accelerate could not restore the random states (random_states_*.pkl)")
     for name, gen in vars(gens).items():
         gen.set_state(generators[name])
     scheduler.load_state_dict(payload["scheduler"])
-    return TrainerState(**payload["state"])
+    return state
 
 
 def load_lora_only(model: torch.nn.Module, checkpoint: Path) -> int:

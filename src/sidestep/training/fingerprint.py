@@ -1,15 +1,18 @@
 """What must not change across a resume, as a dict of comparable values stored in every checkpoint.
 
-Settings that shape the adapter or the data order are compared by value. The dataset and the base model are
-compared by content: a sample file edited in place, or a different checkpoint at the same path, is a different
-run even when names and sizes agree.
+Every setting that changes what a training step sees -- which samples form a batch and how they are cut, the
+timesteps, noise and dropout drawn, the loss, the optimizer's maths, the adapter -- is compared by value (`COMPARED`).
+The dataset and the base model are compared by content: a sample file edited in place, or a different checkpoint at
+the same path, is a different run even when names and sizes agree. Every other setting is in `NOT_COMPARED` with the
+reason it cannot change a step; a test walks the whole config so that a new knob must be put in one or the other.
 """
 
 import hashlib
+from enum import Enum
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sidestep.digest import file_hash
 from sidestep.models.source import model_source
@@ -17,26 +20,61 @@ from sidestep.models.source import model_source
 # what a checkpoint written before `adapter=` had a choice trained: plain LoRA
 BEFORE_ADAPTER_TYPES = {"adapter": {"_target_": "sidestep.adapters.lora.Lora", "use_rslora": False, "use_dora": False}}
 
+# Config paths compared by value; a group (`optimizer`, `training`, ...) is compared with every key it holds.
+COMPARED = (
+    "model._target_", "model.variant", "model.arch", "model.is_turbo", "model.timestep_mu", "model.timestep_sigma",
+    "model.quantize", "adapter", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules", "lora.bias",
+    "attention.blocks", "optimizer", "scheduler", "training",
+    "data.crop_seconds", "data.bucket_by_length", "data.val_fraction",
+    "trainer.batch_size", "trainer.gradient_accumulation", "trainer.seed", "trainer.max_grad_norm", "trainer.precision",
+)
+BY_CONTENT = "compared by content"
+NOT_COMPARED = {
+    "model.checkpoint_dir": f"{BY_CONTENT} (model.weights): a moved folder is the same base",
+    "model.init_seed": f"{BY_CONTENT} (model.weights) for the tiny model it seeds",
+    "model.tiny_stack": "the tiny VAE and encoders: samples and the generated dataset (compared by content)",
+    "model.sampling": "rendering samples only",
+    "lora.alpha_ratio": "resolved into lora.alpha, which is compared",
+    "lora.rank_map": f"{BY_CONTENT} (the plan's file digest)",
+    "data._target_": f"{BY_CONTENT} (dataset)",
+    "data.dataset_dir": f"{BY_CONTENT} (dataset): a moved folder is the same data",
+    "data.synthetic": f"{BY_CONTENT} (dataset)",
+    "data.on_bad_sample": f"the files it leaves in are {BY_CONTENT} (dataset)",
+    "data.num_workers": "how batches are loaded, not which (order and crops are seeded per sample)",
+    "data.pin_memory": "how batches are loaded, not which",
+    "data.prefetch_factor": "how batches are loaded, not which",
+    "data.persistent_workers": "how batches are loaded, not which",
+    "trainer.epochs": "training on to more epochs continues the same run",
+    "trainer.max_steps": "training on to more steps continues the same run",
+    "trainer.device": "the same maths on another device (bit-identity is only promised on one setup)",
+    "trainer.attention_backend": "the same maths by another kernel",
+    "trainer.compile": "the same maths, compiled",
+    "trainer.compile_backend": "the same maths, compiled",
+    "trainer.gradient_checkpointing": "the same maths, recomputed instead of stored",
+    "trainer.on_nonfinite": "decides only what a non-finite step does (skip it to get past one)",
+    "trainer.save_every": "what is written, not what is trained",
+    "trainer.save_every_steps": "what is written, not what is trained",
+    "trainer.keep_checkpoints": "what is written, not what is trained",
+    "trainer.log_every": "what is written, not what is trained",
+    "trainer.log_heavy_every": "what is written (held-out loss uses its own fixed noise)",
+    "run": "names the run", "export": "the adapter files written at the end", "ui": "the display",
+    "resume": "how to resume", "resume_from": "where from", "estimate": "the sensitivity estimate, not training",
+    "preprocess": f"its output is {BY_CONTENT} (dataset)", "sample": "rendering samples only",
+}
+
 
 def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
     return {
-        "model.variant": cfg.model.variant,
-        "model.arch": OmegaConf.to_container(cfg.model.arch),
+        **settings(cfg),
         "model.weights": model_source(cfg.model).weights_digest(),
-        "adapter": OmegaConf.to_container(cfg.adapter),
-        "model.quantize": None if cfg.model.get("quantize") is None else str(cfg.model.quantize),
-        "lora.rank": cfg.lora.rank,
-        "lora.alpha": cfg.lora.alpha,
-        "lora.target_modules": list(cfg.lora.target_modules),
         "lora.rank_map": cfg.lora.rank_map and file_hash(Path(cfg.lora.rank_map)),
-        "lora.bias": cfg.lora.bias,
-        "attention.blocks": list(cfg.attention.blocks),
         "dataset": dataset_digest(sample_files),
-        "data.val_fraction": cfg.data.val_fraction,
-        "trainer.batch_size": cfg.trainer.batch_size,
-        "trainer.gradient_accumulation": cfg.trainer.gradient_accumulation,
-        "trainer.seed": cfg.trainer.seed,
     }
+
+
+def settings(cfg: DictConfig) -> Dict[str, object]:
+    """The `COMPARED` values of `cfg`, as JSON-ready plain values."""
+    return {path: _plain(OmegaConf.select(cfg, path)) for path in COMPARED}
 
 
 def mismatches(saved: dict, current: dict) -> List[str]:
@@ -45,7 +83,9 @@ def mismatches(saved: dict, current: dict) -> List[str]:
     for key, value in current.items():
         if saved.get(key, BEFORE_ADAPTER_TYPES.get(key)) == value:
             continue
-        if key in ("dataset", "model.weights"):
+        if key not in saved and key not in BEFORE_ADAPTER_TYPES:
+            lines.append(f"{key}: not recorded in the checkpoint (an older Side-Step wrote it), this run has {value!r}")
+        elif key in ("dataset", "model.weights"):
             lines.append(f"{key}: contents differ from the checkpoint's (digest {saved.get(key)} vs {value})")
         else:
             lines.append(f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}")
@@ -58,3 +98,9 @@ def dataset_digest(sample_files: Iterable[Path]) -> str:
     for path in sample_files:
         digest.update(f"{Path(path).name}\0{file_hash(path)}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _plain(value):
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return str(value) if isinstance(value, Enum) else value

@@ -92,7 +92,8 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
 
     state = ckpt.TrainerState()
     if run.exact_resume:
-        state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler)
+        configured = {k: v for k, v in cfg.optimizer.items() if k not in ("_target_", "_partial_", "lr", "fused")}
+        state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler, optimizer, batches_per_epoch, configured)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch + 1,
                  state.batch_in_epoch)
     elif resume_dir is not None:
