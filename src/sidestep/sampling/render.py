@@ -14,8 +14,8 @@ import torch
 from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
 from omegaconf import DictConfig
 
-from sidestep.config.schema import SamplePrompt
 from sidestep.atomic import atomic_file
+from sidestep.config.schema import SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE, write_wav
 from sidestep.models.source import ModelSource
 
