@@ -17,6 +17,7 @@ from sidestep.adapters.attach import adapted_dit
 from sidestep.adapters.files import DTYPES, FORMATS, peft_type_name, write_formats
 from sidestep.adapters.kind import kind_of
 from sidestep.adapters.merge import merge_into_variant
+from sidestep.config.trust import allow_targets
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
 from sidestep.training.adapter_sources import open_source
@@ -41,10 +42,14 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=list(DTYPES), help="of the exported tensors (default: the run's export.dtype)")
     parser.add_argument("--name", help="ComfyUI file and ACE-Step adapter name (default: the run's name, "
                                        "-stepN for a checkpoint)")
+    parser.add_argument("--allow-target", action="append", default=[], metavar="NAME",
+                        help="also build this model source the run's config names (one Side-Step does not ship); "
+                             "repeatable")
     parser.add_argument("--merge", action="store_true", help="also write the base model with the adapter folded in, "
                                                              "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        allow_targets(args.allow_target)
         if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
             raise SidestepError(f"--name {args.name!r}: use letters, digits, - and _ only (it names files and a "
                                 "PEFT adapter, which may not hold a dot)")

@@ -21,6 +21,7 @@ from sidestep.adapters.kind import kind_of
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_sample
 from sidestep.config.schema import SamplePrompt
+from sidestep.config.trust import take_allow_flags
 from sidestep.data.loader import dataset_folder
 from sidestep.devices import compute_dtype, pick_device
 from sidestep.digest import file_hash
@@ -116,5 +117,6 @@ def source_from_argv(argv: List[str]) -> List[str]:
 
 
 if __name__ == "__main__":
-    sys.argv = source_from_argv(sys.argv)
+    with exit_on_user_error():
+        sys.argv = source_from_argv(take_allow_flags(sys.argv))
     main()

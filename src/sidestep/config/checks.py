@@ -6,13 +6,13 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
 from sidestep.config.parts import CONSTANT_SCHEDULER, PRODIGY_TARGET, SchedulerConfig
 from sidestep.config.run_name import RUN_NAME
+from sidestep.config.trust import check_built_targets
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
     CHOSEN_BY_TARGET,
@@ -47,6 +47,7 @@ def typed(cfg: DictConfig) -> DictConfig:
             with open_dict(cfg):
                 OmegaConf.select(cfg, node).pop(leaf)
             log.info("%s is no longer a setting (it never changed training); ignored", key)
+    check_built_targets(cfg)
     schema = OmegaConf.structured(TrainConfig)
     for group, schemas in CHOSEN_BY_TARGET.items():
         if OmegaConf.select(cfg, group) is None:  # saved before the group existed: its first option was the only one
@@ -163,7 +164,9 @@ def _check_arch(arch: DictConfig) -> None:
 def _check_schedule(scheduler: DictConfig) -> None:
     """The schedule is built from its `_target_`: it must give a number for a step, as `LambdaLR` will ask."""
     try:
-        float(instantiate(scheduler)(total_steps=10)(0))
+        float(build(scheduler)(total_steps=10)(0))
+    except ConfigError:
+        raise
     except Exception as err:
         raise ConfigError(f"scheduler._target_: {scheduler._target_} is not a learning-rate schedule "
                           f"({type(err).__name__}); use scheduler=constant|constant_with_warmup|cosine|linear") from None
@@ -246,6 +249,7 @@ def prepare_preprocess(cfg: DictConfig) -> DictConfig:
 
 def prepare_sample(cfg: DictConfig) -> DictConfig:
     """`prepare` for `python -m sidestep.sample`: typed, absolute paths, checked."""
+    check_built_targets(cfg)
     cfg = _merge(OmegaConf.structured(SampleConfig), cfg)
     for key in ("source", "prompts"):
         cfg[key] = _absolute(cfg[key])

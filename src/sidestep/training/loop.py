@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Callable, List, Optional, Protocol
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
+from sidestep.config.build import build
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
 from sidestep.run_status import RunStatus
@@ -76,8 +76,8 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
     params = [p for p in transformer.parameters() if p.requires_grad]
 
     fused = {"fused": accelerator.device.type == "cuda"} if cfg.optimizer.get("fused", False) is None else {}
-    optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # plain lists: its state loads weights_only
-    scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
+    optimizer = build(cfg.optimizer, **fused)(params)  # plain lists: its state loads weights_only
+    scheduler = LambdaLR(optimizer, build(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     batches_per_epoch = len(loader)
     ckpt.register_lora_hooks(accelerator)

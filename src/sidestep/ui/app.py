@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
+from sidestep.config.trust import take_allow_flags
 from sidestep.errors import ConfigError, SidestepError, first_line
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, SweepEnded, describe, sweep_failed
 from sidestep.ui.console import exit_on_user_error
@@ -25,6 +26,7 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
     """Call a `@hydra.main` function; `check_schema` first checks the overrides against the training schema."""
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
     with _hydra_raises(), exit_on_user_error():
+        sys.argv = take_allow_flags(sys.argv)
         if check_schema:
             check_overrides(sys.argv[1:], Path(sidestep.conf.__file__).parent)
         try:
