@@ -7,7 +7,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from sidestep.config import CONSTANT_SCHEDULER, prepare, resolve
-from sidestep.config.overrides import check_overrides
+from sidestep.config.overrides import _nearest, check_overrides
 from sidestep.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -155,6 +155,14 @@ def test_an_unknown_override_gets_one_line_with_the_nearest_option(args, message
     with pytest.raises(ConfigError) as err:
         check_overrides(["-m", "experiment=demo", *args, "+extra=1", "hydra.run.dir=x"], CONF)
     assert str(err.value).startswith(message)
+
+
+def test_the_nearest_option_ignores_case():
+    """With a `radam` beside `adamw`, `adamW` meant `adamw` (a case-sensitive match said radam)."""
+    assert _nearest("adamW", ["adafactor", "adamw", "adamw8bit", "prodigy", "radam"], "optimizer=") == \
+        " (did you mean optimizer=adamw?)"
+    assert _nearest("Trainer.Max_Step", ["trainer.max_steps", "trainer.seed"], "") == \
+        " (did you mean trainer.max_steps?)"
 
 
 def test_known_overrides_and_additions_pass_the_override_check():

@@ -13,6 +13,8 @@ from sidestep import export, rerun, sample, train
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.config import as_container, resolve
 from sidestep.config.saved import saved_text
+from sidestep.config.trust import ALLOW_ENV, check_target, take_allow_flags
+from sidestep.errors import ConfigError
 from sidestep.models.source import model_source
 from sidestep.ui.app import run_app
 from tests.attacker import MARKER_ENV
@@ -123,3 +125,37 @@ def test_a_config_path_rerun_refuses_an_edited_run(attacked, attack, capsys, mon
     err = refused(capsys, hydra_app(monkeypatch, train.main, "--config-path", str(run / ".hydra"), "--config-name",
                                     "config", f"hydra.run.dir={tmp_path / 'again'}"))
     assert key in err and not attacked.ran()
+
+
+RECIPES = {  # a shared experiment recipe: (the line the attacker adds, the key the refusal names)
+    "nested target": ("model: {tiny_stack: {vae: {_target_: tests.attacker.payload}}}", "model.tiny_stack.vae._target_"),
+    "Hydra callback": ("hydra: {callbacks: {x: {_target_: tests.attacker.payload}}}", "hydra.callbacks.x._target_"),
+    "logging factory": ("hydra: {job_logging: {handlers: {x: {(): tests.attacker.payload}}}}",
+                        "hydra.job_logging.handlers.x.()"),
+    "launcher shell line": ("hydra: {launcher: {setup: [touch MARKER]}}", "hydra.launcher.setup.0"),
+    "resolver": ("run: {name: '${attacker:x}'}", "run.name"),
+    "environment": ("trainer: {device: '${oc.env:HOME}'}", "trainer.device"),
+}
+
+
+@pytest.mark.parametrize("attack", RECIPES)
+def test_a_shared_recipe_is_refused_before_hydra_runs_it(attacked, attack, capsys, monkeypatch, tmp_path, cache_dir):
+    line, key = RECIPES[attack]
+    (tmp_path / "recipes" / "experiment").mkdir(parents=True)
+    (tmp_path / "recipes" / "experiment" / "shared.yaml").write_text(
+        f"# @package _global_\ndefaults:\n  - /experiment/demo\n{line}\n")
+    err = refused(capsys, hydra_app(monkeypatch, train.main, "--config-dir", str(tmp_path / "recipes"),
+                                    "experiment=shared", f"data.synthetic.cache_dir={cache_dir}", "ui.yes=true",
+                                    f"hydra.run.dir={tmp_path / 'run'}"))
+    assert f"shared.yaml: {key}:" in err and not attacked.ran() and not (tmp_path / "run").exists()
+
+
+def test_a_foreign_target_is_built_only_when_allowed_for_the_command(monkeypatch):
+    monkeypatch.setenv(ALLOW_ENV, "")
+    with pytest.raises(ConfigError, match=f"model._target_: '{PAYLOAD}' is not a model Side-Step ships; .* "
+                                          f"--allow-target {PAYLOAD}"):
+        check_target("model._target_", PAYLOAD)
+    assert take_allow_flags(["train", "--allow-target", PAYLOAD, "lora.rank=4"]) == ["train", "lora.rank=4"]
+    check_target("model._target_", PAYLOAD)
+    with pytest.raises(ConfigError, match="never builds anything nested"):  # allowed or not, never nested
+        check_target("model.tiny_stack.vae._target_", PAYLOAD)
