@@ -7,6 +7,7 @@ from typing import List
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sidestep.config.checks import check_prompts
 from sidestep.config.schema import SamplePrompt
 from sidestep.config.trust import vet_file
 from sidestep.data.dataset import list_sample_files
@@ -41,4 +42,5 @@ def from_file(path: Path) -> List[SamplePrompt]:
         raise ConfigError(f"prompts={path}: not a YAML list of {{prompt: ..., lyrics: ...}} ({str(err).splitlines()[0]})") from None
     if not typed:
         raise ConfigError(f"prompts={path}: the list is empty")
+    check_prompts(typed, f"prompts={path}: entry")
     return [OmegaConf.to_object(entry) for entry in typed]
