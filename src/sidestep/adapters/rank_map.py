@@ -42,7 +42,7 @@ class RankMap:
 
 def read_rank_map(path: str, arch: DictConfig) -> RankMap:
     """The file, checked as data someone may have edited: its shape, each module a projection of this DiT, each
-    rank a whole number no larger than the module's smaller width."""
+    rank a whole number no larger than the module's width."""
     file = Path(path)
     try:
         data = json.loads(file.read_text())
@@ -76,7 +76,7 @@ def _module(file: Path, name: str, module: object, layers: int, widest: int) -> 
     if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"lora.rank_map: {file}: {name} needs whole numbers for rank, in_features and out_features")
     rank, fan_in, fan_out = values
-    if not (0 < fan_in <= widest and 0 < fan_out <= widest and 0 <= rank <= min(fan_in, fan_out)):
+    if not (0 < fan_in <= widest and 0 < fan_out <= widest and 0 <= rank <= max(fan_in, fan_out)):
         raise ConfigError(f"lora.rank_map: {file}: {name} has rank {rank} for {fan_in} -> {fan_out} features; a rank "
-                          "is between 0 and the smaller width, and no width exceeds the model's")
+                          "is between 0 and the module's width, and no width exceeds the model's")
     return rank, fan_in + fan_out
