@@ -104,7 +104,7 @@ def check_target(key: str, value: Any) -> None:
     if node not in PART_GROUPS:
         raise ConfigError(f"{key}: {value!r}: only {', '.join(g + '._target_' for g in PART_GROUPS)} may name what "
                           "is built; a config never builds anything nested")
-    if value not in shipped_targets()[node] | user_allowed():
+    if not isinstance(value, str) or value not in shipped_targets()[node] | user_allowed():
         raise ConfigError(f"{key}: {value!r} is not a {node} Side-Step ships; if you trust it, allow it for this "
                           f"command with {ALLOW_FLAG} {value}")
 
@@ -165,8 +165,8 @@ def _vet_interpolation(key: str, value: str, record: bool) -> None:
     if key.startswith(RUN_DIR_KEYS):
         allowed = _run_dir_resolvers()
     elif record:
-        raise ConfigError(f"{key}: {value!r}: a saved run holds resolved values, not interpolations; this record "
-                          "was edited")
+        raise ConfigError(f"{key}: {value!r}: a saved run holds resolved values, not interpolations (this record "
+                          "was edited, or written by a start that was refused)")
     else:
         allowed = frozenset(RECIPE_RESOLVERS)
     unknown = sorted(resolvers - allowed)
