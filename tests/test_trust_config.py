@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from sidestep import export, rerun, sample, train
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.config import as_container, resolve
-from sidestep.config.saved import saved_text
+from sidestep.config.saved import load_saved, saved_text
 from sidestep.config.trust import ALLOW_ENV, check_target, take_allow_flags
 from sidestep.errors import ConfigError
 from sidestep.models.source import model_source
@@ -159,3 +159,9 @@ def test_a_foreign_target_is_built_only_when_allowed_for_the_command(monkeypatch
     check_target("model._target_", PAYLOAD)
     with pytest.raises(ConfigError, match="never builds anything nested"):  # allowed or not, never nested
         check_target("model.tiny_stack.vae._target_", PAYLOAD)
+
+
+def test_an_untouched_run_passes_the_vetting(shared_run):
+    """What `resolve_run` saves (with the app's run-dir pattern and its resolvers) and what was typed are data."""
+    assert load_saved(shared_run / ".hydra" / "config.yaml").run.name == "shared"
+    assert "experiment=demo" in rerun.saved_overrides(shared_run)
