@@ -7,9 +7,9 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
+from sidestep import train
 from sidestep.config import CONSTANT_SCHEDULER, prepare, resolve
 from sidestep.config.overrides import _nearest, check_overrides
-from sidestep import train
 from sidestep.errors import ConfigError
 from sidestep.ui.app import run_app
 

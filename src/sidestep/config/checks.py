@@ -12,7 +12,6 @@ from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
 from sidestep.config.parts import CONSTANT_SCHEDULER, PRODIGY_TARGET, SchedulerConfig
 from sidestep.config.run_name import RUN_NAME
-from sidestep.config.trust import check_built_targets
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
     CHOSEN_BY_TARGET,
@@ -21,6 +20,7 @@ from sidestep.config.schema import (
     SampleConfig,
     TrainConfig,
 )
+from sidestep.config.trust import check_built_targets
 from sidestep.errors import ConfigError
 
 log = logging.getLogger("sidestep")
