@@ -6,6 +6,7 @@ Exits non-zero only when no song could be used; the table at the end names every
 """
 
 import logging
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
+from sidestep.config.trust import take_allow_flags
 from sidestep.errors import DataError
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.file_progress import FileProgress, show_outcome
@@ -58,4 +60,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with exit_on_user_error():
+        sys.argv = take_allow_flags(sys.argv)
     main()
