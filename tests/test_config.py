@@ -1,14 +1,17 @@
 """The config tree composes for every option, and bad values stop with one line naming the key."""
 
+import sys
 from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
+from sidestep import train
 from sidestep.config import CONSTANT_SCHEDULER, prepare, resolve
-from sidestep.config.overrides import check_overrides
+from sidestep.config.overrides import _nearest, check_overrides
 from sidestep.errors import ConfigError
+from sidestep.ui.app import run_app
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -155,6 +158,26 @@ def test_an_unknown_override_gets_one_line_with_the_nearest_option(args, message
     with pytest.raises(ConfigError) as err:
         check_overrides(["-m", "experiment=demo", *args, "+extra=1", "hydra.run.dir=x"], CONF)
     assert str(err.value).startswith(message)
+
+
+def test_the_nearest_option_ignores_case():
+    """With a `radam` beside `adamw`, `adamW` meant `adamw` (a case-sensitive match said radam)."""
+    assert _nearest("adamW", ["adafactor", "adamw", "adamw8bit", "prodigy", "radam"], "optimizer=") == \
+        " (did you mean optimizer=adamw?)"
+    assert _nearest("Trainer.Max_Step", ["trainer.max_steps", "trainer.seed"], "") == \
+        " (did you mean trainer.max_steps?)"
+
+
+def test_a_bad_key_in_a_config_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """Hydra's error on composing it is several lines, of which the first names neither the key nor the value."""
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "x.yaml").write_text("defaults:\n  - /schema/scheduler/base@_here_\n"
+                                                   "_target_: sidestep.training.lr_schedules.constant\nwarmup_stepz: 3\n")
+    monkeypatch.setattr(sys, "argv", ["train", "--config-dir", str(tmp_path), "scheduler=x", "experiment=demo"])
+    with pytest.raises(SystemExit):
+        run_app(train.main)
+    err = capsys.readouterr().err
+    assert err == "error: in scheduler/x: scheduler.warmup_stepz: Key 'warmup_stepz' not in 'SchedulerConfig'\n"
 
 
 def test_known_overrides_and_additions_pass_the_override_check():

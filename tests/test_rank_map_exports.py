@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
+from sidestep.config import as_container
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
 from tests.conftest import dit_outputs, randomize_lora
@@ -45,7 +46,7 @@ def run(tmp_path_factory, cache_dir):
     model = randomize_lora(dit.transformer)
     save_adapter(model, root / "adapter", NAME)
     (root / ".hydra").mkdir()
-    OmegaConf.save(cfg, root / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(as_container(cfg)), root / ".hydra" / "config.yaml")  # resolved, as a run saves it
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
     assert sorted({m.r["default"] for m in layers.values()}) == [2, 4, 8]
     return root, model, layers, base.state_dict()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sidestep.config.choices import EXPORT_FORMATS, ExportDtype
+from sidestep.config.trust import allow_targets
 from sidestep.ui.console import exit_on_user_error
 
 
@@ -28,6 +29,9 @@ def main(argv=None) -> None:
                         help="of the exported tensors (default: the run's export.dtype)")
     parser.add_argument("--name", help="ComfyUI file and ACE-Step adapter name (default: the run's name, "
                                        "-stepN for a checkpoint)")
+    parser.add_argument("--allow-target", action="append", default=[], metavar="NAME",
+                        help="also build this model source the run's config names (one Side-Step does not ship); "
+                             "repeatable")
     parser.add_argument("--merge", action="store_true", help="also write the base model with the adapter folded in, "
                                                              "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
@@ -35,6 +39,7 @@ def main(argv=None) -> None:
     from sidestep.training.adapter_export import export_adapter
 
     with exit_on_user_error():
+        allow_targets(args.allow_target)
         formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
         export_adapter(args.source, formats, args.out, args.dtype, args.name, args.merge)
 

@@ -21,6 +21,7 @@ from sidestep.config import register_schemas
 from sidestep.config.build import build
 from sidestep.config.checks import prepare_preprocess
 from sidestep.config.schema import AnalyzeSettings, PreprocessConfig
+from sidestep.config.trust import take_allow_flags
 from sidestep.errors import DataError, SidestepError
 from sidestep.run_record import discard_folder
 from sidestep.ui.console import exit_on_user_error, use_plain
@@ -86,4 +87,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     answer_help(sys.argv[1:], HELP)
+    with exit_on_user_error():
+        sys.argv = take_allow_flags(sys.argv)
     main()

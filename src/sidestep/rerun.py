@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sidestep.config import as_container, flatten, register_schemas, resolve
-from sidestep.config.saved import load_saved
+from sidestep.config.saved import load_saved, plain_select, read_plain
+from sidestep.config.trust import take_allow_flags, vet_override
 from sidestep.errors import SidestepError
 from sidestep.train import main as train
 from sidestep.ui.console import exit_on_user_error
@@ -37,8 +38,13 @@ def saved_overrides(run_dir: Path) -> List[str]:
         raise SidestepError(f"{run_dir}: not a Side-Step run dir (no .hydra/overrides.yaml and config.yaml)")
     saved = load_saved(hydra_dir / "config.yaml")
     pinned = []
-    for override in OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml")):
+    overrides = read_plain(hydra_dir / "overrides.yaml")
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise SidestepError(f"{hydra_dir / 'overrides.yaml'}: not a list of key=value overrides")
+    for override in overrides:
         key = override_key(override)
+        if not (key.startswith("hydra.") or key in RESUME_KEYS):
+            vet_override(override, str(hydra_dir / "overrides.yaml"))
         if key.startswith("hydra.") or key in RESUME_KEYS:  # a rerun starts afresh and trains the whole run
             continue
         if key in PATH_KEYS and OmegaConf.select(saved, key) is not None:
@@ -50,8 +56,9 @@ def saved_overrides(run_dir: Path) -> List[str]:
 def config_dirs(run_dir: Path) -> List[str]:
     """The `--config-dir` folders the run was started with, from Hydra's record of its config sources."""
     record = run_dir / ".hydra" / "hydra.yaml"
-    sources = OmegaConf.select(OmegaConf.load(record), "hydra.runtime.config_sources") if record.is_file() else None
-    return [s.path for s in sources or [] if s.provider == "command-line" and s.schema == "file"]
+    sources = plain_select(read_plain(record), "hydra.runtime.config_sources") if record.is_file() else None
+    return [str(s["path"]) for s in sources if isinstance(s, dict) and s.get("provider") == "command-line"
+            and s.get("schema") == "file"] if isinstance(sources, list) else []
 
 
 def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
@@ -69,8 +76,10 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
 def main(argv: List[str]) -> None:
     answer_help(argv, usage_and_about("python -m sidestep.rerun RUN_DIR [overrides...]", __doc__))
     register_schemas()
+    with exit_on_user_error():
+        argv = take_allow_flags(argv)
     if not argv or argv[0].startswith("-"):
-        print("usage: python -m sidestep.rerun RUN_DIR [overrides...]", file=sys.stderr)
+        print("usage: python -m sidestep.rerun RUN_DIR [--allow-target NAME ...] [overrides...]", file=sys.stderr)
         sys.exit(2)
     with exit_on_user_error():
         run_dir = Path(argv[0]).resolve()

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_sample
 from sidestep.config.schema import SampleConfig
+from sidestep.config.trust import take_allow_flags
 from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.help import CommandHelp, answer_help
 
@@ -66,5 +67,6 @@ def source_from_argv(argv: List[str]) -> List[str]:
 
 if __name__ == "__main__":
     answer_help(sys.argv[1:], HELP)
-    sys.argv = source_from_argv(sys.argv)
+    with exit_on_user_error():
+        sys.argv = source_from_argv(take_allow_flags(sys.argv))
     main()

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
@@ -22,13 +21,15 @@ from sidestep.config.schema import (
     SampleConfig,
     TrainConfig,
 )
+from sidestep.config.trust import check_built_targets
 from sidestep.errors import ConfigError
 
 log = logging.getLogger("sidestep")
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|xpu|cuda(:\d+)?")
 COMPILE_MODES = ("false", "blocks", "full")  # a string, not an enum: the command line's `false` is a boolean
-MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
+MAX_SEED = 2**32 - 1
+MAX_WORKERS = 64  # data-loader processes; more is a typo, not a machine  # numpy's seeds are 32-bit; Accelerate's set_seed seeds numpy too
 RETIRED_KEYS = ("model.data_proportion",)  # ACE-Step's loss forces r = t, so this never had an effect
 
 
@@ -48,6 +49,7 @@ def typed(cfg: DictConfig) -> DictConfig:
             with open_dict(cfg):
                 OmegaConf.select(cfg, node).pop(leaf)
             log.info("%s is no longer a setting (it never changed training); ignored", key)
+    check_built_targets(cfg)
     schema = OmegaConf.structured(TrainConfig)
     for group, schemas in CHOSEN_BY_TARGET.items():
         if OmegaConf.select(cfg, group) is None:  # saved before the group existed: its first option was the only one
@@ -94,6 +96,9 @@ def validate(cfg: DictConfig) -> None:
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
            f"must be at least 1 or null (got {tr.save_every_steps})")
     _check(tr.compile in COMPILE_MODES, "trainer.compile", f"must be false, blocks or full (got {tr.compile!r})")
+    _check(bool(tr.compile_backend.strip()), "trainer.compile_backend", "is empty; use inductor (or aot_eager)")
+    _check_model(cfg.model)
+    _check_optimizer(opt)
     t = cfg.training
     _check(0.0 <= t.cfg_ratio < 1.0, "training.cfg_ratio", f"must be in [0, 1) (got {t.cfg_ratio})")
     _check(t.mode != "vanilla" or len(t.discrete_timesteps) > 0, "training.discrete_timesteps", "vanilla mode needs the discrete schedule")
@@ -112,6 +117,10 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
     _check(data.num_workers is None or data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
+    _check(data.num_workers is None or data.num_workers <= MAX_WORKERS, "data.num_workers",
+           f"must be at most {MAX_WORKERS} (got {data.num_workers}); null picks one for this machine")
+    if data.synthetic is not None:
+        _check_synthetic(data.synthetic)
     if data.synthetic is None and cfg.preprocess.audio_dir is None:
         _check(data.dataset_dir is not None, "data.dataset_dir",
                "is not set; point it at a folder of preprocessed samples (or preprocess.audio_dir at your songs), "
@@ -156,6 +165,45 @@ def _check_finite(cfg: DictConfig) -> None:
         _check(not isinstance(value, float) or math.isfinite(value), key, f"must be a finite number (got {value})")
 
 
+def _check_seed(value: int, key: str) -> None:
+    _check(0 <= value <= MAX_SEED, key, f"must be between 0 and {MAX_SEED} (got {value})")
+
+
+def _check_model(model: DictConfig) -> None:
+    """The variant's generation defaults and the tiny model's seed."""
+    _check_seed(model.init_seed, "model.init_seed")
+    s = model.sampling
+    _check(s.steps >= 1, "model.sampling.steps", f"must be at least 1 (got {s.steps})")
+    _check(s.guidance >= 0, "model.sampling.guidance", f"must be >= 0 (got {s.guidance})")
+    _check(s.shift > 0, "model.sampling.shift", f"must be > 0 (got {s.shift})")
+
+
+def _check_optimizer(opt: DictConfig) -> None:
+    """The options some optimizers add (`betas`, `eps`, Prodigy's `d_coef`), where the optimizer has them."""
+    if "betas" in opt:
+        _check(len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas), "optimizer.betas",
+               f"must be two numbers in [0, 1) (got {list(opt.betas)})")
+    for key in ("eps", "d_coef"):
+        if key in opt:
+            _check(opt[key] > 0, f"optimizer.{key}", f"must be > 0 (got {opt[key]})")
+
+
+def _check_synthetic(s: DictConfig) -> None:
+    for key in ("num_samples", "styles", "text_tokens"):
+        _check(s[key] >= 1, f"data.synthetic.{key}", f"must be at least 1 (got {s[key]})")
+    _check(s.seconds > 0, "data.synthetic.seconds", f"must be > 0 (got {s.seconds})")
+    _check_seed(s.seed, "data.synthetic.seed")
+    _check(s.cache_dir is None or not Path(s.cache_dir).exists() or Path(s.cache_dir).is_dir(),
+           "data.synthetic.cache_dir", f"{s.cache_dir} is a file; give a folder (or leave it null)")
+
+
+def check_prompts(prompts, key: str) -> None:
+    """Prompts given to render (`sample.prompts`, a `prompts=` file): a caption, and a tempo if any above 0."""
+    for i, p in enumerate(prompts):
+        _check(bool(str(p.prompt).strip()), f"{key}[{i}].prompt", "is empty; describe the music")
+        _check(p.bpm is None or 0 < p.bpm <= 1000, f"{key}[{i}].bpm", f"must be between 1 and 1000 or null (got {p.bpm})")
+
+
 def _check_arch(arch: DictConfig) -> None:
     for key, value in arch.items():
         _check(value > 0, f"model.arch.{key}", f"must be > 0 (got {value}); model.arch describes the DiT's shape")
@@ -164,7 +212,9 @@ def _check_arch(arch: DictConfig) -> None:
 def _check_schedule(scheduler: DictConfig) -> None:
     """The schedule is built from its `_target_`: it must give a number for a step, as `LambdaLR` will ask."""
     try:
-        float(instantiate(scheduler)(total_steps=10)(0))
+        float(build(scheduler)(total_steps=10)(0))
+    except ConfigError:
+        raise
     except Exception as err:
         raise ConfigError(f"scheduler._target_: {scheduler._target_} is not a learning-rate schedule "
                           f"({type(err).__name__}); use scheduler=constant|constant_with_warmup|cosine|linear") from None
@@ -181,6 +231,8 @@ def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
     _check(p.tile_seconds - 2 * p.tile_overlap_seconds >= 1, f"{prefix}tile_seconds",
            f"must be at least 1 s longer than twice the overlap (got {p.tile_seconds} with overlap {p.tile_overlap_seconds})")
     _check(p.max_text_tokens >= 16, f"{prefix}max_text_tokens", f"must be at least 16 (got {p.max_text_tokens})")
+    _check(p.trigger_tag is None or bool(p.trigger_tag.strip()), f"{prefix}trigger_tag",
+           "is empty; give a word to call the style up, or leave it null")
     _check(p.max_lyric_tokens >= 16, f"{prefix}max_lyric_tokens", f"must be at least 16 (got {p.max_lyric_tokens})")
     _check_device(p, prefix)
 
@@ -188,6 +240,7 @@ def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
 def validate_sample(s: DictConfig) -> None:
     for key in ("every_n_epochs", "every_n_steps"):
         _check(s[key] is None or s[key] >= 1, f"sample.{key}", f"must be at least 1 or null (got {s[key]})")
+    check_prompts(s.prompts, "sample.prompts")
     _check_rendering(s, "sample.")
 
 
@@ -205,6 +258,7 @@ def _check_rendering(node: DictConfig, prefix: str) -> None:
     _check(node.steps is None or node.steps >= 1, f"{prefix}steps", f"must be at least 1 or null (got {node.steps})")
     _check(node.guidance is None or node.guidance >= 0, f"{prefix}guidance", f"must be >= 0 or null (got {node.guidance})")
     _check(node.shift is None or node.shift > 0, f"{prefix}shift", f"must be > 0 or null (got {node.shift})")
+    _check_seed(node.seed, f"{prefix}seed")
 
 
 def _absolute(path: Optional[str]) -> Optional[str]:
@@ -247,6 +301,7 @@ def prepare_preprocess(cfg: DictConfig) -> DictConfig:
 
 def prepare_sample(cfg: DictConfig) -> DictConfig:
     """`prepare` for `python -m sidestep.sample`: typed, absolute paths, checked."""
+    check_built_targets(cfg)
     cfg = _merge(OmegaConf.structured(SampleConfig), cfg)
     for key in ("source", "prompts"):
         cfg[key] = _absolute(cfg[key])

@@ -95,12 +95,18 @@ def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
 
 
 def _nearest(word: str, choices: Iterable[str], prefix: str) -> str:
-    """` (did you mean X?)` for the closest choice: a usual synonym, then a leaf of the same node, then any key."""
+    """` (did you mean X?)` for the closest choice: a usual synonym, then a leaf of the same node, then any key.
+    Case does not count (`adamW` is `adamw`)."""
     choices = sorted(choices)
     node, _, leaf = word.rpartition(".")
-    same_node = [c.rpartition(".")[2] for c in choices if c.rpartition(".")[0] == node]
-    guesses = [SYNONYMS[leaf]] if SYNONYMS.get(leaf) in same_node else []
-    guesses += difflib.get_close_matches(leaf, same_node, n=1, cutoff=0.5)
-    match: List[str] = [f"{node}.{g}" if node else g for g in guesses]
-    match += difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    same_node = {c.rpartition(".")[2]: c for c in choices if c.rpartition(".")[0].lower() == node.lower()}
+    guesses = [SYNONYMS[leaf.lower()]] if SYNONYMS.get(leaf.lower()) in same_node else []
+    guesses += _close(leaf, list(same_node))
+    match: List[str] = [same_node[g] for g in guesses] + _close(word, choices)
     return f" (did you mean {prefix}{match[0]}?)" if match else ""
+
+
+def _close(word: str, choices: List[str]) -> List[str]:
+    """difflib's closest match, ignoring case (the choice comes back as it is spelled)."""
+    by_lower = {c.lower(): c for c in choices}
+    return [by_lower[m] for m in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]

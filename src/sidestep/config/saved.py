@@ -5,13 +5,18 @@ without the app's `train.yaml`, so on its own it would lose the app's run-dir pa
 therefore also carries the app's `hydra:` settings (run and sweep dirs, no chdir) and picks its log format
 (`hydra/job_logging: sidestep`, found through `hydra.searchpath`). Readers of the values take them without those
 two keys (`load_saved`); Hydra removes them itself before a rerun's config reaches the trainer.
+
+A run folder may come from someone else, so its record is read as data: vetted before any value is read
+(`trust.vet_file`), and Hydra's `hydra.yaml` only as plain text (`read_plain`), never resolved.
 """
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 import sidestep.conf
+from sidestep.config.trust import vet_file
 
 APP_CONFIG = Path(sidestep.conf.__file__).parent / "train.yaml"
 RERUN_KEYS = ("defaults", "hydra")
@@ -26,8 +31,22 @@ def saved_text(resolved: dict) -> str:
 
 
 def load_saved(path: Path) -> DictConfig:
-    """The run's config values, without what only a Hydra rerun needs."""
+    """The run's config values, without what only a Hydra rerun needs; refused (`ConfigError`) if the record holds
+    what a saved config never does (a `_target_` Side-Step did not ship, an interpolation)."""
     cfg = OmegaConf.load(path)
+    vet_file(cfg, str(path), record=True)
     for key in RERUN_KEYS:
         cfg.pop(key, None)
     return cfg
+
+
+def read_plain(path: Path) -> Any:
+    """A YAML file as plain lists and dicts, its `${...}` kept as text (Hydra's `hydra.yaml` holds many)."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def plain_select(node: Any, key: str) -> Any:
+    """`node`'s value at the dotted `key` (None where it has none), in what `read_plain` gives."""
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node

@@ -9,7 +9,6 @@ Each config group's YAML extends one of these dataclasses (registered in Hydra's
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from sidestep.config.choices import (
@@ -34,8 +33,6 @@ from sidestep.config.parts import (
     SchedulerConfig,
     TrainingConfig,
 )
-from sidestep.config.run_name import register_run_name_resolvers
-from sidestep.user_config import register_user_config_resolver
 
 LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
 
@@ -234,19 +231,3 @@ class TrainConfig:
 
 CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS}  # groups with a schema per option
 
-
-def register_schemas() -> None:
-    """Make the schemas available to the YAML files: each extends `/schema/<group>/<name>@_here_`."""
-    register_run_name_resolvers()
-    register_user_config_resolver()
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="preprocess_schema", node=PreprocessConfig)
-    cs.store(name="sample_schema", node=SampleConfig)
-    cs.store(name="analyze_schema", node=AnalyzeConfig)
-    for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
-                          ("training", TrainingConfig), ("data", DataConfig)]:
-        cs.store(group=f"schema/{group}", name="base", node=schema)
-    for group, schemas in CHOSEN_BY_TARGET.items():
-        for name, schema in schemas.items():
-            cs.store(group=f"schema/{group}", name=name, node=schema)

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from sidestep.config.saved import plain_select, read_plain
 from sidestep.errors import SidestepError
 from sidestep.run_files import load_yaml
 from sidestep.run_status import read_status
@@ -26,7 +27,7 @@ def is_training_run(path: Path) -> bool:
     if not (hydra_dir / "config.yaml").is_file():
         return False
     if (hydra_dir / "hydra.yaml").is_file():
-        return OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.job.name") == TRAIN_JOB
+        return plain_select(read_plain(hydra_dir / "hydra.yaml"), "hydra.job.name") == TRAIN_JOB  # never resolved
     return "trainer" in OmegaConf.load(hydra_dir / "config.yaml")  # no hydra.yaml: go by what the config holds
 
 

@@ -7,7 +7,9 @@ from typing import List
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sidestep.config.checks import check_prompts
 from sidestep.config.schema import SamplePrompt
+from sidestep.config.trust import vet_file
 from sidestep.data.dataset import list_sample_files
 from sidestep.data.samples import read_sample
 from sidestep.errors import ConfigError, DataError
@@ -34,9 +36,11 @@ def from_file(path: Path) -> List[SamplePrompt]:
     """A YAML list of prompts: `- {prompt: warm lofi piano, lyrics: "[Instrumental]"}`, checked field by field."""
     try:
         entries = OmegaConf.load(path)
+        vet_file(entries, f"prompts={path}", record=True)
         typed = [OmegaConf.merge(OmegaConf.structured(SamplePrompt), entry) for entry in entries]
     except (OSError, OmegaConfBaseException, TypeError) as err:
         raise ConfigError(f"prompts={path}: not a YAML list of {{prompt: ..., lyrics: ...}} ({str(err).splitlines()[0]})") from None
     if not typed:
         raise ConfigError(f"prompts={path}: the list is empty")
+    check_prompts(typed, f"prompts={path}: entry")
     return [OmegaConf.to_object(entry) for entry in typed]

@@ -21,6 +21,9 @@ from sidestep.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+CPU_BACKENDS = ("native", "_native_math")  # the others are CUDA kernels (flex compiles to Triton, a GPU language)
+
+
 def installed_backends() -> Dict[str, bool]:
     """Which optional attention kernels diffusers found usable in this environment."""
     return {"flash": dispatch._CAN_USE_FLASH_ATTN, "_flash_3": dispatch._CAN_USE_FLASH_ATTN_3,
@@ -37,9 +40,22 @@ def attention_backend(requested: str, device: torch.device, dtype: torch.dtype) 
         if device.type == "cuda" and half and installed["flash"]:
             return "flash"
         return "native"
+    if device.type != "cuda" and requested not in CPU_BACKENDS:
+        raise ConfigError(f"trainer.attention_backend={requested}: runs on CUDA GPUs only; on this {device.type} "
+                          f"device use auto, {' or '.join(CPU_BACKENDS)}")
     if installed.get(requested) is False:  # checks.py has already refused names that cannot train
         raise ConfigError(f"trainer.attention_backend={requested}: its package is not installed; install it or use auto")
     return requested
+
+
+def check_compile_backend(mode: str, backend: str) -> None:
+    """`trainer.compile_backend` must be one torch.compile knows (looked up only when compiling: it imports dynamo)."""
+    if mode == "false":
+        return
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ConfigError(f"trainer.compile_backend: {backend!r} is not a torch.compile backend; use inductor, or "
+                          f"aot_eager to capture without generating code (known: {', '.join(known)})")
 
 
 def use_attention_backend(transformer: torch.nn.Module, backend: str) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Callable, List, Optional, Protocol
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
+from sidestep.config.build import build
 from sidestep.errors import SidestepError
 from sidestep.library_output import prints_to_debug_log
 from sidestep.models.source import model_source
@@ -78,8 +78,8 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
 
     fused = {"fused": accelerator.device.type == "cuda"} if cfg.optimizer.get("fused", False) is None else {}
     with prints_to_debug_log():  # Prodigy prints "Using decoupled weight decay"
-        optimizer = instantiate(cfg.optimizer, _convert_="all", **fused)(params)  # lists: state loads weights_only
-    scheduler = LambdaLR(optimizer, instantiate(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
+        optimizer = build(cfg.optimizer, **fused)(params)  # plain lists: its state loads weights_only
+    scheduler = LambdaLR(optimizer, build(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
     transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
     # Accelerate's optimizer wrapper looks a package up twice and inspects a signature at every update (about 1.5 ms
     # of host time); without a gradient scaler it has nothing else to do there, so updates call the optimizer itself.

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
-from sidestep.training.fast_paths import attention_backend
+from sidestep.training.fast_paths import attention_backend, check_compile_backend
 from sidestep.training.fingerprint import fingerprint as run_fingerprint
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.job_state import active_attention, fresh_process_state
@@ -63,6 +63,9 @@ def _prepare(cfg: DictConfig, run_dir: Path, accelerator: Accelerator,
              make_dataset: Optional[Callable[[], object]]) -> PreparedRun:
     tr = cfg.trainer
     set_seed(tr.seed)
+    dtype = weight_dtype(accelerator.mixed_precision)
+    attention = attention_backend(tr.attention_backend, accelerator.device, dtype)  # refused before any data is made
+    check_compile_backend(tr.compile, tr.compile_backend)
 
     with accelerator.main_process_first():  # the main process makes the data (songs or synthetic) alone
         if make_dataset is not None:
@@ -77,8 +80,6 @@ def _prepare(cfg: DictConfig, run_dir: Path, accelerator: Accelerator,
     fingerprint = run_fingerprint(cfg, dataset.files)
     resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
     exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
-    dtype = weight_dtype(accelerator.mixed_precision)
-    attention = attention_backend(tr.attention_backend, accelerator.device, dtype)
 
     plan = run_plan(cfg, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
                     f"resuming {resume_dir}" if resume_dir else "fresh start", attention)

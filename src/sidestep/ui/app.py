@@ -7,6 +7,7 @@ override problem, a folder that cannot be written, or the failed jobs of a sweep
 
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -16,7 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
-from sidestep.errors import ConfigError, SidestepError, first_line
+from sidestep.config.trust import take_allow_flags
+from sidestep.errors import ConfigError, SidestepError, first_line, plain
 from sidestep.sweep_outcome import WRITE_ERRNOS, FailedJobs, JobFailed, SweepEnded, describe, failed_jobs, sweep_failed
 from sidestep.ui.console import exit_on_user_error
 
@@ -25,6 +27,7 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
     """Call a `@hydra.main` function; `check_schema` first checks the overrides against the training schema."""
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
     with _hydra_raises(), exit_on_user_error(log_file=False):  # a run's own errors end its log (sidestep.train)
+        sys.argv = take_allow_flags(sys.argv)
         if check_schema:
             check_overrides(sys.argv[1:], Path(sidestep.conf.__file__).parent)
         try:
@@ -41,9 +44,7 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
         except (HydraException, OmegaConfBaseException) as err:
             if full_errors:
                 raise
-            cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
-            key = getattr(cause, "full_key", None)
-            raise ConfigError(f"{key}: {first_line(cause)}" if key else first_line(err)) from None
+            raise ConfigError(composition_error(err)) from None
         except OSError as err:  # Hydra itself could not write the run folder
             if err.errno not in WRITE_ERRNOS or full_errors:
                 raise
@@ -59,6 +60,19 @@ def _sweep_with_failed_jobs() -> Optional[Path]:
     """The folder of the sweep this command ran, when some of its jobs failed."""
     sweep = FailedJobs.started
     return sweep if sweep is not None and sweep.is_dir() and failed_jobs(sweep) else None
+
+
+def composition_error(err: Exception) -> str:
+    """Hydra's error as one line that names the key: its cause's key (Hydra raises a composition error inside the
+    handler of OmegaConf's, so the cause is its context) and the config file it was in, or else its first line with
+    the reason on the next one (`In 'scheduler/x': ConfigKeyError raised while composing config:` names nothing)."""
+    cause = next((c for c in (err.__cause__, err.__context__) if isinstance(c, OmegaConfBaseException)), err)
+    key = getattr(cause, "full_key", None)
+    where = re.match(r"In '([^']+)':", str(err))
+    if key:
+        return (f"in {where.group(1)}: " if where and cause is not err else "") + f"{key}: {first_line(cause)}"
+    lines = [line.strip() for line in plain(str(err)).splitlines() if line.strip()]
+    return f"{lines[0][:-1]}: {lines[1]}" if len(lines) > 1 and lines[0].endswith(":") else first_line(err)
 
 
 @contextlib.contextmanager
