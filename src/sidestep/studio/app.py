@@ -16,8 +16,17 @@ from sidestep.report.runs import find_runs, is_training_run, read_run
 from sidestep.report.sweep_page import rank, write_sweep_page, write_tables
 from sidestep.run_status import read_status
 from sidestep.studio import forms, overrides, plan, songs
-from sidestep.studio.processes import PLAIN, Processes, command, console_log, resume_args, shown, train_args
-from sidestep.studio.runs import list_runs, run_events, snapshot
+from sidestep.studio.processes import (
+    PLAIN,
+    Processes,
+    command,
+    console_log,
+    quoted,
+    resume_args,
+    shown,
+    train_args,
+)
+from sidestep.studio.runs import RunRows, run_events, snapshot
 from sidestep.studio.security import COOKIE, Folders, PathRefused, token_matches
 
 STATIC = Path(__file__).parent / "static"
@@ -32,6 +41,7 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
     app = FastAPI(title="Side-Step Studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.processes = processes or Processes()
     tasks: Processes = app.state.processes
+    list_runs = RunRows(folders)
 
     @app.middleware("http")
     async def only_with_the_token(request: Request, call_next):
@@ -76,14 +86,14 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
 
     @app.get("/api/runs")
     async def runs():
-        return {"runs": await asyncio.to_thread(list_runs, folders)}
+        return {"runs": await asyncio.to_thread(list_runs)}
 
     @app.get("/api/runs/events")
     async def runs_events(request: Request):
         async def changes():
             seen = None
             while not await request.is_disconnected():
-                rows = await asyncio.to_thread(list_runs, folders)
+                rows = await asyncio.to_thread(list_runs)
                 if rows != seen:
                     seen = rows
                     yield f"data: {json.dumps({'runs': rows})}\n\n"
@@ -129,10 +139,10 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
     async def sample(body: dict):
         path = _run(folders, body.get("ref"))
         source = _checkpoint(path, body.get("checkpoint"))
-        args = [f"source={source}", f"strength={_number(body.get('strength', 1.0), 'strength')}",
+        args = [f"source={quoted(str(source))}", f"strength={_number(body.get('strength', 1.0), 'strength')}",
                 f"compare={'true' if body.get('compare') else 'false'}", PLAIN]
         if body.get("prompt"):
-            args.append(f"prompt={_quoted(str(body['prompt']))}")
+            args.append(f"prompt={quoted(str(body['prompt']))}")
         args += [f"duration={_number(body['duration'], 'duration')}"] if body.get("duration") else []
         task = tasks.start(body["ref"], "sample", args, console_log(path), path)
         return {"command": shown(task.argv)}
@@ -176,8 +186,8 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
         if model not in forms.group_choices("model"):
             raise SidestepError(f"model={model}: no such model option; choose from "
                                 f"{', '.join(forms.group_choices('model'))}")
-        args = [f"audio_dir={folder}", f"out_dir={out}", f"model={model}", PLAIN]
-        args += [f"trigger_tag={_quoted(str(body['trigger_tag']))}"] if body.get("trigger_tag") else []
+        args = [f"audio_dir={quoted(str(folder))}", f"out_dir={quoted(str(out))}", f"model={model}", PLAIN]
+        args += [f"trigger_tag={quoted(str(body['trigger_tag']))}"] if body.get("trigger_tag") else []
         task = tasks.start(str(body["ref"]), "preprocess", args, console_log(folder), folder)
         return {"command": shown(task.argv), "out": str(out)}
 
@@ -236,11 +246,6 @@ def _number(value, name: str) -> float:
 
 def root_of(folders: Folders, folder: Path) -> Path:
     return folders.roots[int(folders.ref(folder).partition("/")[0])]
-
-
-def _quoted(text: str) -> str:
-    """A free text as one Hydra value: quoted, so commas, brackets and `${` stay literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _plan_start(folders: Folders, body: dict, with_summary: bool = True) -> dict:

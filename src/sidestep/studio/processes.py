@@ -3,6 +3,7 @@ string), their output in a file the page tails. Stopping a run is what Ctrl-C do
 finishes the step, writes a checkpoint and marks the run `stopped`."""
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -93,15 +94,22 @@ class Processes:
             task.process.wait()
 
 
+def quoted(text: str) -> str:
+    """A free text or a path as one Hydra value: quoted, so spaces, commas, brackets and `${` stay literal (Hydra's
+    grammar: backslashes before a quote or at the end are doubled, quotes and interpolations escaped)."""
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
+
+
 def train_args(overrides: List[str], folder: Path, sweep: bool) -> List[str]:
-    where = f"hydra.sweep.dir={folder}" if sweep else f"hydra.run.dir={folder}"
+    where = f"hydra.sweep.dir={quoted(str(folder))}" if sweep else f"hydra.run.dir={quoted(str(folder))}"
     return [*(["-m"] if sweep else []), *overrides, *TERMINAL, where]
 
 
 def resume_args(run: Path) -> List[str]:
     """The run's own overrides, into its own folder, from its newest checkpoint (what `stopped` prints)."""
     kept = [o for o in overrides_of(run) if not o.startswith("resume_from=")]
-    return [*kept, *TERMINAL, f"hydra.run.dir={run}", "resume_from=latest"]
+    return [*kept, *TERMINAL, f"hydra.run.dir={quoted(str(run))}", "resume_from=latest"]
 
 
 def console_log(folder: Path) -> Path:

@@ -4,7 +4,7 @@ and `run_status`, which cope with a run that changes while it is read."""
 import asyncio
 import json
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, List, Optional
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -18,17 +18,27 @@ LOG_LINES = 40
 WATCH_SECONDS = 0.5
 
 
-def list_runs(folders: Folders) -> List[dict]:
-    """Every training run under every served folder, newest first."""
-    rows = []
-    for root in folders.roots:
-        try:
-            runs = find_runs(root)
-        except SidestepError:  # a folder with no run yet
-            continue
-        for run in runs:
-            rows.append(run_row(read_run(run, root), folders))
-    return sorted(rows, key=lambda row: row["started"], reverse=True)
+class RunRows:
+    """Every training run under every served folder, newest first; a run is read again only when its files
+    changed, so a page that follows a folder of many runs costs little."""
+
+    def __init__(self, folders: Folders):
+        self.folders = folders
+        self._read: Dict[Path, Tuple[tuple, dict]] = {}
+
+    def __call__(self) -> List[dict]:
+        rows = []
+        for root in self.folders.roots:
+            try:
+                runs = find_runs(root)
+            except SidestepError:  # a folder with no run yet
+                continue
+            for run in runs:
+                signature = _signature(run)
+                if self._read.get(run, (None,))[0] != signature:
+                    self._read[run] = signature, run_row(read_run(run, root), self.folders)
+                rows.append(self._read[run][1])
+        return sorted(rows, key=lambda row: row["started"], reverse=True)
 
 
 def run_row(info: RunInfo, folders: Folders) -> dict:
