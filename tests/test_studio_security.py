@@ -22,7 +22,8 @@ def served(tmp_path):
     """(client with the cookie, client without, the served folder, a folder beside it that is not served)."""
     root, outside = tmp_path / "served", tmp_path / "private"
     (root / "run" / ".hydra").mkdir(parents=True)
-    (root / "run" / ".hydra" / "config.yaml").write_text("trainer: {max_steps: 3}\n")
+    (root / "run" / ".hydra" / "config.yaml").write_text(  # saved as composed: a start refused before resolving
+        "run: {name: '${sidestep_run_name:${now:%H}}'}\ntrainer: {max_steps: 3}\n")
     (root / "run" / "status.json").write_text(json.dumps({"state": "failed", "error": "<script>x()</script>"}))
     (root / "run" / "page.html").write_text("<script>alert(1)</script>")
     outside.mkdir()
@@ -77,7 +78,7 @@ def test_a_file_inside_is_served_sandboxed_so_html_in_a_run_folder_cannot_script
 def test_a_failure_reason_travels_as_json_text_never_as_markup(served):
     client, _, _, _ = served
     rows = client.get("/api/runs").json()["runs"]
-    assert rows[0]["error"] == "<script>x()</script>"
+    assert rows[0]["error"] == "<script>x()</script>" and rows[0]["name"] == "run"
     assert client.get("/api/runs").headers["content-type"] == "application/json"
 
 

@@ -46,7 +46,7 @@ def run_row(info: RunInfo, folders: Folders) -> dict:
     sweep = info.path.parent if (info.path.parent / "multirun.yaml").is_file() else None
     return {
         "ref": folders.ref(info.path),
-        "name": OmegaConf.select(OmegaConf.create(config), "run.name", default=None) or info.path.name,
+        "name": run_name(config, info.path),
         "folder": str(info.path),
         "sweep": folders.ref(sweep) if sweep else None,
         "state": info.state,
@@ -64,6 +64,12 @@ def run_row(info: RunInfo, folders: Folders) -> dict:
         "has_report": (info.path / "report.html").is_file(),
         "checkpoints": [c.name for c in info.checkpoints],
     }
+
+
+def run_name(config: dict, run: Path) -> str:
+    """The run's `run.name` as saved; its folder's name when the config was saved unresolved (a refused start)."""
+    name = (config.get("run") or {}).get("name")
+    return name if isinstance(name, str) and "${" not in name else run.name
 
 
 def _choice(run: Path, group: str) -> Optional[str]:
@@ -85,8 +91,8 @@ def log_tail(run: Path) -> List[str]:
 def snapshot(run: Path) -> dict:
     """What the run page draws: status, curves, the log's tail, its checkpoints, exported files and samples."""
     config = run / ".hydra" / "config.yaml"
-    name = OmegaConf.select(OmegaConf.load(config), "run.name", default=None) if config.is_file() else None
-    return {"name": name or run.name, "folder": str(run), "status": read_status(run) or {},
+    name = run_name(OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}, run)
+    return {"name": name, "folder": str(run), "status": read_status(run) or {},
             "curves": read_curves(run), "log": log_tail(run), "has_report": (run / "report.html").is_file(),
             "checkpoints": sorted((p.name for p in (run / "checkpoints").glob("step-*")
                                    if (p / "trainer_state.json").is_file()), key=lambda n: int(n[5:])),
