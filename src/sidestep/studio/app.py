@@ -15,7 +15,7 @@ from sidestep.report.run_page import PAGE, write_run_page
 from sidestep.report.runs import find_runs, is_training_run, read_run
 from sidestep.report.sweep_page import rank, write_sweep_page, write_tables
 from sidestep.run_status import read_status
-from sidestep.studio import forms, overrides, plan, songs
+from sidestep.studio import forms, overrides, songs
 from sidestep.studio.processes import (
     PLAIN,
     Processes,
@@ -261,6 +261,9 @@ def _plan_start(folders: Folders, body: dict, with_summary: bool = True) -> dict
     planned = {"command": shown(command("train", args)), "args": args, "folder": str(folder), "sweep": sweep,
                "jobs": len(jobs), "ref": f"{folders.ref(root)}/{folder.relative_to(root).as_posix()}"}
     if with_summary:
+        # torch, PEFT and diffusers load on the first check, not when the studio starts (the page is up in ~2 s)
+        from sidestep.studio import plan
+
         shown_folder = str(folder / "0") if sweep else str(folder)
         planned["summary"] = plan.summary(cfg, shown_folder)
     return planned
