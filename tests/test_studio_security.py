@@ -6,6 +6,8 @@ import subprocess
 from urllib.parse import unquote
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 pytest.importorskip("fastapi", reason="pip install -e .[studio] (scripts/setup.sh)")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -113,3 +115,10 @@ def test_a_value_with_shell_characters_goes_to_the_process_as_one_literal_argume
     assert argv[1:4] == ["-m", "sidestep.train", "experiment=demo"] and literal in argv
     assert not kwargs.get("shell") and isinstance(argv, list)
     assert kwargs["stdin"] is subprocess.DEVNULL
+
+
+@pytest.mark.parametrize("text", ["warm lofi piano, 90 bpm", "it's [x] ${oc.env:HOME}", "null", "123", "a\\",
+                                  "/tmp/a b;touch pwned", "/runs/demo-1", "$(id) `id` | & > <"])
+def test_a_prompt_or_path_becomes_exactly_one_hydra_value(text):
+    override = OverridesParser.create().parse_overrides([f"prompt={processes.quoted(text)}"])[0]
+    assert OmegaConf.create({"prompt": override.value()}).prompt == text

@@ -20,6 +20,7 @@ from sidestep.studio.runs import CONSOLE_LOG
 
 ENTRIES = ("train", "export", "sample", "preprocess")
 PLAIN = "ui.plain=true"
+PLAIN_VALUE = re.compile(r"/[A-Za-z0-9_./@+-]*")  # an absolute path Hydra reads as this very string, unquoted
 TERMINAL = [PLAIN, "ui.yes=true"]  # nobody at a terminal: plain lines, no question
 
 
@@ -95,8 +96,10 @@ class Processes:
 
 
 def quoted(text: str) -> str:
-    """A free text or a path as one Hydra value: quoted, so spaces, commas, brackets and `${` stay literal (Hydra's
-    grammar: backslashes before a quote or at the end are doubled, quotes and interpolations escaped)."""
+    """A free text or a path as one Hydra value: as it is when plain, else quoted, so spaces, commas, brackets and
+    `${` stay literal (Hydra's grammar: backslashes before a quote or at the end doubled, quotes and `${` escaped)."""
+    if PLAIN_VALUE.fullmatch(text):
+        return text
     text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
     return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 

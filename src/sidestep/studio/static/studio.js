@@ -100,11 +100,12 @@ function chart(svg, series) {
   const all = lines.flatMap(([, points]) => points);
   const [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
   const [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
-  const x = (v) => 40 + 350 * (x1 > x0 ? (v - x0) / (x1 - x0) : 0.5);
+  const x = (v) => 64 + 326 * (x1 > x0 ? (v - x0) / (x1 - x0) : 0.5);
   const y = (v) => 145 - 130 * (y1 > y0 ? (v - y0) / (y1 - y0) : 0.5);
-  const text = (tx, ty, words, anchor) => {
+  const text = (tx, ty, words, anchor, kind = "") => {
     const t = document.createElementNS(SVG, "text");
     t.setAttribute("x", tx); t.setAttribute("y", ty); t.setAttribute("text-anchor", anchor);
+    t.setAttribute("class", kind);
     t.textContent = words;
     svg.append(t);
   };
@@ -113,10 +114,10 @@ function chart(svg, series) {
     path.setAttribute("points", points.map(([s, v]) => `${x(s).toFixed(1)},${y(v).toFixed(1)}`).join(" "));
     path.setAttribute("class", `line line${index}`);
     svg.append(path);
-    text(390, 12 + 12 * index, name, "end");
+    text(390, 12 + 12 * index, name, "end", `legend${index}`);
   });
-  text(36, 18, fmt(y1, 3), "end"); text(36, 148, fmt(y0, 3), "end");
-  text(40, 159, String(x0), "start"); text(390, 159, `step ${x1}`, "end");
+  text(60, 18, fmt(y1, 3), "end"); text(60, 148, fmt(y0, 3), "end");
+  text(64, 159, String(x0), "start"); text(390, 159, `step ${x1}`, "end");
 }
 
 function runPage() {
