@@ -66,7 +66,8 @@ function runsPage() {
     });
     $("#runs tbody").replaceChildren(...shown.map((r) => el("tr", {"data-ref": r.ref},
       el("td", {}, el("a", {href: `/run?ref=${encodeURIComponent(r.ref)}`}, r.name),
-         el("div", {class: "sub"}, r.ref)),
+         el("div", {class: "sub"}, r.ref, r.sweep ? " · " : "",
+            r.sweep ? el("a", {href: `/report?ref=${encodeURIComponent(r.sweep)}`}, "sweep report") : "")),
       el("td", {class: `state ${r.state}`}, r.state, r.error ? el("div", {class: "reason"}, r.error) : ""),
       el("td", {}, r.total_steps ? `${r.step}/${r.total_steps}` : String(r.step ?? ""),
          r.state === "running" && r.eta_s != null ? el("div", {class: "sub"}, `ETA ${duration(r.eta_s)}`) : ""),
