@@ -5,6 +5,7 @@ a cookie from it, and every request without it is refused.
 """
 
 import argparse
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -48,10 +49,21 @@ def main(argv: List[str]) -> None:
         port = args.port or free_port(args.host)
         print(f"Side-Step Studio: http://{args.host}:{port}/?token={token}\n"
               f"serving {', '.join(str(root) for root in folders.roots)}; Ctrl-C stops it", flush=True)
+        # Ctrl-C and SIGTERM end the studio through `finally` below (uvicorn raises again the signal it stopped on);
+        # SIGINT is not left ignored (a start in the background) for the runs it starts, which stop on it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
-            uvicorn.run(app, host=args.host, port=port, log_level="warning")
+            # a page's event streams never end by themselves: Ctrl-C closes them after a second
+            uvicorn.run(app, host=args.host, port=port, log_level="warning", timeout_graceful_shutdown=1)
+        except KeyboardInterrupt:
+            pass
         finally:
-            app.state.processes.close()
+            app.state.processes.close()  # every run it started stops cleanly, with a checkpoint
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

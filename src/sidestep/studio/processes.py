@@ -71,8 +71,10 @@ class Processes:
             with open(log, "ab") as out:
                 out.write(f"$ {shown(argv)}\n".encode())
                 out.flush()
+                # its own session: a Ctrl-C at the studio's terminal reaches it once, from `close`, not twice
                 process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                           cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                           cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                           start_new_session=True)
             self.tasks[key] = Task(argv, log, process)
             return self.tasks[key]
 
