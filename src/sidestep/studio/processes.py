@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from sidestep.errors import SidestepError
 from sidestep.report.runs import overrides_of
-from sidestep.studio.runs import CONSOLE_LOG
+from sidestep.studio.runs import CONSOLE_LOG, LOG_LINES
 
 ENTRIES = ("train", "export", "sample", "preprocess")
 PLAIN = "ui.plain=true"
@@ -42,14 +41,13 @@ class Task:
     argv: List[str]
     log: Path
     process: subprocess.Popen
-    started: float = field(default_factory=time.time)
 
     @property
     def returncode(self) -> Optional[int]:
         return self.process.poll()
 
     def as_dict(self) -> dict:
-        lines = self.log.read_text(errors="replace").splitlines()[-40:] if self.log.is_file() else []
+        lines = self.log.read_text(errors="replace").splitlines()[-LOG_LINES:] if self.log.is_file() else []
         return {"command": shown(self.argv), "running": self.returncode is None, "returncode": self.returncode,
                 "output": lines}
 
