@@ -1,5 +1,6 @@
 """Audio in and out: every format users bring decodes to 48 kHz stereo, bad files say why, WAVs we write read back."""
 
+import errno
 import hashlib
 import wave
 from pathlib import Path
@@ -127,11 +128,13 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     write_wav(target, torch.zeros(2, 100))
     before = target.read_bytes()
 
-    def broken_write(file, *args, **kwargs):
-        Path(file).write_bytes(b"half a wav")
-        raise OSError("disk full")
+    write_bytes = Path.write_bytes
 
-    monkeypatch.setattr(audio_module.soundfile, "write", broken_write)
+    def broken_write(path, data):  # the disk fills up half-way through the file
+        write_bytes(path, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", broken_write)
     with pytest.raises(OSError):
         write_wav(target, torch.ones(2, 100) * 0.5)
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["render.wav"]

@@ -61,7 +61,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
                     r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 3-6",
                     r"lr\s+\d\.\d\de-0\d  grad norm \d\.\d{3}",
                     r"checkpoint\s+step-0000006 \((\d+m)?\d+s ago; 1 kept\)",
-                    r"log\s+.*adapter written to"):
+                    r"log\s+.*done: listen and compare in .*report"):
         assert re.search(pattern, text), (pattern, text)
     assert "gpu" not in text and "\x1b[" not in text  # no nvidia-smi here; piped output is plain
 

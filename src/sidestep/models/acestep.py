@@ -126,8 +126,12 @@ class AceStepCheckpoint(ModelSource):
         else:
             folders = {"vae": (VAE_DIR, VAE_DIR), "text_encoder": (TEXT_ENCODER_DIR, TEXT_ENCODER_DIR)}
             files = weight_files(self.folder.path)
-            extras = read_null_condition(files, torch.float32).numel() + read_silence_latent(self.folder.path).numel()
-            encoder = sum(math.prod(shape) for shape in _encoder_shapes(files).values()) + extras
+            encoder = sum(math.prod(shape) for shape in _encoder_shapes(files).values())
+            try:
+                encoder += read_null_condition(files, torch.float32).numel()
+                encoder += read_silence_latent(self.folder.path).numel()
+            except ConfigError:  # an incomplete download: sampling will say so, training never needs these
+                pass
         sizes = {}
         for helper, (diffusers_name, name) in folders.items():
             try:
