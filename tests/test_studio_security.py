@@ -3,6 +3,7 @@ markup never served as a page, and overrides refused or passed as one literal ar
 
 import json
 import subprocess
+import sys
 from urllib.parse import unquote
 
 import pytest
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 pytest.importorskip("fastapi", reason="pip install -e .[studio] (scripts/setup.sh)")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from sidestep.run_status import read_status  # noqa: E402
 from sidestep.studio import processes  # noqa: E402
 from sidestep.studio.app import create_app  # noqa: E402
 from sidestep.studio.security import COOKIE, Folders  # noqa: E402
@@ -122,3 +124,37 @@ def test_a_value_with_shell_characters_goes_to_the_process_as_one_literal_argume
 def test_a_prompt_or_path_becomes_exactly_one_hydra_value(text):
     override = OverridesParser.create().parse_overrides([f"prompt={processes.quoted(text)}"])[0]
     assert OmegaConf.create({"prompt": override.value()}).prompt == text
+
+
+TERMINAL_RUN = """
+import json, os, signal, socket, sys, time
+from filelock import FileLock
+run = sys.argv[1]
+lock = FileLock(os.path.join(run, ".sidestep.lock"))
+lock.acquire()
+status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
+open(os.path.join(run, "status.json"), "w").write(json.dumps(status))
+try:
+    signal.pause()
+except KeyboardInterrupt:
+    open(os.path.join(run, "stopped"), "w").write("by SIGINT")
+"""
+
+
+def test_stop_reaches_a_run_started_in_a_terminal_and_nothing_else(served):
+    """Stop is Ctrl-C for a run the studio did not start too: its status names the process, and the run's lock
+    must be held (a pid left in a finished run's status may belong to another process by now)."""
+    client, _, root, _ = served
+    run = root / "run"
+    refused = client.post("/api/run/stop", json={"ref": "0/run"})  # failed: no process to stop
+    assert refused.status_code == 400 and "no run is training there" in refused.json()["error"]
+    child = subprocess.Popen([sys.executable, "-c", TERMINAL_RUN, str(run)])
+    try:
+        while (read_status(run) or {}).get("pid") != child.pid:  # waits on state: the child said it runs
+            assert child.poll() is None, "the stand-in run died"
+        assert client.post("/api/run/stop", json={"ref": "0/run"}).status_code == 200
+        assert child.wait() == 0 and (run / "stopped").read_text() == "by SIGINT"
+    finally:
+        child.kill()
+    status = json.loads((run / "status.json").read_text())  # still "running", but no process holds the lock
+    assert status["state"] == "running" and client.post("/api/run/stop", json={"ref": "0/run"}).status_code == 400

@@ -13,13 +13,15 @@ import logging
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Set
 
+from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
 from sidestep.atomic import atomic_file
-from sidestep.run_status import STATUS_FILE
+from sidestep.run_status import STATUS_FILE, read_status
 
 RECORD = ".hydra"
 RECORD_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
@@ -115,3 +117,19 @@ def discard_folder(folder: Path, made_here: Set[str], parents: Sequence[re.Patte
         parent.rmdir()
         parent = parent.parent
     return not folder.exists()
+
+
+def training_pid(run_dir: Path) -> Optional[int]:
+    """The process training in `run_dir` on this machine, or None. Its status names it, and the run's lock must be
+    held, so a pid the system has since given to another process is never taken for the run's."""
+    status = read_status(run_dir) or {}
+    pid = status.get("pid")
+    if status.get("state") != "running" or status.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return None
+    lock = FileLock(str(Path(run_dir) / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return pid
+    lock.release()
+    return None

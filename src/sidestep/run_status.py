@@ -4,11 +4,14 @@ TensorBoard holds the curves but not the plan (total steps, epochs) nor whether 
 main process writes this small file when training starts, every `trainer.log_every` steps, at each checkpoint and
 when it stops: `state` is `running`, then `finished` (adapter written), `stopped` (signal, checkpoint written) or
 `failed` (with `error`, the one-line reason; also for a start refused before training, see `sidestep.train`).
+`pid` and `host` name the training process, so the studio can stop a run started in a terminal.
 It is written under a temporary name and renamed, so a reader never sees half of it (but for the last write on a
 full disk, see `write_status`). A failure's `error` is `write_errors.describe`'s line.
 """
 
 import json
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,7 +29,7 @@ class RunStatus:
         self.started, self.first_step = time.time(), first_step
         self.fields = {"state": "running", "step": first_step, "total_steps": total_steps, "epoch": None,
                        "epochs": epochs, "loss": None, "lr": None, "it_per_s": None, "eta_s": None,
-                       "started_at": self.started}
+                       "started_at": self.started, "pid": os.getpid(), "host": socket.gethostname()}
 
     def __enter__(self) -> "RunStatus":
         self._write()

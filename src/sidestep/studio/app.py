@@ -115,7 +115,7 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
     async def stop(body: dict):
         path = _run(folders, body.get("ref"), tasks)
         in_sweep = (path.parent / "multirun.yaml").is_file() and tasks.get(str(body["ref"])) is None
-        tasks.stop(folders.ref(path.parent) if in_sweep else str(body["ref"]))
+        tasks.stop(folders.ref(path.parent) if in_sweep else str(body["ref"]), path)
         return {"stopping": True}
 
     @app.post("/api/run/resume")

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 
 from sidestep.errors import SidestepError
 from sidestep.report.runs import overrides_of
+from sidestep.run_record import training_pid
 from sidestep.studio.runs import CONSOLE_LOG, LOG_LINES
 
 ENTRIES = ("train", "export", "sample", "preprocess")
@@ -76,12 +77,18 @@ class Processes:
             self.tasks[key] = Task(argv, log, process)
             return self.tasks[key]
 
-    def stop(self, key: str) -> None:
+    def stop(self, key: str, run_dir: Path) -> None:
+        """Ctrl-C for the run: to the command the studio started, else to the process training in `run_dir` on
+        this machine (a run started in a terminal)."""
         task = self.tasks.get(key)
-        if task is None or task.returncode is not None:
-            raise SidestepError(f"{key}: no run the studio started is training there (stop one started elsewhere "
+        if task is not None and task.returncode is None:
+            task.process.send_signal(signal.SIGINT)
+            return
+        pid = training_pid(run_dir)
+        if pid is None or sys.platform == "win32":  # Windows has no SIGINT for another console's process
+            raise SidestepError(f"{key}: no run is training there on this machine that the studio can stop (stop it "
                                 "with Ctrl-C in its terminal)")
-        task.process.send_signal(signal.SIGINT)
+        os.kill(pid, signal.SIGINT)
 
     def get(self, key: str) -> Optional[Task]:
         return self.tasks.get(key)
