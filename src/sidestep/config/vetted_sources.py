@@ -32,8 +32,9 @@ def _vet(result: ConfigResult, config_path: str, where: str) -> ConfigResult:
 class VettedFileConfigSource(FileConfigSource):
     def load_config(self, config_path: str) -> ConfigResult:
         where = f"{self.path[len('file://'):]}/{self._normalize_file_name(config_path)}"
-        if os.path.lexists(where):
-            check_yaml_file(Path(where), record=is_record(where))
+        full = Path(self.path, self._normalize_file_name(config_path))  # `self.path` has no scheme left
+        if os.path.lexists(full):
+            check_yaml_file(full, record=is_record(str(full)))
         result = super().load_config(config_path)
         return _vet(result, config_path, where)
 
