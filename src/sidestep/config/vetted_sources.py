@@ -31,12 +31,11 @@ def _vet(result: ConfigResult, config_path: str, where: str) -> ConfigResult:
 
 class VettedFileConfigSource(FileConfigSource):
     def load_config(self, config_path: str) -> ConfigResult:
-        where = f"{self.path[len('file://'):]}/{self._normalize_file_name(config_path)}"
         full = Path(self.path, self._normalize_file_name(config_path))  # `self.path` has no scheme left
         if os.path.lexists(full):
             check_yaml_file(full, record=is_record(str(full)))
         result = super().load_config(config_path)
-        return _vet(result, config_path, where)
+        return _vet(result, config_path, str(full))
 
 
 class VettedPackageConfigSource(ImportlibResourcesConfigSource):
