@@ -38,3 +38,17 @@ def test_an_alias_bomb_in_a_recipe_is_refused_before_hydra_parses_it(tmp_path, c
     err = refused(capsys, hydra_app(monkeypatch, train.main, "--config-dir", str(tmp_path / "recipes"),
                                     "experiment=shared", f"hydra.run.dir={tmp_path / 'run'}"))
     assert "shared.yaml: expands to more than" in err and not (tmp_path / "run").exists()
+
+
+def test_a_model_folder_s_python_is_never_trusted(monkeypatch):
+    """A checkpoint folder is data: its text encoder's `auto_map` code must never run, nor be offered to run."""
+    from types import SimpleNamespace
+
+    from sidestep.models import acestep
+    calls = []
+    loader = SimpleNamespace(from_pretrained=lambda path, **kw: calls.append(kw))
+    monkeypatch.setattr(acestep, "AutoModel", loader)
+    monkeypatch.setattr(acestep, "AutoTokenizer", loader)
+    stub = SimpleNamespace(_text_encoder_folders=lambda: ("m", "t"))
+    acestep.AceStepCheckpoint._text_encoder(stub, None)
+    assert len(calls) == 2 and all(kw.get("trust_remote_code") is False for kw in calls)
