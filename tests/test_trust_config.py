@@ -135,6 +135,12 @@ RECIPES = {  # a shared experiment recipe: (the line the attacker adds, the key 
     "launcher shell line": ("hydra: {launcher: {setup: [touch MARKER]}}", "hydra.launcher.setup.0"),
     "resolver": ("run: {name: '${attacker:x}'}", "run.name"),
     "environment": ("trainer: {device: '${oc.env:HOME}'}", "trainer.device"),
+    "swept environment": ("hydra: {sweeper: {params: {+hydra.job.env_set.LD_PRELOAD: /tmp/x.so}}}",
+                          "hydra.sweeper.params.+hydra.job.env_set.LD_PRELOAD"),
+    "swept log file": ("hydra: {sweeper: {params: {hydra.job_logging.handlers.file.filename: /tmp/x}}}",
+                       "hydra.sweeper.params.hydra.job_logging.handlers.file.filename"),
+    "swept Hydra group": ("hydra: {sweeper: {params: {hydra/job_logging: disabled}}}",
+                          "hydra.sweeper.params.hydra/job_logging"),
 }
 
 

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import sidestep.conf
 from sidestep.config.trust import vet_file
+from sidestep.errors import ConfigError
+from sidestep.config.yaml_data import load_yaml_data
 
 APP_CONFIG = Path(sidestep.conf.__file__).parent / "train.yaml"
 RERUN_KEYS = ("defaults", "hydra")
@@ -33,7 +35,9 @@ def saved_text(resolved: dict) -> str:
 def load_saved(path: Path) -> DictConfig:
     """The run's config values, without what only a Hydra rerun needs; refused (`ConfigError`) if the record holds
     what a saved config never does (a `_target_` Side-Step did not ship, an interpolation)."""
-    cfg = OmegaConf.load(path)
+    cfg = load_yaml_data(path, record=True)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a saved config is a mapping of settings, this file is not")
     vet_file(cfg, str(path), record=True)
     for key in RERUN_KEYS:
         cfg.pop(key, None)
@@ -42,7 +46,7 @@ def load_saved(path: Path) -> DictConfig:
 
 def read_plain(path: Path) -> Any:
     """A YAML file as plain lists and dicts, its `${...}` kept as text (Hydra's `hydra.yaml` holds many)."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return OmegaConf.to_container(load_yaml_data(path, record=True), resolve=False)
 
 
 def plain_select(node: Any, key: str) -> Any:

@@ -39,6 +39,7 @@ RECIPE_RESOLVERS = ("now",)  # a recipe may stamp a time; every other resolver r
 HYDRA_KEYS = ("hydra.run.", "hydra.sweep.", "hydra.job.chdir", "hydra.searchpath", "hydra.sweeper.direction",
               "hydra.sweeper.study_name", "hydra.sweeper.storage", "hydra.sweeper.n_trials", "hydra.sweeper.n_jobs",
               "hydra.sweeper.max_failure_rate", "hydra.sweeper.params.", "hydra.sweeper.sampler.seed")
+SWEEP_PARAMS = "hydra.sweeper.params."  # each is a command-line override of every job: Hydra's own keys stay out
 RUN_DIR_KEYS = ("hydra.run.", "hydra.sweep.")  # where a saved record keeps the app's own `${now:}` patterns
 _RESOLVER = re.compile(r"\$\{\s*([^${}:\s]+)\s*:")
 
@@ -151,6 +152,9 @@ def _vet_leaf(key: str, value: Any, record: bool) -> None:
     if key.startswith("hydra.") and not key.startswith(HYDRA_KEYS):
         raise ConfigError(f"{key}: {value!r}: a config file may not set this Hydra setting (it runs or imports what "
                           "it names); give it on the command line")
+    if key.startswith(SWEEP_PARAMS) and key[len(SWEEP_PARAMS):].lstrip("+~").startswith(("hydra.", "hydra/")):
+        raise ConfigError(f"{key}: {value!r}: a sweep in a config file may vary only training keys, not Hydra's own "
+                          "settings (environment, logging, callbacks)")
     if key.startswith("hydra.searchpath") and isinstance(value, str) and value.startswith("pkg://") \
             and value != "pkg://sidestep.conf":
         raise ConfigError(f"{key}: {value!r}: a config file may add only folders (file://) to the search path")

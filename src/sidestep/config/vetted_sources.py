@@ -8,6 +8,9 @@ Hydra has no public way to wrap its file source (a plugin may not take a scheme 
 `use_vetted_sources` puts these in its sources registry once Hydra has registered its own.
 """
 
+import os
+from pathlib import Path
+
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
 from hydra._internal.sources_registry import SourcesRegistry
@@ -15,6 +18,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigResult
 
 from sidestep.config.trust import file_package, is_record, vet_file
+from sidestep.config.yaml_data import check_yaml_file
 
 APP_PACKAGE = "sidestep.conf"
 RECIPE_GROUPS = ("experiment/",)  # of the app's own tree, the folder a user's recipes may be written to
@@ -27,9 +31,11 @@ def _vet(result: ConfigResult, config_path: str, where: str) -> ConfigResult:
 
 class VettedFileConfigSource(FileConfigSource):
     def load_config(self, config_path: str) -> ConfigResult:
+        full = Path(self.path, self._normalize_file_name(config_path))  # `self.path` has no scheme left
+        if os.path.lexists(full):
+            check_yaml_file(full, record=is_record(str(full)))
         result = super().load_config(config_path)
-        where = f"{self.path[len('file://'):]}/{self._normalize_file_name(config_path)}"
-        return _vet(result, config_path, where)
+        return _vet(result, config_path, str(full))
 
 
 class VettedPackageConfigSource(ImportlibResourcesConfigSource):

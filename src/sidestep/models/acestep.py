@@ -109,7 +109,8 @@ class AceStepCheckpoint(ModelSource):
 
     def _text_encoder(self, dtype: torch.dtype) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         model_dir, tokenizer_dir = self._text_encoder_folders()
-        return AutoModel.from_pretrained(model_dir, dtype=dtype), AutoTokenizer.from_pretrained(tokenizer_dir)
+        return (AutoModel.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False),  # never a folder's .py
+                AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False))
 
     def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder:
         if self.folder.layout == "diffusers":

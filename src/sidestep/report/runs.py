@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sidestep.config.saved import plain_select, read_plain
+from sidestep.config.yaml_data import load_yaml_data
 from sidestep.errors import SidestepError
 from sidestep.run_files import load_yaml
 from sidestep.run_status import read_status
@@ -28,7 +28,7 @@ def is_training_run(path: Path) -> bool:
         return False
     if (hydra_dir / "hydra.yaml").is_file():
         return plain_select(read_plain(hydra_dir / "hydra.yaml"), "hydra.job.name") == TRAIN_JOB  # never resolved
-    return "trainer" in OmegaConf.load(hydra_dir / "config.yaml")  # no hydra.yaml: go by what the config holds
+    return "trainer" in load_yaml_data(hydra_dir / "config.yaml", record=True)  # no hydra.yaml: go by what the config holds
 
 
 def find_runs(root: Path) -> List[Path]:

@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sidestep.config.checks import check_prompts
 from sidestep.config.schema import SamplePrompt
 from sidestep.config.trust import vet_file
+from sidestep.config.yaml_data import load_yaml_data
 from sidestep.data.dataset import list_sample_files
 from sidestep.data.samples import read_sample
 from sidestep.errors import ConfigError, DataError
@@ -35,7 +36,7 @@ def from_dataset(dataset_dir: Path, count: int) -> List[SamplePrompt]:
 def from_file(path: Path) -> List[SamplePrompt]:
     """A YAML list of prompts: `- {prompt: warm lofi piano, lyrics: "[Instrumental]"}`, checked field by field."""
     try:
-        entries = OmegaConf.load(path)
+        entries = load_yaml_data(path)
         vet_file(entries, f"prompts={path}", record=True)
         typed = [OmegaConf.merge(OmegaConf.structured(SamplePrompt), entry) for entry in entries]
     except (OSError, OmegaConfBaseException, TypeError) as err:
