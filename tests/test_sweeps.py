@@ -279,3 +279,40 @@ def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "sbatch").write_text("#!/bin/sh\n")
     (tmp_path / "sbatch").chmod(0o755)
     check_launcher(cfg)  # on a login node it goes ahead
+
+
+def test_a_sweep_reads_its_jobs_models_shape_from_the_checkpoint_as_the_jobs_do(make_cfg, tmp_path):
+    """Issue 27: a sweep on `sidestep.tiny`'s checkpoints (model=turbo, the YAML's 2048 wide) refused every job's
+    samples as the wrong shape, which its single runs train on, and showed only "4 unusable sample files in ...:"
+    without the files. The plan takes the checkpoint's shape as each job will, and a refusal shows all its lines."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import open_dict
+
+    from sidestep.data.loader import dataset_folder
+    from sidestep.errors import SidestepError
+    from sidestep.models.tiny import write_checkpoints
+    from sidestep.training.sweep_plan import plan_sweep
+
+    demo = make_cfg()
+    data = dataset_folder(demo)
+    write_checkpoints(demo.model, tmp_path / "ckpt")
+    common = ["model=turbo", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "data=tensors", "trainer.max_steps=3",
+              "sample.every_n_epochs=null", "ui.yes=true"]
+    def multirun(*overrides: str):  # what `-m` composes: the typed sweep is in hydra.overrides.task
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = list(overrides) + ["lora.rank=4,8"]
+        return cfg
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        plan = plan_sweep(multirun(*common, f"data.dataset_dir={data}"), "train")
+        assert [job.refused for job in plan.jobs] == [None, None] and plan.total_steps == 6
+
+        (tmp_path / "bad").mkdir()
+        for name in ("a", "b"):
+            (tmp_path / "bad" / f"{name}.pt").write_bytes(b"not a tensor")
+        try:
+            plan_sweep(multirun(*common, f"data.dataset_dir={tmp_path / 'bad'}"), "train")
+            raise AssertionError("a sweep whose every job is refused was let through")
+        except SidestepError as err:
+            assert "2 unusable sample files" in str(err) and "a.pt" in str(err) and "b.pt" in str(err), str(err)
