@@ -127,3 +127,23 @@ def test_best_is_not_awarded_within_the_held_out_loss_noise(tmp_path):
         page = (sweep / "report.html").read_text()
         assert ('<tr class="best">' in page) == marked
         assert ("none is marked best" in page) != marked
+
+
+def test_the_printed_table_of_runs_never_folds_the_folders_path(tmp_path):
+    """Issue 27: the table's title held the sweep's folder, which rich folded mid-name to the table's width
+    ("...sweep-05-05-14-82058" / "0, best first"). The title says how many runs; the folder is on the last line, whole."""
+    from sidestep.report.write import Report
+    from sidestep.ui.console import console
+    from sidestep.ui.report_table import print_report
+
+    root = tmp_path / "outputs" / "2026-12-02" / "sweep-05-05-14-820580"
+    with console.capture() as captured:
+        width = console.width
+        console.width = 60
+        try:
+            print_report(Report(root, [], root / "report.html"))
+        finally:
+            console.width = width
+    lines = captured.get().splitlines()
+    assert not any("sweep-05" in line for line in lines[:-1]), lines
+    assert lines[-1].startswith("wrote ") and lines[-1].endswith(f"in {root}"), lines

@@ -11,7 +11,7 @@ from sidestep.ui.console import console
 def print_report(report: Report) -> None:
     rows, winner = report.rows, report.best
     held_out = any(r.held_out_loss is not None for r in rows)
-    table = Table(title=f"{len(rows)} run(s) in {report.root}, best first")
+    table = Table(title=f"{len(rows)} run{'s' if len(rows) != 1 else ''}, best first")  # the folder: last line, whole
     for column in ("run", "varies" if len(rows) > 1 else "overrides", "state", "final", *["held-out"] * held_out,
                    "steps", "wall s"):
         table.add_column(column, overflow="fold")
