@@ -60,3 +60,15 @@ def test_train_help_names_choices_and_where_the_full_list_is():
     assert "trainer.precision     auto|bf16|fp16|fp32" in text
     assert "adapter     lora (default), dora, loha, lokr, oft" in text
     assert "--cfg job" in text and "schema.py" in text
+
+
+def test_a_command_given_no_folder_names_only_what_is_missing(capsys):
+    """Issue 27: `python -m sidestep.monitor` alone said "the following arguments are required: dir, settings",
+    and settings (ui.plain=true) are optional. Only the folder is asked for."""
+    from sidestep import monitor
+
+    with pytest.raises(SystemExit) as stopped:
+        monitor.parse_args([])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("the following arguments are required: dir"), error
