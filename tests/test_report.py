@@ -147,3 +147,18 @@ def test_the_printed_table_of_runs_never_folds_the_folders_path(tmp_path):
     lines = captured.get().splitlines()
     assert not any("sweep-05" in line for line in lines[:-1]), lines
     assert lines[-1].startswith("wrote ") and lines[-1].endswith(f"in {root}"), lines
+
+
+def test_a_lone_run_or_a_tie_has_no_best(tmp_path):
+    """Issue 27: `sidestep.report <run>` printed its one run as "★ best", and a sweep whose two jobs ended on the same
+    final loss marked one of them best. Best is said only of a run that beat another."""
+    from sidestep.report.write import write_report
+
+    single = make_run(tmp_path / "single", ["experiment=demo"], status={"state": "finished"}, losses=[1.5])
+    assert write_report(single).best is None
+    tie = tmp_path / "tie"
+    make_run(tie / "0", ["lora.rank=4"], status={"state": "finished"}, losses=[1.6785])
+    make_run(tie / "1", ["lora.rank=8"], status={"state": "finished"}, losses=[1.6785])
+    assert write_report(tie).best is None
+    make_run(tie / "2", ["lora.rank=16"], status={"state": "finished"}, losses=[1.5])
+    assert write_report(tie).best.run.label == "2"

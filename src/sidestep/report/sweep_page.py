@@ -68,8 +68,11 @@ def rank(runs: List[RunInfo]) -> List[Row]:
 def best(rows: List[Row]) -> Optional[Row]:
     """The first of `rank`'s rows, when it has a loss at all and, ranked by held-out loss, beats the next one by
     more than the held-out loss's noise (the standard error of their difference)."""
-    if not rows or score(rows[0], by_held_out(rows)) is None:
-        return None
+    held_out = by_held_out(rows)
+    if len(rows) < 2 or score(rows[0], held_out) is None:
+        return None  # a lone run is best of nothing
+    if fmt(score(rows[0], held_out)) == fmt(score(rows[1], held_out)):
+        return None  # a tie, as the table shows them
     return None if too_close(rows) else rows[0]
 
 
