@@ -316,3 +316,27 @@ def test_a_sweep_reads_its_jobs_models_shape_from_the_checkpoint_as_the_jobs_do(
             raise AssertionError("a sweep whose every job is refused was let through")
         except SidestepError as err:
             assert "2 unusable sample files" in str(err) and "a.pt" in str(err) and "b.pt" in str(err), str(err)
+
+
+def test_a_sweep_job_is_announced_in_our_format_with_only_what_varies(monkeypatch, caplog):
+    """Issue 27: a sweep printed Hydra's `[HYDRA] Launching 2 jobs locally` and `[HYDRA] \\t#0 : <every override>` in
+    its own format. Hydra's launcher speaks only when something is wrong; each job gets one line of ours."""
+    import logging
+
+    from hydra import compose, initialize_config_module
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from sidestep.config.run_name import SWEEP_VARIES
+    from sidestep.ui.sweep import SweepCallbacks
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=demo", "lora.rank=8"], return_hydra_config=True)
+    assert cfg.hydra.hydra_logging.root.level == "WARNING"
+    assert cfg.hydra.job_logging.loggers.get("hydra") is None  # the launcher's INFO lines stay below the root's WARNING
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 1
+    monkeypatch.setenv(SWEEP_VARIES, "lora.rank")
+    with caplog.at_level(logging.INFO, logger="sidestep"):
+        SweepCallbacks().on_job_start(cfg, task_function=None)
+    assert caplog.messages == ["sweep job 1: lora.rank=8"]
