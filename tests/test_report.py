@@ -160,5 +160,6 @@ def test_a_lone_run_or_a_tie_has_no_best(tmp_path):
     make_run(tie / "0", ["lora.rank=4"], status={"state": "finished"}, losses=[1.6785])
     make_run(tie / "1", ["lora.rank=8"], status={"state": "finished"}, losses=[1.6785])
     assert write_report(tie).best is None
+    assert "the first two tie, so none is marked best" in (tie / "report.html").read_text()
     make_run(tie / "2", ["lora.rank=16"], status={"state": "finished"}, losses=[1.5])
     assert write_report(tie).best.run.label == "2"
