@@ -47,10 +47,12 @@ def locate(checkpoint_dir: Path, variant: str) -> VariantFolder:
     if (root / "config.json").is_file():
         return VariantFolder(root, "original")
     variants = find_variants(root)
+    if not variants:
+        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folder in {root}; point it at your "
+                          "ACE-Step checkpoints/ folder (no weights yet? python -m sidestep.tiny DIR writes a tiny one)")
     if variant not in variants:
-        found = ", ".join(variants) or "none"
-        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: {found}); "
-                          "pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
+        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: "
+                          f"{', '.join(variants)}); pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
     return VariantFolder(variants[variant], "original")
 
 
