@@ -48,8 +48,7 @@ def locate(checkpoint_dir: Path, variant: str) -> VariantFolder:
         return VariantFolder(root, "original")
     variants = find_variants(root)
     if not variants:
-        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folder in {root}; point it at your "
-                          "ACE-Step checkpoints/ folder (no weights yet? python -m sidestep.tiny DIR writes a tiny one)")
+        raise no_variants(root)
     if variant not in variants:
         raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: "
                           f"{', '.join(variants)}); pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
@@ -164,9 +163,13 @@ def pick_variant(checkpoint_dir: Path) -> str:
     if not ranked:
         if (root / "transformer" / "config.json").is_file():
             return "diffusers"
-        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folders in {root}; "
-                          "point it at your ACE-Step checkpoints/ folder")
+        raise no_variants(root)
     return ranked[0]
+
+
+def no_variants(root: Path) -> ConfigError:
+    return ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folders in {root}; point it at your "
+                       "ACE-Step checkpoints/ folder (no weights yet? python -m sidestep.tiny DIR writes a tiny one)")
 
 
 def decoder_arch(files: List[Path]) -> Dict[str, int]:
