@@ -72,3 +72,14 @@ def test_a_command_given_no_folder_names_only_what_is_missing(capsys):
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.endswith("the following arguments are required: dir"), error
+
+
+def test_tags_help_says_what_the_command_does(capsys):
+    """Issue 27: `sidestep.tags --help` described itself with half of its docstring's first sentence, a
+    back-quoted usage line ending in a colon, and never said what it does."""
+    from sidestep import tags
+
+    with pytest.raises(SystemExit):
+        tags.main(["--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert "`" not in description and "trigger tags" in description, description
