@@ -83,3 +83,14 @@ def test_tags_help_says_what_the_command_does(capsys):
         tags.main(["--help"])
     description = capsys.readouterr().out.split("\n\n")[1]
     assert "`" not in description and "trigger tags" in description, description
+
+
+@pytest.mark.parametrize("module", ["train", "preprocess", "sample", "estimate", "analyze"])
+def test_help_speaks_of_settings_not_of_the_code(module):
+    """Issue 27: `--help` said `lora.alpha ... null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)`: a constant's
+    and a function's names from the schema's comments. Each option's meaning is in the user's words."""
+    import re
+
+    help = __import__(f"sidestep.{module}", fromlist=["HELP"]).HELP
+    for key, _, _, meaning in option_rows(help):
+        assert not re.search(r"\b[A-Z]+_[A-Z_]+\b|resolved by", meaning), (key, meaning)
