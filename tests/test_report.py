@@ -163,3 +163,18 @@ def test_a_lone_run_or_a_tie_has_no_best(tmp_path):
     assert "the first two tie, so none is marked best" in (tie / "report.html").read_text()
     make_run(tie / "2", ["lora.rank=16"], status={"state": "finished"}, losses=[1.5])
     assert write_report(tie).best.run.label == "2"
+
+
+def test_samples_rendered_into_a_run_rewrite_its_page(tmp_path):
+    """Issue 27: `sidestep.sample RUN compare=true` left report.html as training wrote it, so the comparison it had
+    just rendered was not on the page until `sidestep.report` was run by hand. Its last line names the page."""
+    from sidestep.sample import refresh_report
+
+    run = make_run(tmp_path / "run", ["experiment=demo"], status={"state": "finished"}, losses=[1.5])
+    out = run / "samples" / "2026-12-02_05-08-50"
+    make_run(out, ["source=x"], job="sample")
+    make_sample(out, "0_warm_lofi_piano_without", {"strength": 0.0})
+    make_sample(out, "0_warm_lofi_piano_with", {"strength": 1.0})
+    assert refresh_report(out) == run / "report.html"
+    assert "0_warm_lofi_piano_without.wav" in (run / "report.html").read_text()
+    assert refresh_report(tmp_path / "elsewhere") is None  # hydra.run.dir outside a run: no page to refresh
