@@ -67,7 +67,7 @@ class SensitivityMeter:
 def plan_ranks(scores: Dict[str, ModuleScore], budget: int, ranks: List[int]) -> Dict[str, int]:
     """Ranks from `ranks` roughly proportional to each module's share of the total score, never over `budget`
     trainable parameters and never over a module's width; 0 means the module is left out. Leftover budget goes to
-    the highest scores first."""
+    the highest scores first, and never to a module that scored nothing."""
     allowed = {n: [r for r in sorted(ranks) if r <= min(s.in_features, s.out_features)] for n, s in scores.items()}
     total = sum(s.fisher for s in scores.values()) or 1.0
     cost = {n: s.in_features + s.out_features for n, s in scores.items()}
@@ -79,7 +79,7 @@ def plan_ranks(scores: Dict[str, ModuleScore], budget: int, ranks: List[int]) ->
     upgraded = True
     while upgraded:  # one allowed step up at a time, best scores first, while the budget lasts
         upgraded = False
-        for name in sorted(scores, key=lambda n: -scores[n].fisher):
+        for name in sorted((n for n in scores if scores[n].fisher > 0), key=lambda n: -scores[n].fisher):
             bigger = [r for r in allowed[name] if r > plan[name]]
             if bigger and used + (bigger[0] - plan[name]) * cost[name] <= budget:
                 used += (bigger[0] - plan[name]) * cost[name]
