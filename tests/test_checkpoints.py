@@ -92,6 +92,10 @@ def test_variant_detection_in_a_checkpoints_root(reference, tmp_path):
     assert locate(tmp_path / "acestep-v15-turbo", "sft").layout == "original"  # a variant folder is taken as given
     with pytest.raises(ConfigError, match=r"no acestep-v15-sft/ in .* \(variants found: base, turbo\)"):
         locate(tmp_path, "sft")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError) as none_there:  # issue 27: "(variants found: none); pick model=<one of them>"
+        locate(tmp_path / "empty", "turbo")
+    assert "one of them" not in str(none_there.value) and "python -m sidestep.tiny" in str(none_there.value)
 
 
 def test_training_runs_on_an_original_layout_checkpoint(make_cfg, reference, tmp_path):

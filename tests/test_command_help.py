@@ -60,3 +60,37 @@ def test_train_help_names_choices_and_where_the_full_list_is():
     assert "trainer.precision     auto|bf16|fp16|fp32" in text
     assert "adapter     lora (default), dora, loha, lokr, oft" in text
     assert "--cfg job" in text and "schema.py" in text
+
+
+def test_a_command_given_no_folder_names_only_what_is_missing(capsys):
+    """Issue 27: `python -m sidestep.monitor` alone said "the following arguments are required: dir, settings",
+    and settings (ui.plain=true) are optional. Only the folder is asked for."""
+    from sidestep import monitor
+
+    with pytest.raises(SystemExit) as stopped:
+        monitor.parse_args([])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("the following arguments are required: dir"), error
+
+
+def test_tags_help_says_what_the_command_does(capsys):
+    """Issue 27: `sidestep.tags --help` described itself with half of its docstring's first sentence, a
+    back-quoted usage line ending in a colon, and never said what it does."""
+    from sidestep import tags
+
+    with pytest.raises(SystemExit):
+        tags.main(["--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert "`" not in description and "trigger tags" in description, description
+
+
+@pytest.mark.parametrize("module", ["train", "preprocess", "sample", "estimate", "analyze"])
+def test_help_speaks_of_settings_not_of_the_code(module):
+    """Issue 27: `--help` said `lora.alpha ... null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)`: a constant's
+    and a function's names from the schema's comments. Each option's meaning is in the user's words."""
+    import re
+
+    help = __import__(f"sidestep.{module}", fromlist=["HELP"]).HELP
+    for key, _, _, meaning in option_rows(help):
+        assert not re.search(r"\b[A-Z]+_[A-Z_]+\b|resolved by", meaning), (key, meaning)

@@ -77,7 +77,7 @@ def test_the_demos_memory_row_counts_its_own_tiny_helpers(demo_run):
     """Not the 2B stack's 5 GB of sampling helpers: the tiny VAE, text encoder and condition encoder."""
     _, _, log, _ = demo_run
     row = re.search(r"^  memory: (.*)$", log, re.M).group(1)
-    peak, samples = re.search(r"~([\d.]+) MB peak", row), re.search(r"samples ([\d.]+) MB", row)
+    peak, samples = re.search(r"~([\d.]+) MB peak", row), re.search(r"while sampling, ([\d.]+) MB", row)
     assert peak and samples, row
     assert 1 < float(samples.group(1)) < float(peak.group(1)) < 50, row
 

@@ -91,3 +91,10 @@ def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make
         train_adapter(make_cfg(f"lora.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
     with pytest.raises(ConfigError, match="lora.rank_map: .* is not a file"):
         make_cfg(f"lora.rank_map={tmp_path / 'missing.json'}")
+
+
+def test_no_planned_rank_exceeds_its_modules_width():
+    """Issue 27: on the tiny model (64 wide) the estimate planned rank 128, and training refused the plan it had
+    just written ("rank 128 for 64 -> 64 features"). Each module's ranks stop at its width."""
+    plan = plan_ranks(scores(8.0, 1.0, features=(64, 48)), 10**9, [4, 16, 32, 64, 128])
+    assert set(plan.values()) == {32}, plan

@@ -222,3 +222,20 @@ def test_continuing_a_run_keeps_what_was_exported_from_its_checkpoints(make_cfg,
         weights, _ = read_adapter(run_dir / "exports" / name)
         assert all(torch.equal(weights[k], lora[k]) for k in lora), name
     assert f"moved the adapter exported into {second} to {run_dir / 'exports' / 'step-0000002'}" in caplog.text
+
+
+def test_the_line_naming_what_was_written_keeps_the_path_whole_and_as_typed(run, tmp_path):
+    """Issue 27: `wrote ... (see <path>)` was folded before the path at the console's width, and a folder named
+    with brackets lost them to rich's markup. The line names the path as given, on one line."""
+    from sidestep.ui.console import console
+
+    _, run_dir, _ = run
+    out = tmp_path / ("deep-" * 30) / "[take 2]"
+    with console.capture() as captured:
+        width = console.width
+        console.width = 80
+        try:
+            export.main([str(run_dir), "--out", str(out), "--format", "comfyui"])
+        finally:
+            console.width = width
+    assert f"(see {out / 'formats.json'})" in captured.get().splitlines()[-1], captured.get()

@@ -31,3 +31,15 @@ def test_the_prediction_follows_quantization_checkpointing_crop_and_sampling(mak
     assert predict(cfg, torch.float32, 3000).activations > 3 * checkpointed.activations
     OmegaConf.update(cfg, "sample.every_n_epochs", None)
     assert predict(cfg, torch.float32, 750).sampling == 0 < checkpointed.sampling
+
+
+def test_the_memory_row_reads_as_the_peak_it_adds_up_to():
+    """Issue 27: "~16.6 MB peak: DiT weights 0.9 MB, adapter + gradients 0.2 MB, optimizer 0.2 MB, activations
+    5.0 MB, samples 15.3 MB" listed parts summing to 21.6 MB: activations and samples are never held at once."""
+    from sidestep.training.memory import MemoryPlan
+
+    mb = 2**20
+    plan = MemoryPlan(int(0.9 * mb), int(0.2 * mb), int(0.2 * mb), 5 * mb, int(15.3 * mb), "fp32")
+    assert plan.describe() == ("~16.6 MB peak: DiT weights 0.9 MB (fp32), adapter + gradients 0.2 MB, optimizer "
+                               "0.2 MB, and the larger of activations 5.0 MB and, while sampling, 15.3 MB")
+    assert MemoryPlan(mb, mb, mb, 5 * mb, 0, "fp32").describe().endswith("optimizer 1.0 MB, activations 5.0 MB")

@@ -127,3 +127,54 @@ def test_best_is_not_awarded_within_the_held_out_loss_noise(tmp_path):
         page = (sweep / "report.html").read_text()
         assert ('<tr class="best">' in page) == marked
         assert ("none is marked best" in page) != marked
+
+
+def test_the_printed_table_of_runs_never_folds_the_folders_path(tmp_path):
+    """Issue 27: the table's title held the sweep's folder, which rich folded mid-name to the table's width
+    ("...sweep-05-05-14-82058" / "0, best first"). The title says how many runs; the folder is on the last line, whole."""
+    from sidestep.report.write import Report
+    from sidestep.ui.console import console
+    from sidestep.ui.report_table import print_report
+
+    root = tmp_path / "outputs" / "2026-12-02" / "sweep-05-05-14-820580"
+    with console.capture() as captured:
+        width = console.width
+        console.width = 60
+        try:
+            print_report(Report(root, [], root / "report.html"))
+        finally:
+            console.width = width
+    lines = captured.get().splitlines()
+    assert not any("sweep-05" in line for line in lines[:-1]), lines
+    assert lines[-1].startswith("wrote ") and lines[-1].endswith(f"in {root}"), lines
+
+
+def test_a_lone_run_or_a_tie_has_no_best(tmp_path):
+    """Issue 27: `sidestep.report <run>` printed its one run as "★ best", and a sweep whose two jobs ended on the same
+    final loss marked one of them best. Best is said only of a run that beat another."""
+    from sidestep.report.write import write_report
+
+    single = make_run(tmp_path / "single", ["experiment=demo"], status={"state": "finished"}, losses=[1.5])
+    assert write_report(single).best is None
+    tie = tmp_path / "tie"
+    make_run(tie / "0", ["lora.rank=4"], status={"state": "finished"}, losses=[1.6785])
+    make_run(tie / "1", ["lora.rank=8"], status={"state": "finished"}, losses=[1.6785])
+    assert write_report(tie).best is None
+    assert "the first two tie, so none is marked best" in (tie / "report.html").read_text()
+    make_run(tie / "2", ["lora.rank=16"], status={"state": "finished"}, losses=[1.5])
+    assert write_report(tie).best.run.label == "2"
+
+
+def test_samples_rendered_into_a_run_rewrite_its_page(tmp_path):
+    """Issue 27: `sidestep.sample RUN compare=true` left report.html as training wrote it, so the comparison it had
+    just rendered was not on the page until `sidestep.report` was run by hand. Its last line names the page."""
+    from sidestep.sample import refresh_report
+
+    run = make_run(tmp_path / "run", ["experiment=demo"], status={"state": "finished"}, losses=[1.5])
+    out = run / "samples" / "2026-12-02_05-08-50"
+    make_run(out, ["source=x"], job="sample")
+    make_sample(out, "0_warm_lofi_piano_without", {"strength": 0.0})
+    make_sample(out, "0_warm_lofi_piano_with", {"strength": 1.0})
+    assert refresh_report(out) == run / "report.html"
+    assert "0_warm_lofi_piano_without.wav" in (run / "report.html").read_text()
+    assert refresh_report(tmp_path / "elsewhere") is None  # hydra.run.dir outside a run: no page to refresh

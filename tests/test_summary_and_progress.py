@@ -36,7 +36,7 @@ def test_the_demos_summary_shows_its_small_adapter_in_kib_and_its_memory_in_mb(m
         show(run.plan)
     text = re.sub(r"[\s│]+", " ", shown.get())  # the table's cells joined, whatever width wrapped them
     assert "28.0 KiB as a PEFT adapter file" in text, text  # 14,336 parameters in bf16, not "0.0 MiB"
-    peak, samples = re.search(r"~([\d.]+) MB peak.*samples ([\d.]+) MB", text).groups()
+    peak, samples = re.search(r"~([\d.]+) MB peak.*while sampling, ([\d.]+) MB", text).groups()
     assert float(samples) < float(peak) < 50, text  # the tiny helpers, not the 2B stack's 5 GB
 
 
@@ -59,7 +59,9 @@ def test_samples_off_means_no_helpers_and_a_long_interval_still_samples_the_fina
     assert sampling_summary(off, [100] * 8, 2, 10, 4).startswith("off")
     assert predict(off, torch.float32, 100).sampling == 0
     rare = make_cfg("sample.every_n_epochs=1000", "sample.duration=4")  # longer than the run: the final adapter's round is all there is
-    assert "at 1 points (steps 10)" in sampling_summary(rare, [100] * 8, 2, 10, 4)
+    assert "2 prompts x 4 s at step 10:" in sampling_summary(rare, [100] * 8, 2, 10, 4)  # one round: not "1 points"
+    one = make_cfg("sample.every_n_epochs=1", "sample.duration=4", "sample.count=1")
+    assert sampling_summary(one, [100] * 8, 2, 10, 4).startswith("1 prompt x 4 s at 5 points (steps 2, 4, 6, 8, ...)")
     assert predict(rare, torch.float32, 100).sampling > 0
 
 

@@ -228,7 +228,7 @@ def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_
     import pexpect
 
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
-                                           "trainer.max_steps=2", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}",
+                                           "trainer.max_steps=3", "optimizer.lr=0.1", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=None)
     child.expect_exact("Start the 2 runs? (ui.yes=true skips this question)")
@@ -237,10 +237,10 @@ def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_
     rest = child.read()
     child.close()
     assert child.exitstatus == 0, rest[-3000:]
-    assert re.search(r"\b0\W+lora\.rank=2\W+2\b", grid) and re.search(r"\b1\W+lora\.rank=4\W+2\b", grid), grid
-    assert "2 runs, 4 optimizer steps in all" in grid
+    assert re.search(r"\b0\W+lora\.rank=2\W+3\b", grid) and re.search(r"\b1\W+lora\.rank=4\W+3\b", grid), grid
+    assert "2 runs, 6 optimizer steps in all" in grid
     assert "Start training?" not in rest and "Start the" not in rest
-    assert "★ best" in rest
+    assert "★ best" in rest  # a large lr: the two ranks end apart (a tie marks none)
 
 
 def test_a_search_that_cannot_run_ends_in_one_line(cli, tmp_path, cache_dir):
@@ -278,3 +278,64 @@ def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "sbatch").write_text("#!/bin/sh\n")
     (tmp_path / "sbatch").chmod(0o755)
     check_launcher(cfg)  # on a login node it goes ahead
+
+
+def test_a_sweep_reads_its_jobs_models_shape_from_the_checkpoint_as_the_jobs_do(make_cfg, tmp_path):
+    """Issue 27: a sweep on `sidestep.tiny`'s checkpoints (model=turbo, the YAML's 2048 wide) refused every job's
+    samples as the wrong shape, which its single runs train on, and showed only "4 unusable sample files in ...:"
+    without the files. The plan takes the checkpoint's shape as each job will, and a refusal shows all its lines."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import open_dict
+
+    from sidestep.data.loader import dataset_folder
+    from sidestep.errors import SidestepError
+    from sidestep.models.tiny import write_checkpoints
+    from sidestep.training.sweep_plan import plan_sweep
+
+    demo = make_cfg()
+    data = dataset_folder(demo)
+    write_checkpoints(demo.model, tmp_path / "ckpt")
+    common = ["model=turbo", f"model.checkpoint_dir={tmp_path / 'ckpt'}", "data=tensors", "trainer.max_steps=3",
+              "sample.every_n_epochs=null", "ui.yes=true"]
+    def multirun(*overrides: str):  # what `-m` composes: the typed sweep is in hydra.overrides.task
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = list(overrides) + ["lora.rank=4,8"]
+        return cfg
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        plan = plan_sweep(multirun(*common, f"data.dataset_dir={data}"), "train")
+        assert [job.refused for job in plan.jobs] == [None, None] and plan.total_steps == 6
+
+        (tmp_path / "bad").mkdir()
+        for name in ("a", "b"):
+            (tmp_path / "bad" / f"{name}.pt").write_bytes(b"not a tensor")
+        try:
+            plan_sweep(multirun(*common, f"data.dataset_dir={tmp_path / 'bad'}"), "train")
+            raise AssertionError("a sweep whose every job is refused was let through")
+        except SidestepError as err:
+            assert "2 unusable sample files" in str(err) and "a.pt" in str(err) and "b.pt" in str(err), str(err)
+
+
+def test_a_sweep_job_is_announced_in_our_format_with_only_what_varies(monkeypatch, caplog):
+    """Issue 27: a sweep printed Hydra's `[HYDRA] Launching 2 jobs locally` and `[HYDRA] \\t#0 : <every override>` in
+    its own format. Hydra's launcher speaks only when something is wrong; each job gets one line of ours."""
+    import logging
+
+    from hydra import compose, initialize_config_module
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from sidestep.config.run_name import SWEEP_VARIES
+    from sidestep.ui.sweep import SweepCallbacks
+
+    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=demo", "lora.rank=8"], return_hydra_config=True)
+    assert cfg.hydra.hydra_logging.root.level == "WARNING"
+    assert cfg.hydra.job_logging.loggers.get("hydra") is None  # the launcher's INFO lines stay below the root's WARNING
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 1
+    monkeypatch.setenv(SWEEP_VARIES, "lora.rank")
+    with caplog.at_level(logging.INFO, logger="sidestep"):
+        SweepCallbacks().on_job_start(cfg, task_function=None)
+    assert caplog.messages == ["sweep job 1: lora.rank=8"]

@@ -314,3 +314,22 @@ def test_training_the_wizard_starts_asks_nothing_more(tmp_path, monkeypatch):
     monkeypatch.setattr("sidestep.wizard.become", started.append)
     main([])
     assert started == [["-m", "sidestep.train", "experiment=jazz", "ui.yes=true"]]
+
+
+def test_ctrl_c_at_a_question_ends_its_line_before_the_interrupted_line(monkeypatch):
+    """Issue 27: Ctrl-C at a question left `Dataset folder (data.dataset_dir): ^Cinterrupted` on one line; the
+    prompt's line is ended, so "interrupted" stands on its own."""
+    from rich.console import Console
+
+    from sidestep.ui import questions
+
+    def ctrl_c(*_):
+        raise KeyboardInterrupt
+
+    out = io.StringIO()
+    monkeypatch.setattr("builtins.input", ctrl_c)
+    monkeypatch.setattr(questions, "discard_typed_ahead", lambda _: None)
+    question = questions.Question("data.dataset_dir", "Dataset folder")
+    with pytest.raises(KeyboardInterrupt):
+        questions._read(Console(file=out, width=80), question, None, None, {})
+    assert out.getvalue().endswith("Dataset folder (data.dataset_dir): \n"), repr(out.getvalue())

@@ -81,8 +81,9 @@ def offer_analysis(folder: str, plain: bool) -> None:
     songs = find_audio(Path(folder))[0] if Path(folder).is_dir() else []
     labelled = (Path(folder) / "dataset.json").is_file() or any(
         song.with_suffix(suffix).is_file() for song in songs for suffix in SIDECAR_SUFFIXES)
+    none = "The song has no label file" if len(songs) == 1 else f"None of the {len(songs)} songs has a label file"
     if songs and not labelled and Confirm.ask(
-            f"None of the {len(songs)} songs has a label file. Measure BPM, key and time signature from the audio "
+            f"{none}. Measure BPM, key and time signature from the audio "
             "now (a sidecar beside each song, analysis.json in the folder)?", default=True, console=console):
         analyse_and_report(folder, AnalyzePolicy.fill_missing, OmegaConf.structured(AnalyzeSettings), False, plain)
 

@@ -124,7 +124,7 @@ def parse_args(argv: List[str]) -> Tuple[argparse.Namespace, UIConfig]:
     parser = argparse.ArgumentParser(prog="python -m sidestep.monitor",
                                      description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("dir", type=Path, help="a run dir, a sweep dir (one line per job) or a folder of runs")
-    parser.add_argument("settings", nargs="*", help="ui.plain=true: no colour or live display")
+    parser.add_argument("settings", nargs="*", default=[], help="ui.plain=true: no colour or live display")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--follow", action="store_true", help="keep refreshing (default in a terminal)")
     mode.add_argument("--once", action="store_true", help="print one snapshot and exit (default when plain or piped)")

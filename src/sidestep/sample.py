@@ -54,7 +54,19 @@ def main(cfg: DictConfig) -> None:
 
         out = Path(HydraConfig.get().runtime.output_dir)
         written = render_samples(cfg, list(HydraConfig.get().overrides.task), out, plain)
-        log.info("%d samples in %s", len(written), out)
+        page = refresh_report(out)
+        log.info("%d samples in %s%s", len(written), out, f"; listen beside the run's own in {page}" if page else "")
+
+
+def refresh_report(out: Path) -> Optional[Path]:
+    """The page of the run whose `samples/` the files went to, rewritten so they are on it; None outside a run."""
+    run = out.parent.parent
+    if out.parent.name != "samples" or not (run / ".hydra" / "config.yaml").is_file():
+        return None
+    from sidestep.report.write import write_report
+
+    write_report(run)
+    return run / "report.html"
 
 
 def source_from_argv(argv: List[str]) -> List[str]:

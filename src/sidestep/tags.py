@@ -20,7 +20,9 @@ from sidestep.ui.console import console, exit_on_user_error
 
 
 def main(argv: List[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sidestep.tags", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sidestep.tags", description=(
+        "Edit the trigger tags in the captions of every song's sidecar at once: add puts TAG first (or last), remove "
+        "takes it out, replace TAG NEW renames it, list counts the songs carrying each tag."))
     parser.add_argument("songs_dir", type=Path, help="a folder of songs (searched recursively) with their sidecars")
     parser.add_argument("operation", choices=OPERATIONS)
     parser.add_argument("tag", nargs="?", help="the tag (add, remove, replace)")

@@ -327,7 +327,7 @@ def set_up(seed: List[str], out: Optional[Path]) -> Tuple[Path, List[str], DictC
 def main(argv: List[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m sidestep.wizard",
                                      description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("overrides", nargs="*", help="start from these (group=option, key=value; ui.plain, ui.yes)")
+    parser.add_argument("overrides", nargs="*", default=[], help="start from these (group=option, key=value; ui.plain, ui.yes)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="a config dir: write DIR/experiment/NAME.yaml "
                                                                 f"(default: your config folder, {user_config_dir()})")
     args = parser.parse_args(argv)

@@ -43,7 +43,7 @@ ALPHA_PER_RANK = 2.0  # lora.alpha when not given: this times the rank, so a swe
 @dataclass
 class LoraConfig:
     rank: int = 64  # adapter size: 16 small, 64 typical, 128 large
-    alpha: Optional[float] = None  # strength scale; null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)
+    alpha: Optional[float] = None  # strength scale; null: 2 x rank, following the rank (lora.alpha_ratio sets the factor)
     alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
     dropout: float = 0.1
     bias: Bias = Bias.none
@@ -118,7 +118,7 @@ class AnalyzeConfig(AnalyzeSettings):
 class PreprocessSettings:
     """Songs -> training tensors: `python -m sidestep.preprocess`, or `preprocess.*` before training."""
 
-    audio_dir: Optional[str] = None  # a folder of WAV/FLAC/OGG/MP3 songs, searched recursively
+    audio_dir: Optional[str] = None  # a folder of songs (WAV, FLAC, MP3, M4A, ...: the README's list), searched recursively
     out_dir: Optional[str] = None  # in training: default <run>/dataset
     dataset_json: Optional[str] = None  # ACE-Step dataset-builder labels; default: sidecars beside each song
     max_duration: float = 240.0  # seconds; longer songs are cut

@@ -47,10 +47,11 @@ def locate(checkpoint_dir: Path, variant: str) -> VariantFolder:
     if (root / "config.json").is_file():
         return VariantFolder(root, "original")
     variants = find_variants(root)
+    if not variants:
+        raise no_variants(root)
     if variant not in variants:
-        found = ", ".join(variants) or "none"
-        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: {found}); "
-                          "pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
+        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: "
+                          f"{', '.join(variants)}); pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
     return VariantFolder(variants[variant], "original")
 
 
@@ -162,9 +163,13 @@ def pick_variant(checkpoint_dir: Path) -> str:
     if not ranked:
         if (root / "transformer" / "config.json").is_file():
             return "diffusers"
-        raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folders in {root}; "
-                          "point it at your ACE-Step checkpoints/ folder")
+        raise no_variants(root)
     return ranked[0]
+
+
+def no_variants(root: Path) -> ConfigError:
+    return ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}*/ variant folders in {root}; point it at your "
+                       "ACE-Step checkpoints/ folder (no weights yet? python -m sidestep.tiny DIR writes a tiny one)")
 
 
 def decoder_arch(files: List[Path]) -> Dict[str, int]:

@@ -68,9 +68,21 @@ def rank(runs: List[RunInfo]) -> List[Row]:
 def best(rows: List[Row]) -> Optional[Row]:
     """The first of `rank`'s rows, when it has a loss at all and, ranked by held-out loss, beats the next one by
     more than the held-out loss's noise (the standard error of their difference)."""
-    if not rows or score(rows[0], by_held_out(rows)) is None:
-        return None
+    held_out = by_held_out(rows)
+    if len(rows) < 2 or score(rows[0], held_out) is None:
+        return None  # a lone run is best of nothing
+    if fmt(score(rows[0], held_out)) == fmt(score(rows[1], held_out)):
+        return None  # a tie, as the table shows them
     return None if too_close(rows) else rows[0]
+
+
+def why_no_best(rows: List[Row]) -> str:
+    """Why runs that were compared have no best (empty when one is marked, or there was nothing to compare)."""
+    if too_close(rows):
+        return "the first two differ by less than the held-out loss's noise"
+    if len(rows) > 1 and best(rows) is None and score(rows[0], by_held_out(rows)) is not None:
+        return "the first two tie"
+    return ""
 
 
 def too_close(rows: List[Row]) -> bool:
@@ -127,8 +139,7 @@ def write_sweep_page(rows: List[Row], root: Path) -> Path:
     body = [f"<h1>{esc(root.name)}: {len(rows)} runs</h1>",
             f"<p>Common to all: <code>{esc(' '.join(common) or '(nothing)')}</code></p>",
             f"<p>Best first, by {criterion}" + (f"; the best is <b>{esc(winner.run.label)}</b>" if winner else "")
-            + ("; the first two differ by less than the held-out loss's noise, so none is marked best"
-               if too_close(rows) else "")
+            + (f"; {why_no_best(rows)}, so none is marked best" if why_no_best(rows) else "")
             + ". Each run's newest samples play here; its page has them all.</p>",
             table(["run", "varies", "state", "final loss", "held-out loss", "steps", "wall s", "latest samples"],
                   body_rows, classes),

@@ -16,7 +16,7 @@ from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
 from sidestep.training.adapter_sources import Source, full_precision_weights, open_source
 from sidestep.training.checkpoint import CHECKPOINTS, export_dir
-from sidestep.ui.console import console
+from sidestep.ui.console import say
 
 MERGED_DIR = "merged"
 
@@ -52,22 +52,22 @@ def export_adapter(path: Path, formats: Sequence[str], out: Optional[Path], dtyp
     weights = full_precision_weights(source)
     stored = {str(v.dtype).removeprefix("torch.") for v in weights.values() if v.dtype != torch.float32}
     if dtype == "fp32" and stored:
-        console.print(f"{source.weights_file}: no float32 copy of these weights was found (the newest checkpoint of "
+        say(f"{source.weights_file}: no float32 copy of these weights was found (the newest checkpoint of "
                       f"their run holds one), so the fp32 files hold its {', '.join(sorted(stored))} values")
     model = None
     if "comfyui" in formats and kind_of(source.adapter_config).needs_model(source.adapter_config):
         if source.run_cfg is None:
-            console.print(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
+            say(f"{peft_type_name(source.adapter_config)}: its ComfyUI file is computed from the base model; "
                           "point at a folder inside its run dir to write it")
         else:
             model = adapted_dit(model_source(source.run_cfg.model), weights, source.adapter_config)
     written = write_formats(weights, source.adapter_config, out, name, dtype, formats, model)
     listed = ", ".join(written) or "no consumer format"
-    console.print(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
+    say(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
     if merge:
         if source.run_cfg is None:
             raise SidestepError(f"{path}: --merge needs a folder inside a run dir (its .hydra/config.yaml "
                                 "says which base model the adapter was trained on)")
         folder = merge_into_variant(model_source(source.run_cfg.model), weights, source.adapter_config,
                                     out / MERGED_DIR, name)
-        console.print(f"merged model written to {folder} (a complete ACE-Step variant folder)")
+        say(f"merged model written to {folder} (a complete ACE-Step variant folder)")

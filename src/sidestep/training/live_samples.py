@@ -65,7 +65,8 @@ def sampling_summary(cfg: DictConfig, frames: List[int], steps_per_epoch: int, t
     crop = min(statistics.mean(frames), (cfg.data.crop_seconds or float("inf")) * LATENT_FPS)
     share = len(due) * prompts * render / (total_steps * TRAINING_PASSES * batch * crop)
     when = ", ".join(map(str, sorted(due)[:4])) + (", ..." if len(due) > 4 else "")
-    return (f"{prompts} prompt(s) x {settings.duration:g} s at {len(due)} points (steps {when}): about {share:.0%} "
+    at = f"step {when}" if len(due) == 1 else f"{len(due)} points (steps {when})"
+    return (f"{prompts} prompt{'s' if prompts != 1 else ''} x {settings.duration:g} s at {at}: about {share:.0%} "
             f"on top of training's DiT work")
 
 

@@ -48,9 +48,10 @@ class MemoryPlan:
         return self.weights + self.adapter + self.optimizer + max(self.activations, self.sampling)
 
     def describe(self) -> str:
+        last = (f"and the larger of activations {_size(self.activations)} and, while sampling, {_size(self.sampling)}"
+                if self.sampling else f"activations {_size(self.activations)}")  # never held at once
         return (f"~{_size(self.peak)} peak: DiT weights {_size(self.weights)} ({self.weight_kind}), adapter + "
-                f"gradients {_size(self.adapter)}, optimizer {_size(self.optimizer)}, activations "
-                f"{_size(self.activations)}" + (f", samples {_size(self.sampling)}" if self.sampling else ""))
+                f"gradients {_size(self.adapter)}, optimizer {_size(self.optimizer)}, {last}")
 
 
 def _size(count: int) -> str:

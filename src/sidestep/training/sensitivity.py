@@ -66,20 +66,21 @@ class SensitivityMeter:
 
 def plan_ranks(scores: Dict[str, ModuleScore], budget: int, ranks: List[int]) -> Dict[str, int]:
     """Ranks from `ranks` roughly proportional to each module's share of the total score, never over `budget`
-    trainable parameters; 0 means the module is left out. Leftover budget goes to the highest scores first."""
-    allowed = sorted(ranks)
+    trainable parameters and never over a module's width; 0 means the module is left out. Leftover budget goes to
+    the highest scores first, and never to a module that scored nothing."""
+    allowed = {n: [r for r in sorted(ranks) if r <= min(s.in_features, s.out_features)] for n, s in scores.items()}
     total = sum(s.fisher for s in scores.values()) or 1.0
     cost = {n: s.in_features + s.out_features for n, s in scores.items()}
     plan = {}
     for name, score in scores.items():
         ideal = budget * score.fisher / total / cost[name]
-        plan[name] = max([r for r in allowed if r <= ideal], default=0)
+        plan[name] = max([r for r in allowed[name] if r <= ideal], default=0)
     used = sum(plan[n] * cost[n] for n in plan)
     upgraded = True
     while upgraded:  # one allowed step up at a time, best scores first, while the budget lasts
         upgraded = False
-        for name in sorted(scores, key=lambda n: -scores[n].fisher):
-            bigger = [r for r in allowed if r > plan[name]]
+        for name in sorted((n for n in scores if scores[n].fisher > 0), key=lambda n: -scores[n].fisher):
+            bigger = [r for r in allowed[name] if r > plan[name]]
             if bigger and used + (bigger[0] - plan[name]) * cost[name] <= budget:
                 used += (bigger[0] - plan[name]) * cost[name]
                 plan[name] = bigger[0]

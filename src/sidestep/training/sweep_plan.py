@@ -1,23 +1,26 @@
 """A `-m` sweep worked out before its first job starts: the jobs of the grid (or the trials of a search), what
 varies between them, and how many optimizer steps each will take, so the sweep is confirmed once, on its whole.
 
-Every job's config is composed and checked here as its job will compose it. A job whose config is refused is
+Every job's config is composed and checked here as its job will compose and resolve it (the checkpoint's shape
+included, which its samples are checked against). A job whose config is refused is
 listed with the reason and the sweep still runs the others (it fails in its own folder, as before); a sweep in
 which every job would be refused, or whose launcher cannot run here, stops before it starts.
 """
 
+import contextlib
+import logging
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.config import prepare
+from sidestep.config import resolve
 from sidestep.data.loader import make_loader, open_dataset
-from sidestep.errors import SidestepError, first_line
+from sidestep.errors import SidestepError, first_line, plain
 from sidestep.training.plan import schedule_lengths
 
 
@@ -26,6 +29,7 @@ class SweepJob:
     overrides: List[str]  # what the job is composed with (a search: what every trial shares)
     total_steps: Optional[int] = None  # None: refused, or its songs are not preprocessed yet
     refused: Optional[str] = None  # the one-line reason its config is refused
+    reason: str = ""  # all of it (a list of bad files, say), for a sweep that stops on it
 
 
 @dataclass
@@ -76,7 +80,7 @@ def plan_sweep(config: DictConfig, config_name: Optional[str]) -> SweepPlan:
     else:
         (grid,) = BasicSweeper.split_arguments(parsed, None)
         plan = SweepPlan([_job(config_name, overrides, datasets) for overrides in grid], _varying(grid))
-    refused = [job.refused for job in plan.jobs if job.refused]
+    refused = [job.reason for job in plan.jobs if job.refused]
     if len(refused) == len(plan.jobs):
         every = "the search's base config is" if plan.trials else "every job's config is"
         raise SidestepError(f"{every} refused, so the sweep does not start: {refused[0]}")
@@ -86,11 +90,22 @@ def plan_sweep(config: DictConfig, config_name: Optional[str]) -> SweepPlan:
 def _job(config_name: Optional[str], overrides: List[str], datasets: Dict[Tuple, int]) -> SweepJob:
     job = SweepJob(overrides)
     try:
-        cfg = prepare(compose(config_name=config_name or "train", overrides=overrides))
+        with _quiet(logging.getLogger("sidestep.models")):  # each job logs what its checkpoint decides when it starts
+            cfg = resolve(compose(config_name=config_name or "train", overrides=overrides))
         job.total_steps = _total_steps(cfg, datasets)
     except SidestepError as err:
-        job.refused = first_line(err)
+        job.refused, job.reason = first_line(err), plain(str(err)).strip()
     return job
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _total_steps(cfg: DictConfig, datasets: Dict[Tuple, int]) -> Optional[int]:

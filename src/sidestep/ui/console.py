@@ -41,6 +41,12 @@ def to_log_file(message: str, level: int = logging.INFO, name: str = "sidestep")
             handler.handle(record)
 
 
+def say(text: str) -> None:
+    """One line of Side-Step's own: as written (a path with brackets is not markup) and never folded, so a path in
+    it can be copied whole."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def is_plain(requested: bool) -> bool:
     return requested or not console.is_terminal
 

@@ -105,6 +105,9 @@ def _read(console: Console, question: Question, default: Optional[str], choices:
         return console.input(prompt).strip()
     except EOFError:
         raise SidestepError("the input ended before the last question; nothing was written") from None
+    except KeyboardInterrupt:
+        console.print()  # the prompt's line ends here, so "interrupted" stands on its own
+        raise
 
 
 def say(console: Console, message: str, style: str) -> None:

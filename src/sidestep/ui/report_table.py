@@ -3,7 +3,7 @@
 from rich.table import Table
 
 from sidestep.report.run_page import PAGE
-from sidestep.report.sweep_page import fmt, too_close
+from sidestep.report.sweep_page import fmt, why_no_best
 from sidestep.report.write import Report
 from sidestep.ui.console import console
 
@@ -11,7 +11,7 @@ from sidestep.ui.console import console
 def print_report(report: Report) -> None:
     rows, winner = report.rows, report.best
     held_out = any(r.held_out_loss is not None for r in rows)
-    table = Table(title=f"{len(rows)} run(s) in {report.root}, best first")
+    table = Table(title=f"{len(rows)} run{'s' if len(rows) != 1 else ''}, best first")  # the folder: last line, whole
     for column in ("run", "varies" if len(rows) > 1 else "overrides", "state", "final", *["held-out"] * held_out,
                    "steps", "wall s"):
         table.add_column(column, overflow="fold")
@@ -21,8 +21,8 @@ def print_report(report: Report) -> None:
                       fmt(r.final_loss), *[fmt(r.held_out_loss)] * held_out, str(r.run.steps),
                       fmt(r.run.wall_seconds, "wall_seconds"), style="bold" if r is winner else None)
     console.print(table)
-    if too_close(rows):
-        console.print("the two best differ by less than the held-out loss's noise: none is marked best",
+    if why_no_best(rows):
+        console.print(f"{why_no_best(rows)}: none is marked best",
                       markup=False, highlight=False)
     pages = f"{len(rows)} run page(s) and {report.page}" if report.page else str(report.root / PAGE)
     tables = "report.md, report.csv, sweep.json" + (" and loss_curves.png" if report.page else "")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.prompt import Confirm
 from rich.table import Table
@@ -45,6 +46,15 @@ class SweepCallbacks(Callback):
         if not config.ui.yes and is_interactive() and not Confirm.ask(
                 f"Start the {plan.runs} runs? {SKIP_HINT}", default=True, console=console):
             raise SweepEnded(NotStarted("sweep not started"))
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """One line per sweep job, with only what varies (Hydra's own names every override, in its format)."""
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        varies = set(filter(None, os.environ.get(SWEEP_VARIES, "").split(",")))
+        task = [str(o) for o in config.hydra.overrides.task]
+        settings = " ".join(o for o in task if o.split("=", 1)[0].lstrip("+~") in varies) or "(defaults)"
+        log.info("sweep job %s: %s", config.hydra.job.num, settings)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         os.environ.pop(SWEEP_VARIES, None)
