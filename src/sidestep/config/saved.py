@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import sidestep.conf
 from sidestep.config.trust import vet_file
-from sidestep.errors import ConfigError
 from sidestep.config.yaml_data import load_yaml_data
+from sidestep.errors import ConfigError
 
 APP_CONFIG = Path(sidestep.conf.__file__).parent / "train.yaml"
 RERUN_KEYS = ("defaults", "hydra")

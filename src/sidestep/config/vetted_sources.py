@@ -46,6 +46,12 @@ class VettedPackageConfigSource(ImportlibResourcesConfigSource):
         return _vet(result, config_path, f"{self.path}/{self._normalize_file_name(config_path)}")
 
 
+# Hydra's registry refuses a second class for a scheme unless it bears the same name; a launcher's job process
+# (submitit) restores Hydra's state, ours included, then registers Hydra's own sources again: same names, ours kept.
+VettedFileConfigSource.__name__ = FileConfigSource.__name__
+VettedPackageConfigSource.__name__ = ImportlibResourcesConfigSource.__name__
+
+
 def use_vetted_sources() -> None:
     Plugins.instance()  # Hydra registers its own sources on first use; ours replace them afterwards
     registry = SourcesRegistry.instance().types
