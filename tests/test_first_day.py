@@ -35,7 +35,7 @@ def test_a_short_run_warns_about_its_warm_up_and_samples_as_long_as_its_songs(ma
     with caplog.at_level(logging.WARNING):
         train_adapter(make_cfg("trainer.max_steps=2", "sample.every_n_steps=2", "data.synthetic.seconds=1.2"), tmp_path)
     assert "scheduler.warmup_steps=20 covers the whole run of 2 optimizer steps" in caplog.text  # demo: 20 warm-up
-    assert re.fullmatch(r"2 prompt\(s\) x 1.2 s at 1 points \(steps 2\): about \d+% on top of training's DiT work",
+    assert re.fullmatch(r"2 prompts x 1.2 s at step 2: about \d+% on top of training's DiT work",
                         plans[0].sampling)
     wavs = sorted((tmp_path / "samples").rglob("*.wav"))
     assert len(wavs) == 2 and all(soundfile.info(str(w)).duration == 1.2 for w in wavs)
