@@ -10,9 +10,7 @@ import shlex
 import pytest
 from hydra import compose, initialize_config_module
 
-from sidestep.analyze import songs_dir_from_argv
-from sidestep.config.overrides import check_overrides
-from sidestep.sample import source_from_argv
+from sidestep.config.overrides import check_overrides, path_argument
 from sidestep.user_config import user_config_dir
 from tests.conftest import ROOT
 
@@ -80,9 +78,9 @@ def test_each_readme_command_checks_out(line, command, args):
         if "--config-dir" in args:  # the user's own config folder: its options are not ours to compose
             return
         if command == "sample":
-            args = source_from_argv(["sample", *args])[1:]
+            args = path_argument("source", ["sample", *args])[1:]
         if command == "analyze":
-            args = songs_dir_from_argv(["analyze", *args])[1:]
+            args = path_argument("songs_dir", ["analyze", *args])[1:]
         overrides = [a for a in args if "=" in a and not a.startswith("-")]
         assert all(a in ("-m",) or "=" in a for a in args), line  # no stray flag Hydra would refuse
         if HYDRA_APPS[command] == "train":

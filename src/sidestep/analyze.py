@@ -10,7 +10,7 @@ import logging
 import sys
 from functools import partial
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +19,7 @@ from rich.prompt import Confirm
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_analyze
 from sidestep.config.choices import AnalyzePolicy
+from sidestep.config.overrides import path_argument
 from sidestep.config.schema import AnalyzeConfig, AnalyzeSettings
 from sidestep.data.audio_files import SIDECAR_SUFFIXES, find_audio
 from sidestep.ui.analysis_view import show_analysis
@@ -88,15 +89,7 @@ def offer_analysis(folder: str, plain: bool) -> None:
         analyse_and_report(folder, AnalyzePolicy.fill_missing, OmegaConf.structured(AnalyzeSettings), False, plain)
 
 
-def songs_dir_from_argv(argv: List[str]) -> List[str]:
-    """`analyze SONGS key=value ...` -> `analyze songs_dir='SONGS' key=value ...` (Hydra takes only key=value)."""
-    first: Optional[str] = argv[1] if len(argv) > 1 else None
-    if first is None or "=" in first or first.startswith("-"):
-        return argv
-    return [argv[0], f"songs_dir='{Path(first).expanduser().resolve().as_posix()}'", *argv[2:]]
-
-
 if __name__ == "__main__":
     answer_help(sys.argv[1:], HELP)
-    sys.argv = songs_dir_from_argv(sys.argv)
+    sys.argv = path_argument("songs_dir", sys.argv)
     run_app(main)

@@ -8,7 +8,7 @@ difference heard is the adapter's alone. Files go to `<run>/samples/<time>/` unl
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas
 from sidestep.config.checks import prepare_sample
+from sidestep.config.overrides import path_argument
 from sidestep.config.schema import SampleConfig
 from sidestep.config.trust import take_allow_flags
 from sidestep.ui.console import exit_on_user_error, use_plain
@@ -69,16 +70,8 @@ def refresh_report(out: Path) -> Optional[Path]:
     return run / "report.html"
 
 
-def source_from_argv(argv: List[str]) -> List[str]:
-    """`sample RUN key=value ...` -> `sample source='RUN' key=value ...` (Hydra takes only key=value)."""
-    first: Optional[str] = argv[1] if len(argv) > 1 else None
-    if first is None or "=" in first or first.startswith("-"):
-        return argv
-    return [argv[0], f"source='{Path(first).expanduser().resolve().as_posix()}'", *argv[2:]]
-
-
 if __name__ == "__main__":
     answer_help(sys.argv[1:], HELP)
     with exit_on_user_error():
-        sys.argv = source_from_argv(take_allow_flags(sys.argv))
+        sys.argv = path_argument("source", take_allow_flags(sys.argv))
     main()

@@ -110,3 +110,12 @@ def _close(word: str, choices: List[str]) -> List[str]:
     """difflib's closest match, ignoring case (the choice comes back as it is spelled)."""
     by_lower = {c.lower(): c for c in choices}
     return [by_lower[m] for m in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]
+
+
+def path_argument(key: str, argv: List[str]) -> List[str]:
+    """`command PATH key=value ...` -> `command key='PATH' key=value ...`: a command's folder given first, as Hydra
+    takes only key=value (sample's `source`, analyze's `songs_dir`)."""
+    first = argv[1] if len(argv) > 1 else None
+    if first is None or "=" in first or first.startswith("-"):
+        return argv
+    return [argv[0], f"{key}='{Path(first).expanduser().resolve().as_posix()}'", *argv[2:]]
