@@ -158,7 +158,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
 
     cfg = composed_recipe(out, "adv")
     assert cfg.optimizer._target_ == "prodigyopt.Prodigy" and cfg.optimizer.lr == 1.0
-    assert cfg.scheduler._target_.endswith(".constant")
+    assert cfg.scheduler._target_.endswith(".Constant")
     assert (cfg.trainer.device, cfg.trainer.precision, cfg.trainer.max_grad_norm, cfg.trainer.batch_size) == (
         "cpu", "fp32", 0.5, 2)
     assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)

@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
-from sidestep.config.parts import CONSTANT_SCHEDULER, PRODIGY_TARGET, SchedulerConfig
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
@@ -20,6 +19,7 @@ from sidestep.config.schema import (
     PreprocessConfig,
     SampleConfig,
     TrainConfig,
+    option_name,
 )
 from sidestep.config.trust import check_built_targets
 from sidestep.errors import ConfigError
@@ -83,7 +83,6 @@ def validate(cfg: DictConfig) -> None:
     _check(len(lora.target_modules) > 0, "lora.target_modules", "is empty; name at least one projection")
     _check(opt.lr > 0, "optimizer.lr", f"must be > 0 (got {opt.lr})")
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0 (got {opt.weight_decay})")
-    _check(cfg.scheduler.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0 (got {cfg.scheduler.warmup_steps})")
     _check(tr.epochs >= 1, "trainer.epochs", f"must be at least 1 (got {tr.epochs})")
     _check(tr.max_steps is None or tr.max_steps >= 1, "trainer.max_steps", f"must be at least 1 or null (got {tr.max_steps})")
     _check(tr.batch_size >= 1, "trainer.batch_size", f"must be at least 1 (got {tr.batch_size})")
@@ -210,14 +209,16 @@ def _check_arch(arch: DictConfig) -> None:
 
 
 def _check_schedule(scheduler: DictConfig) -> None:
-    """The schedule is built from its `_target_`: it must give a number for a step, as `LambdaLR` will ask."""
+    """The schedule's own knobs (its schema's `check`); then it is built from its `_target_`: it must give a number
+    for a step, as `LambdaLR` will ask."""
+    OmegaConf.get_type(scheduler).check(scheduler)
     try:
         float(build(scheduler)(total_steps=10)(0))
     except ConfigError:
         raise
     except Exception as err:
         raise ConfigError(f"scheduler._target_: {scheduler._target_} is not a learning-rate schedule "
-                          f"({type(err).__name__}); use scheduler=constant|constant_with_warmup|cosine|linear") from None
+                          f"({type(err).__name__}); use scheduler=" + "|".join(CHOSEN_BY_TARGET["scheduler"])) from None
 
 
 def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
@@ -282,8 +283,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
         cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg.preprocess[key] = _absolute(cfg.preprocess[key])
-    if cfg.optimizer._target_ == PRODIGY_TARGET:
-        _prodigy_rules(cfg)
+    _optimizer_rules(cfg)
     validate(cfg)
     return cfg
 
@@ -336,13 +336,16 @@ def _merge(schema: DictConfig, cfg: DictConfig) -> DictConfig:
         raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
 
 
-def _prodigy_rules(cfg: DictConfig) -> None:
-    """Prodigy estimates the step size itself: its lr is a multiplier near 1, and the schedule must be constant."""
-    if not 0.1 <= cfg.optimizer.lr <= 10:
-        log.warning("optimizer=prodigy with optimizer.lr=%g: Prodigy's lr scales its own estimate, use about 1.0",
-                    cfg.optimizer.lr)
-    if cfg.scheduler._target_ != CONSTANT_SCHEDULER:
-        log.warning("optimizer=prodigy adapts its own step size: using scheduler=constant instead of %s",
-                    cfg.scheduler._target_.rsplit(".", 1)[-1])
-        cfg.scheduler = OmegaConf.merge(OmegaConf.structured(SchedulerConfig),
-                                        {"_target_": CONSTANT_SCHEDULER, "warmup_steps": 0})
+def _optimizer_rules(cfg: DictConfig) -> None:
+    """What the optimizer's schema says about it: the lr range that makes sense (Prodigy's lr multiplies its own
+    estimate), and a schedule it needs (Prodigy sets its own step size: constant)."""
+    schema, schedules = OmegaConf.get_type(cfg.optimizer), CHOSEN_BY_TARGET["scheduler"]
+    name = option_name("optimizer", schema)
+    if schema.usual_lr is not None and not schema.usual_lr[0] <= cfg.optimizer.lr <= schema.usual_lr[1]:
+        log.warning("optimizer=%s with optimizer.lr=%g: its lr is usually between %g and %g; use about %g", name,
+                    cfg.optimizer.lr, *schema.usual_lr, schema.lr)
+    required = schema.required_schedule
+    if required is not None and OmegaConf.get_type(cfg.scheduler) is not schedules[required]:
+        log.warning("optimizer=%s sets its own step size: using scheduler=%s instead of %s", name, required,
+                    option_name("scheduler", OmegaConf.get_type(cfg.scheduler)))
+        cfg.scheduler = OmegaConf.structured(schedules[required])

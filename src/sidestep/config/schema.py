@@ -25,6 +25,7 @@ from sidestep.config.choices import (
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
     OPTIMIZER_SCHEMAS,
+    SCHEDULER_SCHEMAS,
     AdapterConfig,
     AttentionConfig,
     DataConfig,
@@ -229,5 +230,11 @@ class TrainConfig:
     sample: SampleSettings = field(default_factory=SampleSettings)
 
 
-CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS}  # groups with a schema per option
+# groups with a schema per option
+CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS, "scheduler": SCHEDULER_SCHEMAS}
 
+
+
+def option_name(group: str, schema: type) -> str:
+    """The `group=` option whose schema is `schema` (`prodigy` for `ProdigyConfig`)."""
+    return next(name for name, option in CHOSEN_BY_TARGET[group].items() if option is schema)

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Optional
 
 from accelerate import Accelerator
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sidestep.adapters.attach import adapter_config, adapter_type, trainable_parameters
 from sidestep.adapters.files import DTYPES
 from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.config import as_container
+from sidestep.config.parts import SchedulerConfig
+from sidestep.config.schema import option_name
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
 from sidestep.training.live_samples import resolve_duration, sampling_summary
@@ -94,7 +96,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         trainable_params=params,
         file_bytes=params * DTYPES[cfg.export.dtype].itemsize,
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
-        scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
+        scheduler=schedule_summary(cfg.scheduler),
         training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",
         checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
                      + f", keeping {tr.keep_checkpoints}; {resume}"),
@@ -104,6 +106,13 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
                        trainable=params).describe(),
     )
+
+
+def schedule_summary(scheduler: DictConfig) -> str:
+    """`cosine_with_restarts cycles 3, eta_min 0.1, warmup 100 steps from 10%`: the option, its own knobs, warm-up."""
+    own = "".join(f" {k} {v:g}," for k, v in scheduler.items() if k not in SchedulerConfig.__dataclass_fields__)
+    return (f"{option_name('scheduler', OmegaConf.get_type(scheduler))}{own or ','} warmup {scheduler.warmup_steps} "
+            f"steps from {scheduler.warmup_start_factor:.0%}")
 
 
 def adapter_summary(cfg: DictConfig) -> str:
