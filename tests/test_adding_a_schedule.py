@@ -73,3 +73,16 @@ def test_a_new_schedule_with_its_own_knob_drives_the_demo(with_halving, make_cfg
 def test_a_new_schedules_knob_is_checked_in_one_line(with_halving, make_cfg):
     with pytest.raises(ConfigError, match=r"^scheduler\.half_life: must be at least 1 \(got 0\)$"):
         make_cfg("scheduler=halving", "scheduler.half_life=0")
+
+
+def test_a_new_schedules_knob_is_on_the_studio_form_and_known_to_the_command_line(with_halving):
+    from sidestep.config.overrides import check_overrides
+    from sidestep.config.trust import CONF_DIR
+    from sidestep.studio.forms import fields
+
+    rows = [row for row in fields() if row["key"] == "scheduler.half_life"]
+    assert rows == [{"key": "scheduler.half_life", "kind": "int", "choices": None, "default": 10,
+                     "only": {"group": "scheduler", "option": "halving"}, "help": "optimizer steps per halving"}]
+    check_overrides(["scheduler=halving", "scheduler.half_life=3"], CONF_DIR)
+    with pytest.raises(ConfigError, match="did you mean scheduler.half_life"):
+        check_overrides(["scheduler=halving", "scheduler.half_lif=3"], CONF_DIR)

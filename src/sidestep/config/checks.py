@@ -21,7 +21,7 @@ from sidestep.config.schema import (
     TrainConfig,
     option_name,
 )
-from sidestep.config.trust import check_built_targets
+from sidestep.config.trust import check_built_targets, user_allowed
 from sidestep.errors import ConfigError
 
 log = logging.getLogger("sidestep")
@@ -57,6 +57,8 @@ def typed(cfg: DictConfig) -> DictConfig:
                 cfg[group] = {"_target_": next(iter(schemas.values()))._target_}
         target = OmegaConf.select(cfg, f"{group}._target_")
         by_target = {s._target_: s for s in schemas.values()}
+        if target not in by_target and target in user_allowed():
+            continue  # the user's own part (--allow-target): typed by the group's base schema
         if target not in by_target:
             raise ConfigError(f"{group}._target_={target!r} is not a known {group}; pick {group}=" + "|".join(schemas))
         schema[group] = OmegaConf.structured(by_target[target])
@@ -340,12 +342,12 @@ def _optimizer_rules(cfg: DictConfig) -> None:
     """What the optimizer's schema says about it: the lr range that makes sense (Prodigy's lr multiplies its own
     estimate), and a schedule it needs (Prodigy sets its own step size: constant)."""
     schema, schedules = OmegaConf.get_type(cfg.optimizer), CHOSEN_BY_TARGET["scheduler"]
-    name = option_name("optimizer", schema)
+    name = option_name("optimizer", cfg.optimizer)
     if schema.usual_lr is not None and not schema.usual_lr[0] <= cfg.optimizer.lr <= schema.usual_lr[1]:
         log.warning("optimizer=%s with optimizer.lr=%g: its lr is usually between %g and %g; use about %g", name,
                     cfg.optimizer.lr, *schema.usual_lr, schema.lr)
     required = schema.required_schedule
     if required is not None and OmegaConf.get_type(cfg.scheduler) is not schedules[required]:
         log.warning("optimizer=%s sets its own step size: using scheduler=%s instead of %s", name, required,
-                    option_name("scheduler", OmegaConf.get_type(cfg.scheduler)))
+                    option_name("scheduler", cfg.scheduler))
         cfg.scheduler = OmegaConf.structured(schedules[required])

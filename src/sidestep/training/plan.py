@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from accelerate import Accelerator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sidestep.adapters.attach import adapter_config, adapter_type, trainable_parameters
 from sidestep.adapters.files import DTYPES
@@ -111,7 +111,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
 def schedule_summary(scheduler: DictConfig) -> str:
     """`cosine_with_restarts cycles 3, eta_min 0.1, warmup 100 steps from 10%`: the option, its own knobs, warm-up."""
     own = "".join(f" {k} {v:g}," for k, v in scheduler.items() if k not in SchedulerConfig.__dataclass_fields__)
-    return (f"{option_name('scheduler', OmegaConf.get_type(scheduler))}{own or ','} warmup {scheduler.warmup_steps} "
+    return (f"{option_name('scheduler', scheduler)}{own or ','} warmup {scheduler.warmup_steps} "
             f"steps from {scheduler.warmup_start_factor:.0%}")
 
 
