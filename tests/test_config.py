@@ -81,7 +81,7 @@ def test_experiment_presets_are_side_step_v11s(make_cfg, tmp_path, preset, rank,
     assert (cfg.lora.dropout, cfg.lora.bias, cfg.attention.blocks) == (0.1, "none", ["self_attn", "cross_attn"])
     assert (cfg.trainer.batch_size, cfg.trainer.gradient_accumulation, cfg.trainer.max_grad_norm) == (1, 4, 1.0)
     assert (cfg.optimizer.weight_decay, cfg.trainer.seed, cfg.training.cfg_ratio) == (0.01, 42, 0.15)
-    assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.scheduler._target_.endswith(".cosine")
+    assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.scheduler._target_.endswith(".Cosine")
     assert cfg.trainer.gradient_checkpointing is True
     assert make_cfg(f"experiment={preset}", "vram=8gb", f"model.checkpoint_dir={tmp_path}",
                     f"data.dataset_dir={tmp_path}", experiment=None).lora.rank == 16  # the card's limits win
