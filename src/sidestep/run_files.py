@@ -7,6 +7,8 @@ from typing import Callable, Optional, TypeVar
 
 from omegaconf import OmegaConf
 
+from sidestep.config.renamed_keys import renamed_config
+
 T = TypeVar("T")
 
 
@@ -23,5 +25,6 @@ def mtime(path: Path) -> Optional[float]:
 
 
 def load_yaml(path: Path) -> Optional[object]:
-    """A YAML file of the run as plain Python, or None when there is none."""
-    return if_present(lambda: OmegaConf.to_container(OmegaConf.load(path)))
+    """A YAML file of the run as plain Python, in today's key names (a run from before `adapter.rank`), or None
+    when there is none."""
+    return if_present(lambda: renamed_config(OmegaConf.to_container(OmegaConf.load(path))))
