@@ -26,7 +26,7 @@ TYPES = {  # type -> the formats it must list
     "loha": ["acestep", "comfyui"],
     "oft": ["acestep", "comfyui"],
 }
-SIZE = ("lora.rank=4", "lora.alpha=8", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
+SIZE = ("adapter.rank=4", "adapter.alpha=8", "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
 
 
 @pytest.fixture(scope="module", params=list(TYPES))
@@ -180,14 +180,14 @@ def test_oft_refuses_another_strength_in_one_line_before_loading_a_model(trained
 def test_per_module_ranks_are_refused_for_other_types(make_cfg, tmp_path):
     plan = tmp_path / "estimate.json"
     plan.write_text("{}")
-    with pytest.raises(ConfigError, match="^lora.rank_map: per-module ranks apply to adapter=lora or dora only"):
-        make_cfg("adapter=loha", f"lora.rank_map={plan}")
+    with pytest.raises(ConfigError, match="^adapter.rank_map: per-module ranks apply to adapter=lora or dora only"):
+        make_cfg("adapter=loha", f"adapter.rank_map={plan}")
 
 
 @pytest.mark.parametrize("override, option", [
     ("adapter.block_size=24", "adapter.block_size"),
     ("adapter.factor=0", "adapter.factor"),
-    ("lora.bias=all", "lora.bias"),
+    ("adapter.bias=all", "adapter.bias"),
 ])
 def test_bad_knobs_are_refused_before_any_model_loads(make_cfg, override, option):
     kind = {"adapter.block_size": "oft"}.get(option, "lokr")

@@ -86,8 +86,10 @@ def _without_uncompared(path: str, value):
 
 
 def mismatches(saved: dict, current: dict) -> List[str]:
-    """One line per setting that differs; content digests are named as such rather than printed."""
-    lines, saved = [], renamed_fingerprint(saved, BEFORE_ADAPTER_TYPES["adapter"])  # a checkpoint from before `lora.*` became `adapter.*`
+    """One line per setting that differs (per knob of a group of the same shape); content digests are named as
+    such rather than printed."""
+    saved = renamed_fingerprint(saved, BEFORE_ADAPTER_TYPES["adapter"])  # written before `lora.*` was `adapter.*`
+    lines = []
     for key, value in current.items():
         if saved.get(key, BEFORE_ADAPTER_TYPES.get(key)) == value:
             continue
@@ -95,6 +97,9 @@ def mismatches(saved: dict, current: dict) -> List[str]:
             lines.append(f"{key}: not recorded in the checkpoint (an older Side-Step wrote it), this run has {value!r}")
         elif key in ("dataset", "model.weights"):
             lines.append(f"{key}: contents differ from the checkpoint's (digest {saved.get(key)} vs {value})")
+        elif isinstance(value, dict) and isinstance(saved.get(key), dict) and set(value) == set(saved[key]):
+            lines += [f"{key}.{k}: checkpoint has {saved[key][k]!r}, this run has {v!r}"  # a group: the knobs
+                      for k, v in value.items() if saved[key][k] != v]
         else:
             lines.append(f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}")
     return lines
