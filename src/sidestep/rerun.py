@@ -14,7 +14,9 @@ from typing import Dict, List
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+import sidestep.conf
 from sidestep.config import as_container, flatten, register_schemas, resolve
+from sidestep.config.overrides import check_overrides
 from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.saved import load_saved, plain_select, read_plain
 from sidestep.config.trust import take_allow_flags, vet_override
@@ -91,6 +93,8 @@ def main(argv: List[str]) -> None:
             raise SidestepError(f"conf/ has changed since {run_dir} ran; for its exact values use "
                                 f"--config-path {run_dir / '.hydra'} --config-name config\n  " + "\n  ".join(lines))
     new = renamed_overrides(argv[1:])
+    with exit_on_user_error():  # `adapter.rank=16` on an OFT run: one line, as train says it
+        check_overrides([*(o for o in old if override_key(o) == "adapter"), *new], Path(sidestep.conf.__file__).parent)
     replaced = {override_key(o) for o in new}
     dirs = [arg for d in config_dirs(run_dir) for arg in ("--config-dir", d)]
     run_train([*dirs, *[o for o in old if override_key(o) not in replaced], *new])

@@ -74,11 +74,13 @@ def typed(cfg: DictConfig) -> DictConfig:
 
 def _drop_knobs_the_type_lacks(cfg: DictConfig, schema: DictConfig) -> None:
     """A preset sets `adapter.rank` whatever `adapter=` chose; a type without a rank (OFT) goes without it. A knob
-    no type has is refused; one typed on the command line was refused before composing (`check_overrides`)."""
+    no type has is refused; one typed on the command line was refused before composing
+    (`overrides.check_overrides`)."""
     knobs = {name for s in ADAPTER_SCHEMAS.values() for name in s.__dataclass_fields__}
     for key in [k for k in cfg.adapter if k not in schema]:
-        _check(key in knobs, f"adapter.{key}", f"no such option of adapter={schema._target_.rsplit('.', 1)[-1].lower()}"
-               f"; its knobs are {', '.join(k for k in schema if not k.startswith('_'))}")
+        _check(key in knobs, f"adapter.{key}",
+               f"adapter={schema._target_.rsplit('.', 1)[-1].lower()} has no {key}; its knobs are adapter."
+               + ", adapter.".join(k for k in schema if not k.startswith("_")))
         with open_dict(cfg):
             cfg.adapter.pop(key)
 
@@ -163,12 +165,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check_adapter(cfg: DictConfig, shapes: Dict[str, Tuple[int, int]]) -> None:
-    """The adapter type checks its own knobs (`AdapterType.check`); only LoRA and DoRA take per-module ranks."""
-    kind = build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
-    _check(cfg.adapter.get("rank_map") is None or kind.takes_rank_map, "adapter.rank_map",
-           f"per-module ranks apply to adapter=lora or dora only, not {type(kind).__name__}; leave adapter.rank_map "
-           "unset")
-    kind.check(cfg.adapter, shapes)
+    """The adapter type checks its own knobs (`AdapterType.check`); which knobs it has, its schema says."""
+    build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS).check(cfg.adapter, shapes)
 
 
 def _check_quantized(cfg: DictConfig) -> None:
