@@ -52,3 +52,21 @@ def test_a_model_folder_s_python_is_never_trusted(monkeypatch):
     stub = SimpleNamespace(_text_encoder_folders=lambda: ("m", "t"))
     acestep.AceStepCheckpoint._text_encoder(stub, None)
     assert len(calls) == 2 and all(kw.get("trust_remote_code") is False for kw in calls)
+
+
+def test_readers_of_a_run_folder_skip_an_alias_bomb_instead_of_hanging(tmp_path, caplog):
+    """The monitor, the report, the studio and a sweep's failure summary read a run someone sent: a record that is
+    not plain data is skipped (said in the log), never parsed."""
+    from sidestep.monitor import Reader
+    from sidestep.report.runs import overrides_text
+    from sidestep.studio.runs import snapshot
+    from sidestep.sweep_outcome import _overrides
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        (run / ".hydra" / name).write_text(BOMB)
+    assert Reader(tmp_path).snapshot(run).config is None
+    assert overrides_text(run) == "(defaults)" and _overrides(run) == "defaults"
+    assert snapshot(run)["name"] == "run"
+    assert "expands to more than" in caplog.text
