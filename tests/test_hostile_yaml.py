@@ -41,7 +41,8 @@ def test_an_alias_bomb_in_a_recipe_is_refused_before_hydra_parses_it(tmp_path, c
 
 
 def test_a_model_folder_s_python_is_never_trusted(monkeypatch):
-    """A checkpoint folder is data: its text encoder's `auto_map` code must never run, nor be offered to run."""
+    """A checkpoint folder is data: its text encoder's `auto_map` code must never run, nor be offered to run, and
+    every helper's weights load from safetensors only (a `.bin` beside them is a pickle, never opened)."""
     from types import SimpleNamespace
 
     from sidestep.models import acestep
@@ -52,6 +53,10 @@ def test_a_model_folder_s_python_is_never_trusted(monkeypatch):
     stub = SimpleNamespace(_text_encoder_folders=lambda: ("m", "t"))
     acestep.AceStepCheckpoint._text_encoder(stub, None)
     assert len(calls) == 2 and all(kw.get("trust_remote_code") is False for kw in calls)
+    assert calls[0].get("use_safetensors") is True
+    monkeypatch.setattr(acestep, "AutoencoderOobleck", loader)
+    acestep.AceStepCheckpoint._vae(SimpleNamespace(_vae_folder=lambda: "v"), None)
+    assert calls[-1].get("use_safetensors") is True
 
 
 def test_readers_of_a_run_folder_skip_an_alias_bomb_instead_of_hanging(tmp_path, caplog):
