@@ -114,4 +114,4 @@ def test_every_knob_of_every_schedule_is_compared(tmp_path_factory, option, key,
     changed = copy.deepcopy(cfg)
     OmegaConf.update(changed, key, value, merge=False)
     lines = mismatches(settings(cfg), settings(changed))
-    assert len(lines) == 1 and lines[0].startswith("scheduler: checkpoint has"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"{key}: checkpoint has"), lines
