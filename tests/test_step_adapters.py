@@ -4,6 +4,7 @@ the setup summary says what they cost on disk."""
 
 import json
 import re
+from urllib.parse import unquote
 
 import pytest
 import torch
@@ -71,6 +72,10 @@ def test_the_report_links_each_players_step_adapter_files(runs):
     assert all((run / link).is_file() for link in links)
     assert "adapters/step-0000002/comfyui/jazz-step2.safetensors" in links
     assert "adapters/step-0000004/README.md" in links
+    card = run / "adapters" / "step-0000002" / "README.md"
+    heard = re.findall(r"\[listen\]\(([^)]+)\)", card.read_text())  # the card's links to the step's own samples
+    assert [(card.parent / unquote(link)).resolve() for link in heard] == sorted(
+        (run / "samples" / "step-0000002").glob("*.wav"))
 
 
 def test_the_summary_says_what_the_step_adapters_take_on_disk(make_cfg, tmp_path):
