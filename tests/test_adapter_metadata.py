@@ -92,7 +92,7 @@ def test_the_trigger_tag_is_the_one_preprocessing_added(tmp_path):
 
 
 def trained(make_cfg):
-    cfg = make_cfg("lora.rank=4", "lora.alpha=8")
+    cfg = make_cfg("adapter.rank=4", "adapter.alpha=8")
     dit = model_source(cfg.model).dit()
     add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     return randomize_lora(dit.transformer)
