@@ -138,7 +138,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     term.answer("VRAM profile", "")
     term.answer("Adapter type", "")
     term.answer("Frozen DiT storage", "int8")
-    for title in ("LoRA rank", "LoRA alpha", "Epochs"):
+    for title in ("Adapter rank", "Adapter alpha", "Epochs"):
         term.answer(title, "")
     term.answer("Device", "gpu")
     term.see("trainer.device: must be auto, cpu, cuda, cuda:N, mps or xpu (got 'gpu')")
