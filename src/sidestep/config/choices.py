@@ -18,7 +18,7 @@ class ExportDtype(StrEnum):
     fp16 = "fp16"
 
 
-TINY_VARIANTS = ("turbo", "base", "sft")  # the variant folders `python -m sidestep.tiny` can write
+TINY_VARIANTS = ("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft")  # the folders `python -m sidestep.tiny` writes
 EXPORT_FORMATS = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")  # the programs an adapter is written for
 
 

@@ -17,7 +17,7 @@ from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
 from sidestep.training.live_samples import resolve_duration, sampling_summary
-from sidestep.training.memory import crop_frames, predict
+from sidestep.training.memory import MemoryPlan, crop_frames, fits_card, predict
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,13 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
-        memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
-                       trainable=params).describe(),
+        memory=_memory(predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
+                               trainable=params)),
     )
+
+
+def _memory(plan: MemoryPlan) -> str:
+    return f"{plan.describe()}; {fits_card(plan.peak)}"
 
 
 def adapter_summary(cfg: DictConfig) -> str:
