@@ -111,7 +111,9 @@ def model_fit_table() -> str:
         for model in ("turbo", "xl_turbo"):
             cfg = prepare(composed(f"model={model}", "data.dataset_dir=.", f"vram={path.stem}"))
             seconds = cfg.data.crop_seconds or WHOLE_SONG_SECONDS
-            peak = predict(cfg, torch.bfloat16, int(seconds * LATENT_FPS), helpers=ACESTEP_HELPERS).peak
+            one_layer = OmegaConf.merge(cfg, {"model": {"arch": {"num_hidden_layers": 1}}})  # every layer alike
+            trainable = trainable_parameters(one_layer) * cfg.model.arch.num_hidden_layers
+            peak = predict(cfg, torch.bfloat16, int(seconds * LATENT_FPS), helpers=ACESTEP_HELPERS, trainable=trainable).peak
             fits = "fits" if peak + CUDA_CONTEXT <= PRESET_CARDS_GIB[path.stem] * GB else "does not fit"
             cells.append(f"{peak / GB:.1f} GB: {fits}")
         lines.append(f"| `{path.stem}` | {cfg.model.quantize or 'bf16'} | {seconds:g} s | " + " | ".join(cells) + " |")
