@@ -81,6 +81,14 @@ class Quantize(StrEnum):
     nf4 = "nf4"  # bitsandbytes 4-bit NormalFloat with double quantization: about a quarter of bf16
 
 
+class Normalize(StrEnum):
+    """`preprocess.normalize`: one gain per song before encoding."""
+
+    none = "none"  # as decoded
+    peak = "peak"  # sample peak at preprocess.target_peak_db
+    lufs = "lufs"  # integrated loudness (BS.1770) at preprocess.target_lufs, the peak kept under target_peak_db
+
+
 class TriggerPosition(StrEnum):
     prepend = "prepend"
     append = "append"
