@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from sidestep import tiny
-from sidestep.config import resolve
+from sidestep import export, tiny
+from sidestep.config import as_container, resolve
 from sidestep.errors import ConfigError
 from sidestep.models.checkpoints import INDEX_FILE, locate, pick_variant
 from sidestep.models.keymap import diffusers_key_to_decoder
@@ -38,6 +39,8 @@ def xl(tmp_path_factory, cache_dir):
                               "lora.alpha=8", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]",
                               "trainer.max_steps=2", "sample.every_n_steps=2", "sample.count=1", "sample.duration=1",
                               "run.name=xl"))
+    (root / "run" / ".hydra").mkdir(parents=True)  # the record Hydra writes, that export reads
+    (root / "run" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
     result = train_adapter(cfg, root / "run")
     return cfg, checkpoints, root / "run", result
 
@@ -110,6 +113,17 @@ def test_the_acestep_export_loads_with_peft_onto_the_xl_decoder(xl):
                 inputs = x[:, :module.in_features]
                 assert torch.allclose(module(inputs), reference[name](inputs), atol=1e-5), name
     assert loaded == 3 * (2 * 4 + 1)
+
+
+def test_merge_folds_the_adapter_into_a_loadable_xl_folder_from_its_shards(xl, tmp_path, cache_dir):
+    cfg, checkpoints, run, _ = xl
+    export.main([str(run), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
+    merged = tmp_path / "merged" / "acestep-v15-xl-turbo-xl"
+    assert sorted(p.name for p in merged.iterdir()) == ["config.json", "model.safetensors", "silence_latent.pt"]
+    source = resolve(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={merged}")).model
+    assert source.arch.hidden_size == 80 and source.arch.encoder_hidden_size == 64
+    assert torch.allclose(dit_outputs(model_source(source).dit().transformer),
+                          dit_outputs(hand_merged(cfg, run / "adapter")), atol=1e-5)
 
 
 def test_model_auto_finds_the_xl_variants_and_says_which_it_took(make_cfg, tmp_path, caplog):
