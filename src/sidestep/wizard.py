@@ -57,7 +57,8 @@ QUESTIONS = [
     Question("model.checkpoint_dir", "ACE-Step checkpoints folder", "path",
              "the folder holding acestep-v15-<variant>/"),
     Question("model", "Model variant", "group",
-             "base and sft train best; turbo is distilled; auto: base > sft > turbo"),
+             "base and sft train best; turbo is distilled; xl_*: the larger XL models; "
+             "auto: xl_base > base > xl_sft > sft > xl_turbo > turbo"),
     Question("experiment", "Recipe", "group", "a preset (see the README's preset table), or none"),
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
     Question("adapter", "Adapter type", "group", "lora; dora (LoRA + magnitudes); lokr (smallest files); loha; "
