@@ -35,8 +35,8 @@ def xl(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("xl")
     checkpoints = root / "checkpoints"
     tiny.main([str(checkpoints), "--variant", "xl-turbo"])
-    cfg = resolve(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={checkpoints}", "lora.rank=4",
-                              "lora.alpha=8", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]",
+    cfg = resolve(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={checkpoints}", "adapter.rank=4",
+                              "adapter.alpha=8", "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]",
                               "trainer.max_steps=2", "sample.every_n_steps=2", "sample.count=1", "sample.duration=1",
                               "run.name=xl"))
     (root / "run" / ".hydra").mkdir(parents=True)  # the record Hydra writes, that export reads
