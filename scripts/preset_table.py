@@ -44,7 +44,7 @@ def composed(*overrides: str) -> DictConfig:
 def parameters(targets: Tuple[str, ...], rank: int) -> int:
     """PEFT's count on the 2B DiT's shapes for these targets at this rank (both attention blocks)."""
     cfg = OmegaConf.merge(composed(), {"adapter": {"target_modules": list(targets), "rank": rank,
-                                                "alpha": ALPHA_PER_RANK * rank}})
+                                                   "alpha": ALPHA_PER_RANK * rank}})
     return trainable_parameters(cfg)
 
 
