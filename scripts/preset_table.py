@@ -11,7 +11,7 @@ from typing import Tuple
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.adapters.attach import trainable_parameters
+from sidestep.adapters.attach import adapter_config, trainable_parameters
 from sidestep.config import as_container, flatten, register_schemas
 from sidestep.config.parts import OPTIMIZER_SCHEMAS
 from sidestep.config.schema import ALPHA_PER_RANK
@@ -43,7 +43,7 @@ def parameters(targets: Tuple[str, ...], rank: int) -> int:
     """PEFT's count on the 2B DiT's shapes for these targets at this rank (both attention blocks)."""
     cfg = OmegaConf.merge(composed(), {"lora": {"target_modules": list(targets), "rank": rank,
                                                 "alpha": ALPHA_PER_RANK * rank}})
-    return trainable_parameters(cfg)
+    return trainable_parameters(cfg.model, adapter_config(cfg))
 
 
 def table() -> str:

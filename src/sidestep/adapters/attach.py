@@ -1,6 +1,7 @@
 """Putting the configured adapter on the frozen DiT, counting what it trains, and writing it out."""
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -16,13 +17,10 @@ from sidestep.models.dit import empty_dit
 from sidestep.models.source import ModelSource
 
 
-def adapter_type(cfg: DictConfig) -> AdapterType:
-    return build(cfg.adapter)
-
-
-def adapter_config(cfg: DictConfig) -> PeftConfig:
-    """The PEFT config `adapter=`, `lora.*`, `attention=` and `lora.rank_map` describe together."""
-    return adapter_type(cfg).peft_config(adapter_size(cfg.lora, cfg.attention, cfg.model.arch))
+def adapter_config(cfg: DictConfig, adapter: Optional[AdapterType] = None) -> PeftConfig:
+    """The PEFT config `adapter=`, `lora.*`, `attention=` and `lora.rank_map` describe together; `adapter`: the
+    type when the caller has built it already."""
+    return (adapter or build(cfg.adapter)).peft_config(adapter_size(cfg.lora, cfg.attention, cfg.model.arch))
 
 
 def add_adapter(transformer: torch.nn.Module, config: PeftConfig, seed: int) -> None:
@@ -35,11 +33,11 @@ def add_adapter(transformer: torch.nn.Module, config: PeftConfig, seed: int) -> 
             param.data = param.data.float()
 
 
-def trainable_parameters(cfg: DictConfig) -> int:
-    """What the adapter trains, counted by PEFT on a weightless (meta-device) copy of the DiT: right for every
-    type, rank map and bias setting, and instant at full size."""
-    transformer = empty_dit(cfg.model)
-    transformer.add_adapter(adapter_config(cfg))
+def trainable_parameters(model_cfg: DictConfig, config: PeftConfig) -> int:
+    """What the adapter `config` trains, counted by PEFT on a weightless (meta-device) copy of the DiT: right for
+    every type, rank map and bias setting, and instant at full size."""
+    transformer = empty_dit(model_cfg)
+    transformer.add_adapter(config)
     return sum(p.numel() for p in transformer.parameters() if p.requires_grad)
 
 

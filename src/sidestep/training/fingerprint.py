@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sidestep.digest import file_hash
-from sidestep.models.source import model_source
+from sidestep.models.source import ModelSource
 
 # what a checkpoint written before `adapter=` had a choice trained: plain LoRA
 BEFORE_ADAPTER_TYPES = {"adapter": {"_target_": "sidestep.adapters.lora.Lora", "use_rslora": False, "use_dora": False}}
@@ -63,10 +63,11 @@ NOT_COMPARED = {
 }
 
 
-def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
+def fingerprint(cfg: DictConfig, model: ModelSource, sample_files: List[Path]) -> Dict[str, object]:
+    """What a resume compares: the trained settings of `cfg`, the digests of `model`'s weights and of the data."""
     return {
         **settings(cfg),
-        "model.weights": model_source(cfg.model).weights_digest(),
+        "model.weights": model.weights_digest(),
         "lora.rank_map": cfg.lora.rank_map and file_hash(Path(cfg.lora.rank_map)),
         "dataset": dataset_digest(sample_files),
     }
