@@ -64,7 +64,7 @@ def refresh_report(out: Path) -> Optional[Path]:
     run = out.parent.parent
     if out.parent.name != "samples" or not (run / ".hydra" / "config.yaml").is_file():
         return None
-    from sidestep.report.write import write_report
+    from sidestep.report_pages.write import write_report
 
     write_report(run)
     return run / "report.html"

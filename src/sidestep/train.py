@@ -119,7 +119,7 @@ def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[O
     (default: built from `cfg.model`); `on_start(resumed_from)`: see `fit`; `save_config`: see `set_up_run`."""
     # torch and diffusers are imported here, not at the top: a refused config or the wizard's offer never loads them
     from sidestep.models.source import model_source
-    from sidestep.report.run_page import PAGE
+    from sidestep.report_pages.run_page import PAGE
     from sidestep.training.loop import fit
     from sidestep.training.setup import set_up_run
     from sidestep.ui.summary import confirm, show

@@ -11,9 +11,9 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from sidestep.errors import SidestepError
-from sidestep.report.run_page import PAGE, write_run_page
-from sidestep.report.runs import find_runs, is_training_run, read_run
-from sidestep.report.sweep_page import rank, write_sweep_page, write_tables
+from sidestep.report_pages.run_page import PAGE, write_run_page
+from sidestep.report_pages.runs import find_runs, is_training_run, read_run
+from sidestep.report_pages.sweep_page import rank, write_sweep_page, write_tables
 from sidestep.run_status import read_status
 from sidestep.studio import forms, overrides, songs
 from sidestep.studio.processes import (

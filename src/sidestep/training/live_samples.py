@@ -23,7 +23,7 @@ from sidestep.config.schema import LATENT_FPS, SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE
 from sidestep.data.loader import dataset_folder
 from sidestep.errors import SidestepError, first_line
-from sidestep.report.run_page import refresh_run_page
+from sidestep.report_pages.run_page import refresh_run_page
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image

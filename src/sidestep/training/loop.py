@@ -1,5 +1,6 @@
 """The training recipe, top to bottom, once `set_up_run` has settled the data and the plan: `set_up_training`
-(frozen DiT + adapter -> optimizer -> (resume)) -> the loop -> adapter. It asks nothing and prints nothing: the caller passes in the progress display.
+(frozen DiT + adapter -> optimizer -> (resume)) -> the loop -> adapter. It asks nothing and prints nothing: the
+caller passes in the progress display.
 
 Accelerate owns devices, precision, accumulation, clipping and several processes; this file owns the order of
 things, when checkpoints are written, and what happens on a signal or a non-finite step.
