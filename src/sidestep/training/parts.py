@@ -7,7 +7,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 from peft import PeftConfig
 
-from sidestep.adapters.attach import adapter_config
+from sidestep.adapters.attach import adapter_config, adapter_type
 from sidestep.adapters.kind import AdapterType
 from sidestep.config.build import build
 from sidestep.models.source import ModelSource
@@ -17,7 +17,7 @@ from sidestep.models.source import ModelSource
 class RunParts:
     model: ModelSource  # where the weights come from (`model=`), already settled on the config
     adapter: AdapterType  # `adapter=`
-    adapter_config: PeftConfig  # what `adapter=`, `lora.*`, `attention=` and `lora.rank_map` describe together
+    adapter_config: PeftConfig  # what `adapter=` (its type, knobs, `adapter.rank_map`) and `attention=` describe
     data: Any  # where the samples come from (`data._target_`: a `folder(shape)` of samples)
     optimizer: Callable[..., Any]  # `optimizer=`: called with the trainable parameters (and `fused`), gives the optimizer
     schedule: Callable[..., Callable[[int], float]]  # `scheduler=`: called with `total_steps`, gives the LR multiplier
@@ -25,7 +25,7 @@ class RunParts:
 
 def build_parts(cfg: DictConfig, model: ModelSource) -> RunParts:
     """Every part `cfg` names, `model` being the source the config was settled with."""
-    adapter = build(cfg.adapter)
+    adapter = adapter_type(cfg)
     return RunParts(
         model=model,
         adapter=adapter,

@@ -167,7 +167,7 @@ def set_up_training(run: RunSetup) -> Training:
     ckpt.register_lora_hooks(accelerator)
     gens = StepGenerators.from_seed(tr.seed, accelerator.process_index)
     training = Training(dit, transformer, params, optimizer, update, scheduler, loader, gens,
-                        StepSettings.from_config(cfg.training, cfg.model), dit.null_condition_emb.to(accelerator.device),
+                        StepSettings.from_config(cfg.timesteps, cfg.model), dit.null_condition_emb.to(accelerator.device),
                         ckpt.TrainerState())
     _resume(run, training)
     return training
