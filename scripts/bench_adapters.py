@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
-from sidestep.config import prepare, register_schemas
+from sidestep.config import checked_train_config, register_schemas
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
 
@@ -39,7 +39,7 @@ def config(kind, cache, *extra):
         cfg = compose(config_name="train", overrides=[
             "experiment=demo", f"adapter={kind}", "ui.yes=true", "ui.plain=true", "sample.every_n_epochs=null",
             f"data.synthetic.cache_dir={cache}", *extra])
-    return prepare(cfg)
+    return checked_train_config(cfg)
 
 
 def adapted(cfg):
@@ -90,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         cfgs = {kind: config(kind, cache, *REAL_WIDTH) for kind in TYPES}
         models = {kind: adapted(cfg) for kind, cfg in cfgs.items()}
-        params = {kind: trainable_parameters(cfg) for kind, cfg in cfgs.items()}
+        params = {kind: trainable_parameters(cfg.model, adapter_config(cfg)) for kind, cfg in cfgs.items()}
         sizes = {kind: file_sizes(cfgs[kind], model) for kind, model in models.items()}
         ratios = {kind: [] for kind in TYPES}
         lora_seconds = []

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
-from sidestep.config import register_schemas, resolve
+from sidestep.config import register_schemas, settled_config
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
@@ -64,7 +64,7 @@ def config(preset, batch, checkpointing, steps, checkpoints, cache, device, seco
             f"trainer.gradient_checkpointing={checkpointing}", f"trainer.max_steps={steps}", f"trainer.device={device}",
             "trainer.log_every=1000", "trainer.save_every=100000", "sample.every_n_epochs=null", "ui.yes=true",
             "ui.plain=true", "adapter.dropout=0.0"])
-    return resolve(cfg)
+    return settled_config(cfg)[0]
 
 
 def step_flops(cfg, device) -> float:

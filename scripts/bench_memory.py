@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from sidestep.config import prepare, register_schemas
+from sidestep.config import checked_train_config, register_schemas
 from sidestep.models.tiny import write_checkpoints
 from sidestep.training.memory import ACESTEP_HELPERS, GB, WHOLE_SONG_SECONDS, predict
 
@@ -81,13 +81,13 @@ class AnonymousPeak:
 def measure(preset: str, extra, root: Path, seconds: float, steps: int) -> dict:
     """One preset's training steps in this process; the peak it took, and the prediction for the same setup."""
     from sidestep.adapters.attach import adapter_config, add_adapter
-    from sidestep.config import resolve
+    from sidestep.config import settled_config
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
-    cfg = resolve(prepare(composed("model=turbo", f"model.checkpoint_dir={root}", f"data.dataset_dir={root}",
+    cfg = settled_config(checked_train_config(composed("model=turbo", f"model.checkpoint_dir={root}", f"data.dataset_dir={root}",
                                    f"vram={preset}", f"data.crop_seconds={seconds}", "sample.every_n_epochs=null",
-                                   *extra)))
+                                   *extra)))[0]
     frames, batch = int(seconds * 25), cfg.trainer.batch_size
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(batch, frames, 64, generator=gen).to(device)
@@ -141,7 +141,7 @@ def full_size_predictions() -> str:
     lines = ["| `vram=` | DiT weights | crop | predicted peak (24 layers, bf16 on a GPU) | weights | activations | samples |",
              "|---|---|---|---|---|---|---|"]
     for preset in PRESETS:
-        cfg = prepare(composed("model=turbo", "data.dataset_dir=.", f"vram={preset}"))
+        cfg = checked_train_config(composed("model=turbo", "data.dataset_dir=.", f"vram={preset}"))
         seconds = cfg.data.crop_seconds or WHOLE_SONG_SECONDS
         plan = predict(cfg, torch.bfloat16, int(seconds * 25), helpers=ACESTEP_HELPERS)
         lines.append(f"| `{preset}` | {plan.weight_kind} | {seconds:g} s | {plan.peak / GB:.1f} GB | "

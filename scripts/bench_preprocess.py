@@ -36,7 +36,7 @@ def one(seconds: float, tile: float, workdir: Path) -> dict:
     from hydra import compose, initialize_config_module
 
     from sidestep.config import register_schemas
-    from sidestep.config.checks import prepare_preprocess
+    from sidestep.config.checks import checked_preprocess_config
     from sidestep.preprocessing.run import preprocess
     from sidestep.ui.file_progress import FileProgress
 
@@ -47,7 +47,7 @@ def one(seconds: float, tile: float, workdir: Path) -> dict:
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         cfg = compose(config_name="preprocess", overrides=[f"audio_dir={songs}", f"out_dir={workdir / f'out-{seconds:g}'}",
                                                             "model=tiny", "device=cpu", f"tile_seconds={tile}"])
-    cfg = prepare_preprocess(cfg)
+    cfg = checked_preprocess_config(cfg)
     started = time.perf_counter()
     outcome = preprocess(cfg, cfg.model, partial(FileProgress, plain=True))
     assert outcome.processed == ["song"], outcome

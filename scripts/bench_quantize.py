@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_module
 from peft import set_peft_model_state_dict
 
 from sidestep.adapters.files import read_adapter
-from sidestep.config import prepare, register_schemas
+from sidestep.config import checked_train_config, register_schemas
 from sidestep.models.quantize import make_quantizable, place_weights
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
@@ -38,7 +38,7 @@ REAL_WIDTH = ["model.arch.hidden_size=2048", "model.arch.intermediate_size=6144"
 
 def composed(*overrides: str):
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        return prepare(compose(config_name="train", overrides=["experiment=demo", "ui.yes=true", "ui.plain=true",
+        return checked_train_config(compose(config_name="train", overrides=["experiment=demo", "ui.yes=true", "ui.plain=true",
                                                                 "sample.every_n_epochs=null", *overrides]))
 
 

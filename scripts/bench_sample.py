@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from sidestep.config import prepare, register_schemas
+from sidestep.config import checked_train_config, register_schemas
 from sidestep.train import train_adapter
 
 
@@ -25,7 +25,7 @@ def config(steps: int, cache: str, *extra: str):
         cfg = compose(config_name="train", overrides=[
             "experiment=demo", "ui.yes=true", "ui.plain=true", f"trainer.max_steps={steps}",
             "sample.every_n_epochs=null", f"data.synthetic.cache_dir={cache}", *extra])
-    return prepare(cfg)
+    return checked_train_config(cfg)
 
 
 def timed_run(cfg) -> float:

@@ -24,7 +24,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from sidestep.adapters.attach import adapter_config
-from sidestep.config import prepare, register_schemas
+from sidestep.config import checked_train_config, register_schemas
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
 from sidestep.training.flow_matching import StepSettings, sample_timesteps
@@ -43,7 +43,7 @@ def project_config(extra, steps, cache):
             "experiment=demo", "ui.yes=true", "ui.plain=true", f"trainer.max_steps={steps}", "trainer.batch_size=1",
             "trainer.gradient_accumulation=1", "adapter.dropout=0.0", "sample.every_n_epochs=null",
             f"data.synthetic.cache_dir={cache}", *extra])
-    return prepare(cfg)
+    return checked_train_config(cfg)
 
 
 def project_steps(cfg, warmup):

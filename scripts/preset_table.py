@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.adapters.attach import trainable_parameters
-from sidestep.config import as_container, flatten, prepare, register_schemas
+from sidestep.adapters.attach import adapter_config, trainable_parameters
+from sidestep.config import as_container, checked_train_config, flatten, register_schemas
 from sidestep.config.parts import OPTIMIZER_SCHEMAS
 from sidestep.config.schema import ALPHA_PER_RANK, LATENT_FPS
 from sidestep.recipes import leaves_model_and_data
@@ -45,7 +45,7 @@ def parameters(targets: Tuple[str, ...], rank: int) -> int:
     """PEFT's count on the 2B DiT's shapes for these targets at this rank (both attention blocks)."""
     cfg = OmegaConf.merge(composed(), {"adapter": {"target_modules": list(targets), "rank": rank,
                                                    "alpha": ALPHA_PER_RANK * rank}})
-    return trainable_parameters(cfg)
+    return trainable_parameters(cfg.model, adapter_config(cfg))
 
 
 def table() -> str:
@@ -109,10 +109,10 @@ def model_fit_table() -> str:
     for path in sorted(VRAM.glob("*.yaml"), key=lambda p: int(p.stem.split("gb")[0])):
         cells = []
         for model in ("turbo", "xl_turbo"):
-            cfg = prepare(composed(f"model={model}", "data.dataset_dir=.", f"vram={path.stem}"))
+            cfg = checked_train_config(composed(f"model={model}", "data.dataset_dir=.", f"vram={path.stem}"))
             seconds = cfg.data.crop_seconds or WHOLE_SONG_SECONDS
             one_layer = OmegaConf.merge(cfg, {"model": {"arch": {"num_hidden_layers": 1}}})  # every layer alike
-            trainable = trainable_parameters(one_layer) * cfg.model.arch.num_hidden_layers
+            trainable = trainable_parameters(one_layer.model, adapter_config(one_layer)) * cfg.model.arch.num_hidden_layers
             peak = predict(cfg, torch.bfloat16, int(seconds * LATENT_FPS), helpers=ACESTEP_HELPERS, trainable=trainable).peak
             fits = "fits" if peak + CUDA_CONTEXT <= PRESET_CARDS_GIB[path.stem] * GB else "does not fit"
             cells.append(f"{peak / GB:.1f} GB: {fits}")

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from sidestep.config import prepare, register_schemas
+from sidestep.config import checked_train_config, register_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SIDESTEP_CONFIG_DIR", tempfile.mkdtemp(prefix="sidestep-config-"))  # never the user's own
@@ -32,7 +32,7 @@ def compose_cfg(cache_dir, *overrides: str, experiment: str = "demo", check: boo
             base += ["sample.every_n_epochs=null"]  # test_sample listens
             base += [] if "data=tensors" in overrides else [f"data.synthetic.cache_dir={cache_dir}"]
         cfg = compose(config_name="train", overrides=base + list(overrides))
-    return prepare(cfg) if check else cfg
+    return checked_train_config(cfg) if check else cfg
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, 
 from sidestep.adapters.files import read_adapter
 from sidestep.adapters.merge import merge_into_variant
 import sidestep.conf
-from sidestep.config import resolve
+from sidestep.config import settled_config
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError
 from sidestep.models.keymap import diffusers_key_to_decoder
@@ -63,7 +63,7 @@ def test_formats_json_lists_exactly_the_consumers_that_load_the_type(trained):
 
 def test_the_trainable_count_shown_before_training_is_what_the_file_holds(trained):
     _, cfg, adapter, _ = trained
-    assert trainable_parameters(cfg) == sum(t.numel() for t in load_file(adapter / "adapter_model.safetensors").values())
+    assert trainable_parameters(cfg.model, adapter_config(cfg)) == sum(t.numel() for t in load_file(adapter / "adapter_model.safetensors").values())
 
 
 def test_side_step_reads_its_own_copy_back_as_sample_does(trained):
@@ -156,7 +156,7 @@ def test_merged_variant_folder_equals_the_unmerged_model(trained, tmp_path, cach
     _, cfg, adapter, reference = trained
     weights, config = read_adapter(adapter)
     merged = merge_into_variant(model_source(cfg.model), weights, config, tmp_path, NAME)
-    reloaded = model_source(resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}")).model)
+    reloaded = settled_config(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}"))[1]
     assert close(dit_outputs(reloaded.dit().transformer), reference)
 
 

@@ -23,6 +23,7 @@ from sidestep.analysis.song import SongAnalysis, analyse_file
 from sidestep.config.schema import AnalyzeSettings
 from sidestep.data.audio_files import decode
 from sidestep.preprocessing.labels import labels_for
+from sidestep.ui import songs as ui_songs
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 22_050  # the analysis rate: no resampling in the test
@@ -212,7 +213,7 @@ def test_each_bad_file_gets_one_line_and_the_rest_are_analysed(songs, monkeypatc
 
 
 def test_preprocess_analyze_puts_measured_labels_into_the_samples_and_keeps_the_users(tmp_path, monkeypatch):
-    from sidestep.preprocess import preprocess_and_report
+    from sidestep.ui.songs import preprocess_and_report
     from tests.test_preprocess import header, settings, write_song
 
     monkeypatch.setattr(analysis_run, "analyse_file", lambda path: fake_analysis())  # forked workers inherit it
@@ -256,12 +257,12 @@ def test_plain_lyrics_sidecar_keeps_its_lyrics_when_labels_are_added(songs, monk
 
 def test_the_wizard_offers_analysis_for_songs_without_labels_only(songs, monkeypatch):
     asked, analysed = [], []
-    monkeypatch.setattr(analyze.Confirm, "ask", lambda *a, **k: asked.append(a) or True)
-    monkeypatch.setattr(analyze, "analyse_and_report", lambda folder, policy, *rest: analysed.append((folder, policy)))
-    analyze.offer_analysis(str(songs), plain=True)
+    monkeypatch.setattr(ui_songs.Confirm, "ask", lambda *a, **k: asked.append(a) or True)
+    monkeypatch.setattr(ui_songs, "analyse_and_report", lambda folder, policy, *rest: analysed.append((folder, policy)))
+    ui_songs.offer_analysis(str(songs), plain=True)
     assert analysed == [(str(songs), "fill_missing")]
     (songs / "b.txt").write_text("caption: mine\n")
-    analyze.offer_analysis(str(songs), plain=True)
+    ui_songs.offer_analysis(str(songs), plain=True)
     assert len(asked) == 1 and len(analysed) == 1
 
 

@@ -8,7 +8,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from sidestep import train
-from sidestep.config import prepare, resolve
+from sidestep.config import checked_train_config, settled_config
 from sidestep.config.parts import ConstantSchedulerConfig
 from sidestep.config.overrides import _nearest, check_overrides
 from sidestep.errors import ConfigError
@@ -190,9 +190,9 @@ def test_missing_dataset_and_checkpoint_dirs_suggest_the_demo(make_cfg, tmp_path
     with pytest.raises(ConfigError, match="data.dataset_dir.*experiment=demo"):
         make_cfg("model=tiny", f"data.dataset_dir={tmp_path / 'nope'}", experiment=None)
     with pytest.raises(ConfigError, match="model.checkpoint_dir.*experiment=demo"):
-        resolve(make_cfg("model=turbo", f"data.dataset_dir={tmp_path}", experiment=None))
+        settled_config(make_cfg("model=turbo", f"data.dataset_dir={tmp_path}", experiment=None))
     with pytest.raises(ConfigError, match="model.checkpoint_dir.*does not exist"):
-        resolve(make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'nope'}", f"data.dataset_dir={tmp_path}",
+        settled_config(make_cfg("model=base", f"model.checkpoint_dir={tmp_path / 'nope'}", f"data.dataset_dir={tmp_path}",
                          experiment=None))
 
 
@@ -204,11 +204,11 @@ def test_unknown_group_option_is_refused(make_cfg):
 def test_a_saved_plain_config_validates_like_a_composed_one(make_cfg):
     cfg = make_cfg()
     plain = OmegaConf.create(OmegaConf.to_yaml(cfg))
-    again = prepare(plain)
+    again = checked_train_config(plain)
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
     plain.adapter.rank = 0
     with pytest.raises(ConfigError, match="adapter.rank"):
-        prepare(plain)
+        checked_train_config(plain)
 
 
 def test_run_name_defaults_to_the_dataset_and_start_time_and_names_the_run_dir(make_cfg, tmp_path):

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sidestep.adapters.rank_map import read_rank_map
-from sidestep.config import prepare
-from sidestep.config.checks import prepare_sample
+from sidestep.config import checked_train_config
+from sidestep.config.checks import checked_sample_config
 from sidestep.errors import ConfigError
 from sidestep.training import fast_paths
 from tests.conftest import compose_cfg
@@ -70,7 +70,7 @@ def untyped(demo):
 @pytest.mark.parametrize("override, key", CASES)
 def test_a_bad_value_is_one_line_naming_its_key(untyped, override, key):
     with pytest.raises(ConfigError) as err:
-        prepare(OmegaConf.merge(untyped, OmegaConf.from_dotlist([override])))
+        checked_train_config(OmegaConf.merge(untyped, OmegaConf.from_dotlist([override])))
     line = str(err.value)
     assert len(line.splitlines()) == 1 and key in line, line
 
@@ -80,7 +80,7 @@ def test_a_bad_value_is_one_line_naming_its_key(untyped, override, key):
 def test_a_bad_sampling_value_is_one_line_naming_its_key(demo, override, key, tmp_path):
     cfg = OmegaConf.create({"source": str(tmp_path), "model": demo.model})
     with pytest.raises(ConfigError) as err:
-        prepare_sample(OmegaConf.merge(cfg, OmegaConf.from_dotlist([override])))
+        checked_sample_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([override])))
     assert str(err.value).startswith(key) and len(str(err.value).splitlines()) == 1
 
 

@@ -76,7 +76,7 @@ def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_p
     assert got == {n: r for n, r in planned.items() if r}
     assert all(m.scaling["default"] == 2.0 for m in dit.transformer.modules() if isinstance(m, LoraLayer))
     trainable = sum(p.numel() for p in dit.transformer.parameters() if p.requires_grad)
-    assert trainable == trainable_parameters(cfg)
+    assert trainable == trainable_parameters(cfg.model, adapter_config(cfg))
 
 
 def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make_cfg, tmp_path, monkeypatch):

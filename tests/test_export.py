@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from sidestep import export
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.adapters.files import read_adapter
-from sidestep.config import as_container, resolve
+from sidestep.config import as_container, settled_config
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
@@ -41,8 +41,8 @@ def run(tmp_path_factory, cache_dir):
     """A run dir trained (LoRA dropout 0.1) on that checkpoint: saved config, final adapter, two checkpoints."""
     root = tmp_path_factory.mktemp("export")
     checkpoints = original_checkpoint(cache_dir, root / "checkpoints")
-    cfg = resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={checkpoints}", "adapter.rank=4",
-                              "adapter.alpha=8", "adapter.dropout=0.1", "run.name=jazz"))
+    cfg = settled_config(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={checkpoints}", "adapter.rank=4",
+                              "adapter.alpha=8", "adapter.dropout=0.1", "run.name=jazz"))[0]
     run_dir = root / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))
@@ -120,7 +120,7 @@ def test_merge_writes_a_complete_variant_folder_that_loads_as_base_plus_lora(run
     untouched = diffusers_key_to_decoder("layers.0.mlp.up_proj.weight")
     assert torch.equal(after[untouched], before[untouched])
 
-    reloaded = model_source(resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}")).model).dit()
+    reloaded = settled_config(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={merged}"))[1].dit()
     base = model_source(cfg.model).dit().transformer
     base.load_lora_adapter(run_dir / "adapter", weight_name="adapter_model.safetensors", prefix=None)
     want, got, plain = dit_outputs(base), dit_outputs(reloaded.transformer), dit_outputs(model_source(cfg.model).dit().transformer)
@@ -208,7 +208,7 @@ def test_continuing_a_run_keeps_what_was_exported_from_its_checkpoints(make_cfg,
     cfg = make_cfg(*steps, "trainer.max_steps=3", "trainer.keep_checkpoints=3")
     train_adapter(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
-    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(resolve(cfg))))
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(settled_config(cfg)[0])))
     first, second = (run_dir / "checkpoints" / f"step-000000{n}" for n in (1, 2))
     export.main([str(first), "--format", "diffusers"])
     shutil.copytree(run_dir / "adapter", second / "adapter")  # where earlier versions exported to

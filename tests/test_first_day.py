@@ -14,7 +14,7 @@ import torch
 from sidestep.data.loader import make_loader
 from sidestep.models.checkpoints import find_variants
 from sidestep.train import train_adapter
-from sidestep.training.live_samples import resolve_duration
+from sidestep.training.live_samples import sample_duration
 from sidestep.training.tensorboard import applied_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +43,8 @@ def test_a_short_run_warns_about_its_warm_up_and_samples_as_long_as_its_songs(ma
 
 def test_the_default_sample_length_is_capped_and_an_explicit_one_wins(make_cfg):
     minute = [25 * 60] * 3  # latent frames of three one-minute songs
-    assert resolve_duration(make_cfg(), minute) == 30.0
-    assert resolve_duration(make_cfg("sample.duration=7"), minute) == 7.0
+    assert sample_duration(make_cfg().sample.duration, minute) == 30.0
+    assert sample_duration(make_cfg("sample.duration=7").sample.duration, minute) == 7.0
 
 
 def test_data_loader_workers_follow_the_cores(make_cfg, monkeypatch):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from sidestep.report.listening import Sample, prompt_rows
+from sidestep.report_pages.listening import Sample, prompt_rows
 
 
 def test_the_tiny_command_says_how_long_it_takes_before_loading_torch(monkeypatch, tmp_path, capsys):

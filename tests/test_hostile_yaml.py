@@ -63,7 +63,7 @@ def test_readers_of_a_run_folder_skip_an_alias_bomb_instead_of_hanging(tmp_path,
     """The monitor, the report, the studio and a sweep's failure summary read a run someone sent: a record that is
     not plain data is skipped (said in the log), never parsed."""
     from sidestep.monitor import Reader
-    from sidestep.report.runs import overrides_text
+    from sidestep.report_pages.runs import overrides_text
     from sidestep.studio.runs import snapshot
     from sidestep.sweep_outcome import _overrides
 

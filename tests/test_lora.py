@@ -31,7 +31,7 @@ def test_attention_option_targets_the_right_modules_on_the_tiny_model(make_cfg, 
     assert {n.split(".")[2] for n in names} == blocks
     assert {n.split(".", 3)[3] for n in names} == {"to_q", "to_k", "to_v", "to_out.0"}
     trainable = sum(p.numel() for p in dit.transformer.parameters() if p.requires_grad)
-    assert trainable == trainable_parameters(cfg)
+    assert trainable == trainable_parameters(cfg.model, adapter_config(cfg))
     assert all(p.dtype == torch.float32 for p in dit.transformer.parameters() if p.requires_grad)
 
 
@@ -48,7 +48,7 @@ def test_attention_option_module_counts_on_the_24_layer_dit(make_cfg, tmp_path, 
 
 def test_trainable_parameters_match_side_steps_published_count(make_cfg, tmp_path):
     cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", "adapter.rank=64")
-    assert trainable_parameters(cfg) == 44_040_192
+    assert trainable_parameters(cfg.model, adapter_config(cfg)) == 44_040_192
 
 
 def test_mlp_targets_are_layer_wide(make_cfg):

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 from safetensors import safe_open
 
-from sidestep.config.checks import prepare_preprocess
+from sidestep.config.checks import checked_preprocess_config
 from sidestep.data.dataset import MANIFEST, LatentDataset
 from sidestep.data.samples import METADATA_KEY, read_sample, sample_shape
 from sidestep.models.tiny import TinyModel, tiny_condition_encoder, write_checkpoints
@@ -48,7 +48,7 @@ def settings(tmp_path, audio_dir, *overrides):
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         cfg = compose(config_name="preprocess", overrides=[f"audio_dir={audio_dir}", f"out_dir={tmp_path / 'out'}",
                                                             "model=tiny", *overrides])
-    return prepare_preprocess(cfg)
+    return checked_preprocess_config(cfg)
 
 
 def run(cfg):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from sidestep.adapters.attach import adapter_config, add_adapter
 from sidestep.adapters.files import read_adapter
 from sidestep.adapters.merge import merge_into_variant
-from sidestep.config import resolve
+from sidestep.config import settled_config
 from sidestep.errors import ConfigError
 from sidestep.models.quantize import BLOCK_LINEAR, quantized_layers
 from sidestep.models.source import model_source
@@ -58,7 +58,7 @@ def test_every_source_quantizes_the_same_weights_the_same_way(make_cfg, tmp_path
     save_file({"null_condition_emb": reference.null_condition_emb},
               diffusers / "condition_encoder" / "diffusion_pytorch_model.safetensors")
     for folder in (original, diffusers):
-        cfg = resolve(make_cfg("model=turbo", f"model.checkpoint_dir={folder}", "model.quantize=nf4"))
+        cfg = settled_config(make_cfg("model=turbo", f"model.checkpoint_dir={folder}", "model.quantize=nf4"))[0]
         assert torch.equal(dit_outputs(model_source(cfg.model).dit().transformer), want), folder
 
 

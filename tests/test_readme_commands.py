@@ -97,7 +97,7 @@ def test_each_readme_command_checks_out(line, command, args):
         check_overrides(args[1:], CONF)
         return
     module = __import__(f"sidestep.{command}", fromlist=["main"])
-    if not hasattr(module, "main"):  # a package's entry point (report, studio)
+    if not hasattr(module, "main"):  # a package's entry point (studio)
         module = __import__(f"sidestep.{command}.__main__", fromlist=["main"])
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown), pytest.raises(SystemExit):

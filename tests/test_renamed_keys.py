@@ -8,12 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 import sidestep.conf
-from sidestep.config import as_container, resolve
+from sidestep.config import as_container, settled_config
 from sidestep.config import renamed_keys
 from sidestep.config.overrides import check_overrides
 from sidestep.config.parts import ADAPTER_SIZE_KNOBS
 from sidestep.config.saved import load_saved, saved_text
-from sidestep.report.runs import read_run
+from sidestep.report_pages.runs import read_run
 from sidestep.rerun import drift, saved_overrides
 from sidestep.training.fingerprint import mismatches, settings
 from sidestep.ui.monitor_view import setup_text
@@ -110,7 +110,7 @@ def old_run(tmp_path: Path, cache_dir: Path) -> Path:
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        cfg = as_container(resolve(compose(config_name="train", overrides=overrides)))
+        cfg = as_container(settled_config(compose(config_name="train", overrides=overrides))[0])
     cfg["lora"] = {k: cfg["adapter"].pop(k) for k in list(cfg["adapter"]) if k in ADAPTER_SIZE_KNOBS}
     cfg["training"] = cfg.pop("timesteps")
     cfg["scheduler"]["_target_"] = "sidestep.training.lr_schedules.cosine"  # a function then

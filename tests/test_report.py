@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from sidestep.data.audio import write_wav
-from sidestep.report.__main__ import main as report
-from sidestep.report.run_page import write_run_page
-from sidestep.report.runs import find_runs, read_run
+from sidestep.report_pages.__main__ import main as report
+from sidestep.report_pages.run_page import write_run_page
+from sidestep.report_pages.runs import find_runs, read_run
 
 
 def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), held_out=(), noise=None) -> Path:
@@ -132,7 +132,7 @@ def test_best_is_not_awarded_within_the_held_out_loss_noise(tmp_path):
 def test_the_printed_table_of_runs_never_folds_the_folders_path(tmp_path):
     """Issue 27: the table's title held the sweep's folder, which rich folded mid-name to the table's width
     ("...sweep-05-05-14-82058" / "0, best first"). The title says how many runs; the folder is on the last line, whole."""
-    from sidestep.report.write import Report
+    from sidestep.report_pages.write import Report
     from sidestep.ui.console import console
     from sidestep.ui.report_table import print_report
 
@@ -152,7 +152,7 @@ def test_the_printed_table_of_runs_never_folds_the_folders_path(tmp_path):
 def test_a_lone_run_or_a_tie_has_no_best(tmp_path):
     """Issue 27: `sidestep.report <run>` printed its one run as "★ best", and a sweep whose two jobs ended on the same
     final loss marked one of them best. Best is said only of a run that beat another."""
-    from sidestep.report.write import write_report
+    from sidestep.report_pages.write import write_report
 
     single = make_run(tmp_path / "single", ["experiment=demo"], status={"state": "finished"}, losses=[1.5])
     assert write_report(single).best is None

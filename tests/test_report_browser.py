@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sidestep.config import as_container
-from sidestep.report.__main__ import main as report
+from sidestep.report_pages.__main__ import main as report
 from sidestep.train import train_adapter
 from tests.conftest import compose_cfg
 
@@ -126,8 +126,8 @@ def test_a_sweep_page_links_every_job_and_marks_the_failed_one(browser, sweep):
 
 def test_a_long_run_page_fits_the_window(browser, tmp_path):
     """Issue 27: ten sample points made a row wider than the window, and long commands pushed the page sideways."""
-    from sidestep.report.run_page import write_run_page
-    from sidestep.report.runs import read_run
+    from sidestep.report_pages.run_page import write_run_page
+    from sidestep.report_pages.runs import read_run
     from tests.test_report import make_run, make_sample
 
     typed = ["experiment=demo", "data.dataset_dir=" + "/a-folder-with-a-long-name" * 12]  # no space to wrap at

@@ -84,7 +84,7 @@ def test_latest_skips_half_written_checkpoints_and_pruning_keeps_the_newest(make
     broken = tmp_path / "checkpoints" / "step-0000012"
     broken.mkdir()
     (tmp_path / "checkpoints" / ".tmp-step-0000014").mkdir()
-    assert ckpt.resolve("latest", tmp_path).name == "step-0000010"
+    assert ckpt.checkpoint_path("latest", tmp_path).name == "step-0000010"
 
 
 def test_a_checkpoint_of_another_setup_is_refused_one_line_per_difference(full_run, make_cfg, tmp_path, caplog):

@@ -12,8 +12,8 @@ from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
 from sidestep.models.source import model_source
-from sidestep.report.run_page import write_run_page
-from sidestep.report.runs import read_run
+from sidestep.report_pages.run_page import write_run_page
+from sidestep.report_pages.runs import read_run
 from sidestep.sizes import binary_size
 from sidestep.train import train_adapter
 from sidestep.training.checkpoint import LORA_FILE

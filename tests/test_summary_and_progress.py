@@ -17,7 +17,7 @@ from sidestep.step_rate import StepRate
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import sampling_summary
 from sidestep.training.memory import predict
-from sidestep.training.prepare import prepared_run
+from sidestep.training.setup import set_up_run
 from sidestep.ui.console import console
 from sidestep.ui.progress import TrainingProgress
 from sidestep.ui.summary import show
@@ -32,7 +32,7 @@ def test_sizes_are_in_the_unit_that_reads(make_cfg):
 
 def test_the_demos_summary_shows_its_small_adapter_in_kib_and_its_memory_in_mb(make_cfg, tmp_path):
     cfg = make_cfg("adapter.rank=8", "export.dtype=bf16", "sample.every_n_epochs=50")
-    with prepared_run(cfg, tmp_path) as run, console.capture() as shown:
+    with set_up_run(cfg, tmp_path, model_source(cfg.model)) as run, console.capture() as shown:
         show(run.plan)
     text = re.sub(r"[\s│]+", " ", shown.get())  # the table's cells joined, whatever width wrapped them
     assert "28.0 KiB as a PEFT adapter file" in text, text  # 14,336 parameters in bf16, not "0.0 MiB"

@@ -188,10 +188,11 @@ def test_launcher_presets_compose():
 def test_held_out_songs_are_never_trained_on(make_cfg, tmp_path):
     """One epoch of the training loader and the held-out loader together hold every song exactly once."""
     from sidestep.data.loader import open_dataset
-    from sidestep.training.prepare import prepared_run
+    from sidestep.models.source import model_source
+    from sidestep.training.setup import set_up_run
 
     cfg = make_cfg("data.val_fraction=0.25")
-    with prepared_run(cfg, tmp_path / "run") as run:
+    with set_up_run(cfg, tmp_path / "run", model_source(cfg.model)) as run:
         trained = [n for batch in run.loader for n in batch["names"]]
         held_out = [n for batch in run.held_out.loader for n in batch["names"]]
     assert len(held_out) == round(0.25 * len(open_dataset(cfg).files))

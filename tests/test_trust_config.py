@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sidestep import export, rerun, sample, train
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
-from sidestep.config import as_container, resolve
+from sidestep.config import as_container, settled_config
 from sidestep.config.saved import load_saved, saved_text
 from sidestep.config.trust import ALLOW_ENV, check_target, take_allow_flags
 from sidestep.errors import ConfigError
@@ -33,7 +33,7 @@ ATTACKS = {  # (key, YAML value) an attacker writes into a shared run's .hydra/c
 def shared_run(tmp_path_factory, cache_dir):
     """A genuine tiny run folder: saved config, what was typed, a finished adapter."""
     run = tmp_path_factory.mktemp("shared") / "run"
-    cfg = resolve(compose_cfg(cache_dir, "run.name=shared", "trainer.max_steps=1"))
+    cfg = settled_config(compose_cfg(cache_dir, "run.name=shared", "trainer.max_steps=1"))[0]
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(saved_text(as_container(cfg)))
     (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(
@@ -168,6 +168,6 @@ def test_a_foreign_target_is_built_only_when_allowed_for_the_command(monkeypatch
 
 
 def test_an_untouched_run_passes_the_vetting(shared_run):
-    """What `resolve_run` saves (with the app's run-dir pattern and its resolvers) and what was typed are data."""
+    """What `RunRecord.write_config` saves (with the app's run-dir pattern and its resolvers) and what was typed are data."""
     assert load_saved(shared_run / ".hydra" / "config.yaml").run.name == "shared"
     assert "experiment=demo" in rerun.saved_overrides(shared_run)

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 
 import sidestep.conf
-from sidestep.config import prepare
+from sidestep.config import checked_train_config
 from sidestep.config.overrides import check_overrides
 from sidestep.recipes import HEADER, destination
 from sidestep.wizard import main
@@ -119,7 +119,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.optimizer.lr == 3e-4  # recommended
     assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.adapter.target_modules) == (
         8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
-    assert prepare(cfg).adapter.alpha == 96
+    assert checked_train_config(cfg).adapter.alpha == 96
     assert cfg.model.quantize is None  # LoKr trains on a plain base: the answer overrides 8gb's NF4
 
     command = printed_command(output, out, "jazz")
@@ -163,7 +163,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
         "cpu", "fp32", 0.5, 2)
     assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)
     assert (cfg.adapter.rank, cfg.trainer.epochs, cfg.model.variant, cfg.model.quantize) == (16, 10, "auto", "int8")
-    prepare(cfg)
+    checked_train_config(cfg)
     printed_command(output, out, "adv")
 
 
@@ -193,7 +193,7 @@ def test_a_folder_of_songs_is_preprocessed_before_training(folders, monkeypatch,
     main(["--out", "recipes", f"data.dataset_dir={songs}", f"model.checkpoint_dir={folders / 'checkpoints'}", "model=sft"])
     cfg = composed_recipe(folders / "recipes", "songs")
     assert (cfg.preprocess.audio_dir, cfg.preprocess.out_dir) == (str(songs), str(folders / "songs-tensors"))
-    assert prepare(cfg).data.dataset_dir is None  # sidestep.train preprocesses into out_dir, then trains on it
+    assert checked_train_config(cfg).data.dataset_dir is None  # sidestep.train preprocesses into out_dir, then trains on it
     printed_command(capsys.readouterr().out, folders / "recipes", "songs")
 
 

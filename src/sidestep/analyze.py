@@ -8,25 +8,20 @@ to `SONGS_DIR/analysis.json`; songs measured before with the same audio are not 
 
 import logging
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from rich.prompt import Confirm
 
 from sidestep.config import register_schemas
-from sidestep.config.checks import prepare_analyze
-from sidestep.config.choices import AnalyzePolicy
+from sidestep.config.checks import checked_analyze_config
 from sidestep.config.overrides import path_argument
-from sidestep.config.schema import AnalyzeConfig, AnalyzeSettings
-from sidestep.data.audio_files import SIDECAR_SUFFIXES, find_audio
-from sidestep.ui.analysis_view import show_analysis
+from sidestep.config.schema import AnalyzeConfig
 from sidestep.ui.app import run_app
-from sidestep.ui.console import console, exit_on_user_error, use_plain
-from sidestep.ui.file_progress import FileProgress
+from sidestep.ui.console import exit_on_user_error, use_plain
 from sidestep.ui.help import CommandHelp, answer_help
+from sidestep.ui.songs import analyse_and_report
 
 log = logging.getLogger("sidestep.analyze")
 register_schemas()
@@ -53,40 +48,16 @@ def log_dir(songs_dir: Optional[str]) -> str:
 OmegaConf.register_new_resolver("analyze_log_dir", log_dir, replace=True)
 
 
-def analyse_and_report(songs_dir: str, policy: str, settings: DictConfig, force: bool, plain: bool):
-    """Analyse a folder with a progress bar, then show what was measured and written. `sidestep.preprocess`
-    (`preprocess.analyze`) and the wizard call it too."""
-    # librosa (and numba) load here only: no other command pays for them
-    from sidestep.analysis.run import analyse_folder
-
-    outcome = analyse_folder(Path(songs_dir), policy, settings, force, partial(FileProgress, plain=plain))
-    show_analysis(outcome)
-    return outcome
-
-
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
-        cfg = prepare_analyze(cfg)
+        cfg = checked_analyze_config(cfg)
         outcome = analyse_and_report(cfg.songs_dir, cfg.write, cfg, cfg.force, plain)
         written = sum(change.status == "written" for change in outcome.changes)
         flagged = sum(change.status == "flagged" for change in outcome.changes)
         log.info("%d labels written, %d flagged for review (low confidence); every measurement is in %s", written,
                  flagged, outcome.report)
-
-
-def offer_analysis(folder: str, plain: bool) -> None:
-    """The wizard's offer, for a folder of songs none of which has a label file: measure BPM, key and time
-    signature into new sidecars before training (nothing is asked for a folder of tensors or of labelled songs)."""
-    songs = find_audio(Path(folder))[0] if Path(folder).is_dir() else []
-    labelled = (Path(folder) / "dataset.json").is_file() or any(
-        song.with_suffix(suffix).is_file() for song in songs for suffix in SIDECAR_SUFFIXES)
-    none = "The song has no label file" if len(songs) == 1 else f"None of the {len(songs)} songs has a label file"
-    if songs and not labelled and Confirm.ask(
-            f"{none}. Measure BPM, key and time signature from the audio "
-            "now (a sidecar beside each song, analysis.json in the folder)?", default=True, console=console):
-        analyse_and_report(folder, AnalyzePolicy.fill_missing, OmegaConf.structured(AnalyzeSettings), False, plain)
 
 
 if __name__ == "__main__":

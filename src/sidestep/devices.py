@@ -6,7 +6,7 @@ import torch
 from sidestep.errors import ConfigError
 
 
-def resolve_device(name: str, key: str = "trainer.device") -> str:
+def device_kind(name: str, key: str = "trainer.device") -> str:
     """`auto` picks CUDA, then MPS, then XPU, then the CPU; an explicit device must exist."""
     available = {
         "cuda": torch.cuda.is_available(),
@@ -24,7 +24,7 @@ def resolve_device(name: str, key: str = "trainer.device") -> str:
 
 def pick_device(name: str, key: str) -> torch.device:
     """For the tools that run models outside training (preprocess, sample): `cuda:1` stays `cuda:1`."""
-    kind = resolve_device(name, key)
+    kind = device_kind(name, key)
     return torch.device(name if ":" in name else kind)
 
 

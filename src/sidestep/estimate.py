@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.table import Table
 
-from sidestep.config import TrainConfig, register_schemas, resolve_run
+from sidestep.config import TrainConfig, register_schemas, settled_config
 from sidestep.config.build import build
 from sidestep.config.parts import ADAPTER_SIZE_KNOBS
 from sidestep.errors import ConfigError, SidestepError
@@ -46,7 +46,8 @@ def main(cfg: DictConfig) -> None:
         if not kind.takes_rank_map:
             raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does "
                               "not take; run it with adapter=lora or adapter=dora")
-        cfg, run_dir = resolve_run(cfg)
+        cfg, model = settled_config(cfg, record.run_dir)
+        record.write_config(cfg)
     except SidestepError:  # refused: no run folder is left behind
         record.discard_refused(f"{HydraConfig.get().job.name}.log")
         raise
@@ -54,7 +55,7 @@ def main(cfg: DictConfig) -> None:
     # imported here: it loads torch and diffusers, which a refused config never needs
     from sidestep.training.estimation import GROUPINGS, estimate
 
-    result = estimate(cfg, run_dir, BatchProgress(cfg.estimate.batches, plain))
+    result = estimate(cfg, record.run_dir, BatchProgress(cfg.estimate.batches, plain), model)
     for grouping in GROUPINGS:
         table = Table(title=f"Sensitivity by {grouping} ({result.batches} batches)", title_justify="left")
         for column in (grouping, "share", "planned ranks"):

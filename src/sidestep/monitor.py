@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sidestep.config.schema import UIConfig
 from sidestep.errors import SidestepError
-from sidestep.report.runs import overrides_text
+from sidestep.report_pages.runs import overrides_text
 from sidestep.run_files import if_present, load_yaml, mtime
 from sidestep.run_status import STATUS_FILE, read_status
 from sidestep.ui.console import console, exit_on_user_error, use_plain

@@ -8,7 +8,6 @@ Exits non-zero only when no song could be used; the table at the end names every
 import logging
 import re
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -16,17 +15,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.analyze import analyse_and_report
 from sidestep.config import register_schemas
 from sidestep.config.build import build
-from sidestep.config.checks import prepare_preprocess
-from sidestep.config.schema import AnalyzeSettings, PreprocessConfig
+from sidestep.config.checks import checked_preprocess_config
+from sidestep.config.schema import PreprocessConfig
 from sidestep.config.trust import take_allow_flags
-from sidestep.errors import DataError, SidestepError
+from sidestep.errors import SidestepError
 from sidestep.run_record import discard_folder
 from sidestep.ui.console import exit_on_user_error, use_plain
-from sidestep.ui.file_progress import FileProgress, show_outcome
 from sidestep.ui.help import CommandHelp, answer_help
+from sidestep.ui.songs import preprocess_and_report
 
 log = logging.getLogger("sidestep.preprocess")
 register_schemas()
@@ -52,28 +50,12 @@ OmegaConf.register_new_resolver("preprocess_log_dir", log_dir, replace=True)
 LOG_PARENTS = (re.compile(r"\.?preprocess"), re.compile(r".*"))  # <out_dir>/.preprocess/ and out_dir (or outputs/)
 
 
-def preprocess_and_report(settings: DictConfig, model_cfg: DictConfig, plain: bool, key_prefix: str = ""):
-    """Preprocess with a progress bar per pass, then the outcome table; an error when not one song could be used.
-    `sidestep.train` calls it too, for songs given with `preprocess.audio_dir`. With `preprocess.analyze` set, the
-    songs' BPM, key and time signature are measured into their sidecars first (with the analysis defaults)."""
-    if settings.analyze != "off":
-        analyse_and_report(settings.audio_dir, settings.analyze, OmegaConf.structured(AnalyzeSettings), False, plain)
-    # torch and diffusers are imported where used: a refused config, or a train run without songs, never loads them
-    from sidestep.preprocessing.run import preprocess
-
-    outcome = preprocess(settings, model_cfg, partial(FileProgress, plain=plain), key_prefix)
-    show_outcome(outcome.processed, outcome.skipped, [(f.path, f.reason) for f in outcome.failed], outcome.out_dir)
-    if outcome.usable == 0:
-        raise DataError(f"{settings.audio_dir}: no song could be preprocessed (see the reasons above)")
-    return outcome
-
-
 @hydra.main(version_base="1.3", config_path="pkg://sidestep.conf", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
         try:
-            cfg = prepare_preprocess(cfg)
+            cfg = checked_preprocess_config(cfg)
             source = build(cfg.model)
             source.settle(cfg.model)  # what the checkpoint says: arch, variant
             source.require_encoders()  # before the songs are listed and hashed

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 import sidestep.conf
-from sidestep.config import flatten, resolve
+from sidestep.config import flatten, settled_config
 from sidestep.config.yaml_data import load_yaml_data
 from sidestep.errors import SidestepError
 from sidestep.user_config import user_config_dir
@@ -59,7 +59,7 @@ def group_options(group: str) -> List[str]:
 def config_problem(setup: Setup) -> Optional[str]:
     """What the trainer would say about this config (compose, type, range and path checks), or None."""
     try:
-        resolve(composed(setup))
+        settled_config(composed(setup))
     except SidestepError as err:
         return str(err)
     except (HydraException, OmegaConfBaseException) as err:

@@ -15,14 +15,14 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import sidestep.conf
-from sidestep.config import as_container, flatten, register_schemas, resolve
+from sidestep.config import as_container, flatten, register_schemas, settled_config
 from sidestep.config.overrides import check_overrides
 from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.saved import load_saved, plain_select, read_plain
 from sidestep.config.trust import take_allow_flags, vet_override
 from sidestep.errors import SidestepError
-from sidestep.train import main as train
 from sidestep.ui.console import exit_on_user_error
+from sidestep.ui.handover import become
 from sidestep.ui.help import answer_help, usage_and_about
 
 PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
@@ -69,7 +69,7 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
     dirs = config_dirs(run_dir)
     search = [f"hydra.searchpath=[{','.join(repr('file://' + d) for d in dirs)}]"] if dirs else []
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        cfg = resolve(compose(config_name="train", overrides=overrides + search))
+        cfg = settled_config(compose(config_name="train", overrides=overrides + search))[0]
     now = flatten(as_container(cfg))
     saved = flatten(OmegaConf.to_container(load_saved(run_dir / ".hydra" / "config.yaml")))
     keys = sorted((set(now) | set(saved)) - set(RESUME_KEYS) - set(VOLATILE_KEYS))
@@ -97,16 +97,9 @@ def main(argv: List[str]) -> None:
         check_overrides([*(o for o in old if override_key(o) == "adapter"), *new], Path(sidestep.conf.__file__).parent)
     replaced = {override_key(o) for o in new}
     dirs = [arg for d in config_dirs(run_dir) for arg in ("--config-dir", d)]
-    run_train([*dirs, *[o for o in old if override_key(o) not in replaced], *new])
-
-
-def run_train(args: List[str]) -> None:
-    """`python -m sidestep.train ARGS`, in this process. Hydra has no public call that runs a `@hydra.main` app on
-    given arguments (the decorator parses `sys.argv`), and its Compose API gives only the config: the run dir and
-    its `${now:}` pattern, `.hydra/` with the config sources a later rerun reads, `train.log`, the callbacks and `-m`
-    come only from a Hydra run. So the arguments go in through `sys.argv`."""
-    sys.argv = [sys.argv[0], *args]
-    train()
+    # `python -m sidestep.train` takes over this process: only a Hydra run of the app gives the run dir and its
+    # `${now:}` pattern, `.hydra/`, `train.log`, the callbacks and `-m` (its Compose API gives only the config)
+    become(["-m", "sidestep.train", *dirs, *[o for o in old if override_key(o) not in replaced], *new])
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Set
 
 from filelock import FileLock, Timeout
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sidestep.atomic import atomic_file
+from sidestep.config.containers import as_container
+from sidestep.config.saved import saved_text
 from sidestep.run_files import load_yaml
 from sidestep.run_status import STATUS_FILE, read_status
 
@@ -66,6 +68,13 @@ class RunRecord:
     @property
     def folder(self) -> Optional[Path]:
         return None if self.subdir is None else self.run_dir / self.subdir
+
+    def write_config(self, cfg: DictConfig) -> None:
+        """Over the config.yaml Hydra wrote for this start: the checked, fully resolved config, every value settled,
+        so a rerun from it needs nothing else."""
+        if self.folder is not None:
+            with atomic_file(self.folder / "config.yaml") as tmp:
+                tmp.write_text(saved_text(as_container(cfg)))
 
     def start(self, resumed_from: Optional[Path]) -> None:
         """Training really begins: this start's record becomes the run's, and the history grows by one entry."""

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.config import register_schemas
-from sidestep.config.checks import prepare_sample
+from sidestep.config.checks import checked_sample_config
 from sidestep.config.overrides import path_argument
 from sidestep.config.schema import SampleConfig
 from sidestep.config.trust import take_allow_flags
@@ -50,7 +50,7 @@ OmegaConf.register_new_resolver("samples_dir", _samples_dir, replace=True)
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         plain = use_plain(cfg.ui.plain)
-        cfg = prepare_sample(cfg)
+        cfg = checked_sample_config(cfg)
         from sidestep.training.adapter_samples import render_samples  # torch and diffusers: once the config is good
 
         out = Path(HydraConfig.get().runtime.output_dir)
@@ -64,7 +64,7 @@ def refresh_report(out: Path) -> Optional[Path]:
     run = out.parent.parent
     if out.parent.name != "samples" or not (run / ".hydra" / "config.yaml").is_file():
         return None
-    from sidestep.report.write import write_report
+    from sidestep.report_pages.write import write_report
 
     write_report(run)
     return run / "report.html"

@@ -22,20 +22,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.config import TrainConfig, register_schemas, resolve_run
+from sidestep.config import TrainConfig, register_schemas, settled_config
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.saved import load_saved
 from sidestep.errors import Interrupted, SidestepError
-from sidestep.preprocess import preprocess_and_report
 from sidestep.run_record import RECORD, RunRecord, register_resolver
 from sidestep.sweep_outcome import WRITE_ERRNOS, JobFailed, record_failure
 from sidestep.ui.app import run_app
 from sidestep.ui.console import exit_on_user_error, is_plain, use_plain
+from sidestep.ui.handover import offer_wizard
 from sidestep.ui.help import CommandHelp, answer_help
 from sidestep.ui.progress import TrainingProgress
-from sidestep.wizard import offer_wizard
+from sidestep.ui.songs import preprocess_and_report
 
 if TYPE_CHECKING:
+    from sidestep.models.source import ModelSource
     from sidestep.training.loop import FitResult
 
 log = logging.getLogger("sidestep.train")
@@ -58,7 +59,7 @@ register_resolver()
 def follow_the_main_process() -> None:
     """Under `accelerate launch`, every process runs this entry point, and Hydra would give each one its own
     `${now:}` run dir. Other ranks get a throwaway dir and write no `.hydra/`; training then adopts the main
-    process's run dir (see `prepared_run`)."""
+    process's run dir (see `set_up_run`)."""
     if int(os.environ.get("RANK", "0")) > 0:
         scratch = tempfile.mkdtemp(prefix=f"sidestep-rank{os.environ['RANK']}-")
         atexit.register(shutil.rmtree, scratch, True)
@@ -101,28 +102,32 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     # the start time in the name is the one Hydra put in the run dir's name (the same cached `${now:}`); resolved
     # here, as the checks below build a new config on the schema, where it would read the clock again
     cfg.run.name = str(cfg.run.name)
-    cfg, run_dir = resolve_run(cfg)
+    cfg, model = settled_config(cfg, record.run_dir)
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN  # the sweep was confirmed once, before its first job
-    result = train_adapter(cfg, run_dir, on_start=record.start, confirmed=sweeping)
+    result = train_adapter(cfg, record.run_dir, on_start=record.start, confirmed=sweeping, model=model,
+                           save_config=record.write_config)
     if result is None:
         return None
     return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
 
 
 def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None,
-                  confirmed: bool = False) -> Optional["FitResult"]:
+                  confirmed: bool = False, model: Optional["ModelSource"] = None,
+                  save_config: Optional[Callable[[DictConfig], None]] = None) -> Optional["FitResult"]:
     """Songs first (`preprocess.audio_dir`), then the run's plan, shown and confirmed (unless `confirmed` already),
-    then training with a progress display. None if the user declined. `on_start(resumed_from)`: see `fit`."""
+    then training with a progress display. None if the user declined. `model`: the source `cfg` was settled with
+    (default: built from `cfg.model`); `on_start(resumed_from)`: see `fit`; `save_config`: see `set_up_run`."""
     # torch and diffusers are imported here, not at the top: a refused config or the wizard's offer never loads them
-    from sidestep.report.run_page import PAGE
+    from sidestep.models.source import model_source
+    from sidestep.report_pages.run_page import PAGE
     from sidestep.training.loop import fit
-    from sidestep.training.prepare import prepared_run
+    from sidestep.training.setup import set_up_run
     from sidestep.ui.summary import confirm, show
 
     plain = is_plain(cfg.ui.plain)
     songs = cfg.preprocess.audio_dir is not None
     make_dataset = partial(preprocess_and_report, cfg.preprocess, cfg.model, plain, "preprocess.") if songs else None
-    with prepared_run(cfg, run_dir, make_dataset) as run:
+    with set_up_run(cfg, run_dir, model or model_source(cfg.model), make_dataset, save_config) as run:
         accelerator = run.accelerator
         if accelerator.is_main_process:
             show(run.plan)

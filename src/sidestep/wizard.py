@@ -9,22 +9,18 @@ holding what differs from the defaults and naming its runs `<name>`, and the one
 
 import argparse
 import logging
-import os
 import re
 import shlex
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import List, NoReturn, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from hydra import initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.prompt import Confirm
 from rich.text import Text
 
-from sidestep.analyze import offer_analysis
 from sidestep.config import LATENT_FPS, register_schemas
 from sidestep.config.parts import ADAPTER_SCHEMAS
 from sidestep.errors import SidestepError
@@ -43,7 +39,9 @@ from sidestep.recipes import (
 )
 from sidestep.ui.console import console, exit_on_user_error, is_interactive, use_plain
 from sidestep.ui.gpu import detected_gpu, profile_for
+from sidestep.ui.handover import become
 from sidestep.ui.questions import Answers, Question, ask_all
+from sidestep.ui.songs import offer_analysis
 from sidestep.user_config import user_config_dir
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # a file name and the run's name (run.name: no dots)
@@ -343,26 +341,6 @@ def main(argv: List[str]) -> None:
                       soft_wrap=True)  # one line to copy, however narrow the terminal
         if ui.yes or (is_interactive() and Confirm.ask("Start training now?", default=True, console=console)):
             become([*command[1:], "ui.yes=true", *["ui.plain=true"] * ui.plain])  # asked once, here
-
-
-def offer_wizard(cfg: DictConfig) -> None:
-    """`python -m sidestep.train` with no dataset, someone at the terminal: offer the wizard, seeded with the same
-    overrides, instead of only failing. Otherwise (piped, `ui.yes`, a sweep) nothing changes."""
-    data_given = cfg.data.dataset_dir, cfg.data.synthetic, OmegaConf.select(cfg, "preprocess.audio_dir")
-    if any(given is not None for given in data_given) or cfg.ui.yes or not is_interactive():
-        return
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.RUN:
-        return
-    if Confirm.ask("No data.dataset_dir given. Set up the run with the wizard?", default=True, console=console):
-        become(["-m", "sidestep.wizard", *[o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]])
-
-
-def become(args: List[str]) -> NoReturn:
-    """Replace this process with `python ARGS`, so nothing of it (a CUDA context, say) lingers while training runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *args])
 
 
 def _has_knob(cfg: DictConfig, key: str) -> bool:

@@ -22,9 +22,10 @@ def adapter_type(cfg: DictConfig) -> AdapterType:
     return build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
 
 
-def adapter_config(cfg: DictConfig) -> PeftConfig:
-    """The PEFT config `adapter=` (its type and knobs, `adapter.rank_map`) and `attention=` describe together."""
-    return adapter_type(cfg).peft_config(adapter_size(cfg.adapter, cfg.attention, cfg.model.arch))
+def adapter_config(cfg: DictConfig, adapter: Optional[AdapterType] = None) -> PeftConfig:
+    """The PEFT config `adapter=` (its type and knobs, `adapter.rank_map`) and `attention=` describe together;
+    `adapter`: the type when the caller has built it already (`adapter_type`)."""
+    return (adapter or adapter_type(cfg)).peft_config(adapter_size(cfg.adapter, cfg.attention, cfg.model.arch))
 
 
 def add_adapter(transformer: torch.nn.Module, config: PeftConfig, seed: int) -> None:
@@ -37,11 +38,11 @@ def add_adapter(transformer: torch.nn.Module, config: PeftConfig, seed: int) -> 
             param.data = param.data.float()
 
 
-def trainable_parameters(cfg: DictConfig) -> int:
-    """What the adapter trains, counted by PEFT on a weightless (meta-device) copy of the DiT: right for every
-    type, rank map and bias setting, and instant at full size."""
-    transformer = empty_dit(cfg.model)
-    transformer.add_adapter(adapter_config(cfg))
+def trainable_parameters(model_cfg: DictConfig, config: PeftConfig) -> int:
+    """What the adapter `config` trains, counted by PEFT on a weightless (meta-device) copy of the DiT: right for
+    every type, rank map and bias setting, and instant at full size."""
+    transformer = empty_dit(model_cfg)
+    transformer.add_adapter(config)
     return sum(p.numel() for p in transformer.parameters() if p.requires_grad)
 
 

@@ -10,10 +10,10 @@ import soxr
 
 from sidestep.analysis.estimate import Estimate
 from sidestep.analysis.key import chroma_of, estimate_key
-from sidestep.preprocessing.loudness import loudness
 from sidestep.analysis.metre import beat_features, estimate_metre
 from sidestep.analysis.tempo import estimate_tempo
 from sidestep.data.audio_files import decode
+from sidestep.preprocessing.loudness import loudness
 
 RATE = 22_050  # librosa's default: its beat tracker and chroma are tuned for it
 HOP = 512

@@ -291,7 +291,7 @@ def _absolute(path: Optional[str]) -> Optional[str]:
     return None if path is None else str(Path(path).expanduser().resolve())
 
 
-def prepare(cfg: DictConfig) -> DictConfig:
+def checked_train_config(cfg: DictConfig) -> DictConfig:
     """Typed, validated and resolved: absolute paths, alpha from the rank, and the schedule Prodigy needs. What the
     run really uses."""
     cfg = typed(cfg)
@@ -313,8 +313,8 @@ def prepare(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def prepare_preprocess(cfg: DictConfig) -> DictConfig:
-    """`prepare` for `python -m sidestep.preprocess`: typed, absolute paths, checked."""
+def checked_preprocess_config(cfg: DictConfig) -> DictConfig:
+    """What `python -m sidestep.preprocess` uses: typed, absolute paths, checked."""
     cfg = _merge(OmegaConf.structured(PreprocessConfig), cfg)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg[key] = _absolute(cfg[key])
@@ -324,8 +324,8 @@ def prepare_preprocess(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def prepare_sample(cfg: DictConfig) -> DictConfig:
-    """`prepare` for `python -m sidestep.sample`: typed, absolute paths, checked."""
+def checked_sample_config(cfg: DictConfig) -> DictConfig:
+    """What `python -m sidestep.sample` uses: typed, absolute paths, checked."""
     check_built_targets(cfg)
     cfg = _merge(OmegaConf.structured(SampleConfig), cfg)
     for key in ("source", "prompts"):
@@ -340,8 +340,8 @@ def prepare_sample(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def prepare_analyze(cfg: DictConfig) -> DictConfig:
-    """`prepare` for `python -m sidestep.analyze`: typed, the songs folder absolute, checked."""
+def checked_analyze_config(cfg: DictConfig) -> DictConfig:
+    """What `python -m sidestep.analyze` uses: typed, the songs folder absolute, checked."""
     cfg = _merge(OmegaConf.structured(AnalyzeConfig), cfg)
     cfg.songs_dir = _absolute(cfg.songs_dir)
     _check(cfg.songs_dir is not None, "songs_dir", "is not set; give the folder of songs: python -m sidestep.analyze "

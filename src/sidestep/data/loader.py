@@ -17,14 +17,15 @@ from sidestep.data.sampler import EpochSampler
 from sidestep.data.samples import sample_shape
 
 
-def dataset_folder(cfg: DictConfig) -> Path:
-    """The folder of samples the config trains on (`data._target_` says where it comes from)."""
-    return build(cfg.data).folder(sample_shape(cfg.model))
+def dataset_folder(cfg: DictConfig, source=None) -> Path:
+    """The folder of samples the config trains on (`data._target_` says where they come from); `source`: that
+    data source when the caller has built it already."""
+    return (source or build(cfg.data)).folder(sample_shape(cfg.model))
 
 
-def open_dataset(cfg: DictConfig) -> LatentDataset:
+def open_dataset(cfg: DictConfig, source=None) -> LatentDataset:
     """Every file is checked against the model's sample layout before any weight is loaded."""
-    return LatentDataset(dataset_folder(cfg), sample_shape(cfg.model), cfg.data.on_bad_sample)
+    return LatentDataset(dataset_folder(cfg, source), sample_shape(cfg.model), cfg.data.on_bad_sample)
 
 
 def default_workers() -> int:

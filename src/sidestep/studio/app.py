@@ -11,9 +11,9 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from sidestep.errors import SidestepError
-from sidestep.report.run_page import PAGE, write_run_page
-from sidestep.report.runs import find_runs, is_training_run, read_run
-from sidestep.report.sweep_page import rank, write_sweep_page, write_tables
+from sidestep.report_pages.run_page import PAGE, write_run_page
+from sidestep.report_pages.runs import find_runs, is_training_run, read_run
+from sidestep.report_pages.sweep_page import rank, write_sweep_page, write_tables
 from sidestep.run_status import read_status
 from sidestep.studio import forms, overrides, songs
 from sidestep.studio.processes import (
@@ -71,7 +71,7 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
 
     @app.get("/files/{ref:path}")
     async def served_file(ref: str):
-        path = folders.resolve(ref)
+        path = folders.path_of(ref)
         if not path.is_file():
             raise PathRefused(f"{ref}: no such file")
         return FileResponse(path)
@@ -149,7 +149,7 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
 
     @app.get("/report")
     async def report(ref: str):
-        path = folders.resolve(ref)
+        path = folders.path_of(ref)
         await asyncio.to_thread(write_report, path)
         return RedirectResponse(f"/files/{folders.ref(path / PAGE)}", status_code=303)
 
@@ -170,18 +170,18 @@ def create_app(folders: Folders, token: str, processes: Optional[Processes] = No
 
     @app.get("/api/songs")
     async def song_rows(ref: str):
-        return {"ref": ref, "songs": await asyncio.to_thread(songs.song_table, folders.resolve(ref))}
+        return {"ref": ref, "songs": await asyncio.to_thread(songs.song_table, folders.path_of(ref))}
 
     @app.post("/api/songs")
     async def save(body: dict):
-        folder = folders.resolve(str(body.get("ref")))
+        folder = folders.path_of(str(body.get("ref")))
         return {"diff": await asyncio.to_thread(songs.save_song, folder, str(body.get("song")),
                                                 dict(body.get("fields") or {}))}
 
     @app.post("/api/preprocess")
     async def preprocess(body: dict):
-        folder = folders.resolve(str(body.get("ref")))
-        out = folders.resolve(str(body["out"])) if body.get("out") else folder / "tensors"
+        folder = folders.path_of(str(body.get("ref")))
+        out = folders.path_of(str(body["out"])) if body.get("out") else folder / "tensors"
         model = str(body.get("model") or "turbo")
         if model not in forms.group_choices("model"):
             raise SidestepError(f"model={model}: no such model option; choose from "
@@ -221,7 +221,7 @@ def _task_state(tasks: Processes, ref: str) -> dict:
 
 def _run(folders: Folders, ref, tasks: Optional[Processes] = None) -> Path:
     """A training run's folder (or one the studio is starting a run in, before Hydra has written its record)."""
-    path = folders.resolve(str(ref))
+    path = folders.path_of(str(ref))
     if not is_training_run(path) and (tasks is None or tasks.get(str(ref)) is None):
         raise SidestepError(f"{ref}: not a training run")
     return path
@@ -252,7 +252,7 @@ def _plan_start(folders: Folders, body: dict, with_summary: bool = True) -> dict
     """The command a new run or sweep will be, checked like the command line would check it, and its summary."""
     sweep = bool(body.get("sweep"))
     typed = overrides.checked([str(o) for o in body.get("overrides") or []], sweep)
-    root = folders.resolve(str(body.get("folder") or "0"))
+    root = folders.path_of(str(body.get("folder") or "0"))
     jobs = overrides.combinations(typed) if sweep else [typed]
     resolved = [overrides.composed(job) for job in jobs]
     cfg, hydra_dirs = resolved[0]

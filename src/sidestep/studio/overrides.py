@@ -1,5 +1,5 @@
 """Overrides from the page, checked as the command line checks them before anything starts: only `key=value`
-for a schema key or a config group (`config/overrides.py`), composed and resolved (`config/resolve.py`) for every
+for a schema key or a config group (`config/overrides.py`), composed and settled (`config/run_config.py`) for every
 combination of a sweep, so a bad value gets the same one line as `python -m sidestep.train` prints."""
 
 import itertools
@@ -14,7 +14,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sidestep.config import register_schemas, resolve
+from sidestep.config import register_schemas, settled_config
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError, first_line
 from sidestep.run_record import register_resolver
@@ -70,7 +70,7 @@ def composed(overrides: List[str]) -> Tuple[DictConfig, DictConfig]:
                                            "sweep": OmegaConf.select(cfg, "hydra.sweep.dir")})
             with open_dict(cfg):
                 del cfg["hydra"]
-            return resolve(cfg), hydra_node
+            return settled_config(cfg)[0], hydra_node
         except (HydraException, OmegaConfBaseException) as err:
             cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
             key = getattr(cause, "full_key", None)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from sidestep.errors import SidestepError
-from sidestep.report.runs import overrides_of
+from sidestep.report_pages.runs import overrides_of
 from sidestep.run_record import training_pid
 from sidestep.studio.runs import CONSOLE_LOG, LOG_LINES
 

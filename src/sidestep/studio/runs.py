@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from sidestep.errors import SidestepError
-from sidestep.report.runs import RunInfo, find_runs, read_curves, read_run
+from sidestep.report_pages.runs import RunInfo, find_runs, read_curves, read_run
 from sidestep.run_files import load_yaml
 from sidestep.run_status import STATUS_FILE, read_status
 from sidestep.studio.security import Folders

@@ -38,7 +38,7 @@ class Folders:
             self.roots.append(root)
         return self.roots.index(root)
 
-    def resolve(self, ref: str) -> Path:
+    def path_of(self, ref: str) -> Path:
         """The real path `ref` names, refused when it leaves its folder in any way."""
         number, _, inside = str(ref).partition("/")
         if not number.isdigit() or int(number) >= len(self.roots):

@@ -9,11 +9,11 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from omegaconf import DictConfig
 
-from sidestep.devices import resolve_device
+from sidestep.devices import device_kind
 from sidestep.errors import ConfigError
 
 
-def resolve_precision(precision: str, device: str) -> str:
+def pick_precision(precision: str, device: str) -> str:
     """Accelerate's `mixed_precision`: `auto` is bf16 on CUDA/XPU (fp16 where bf16 is missing), fp16 on MPS, fp32 on CPU."""
     if precision == "auto":
         if device == "cuda":
@@ -34,12 +34,12 @@ def build_accelerator(trainer: DictConfig, run_dir: Path) -> Accelerator:
     if trainer.device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
         # Must happen before anything asks CUDA for its devices; one visible card is then `cuda`.
         os.environ["CUDA_VISIBLE_DEVICES"] = trainer.device.split(":")[1]
-    device = resolve_device(trainer.device)
+    device = device_kind(trainer.device)
     return Accelerator(
         cpu=device == "cpu",
         # pinned batches are copied to a GPU without making the host wait for the copy
         dataloader_config=DataLoaderConfiguration(non_blocking=device == "cuda"),
-        mixed_precision=resolve_precision(trainer.precision, device),
+        mixed_precision=pick_precision(trainer.precision, device),
         gradient_accumulation_steps=trainer.gradient_accumulation,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir)),

@@ -51,7 +51,7 @@ EXPORTS = "adapters"  # the step adapters' folder (step_adapters.ADAPTERS): one 
 TMP_PREFIX = ".tmp-"
 
 __all__ = ["CheckpointError", "TrainerState", "complete_checkpoints", "load_checkpoint", "load_lora_only",
-           "mismatches", "read_state", "register_lora_hooks", "resolve", "save_checkpoint"]
+           "mismatches", "read_state", "register_lora_hooks", "checkpoint_path", "save_checkpoint"]
 
 
 @dataclass
@@ -159,7 +159,7 @@ def complete_checkpoints(run_dir: Path) -> List[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def resolve(resume_from: str, run_dir: Path) -> Path:
+def checkpoint_path(resume_from: str, run_dir: Path) -> Path:
     """The checkpoint to resume from, verified. `latest`: the newest good one of this run dir; a damaged newer one
     is named and passed over. A folder given by path must itself be good."""
     if resume_from != "latest":
@@ -191,7 +191,7 @@ def resolve(resume_from: str, run_dir: Path) -> Path:
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, gens: StepGenerators, scheduler,
                     optimizer: torch.optim.Optimizer, batches_per_epoch: int, settings: Dict[str, object]
                     ) -> TrainerState:
-    """Restore everything `save_checkpoint` wrote (the folder was verified by `resolve`), once each state is known
+    """Restore everything `save_checkpoint` wrote (the folder was verified by `checkpoint_path`), once each state is known
     to fit this run's objects; `settings` are the optimizer's configured hyperparameters."""
     payload = read_state(checkpoint)
     state = TrainerState(**payload["state"])

@@ -5,7 +5,7 @@ No weight is ever updated."""
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Protocol, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 import torch
 from accelerate.utils import set_seed
@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from sidestep.adapters.rank_map import FORMAT
 from sidestep.atomic import atomic_file
 from sidestep.data.loader import make_loader, open_dataset
-from sidestep.models.source import model_source
+from sidestep.models.source import ModelSource, model_source
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.flow_matching import (
     StepGenerators,
@@ -78,13 +78,14 @@ class Estimate:
         return rows
 
 
-def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter) -> Estimate:
+def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter, model: Optional[ModelSource] = None) -> Estimate:
+    """`model`: the source `cfg` was settled with (default: built from `cfg.model`)."""
     est = cfg.estimate
     accelerator = build_accelerator(cfg.trainer, run_dir)
     set_seed(cfg.trainer.seed)
     dataset = open_dataset(cfg)
     loader, _ = make_loader(cfg, dataset, accelerator.device.type)
-    dit = model_source(cfg.model).dit(weight_dtype(accelerator.mixed_precision), accelerator.device)
+    dit = (model or model_source(cfg.model)).dit(weight_dtype(accelerator.mixed_precision), accelerator.device)
     transformer, loader = accelerator.prepare(dit.transformer.eval(), loader)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     meter = SensitivityMeter(candidate_modules(transformer, list(cfg.attention.blocks), est.include_mlp))

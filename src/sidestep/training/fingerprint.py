@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sidestep.config.renamed_keys import renamed_fingerprint
 from sidestep.digest import file_hash
-from sidestep.models.source import model_source
+from sidestep.models.source import ModelSource
 
 # what a checkpoint written before `adapter=` had a choice trained: plain LoRA
 BEFORE_ADAPTER_TYPES = {"adapter": {"_target_": "sidestep.adapters.lora.Lora", "use_rslora": False, "use_dora": False}}
@@ -64,10 +64,11 @@ NOT_COMPARED = {
 }
 
 
-def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
+def fingerprint(cfg: DictConfig, model: ModelSource, sample_files: List[Path]) -> Dict[str, object]:
+    """What a resume compares: the trained settings of `cfg`, the digests of `model`'s weights and of the data."""
     return {
         **settings(cfg),
-        "model.weights": model_source(cfg.model).weights_digest(),
+        "model.weights": model.weights_digest(),
         "adapter.rank_map": cfg.adapter.get("rank_map") and file_hash(Path(cfg.adapter.rank_map)),
         "dataset": dataset_digest(sample_files),
     }

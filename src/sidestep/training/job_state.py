@@ -3,7 +3,7 @@
 A `-m` sweep runs its jobs one after another in one Python process, and some settings are process-wide:
 diffusers' active attention backend, Accelerate's precision and accumulation (a singleton that refuses a second
 precision), torch.compile's caches, the warnings filters, the random generators (seeded from `trainer.seed` by
-`prepare`). Each job starts from its own config for every one of them, so nothing an earlier job chose carries
+`set_up_run`). Each job starts from its own config for every one of them, so nothing an earlier job chose carries
 into the next (a `flex` job once left FlexAttention active for the `native` job after it).
 """
 

@@ -24,12 +24,12 @@ from sidestep.config.schema import LATENT_FPS, SamplePrompt
 from sidestep.data.audio import SAMPLE_RATE
 from sidestep.data.loader import dataset_folder
 from sidestep.errors import SidestepError, first_line
-from sidestep.models.source import model_source
-from sidestep.report.run_page import refresh_run_page
+from sidestep.report_pages.run_page import refresh_run_page
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image
 from sidestep.training.adapter_facts import Facts
+from sidestep.training.parts import RunParts
 from sidestep.training.step_adapters import keep_step_adapter
 from sidestep.write_errors import is_write_error
 
@@ -38,12 +38,10 @@ MAX_DEFAULT_SECONDS = 30.0  # `sample.duration=null`: the songs' median length, 
 TRAINING_PASSES = 3  # a training step's forward and backward cost about three forward passes
 
 
-def resolve_duration(cfg: DictConfig, frames: List[int]) -> float:
-    """`sample.duration`, or when null the median length of the training songs (`frames` in latent frames), capped:
-    samples as long as the songs, not 30 s of a 4 s style."""
-    if cfg.sample.duration is None:
-        cfg.sample.duration = songs_duration(frames)
-    return cfg.sample.duration
+def sample_duration(duration: Optional[float], frames: List[int]) -> float:
+    """`sample.duration`, or when null the training songs' length (`songs_duration`): samples as long as the songs,
+    not 30 s of a 4 s style."""
+    return songs_duration(frames) if duration is None else duration
 
 
 def songs_duration(frames: List[int]) -> float:
@@ -83,12 +81,14 @@ def sampled_steps(cfg: DictConfig, steps_per_epoch: int, total_steps: int) -> se
 
 
 class LiveSampler:
-    def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, writer, dtype: torch.dtype, facts: Facts = None):
+    def __init__(self, cfg: DictConfig, parts: RunParts, run_dir: Path, accelerator, writer, dtype: torch.dtype,
+                 facts: Facts = None):
         s = cfg.sample
         self.every_steps, self.every_epochs = s.every_n_steps, s.every_n_epochs
         self.main = accelerator.is_main_process
         self.enabled = self.main and bool(self.every_steps or self.every_epochs)
-        self.cfg, self.run_dir, self.accelerator, self.writer, self.dtype = cfg, run_dir, accelerator, writer, dtype
+        self.cfg, self.parts, self.run_dir, self.accelerator = cfg, parts, run_dir, accelerator
+        self.writer, self.dtype = writer, dtype
         self.facts = facts or {}  # what the kept adapters' headers say (training/adapter_facts.py)
         self.settings = render_settings(s, cfg.model)
         self.pipe = None
@@ -151,7 +151,7 @@ class LiveSampler:
     def _render_all(self, model: torch.nn.Module, step: int) -> None:
         if self.pipe is None:
             self.prompts = self._prompts()
-            self.pipe = build_pipeline(model_source(self.cfg.model), model, self.dtype)
+            self.pipe = build_pipeline(self.parts.model, model, self.dtype)
             self.pipe.set_progress_bar_config(disable=True)
         move_helpers(self.pipe, self.accelerator.device)
         folder = self.run_dir / "samples" / f"step-{step:07d}"
@@ -167,4 +167,4 @@ class LiveSampler:
     def _prompts(self) -> List[SamplePrompt]:
         if self.cfg.sample.prompts:
             return [OmegaConf.to_object(p) for p in self.cfg.sample.prompts]
-        return from_dataset(dataset_folder(self.cfg), self.cfg.sample.count)
+        return from_dataset(dataset_folder(self.cfg, self.parts.data), self.cfg.sample.count)

@@ -1,5 +1,6 @@
-"""The training recipe, top to bottom, once `prepare` has settled the data and the plan: frozen DiT + LoRA ->
-optimizer -> (resume) -> loop -> adapter. It asks nothing and prints nothing: the caller passes in the progress display.
+"""The training recipe, top to bottom, once `set_up_run` has settled the data and the plan: `set_up_training`
+(frozen DiT + adapter -> optimizer -> (resume)) -> the loop -> adapter. It asks nothing and prints nothing: the
+caller passes in the progress display.
 
 Accelerate owns devices, precision, accumulation, clipping and several processes; this file owns the order of
 things, when checkpoints are written, and what happens on a signal or a non-finite step.
@@ -13,25 +14,16 @@ from typing import Callable, List, Optional, Protocol
 
 import torch
 from omegaconf import DictConfig
-from torch.optim.lr_scheduler import LambdaLR
 
-from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
-from sidestep.config.build import build
+from sidestep.adapters.attach import save_adapter
 from sidestep.errors import SidestepError
-from sidestep.library_output import prints_to_debug_log
-from sidestep.models.source import model_source
 from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
-from sidestep.training.fast_paths import compile_transformer, use_attention_backend
-from sidestep.training.flow_matching import (
-    StepGenerators,
-    StepSettings,
-    flow_matching_loss,
-)
 from sidestep.training.adapter_facts import at_step
+from sidestep.training.flow_matching import flow_matching_loss
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import LiveSampler
-from sidestep.training.prepare import PreparedRun
+from sidestep.training.setup import RunSetup, Training, set_up_training
 from sidestep.training.step_adapters import card_samples
 from sidestep.training.tensorboard import TrainingLogger, applied_lr
 
@@ -59,50 +51,22 @@ class StepProgress(Protocol):
     def update(self, step: int, epoch: int, loss: float, lr: float) -> None: ...
 
 
-def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[Optional[Path]], None]] = None
+def fit(run: RunSetup, progress: StepProgress, on_start: Optional[Callable[[Optional[Path]], None]] = None
         ) -> FitResult:
-    """Train a LoRA adapter as `run.cfg` says and write it to `run_dir/adapter/`. `on_start(resumed_from)` is called
+    """Train the adapter as `run.cfg` says and write it to `run_dir/adapter/`. `on_start(resumed_from)` is called
     once the checkpoint (if any) is loaded."""
+    training = set_up_training(run)
+    (on_start or (lambda resumed_from: None))(run.resume_dir)
+    return _loop(run, training, progress)
+
+
+def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResult:
+    """The steps, until `total_steps` or a stop request; then the adapter, its samples and the report."""
     cfg, run_dir, accelerator, tr = run.cfg, run.run_dir, run.accelerator, run.cfg.trainer
-    loader, held_out, total_steps, resume_dir = run.loader, run.held_out, run.total_steps, run.resume_dir
-    dtype, attention = run.dtype, run.attention
-
-    # Model: frozen DiT in the compute dtype, fp32 LoRA on the chosen projections.
-    dit = model_source(cfg.model).dit(dtype, accelerator.device)  # a quantized base is quantized on the device
-    transformer = dit.transformer
-    add_adapter(transformer, adapter_config(cfg), tr.seed)
-    if tr.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    use_attention_backend(transformer, attention)
-    compile_transformer(transformer, tr.compile, tr.compile_backend)
-    transformer.to(accelerator.device)  # before the optimizer: fused kernels need its parameters on the device
-    params = [p for p in transformer.parameters() if p.requires_grad]
-
-    fused = {"fused": accelerator.device.type == "cuda"} if cfg.optimizer.get("fused", False) is None else {}
-    with prints_to_debug_log():  # Prodigy prints "Using decoupled weight decay"
-        optimizer = build(cfg.optimizer, **fused)(params)  # plain lists: its state loads weights_only
-    scheduler = LambdaLR(optimizer, build(cfg.scheduler)(total_steps=total_steps))  # stepped once per update
-    transformer, optimizer, loader = accelerator.prepare(transformer, optimizer, loader)
-    # Accelerate's optimizer wrapper looks a package up twice and inspects a signature at every update (about 1.5 ms
-    # of host time); without a gradient scaler it has nothing else to do there, so updates call the optimizer itself.
-    update = optimizer.step if accelerator.scaler is not None else optimizer.optimizer.step
-    batches_per_epoch = len(loader)
-    ckpt.register_lora_hooks(accelerator, run.facts)
-    null_emb = dit.null_condition_emb.to(accelerator.device)
-    gens = StepGenerators.from_seed(tr.seed, accelerator.process_index)
-    settings = StepSettings.from_config(cfg.timesteps, cfg.model)
-
-    state = ckpt.TrainerState()
-    if run.exact_resume:
-        configured = {k: v for k, v in cfg.optimizer.items() if k not in ("_target_", "_partial_", "lr", "fused")}
-        state = ckpt.load_checkpoint(accelerator, resume_dir, gens, scheduler, optimizer, batches_per_epoch, configured)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch + 1,
-                 state.batch_in_epoch)
-    elif resume_dir is not None:
-        count = ckpt.load_lora_only(accelerator.unwrap_model(transformer), resume_dir)
-        log.warning("resume.strict=false: loaded %d LoRA tensors from %s; optimizer, schedule and counters start fresh",
-                    count, resume_dir)
-    (on_start or (lambda resumed_from: None))(resume_dir)
+    held_out, total_steps, resume_dir = run.held_out, run.total_steps, run.resume_dir
+    transformer, optimizer, scheduler, params = training.transformer, training.optimizer, training.scheduler, training.params
+    loader, update, gens, state = training.loader, training.update, training.gens, training.state
+    null_emb, settings, batches_per_epoch = training.null_emb, training.settings, len(loader)
 
     def save() -> Path:
         state.smoothed_loss = None if smoothed is None else float(smoothed)
@@ -110,7 +74,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
         return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, run.fingerprint, tr.keep_checkpoints)
 
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
-    sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, dtype, run.facts)
+    sampler = LiveSampler(cfg, run.parts, run_dir, accelerator, logger.writer, run.dtype, run.facts)
     max_grad_norm, log_every, save_every_steps = tr.max_grad_norm, tr.log_every, tr.save_every_steps
     smoothed = None if state.smoothed_loss is None else torch.tensor(state.smoothed_loss, device=accelerator.device)
     first = None if state.first_loss is None else torch.tensor(state.first_loss, device=accelerator.device)
@@ -130,7 +94,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
                 state.batch_in_epoch += 1
                 names += batch["names"]
                 with accelerator.accumulate(transformer):
-                    loss, timesteps = _guard_oom(cfg, lambda: flow_matching_loss(transformer, batch, null_emb, settings, gens))
+                    loss, timesteps = _guard_oom(tr, cfg.data.crop_seconds, lambda: flow_matching_loss(transformer, batch, null_emb, settings, gens))
                     accelerator.backward(loss)
                     finite = True
                     if accelerator.sync_gradients:
@@ -147,7 +111,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
 
                 # One optimizer step is complete (or skipped as non-finite). Losses stay on the device until logged.
                 if not finite:
-                    _nonfinite(cfg, state, names, last_checkpoint)
+                    _nonfinite(tr.on_nonfinite, state, names, last_checkpoint)
                 else:
                     step_loss = torch.stack(window).mean()
                     first = step_loss if first is None else first
@@ -225,21 +189,21 @@ def _check_replicas_agree(accelerator, params: List[torch.Tensor]) -> None:
     log.info("LoRA weights identical on all %d processes (checksum %.10g)", accelerator.num_processes, float(sums[0]))
 
 
-def _nonfinite(cfg: DictConfig, state: ckpt.TrainerState, names: List[str], last_checkpoint: Optional[Path]) -> None:
+def _nonfinite(on_nonfinite: str, state: ckpt.TrainerState, names: List[str], last_checkpoint: Optional[Path]
+               ) -> None:
     where = f"step {state.step + 1} (samples: {', '.join(sorted(set(names)))})"
-    if cfg.trainer.on_nonfinite == "error":
+    if on_nonfinite == "error":
         raise SidestepError(f"non-finite loss or gradient at {where}; last good checkpoint: {last_checkpoint or 'none'}; "
                             "trainer.on_nonfinite=skip skips such steps")
     state.skipped_nonfinite += 1
     log.warning("skipped non-finite %s (%d so far)", where, state.skipped_nonfinite)
 
 
-def _guard_oom(cfg: DictConfig, step):
+def _guard_oom(tr: DictConfig, crop_seconds: Optional[float], step):
     try:
         return step()
     except torch.OutOfMemoryError:
-        tr = cfg.trainer
         raise SidestepError(
-            f"out of GPU memory (batch {tr.batch_size}, crop {cfg.data.crop_seconds or 'whole songs'} s, precision "
+            f"out of GPU memory (batch {tr.batch_size}, crop {crop_seconds or 'whole songs'} s, precision "
             f"{tr.precision}, gradient checkpointing {'on' if tr.gradient_checkpointing else 'off'}); try a smaller "
             "vram= profile, trainer.gradient_checkpointing=true, optimizer=adamw8bit or a shorter data.crop_seconds") from None

@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.adapters.attach import trainable_parameters
+from sidestep.adapters.attach import adapter_config, trainable_parameters
 from sidestep.config.choices import Quantize
 from sidestep.config.schema import LATENT_FPS
 from sidestep.models.dit import empty_dit
@@ -138,7 +138,8 @@ def _largest_dequantized(cfg: DictConfig, element: int) -> int:
 
 def sampling_bytes(cfg: DictConfig, element: int, helpers: Optional[Dict[str, int]] = None) -> int:
     """The helpers on the device while samples render: all of them, or the largest with `sample.offload`. Their
-    sizes (`helpers`, in parameters) are by default those of the model source the run loads."""
+    sizes (`helpers`, in parameters: `ModelSource.helper_parameters`) are by default those of the model source
+    `cfg.model` names."""
     if cfg.sample.every_n_epochs is None and cfg.sample.every_n_steps is None:
         return 0
     sizes = [n * element for n in (helpers or model_source(cfg.model).helper_parameters()).values()] or [0]
@@ -152,7 +153,7 @@ def predict(cfg: DictConfig, dtype: torch.dtype, frames: int, encoder_tokens: in
     element = torch.empty(0, dtype=dtype).element_size()
     quantize = cfg.model.get("quantize")
     tokens = cfg.trainer.batch_size * math.ceil(frames / cfg.model.arch.patch_size)
-    trainable = trainable_parameters(cfg) if trainable is None else trainable
+    trainable = trainable_parameters(cfg.model, adapter_config(cfg)) if trainable is None else trainable
     return MemoryPlan(
         weights=weight_bytes(cfg.model, quantize, dtype),
         adapter=trainable * 8,

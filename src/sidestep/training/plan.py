@@ -9,7 +9,7 @@ from typing import Optional
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
-from sidestep.adapters.attach import adapter_config, adapter_type, trainable_parameters
+from sidestep.adapters.attach import trainable_parameters
 from sidestep.adapters.files import DTYPES
 from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
@@ -18,8 +18,9 @@ from sidestep.config.parts import SchedulerConfig
 from sidestep.config.schema import option_name
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
-from sidestep.training.live_samples import resolve_duration, sampled_steps, sampling_summary
+from sidestep.training.live_samples import sampled_steps, sampling_summary
 from sidestep.training.memory import MemoryPlan, crop_frames, fits_card, predict
+from sidestep.training.parts import RunParts
 from sidestep.training.step_adapters import adapter_copies, disk_cost
 
 log = logging.getLogger(__name__)
@@ -59,26 +60,25 @@ class RunPlan:
         return self.batch_size * self.gradient_accumulation * self.processes
 
 
-def schedule_lengths(cfg: DictConfig, batches: int, processes: int):
-    """(optimizer steps per epoch, total optimizer steps, epochs to run) for `batches` batches per epoch."""
-    tr = cfg.trainer
+def schedule_lengths(tr: DictConfig, batches: int, processes: int):
+    """(optimizer steps per epoch, total optimizer steps, epochs to run) for `batches` batches per epoch, with the
+    `trainer` settings `tr`."""
     steps_per_epoch = math.ceil(math.ceil(batches / processes) / tr.gradient_accumulation)
     total = tr.epochs * steps_per_epoch if tr.max_steps is None else min(tr.max_steps, tr.epochs * steps_per_epoch)
     return steps_per_epoch, total, math.ceil(total / steps_per_epoch)
 
 
-def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset,
+def run_plan(cfg: DictConfig, parts: RunParts, run_dir: Path, accelerator: Accelerator, dataset: LatentDataset,
              held_out: Optional[LatentDataset], steps_per_epoch: int, epochs: int, total_steps: int, resume: str,
              attention: str) -> RunPlan:
-    """The summary's numbers. It also settles what the config leaves to the data: `sample.duration`."""
+    """The summary's numbers."""
     adapter, tr = cfg.adapter, cfg.trainer
     warmup = cfg.scheduler.warmup_steps
     if warmup >= total_steps > 0:
         log.warning("scheduler.warmup_steps=%d covers the whole run of %d optimizer steps: the learning rate never "
                     "reaches optimizer.lr; lower scheduler.warmup_steps (about a tenth of the run)", warmup, total_steps)
-    resolve_duration(cfg, dataset.frames)
     modules = "+".join(adapter.target_modules)
-    params = trainable_parameters(cfg)
+    params = trainable_parameters(cfg.model, parts.adapter_config)
     return RunPlan(
         run_dir=str(run_dir),
         model=f"{cfg.model.variant} ({cfg.model.arch.num_hidden_layers} layers, hidden {cfg.model.arch.hidden_size})",
@@ -93,9 +93,9 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total_steps,
-        adapter=(adapter_summary(cfg) + ", " + (read_rank_map(adapter.rank_map, cfg.model.arch).describe()
-                                                 if adapter.get("rank_map") else
-                                                 f"{modules} on {'+'.join(cfg.attention.blocks)}")),
+        adapter=(adapter_summary(cfg, parts) + ", " + (read_rank_map(adapter.rank_map, cfg.model.arch).describe()
+                                                        if adapter.get("rank_map") else
+                                                        f"{modules} on {'+'.join(cfg.attention.blocks)}")),
         trainable_params=params,
         file_bytes=params * DTYPES[cfg.export.dtype].itemsize,
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
@@ -107,9 +107,9 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
         memory=_memory(predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
-                               trainable=params)),
+                               helpers=parts.model.helper_parameters(), trainable=params)),
         step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
-                                params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(adapter_type(cfg))),
+                                params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(parts.adapter)),
     )
 
 
@@ -124,9 +124,9 @@ def _memory(plan: MemoryPlan) -> str:
     return f"{plan.describe()}; {fits_card(plan.peak)}"
 
 
-def adapter_summary(cfg: DictConfig) -> str:
+def adapter_summary(cfg: DictConfig, parts: RunParts) -> str:
     """The type and the settings its files state (`AdapterType.describe`): rank and alpha, or OFT's block size."""
-    described = adapter_type(cfg).describe(adapter_config(cfg))
+    described = parts.adapter.describe(parts.adapter_config)
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in described.items() if k != "use_dora")
     return f"{adapter_words(as_container(cfg)).split(' ')[0]} {settings}"

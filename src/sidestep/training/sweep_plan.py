@@ -18,7 +18,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.config import resolve
+from sidestep.config import settled_config
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.errors import SidestepError, first_line, plain
 from sidestep.training.plan import schedule_lengths
@@ -91,7 +91,7 @@ def _job(config_name: Optional[str], overrides: List[str], datasets: Dict[Tuple,
     job = SweepJob(overrides)
     try:
         with _quiet(logging.getLogger("sidestep.models")):  # each job logs what its checkpoint decides when it starts
-            cfg = resolve(compose(config_name=config_name or "train", overrides=overrides))
+            cfg = settled_config(compose(config_name=config_name or "train", overrides=overrides))[0]
         job.total_steps = _total_steps(cfg, datasets)
     except SidestepError as err:
         job.refused, job.reason = first_line(err), plain(str(err)).strip()
@@ -117,7 +117,7 @@ def _total_steps(cfg: DictConfig, datasets: Dict[Tuple, int]) -> Optional[int]:
     if key not in datasets:  # every job of a grid over the adapter reads the same data: open and check it once
         train_set, _ = open_dataset(cfg).split(cfg.data.val_fraction, seed)
         datasets[key] = len(make_loader(cfg, train_set, "cpu")[0])
-    return schedule_lengths(cfg, datasets[key], 1)[1]
+    return schedule_lengths(cfg.trainer, datasets[key], 1)[1]
 
 
 def _varying(grid: List[List[str]]) -> List[str]:

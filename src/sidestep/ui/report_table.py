@@ -2,9 +2,9 @@
 
 from rich.table import Table
 
-from sidestep.report.run_page import PAGE
-from sidestep.report.sweep_page import fmt, why_no_best
-from sidestep.report.write import Report
+from sidestep.report_pages.run_page import PAGE
+from sidestep.report_pages.sweep_page import fmt, why_no_best
+from sidestep.report_pages.write import Report
 from sidestep.ui.console import console
 
 

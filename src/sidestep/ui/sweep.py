@@ -61,7 +61,7 @@ class SweepCallbacks(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        from sidestep.report.write import write_report
+        from sidestep.report_pages.write import write_report
         from sidestep.ui.report_table import print_report
 
         logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader's "No path found after" notes

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import List
 
-from sidestep.report.write import write_report
+from sidestep.report_pages.write import write_report
 from sidestep.ui.console import exit_on_user_error
 from sidestep.ui.help import answer_help, usage_and_about
 from sidestep.ui.report_table import print_report

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from sidestep.atomic import atomic_file
-from sidestep.report.charts import sweep_curves
-from sidestep.report.listening import read_samples
-from sidestep.report.page import esc, href, state_badge, table, write_page
-from sidestep.report.run_page import PAGE
-from sidestep.report.runs import RunInfo, settings, varying
+from sidestep.report_pages.charts import sweep_curves
+from sidestep.report_pages.listening import read_samples
+from sidestep.report_pages.page import esc, href, state_badge, table, write_page
+from sidestep.report_pages.run_page import PAGE
+from sidestep.report_pages.runs import RunInfo, settings, varying
 
 COLUMNS = ["run", "overrides", "state", "final_loss", "held_out_loss", "best_loss", "steps", "wall_seconds", "adapter"]
 

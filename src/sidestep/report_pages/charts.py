@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 from matplotlib.figure import Figure
 
 from sidestep.atomic import atomic_file
-from sidestep.report.runs import Curve, RunInfo
+from sidestep.report_pages.runs import Curve, RunInfo
 
 
 def _save(fig: Figure, path: Path) -> Path:

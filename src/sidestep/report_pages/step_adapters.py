@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from sidestep.report.page import esc, href
+from sidestep.report_pages.page import esc, href
 
 ADAPTERS = "adapters"
 CARD = "README.md"

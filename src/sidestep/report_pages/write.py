@@ -4,9 +4,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from sidestep.report.run_page import write_run_page
-from sidestep.report.runs import find_runs, read_run
-from sidestep.report.sweep_page import Row, best, rank, write_sweep_page, write_tables
+from sidestep.report_pages.run_page import write_run_page
+from sidestep.report_pages.runs import find_runs, read_run
+from sidestep.report_pages.sweep_page import Row, best, rank, write_sweep_page, write_tables
 
 
 @dataclass

@@ -17,11 +17,11 @@ from typing import List, Optional
 from safetensors import safe_open
 
 from sidestep.adapters.label import adapter_words
-from sidestep.report.charts import run_curves
-from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
-from sidestep.report.page import esc, href, state_badge, table, write_page
-from sidestep.report.step_adapters import adapter_links
-from sidestep.report.runs import RunInfo, read_run
+from sidestep.report_pages.charts import run_curves
+from sidestep.report_pages.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
+from sidestep.report_pages.page import esc, href, state_badge, table, write_page
+from sidestep.report_pages.runs import RunInfo, read_run
+from sidestep.report_pages.step_adapters import adapter_links
 from sidestep.run_files import if_present
 from sidestep.write_errors import is_write_error
 
