@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sidestep.config import as_container, flatten, register_schemas, resolve
+from sidestep.config.parts import data_schema
 from sidestep.config.saved import load_saved, plain_select, read_plain
 from sidestep.config.trust import take_allow_flags, vet_override
 from sidestep.errors import SidestepError
@@ -22,7 +23,7 @@ from sidestep.train import main as train
 from sidestep.ui.console import exit_on_user_error
 from sidestep.ui.help import answer_help, usage_and_about
 
-PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
+PATH_KEYS = ("model.checkpoint_dir",)  # and the data source's own (`paths`)
 RESUME_KEYS = ("resume_from", "resume.strict")  # a rerun starts afresh and trains the whole run
 VOLATILE_KEYS = ("run.name",)  # its default carries the start time: a rerun is a new run with a new name
 
@@ -47,7 +48,8 @@ def saved_overrides(run_dir: Path) -> List[str]:
             vet_override(override, str(hydra_dir / "overrides.yaml"))
         if key.startswith("hydra.") or key in RESUME_KEYS:  # a rerun starts afresh and trains the whole run
             continue
-        if key in PATH_KEYS and OmegaConf.select(saved, key) is not None:
+        paths = PATH_KEYS + tuple(f"data.{k}" for k in data_schema(saved.data).paths(saved.data))
+        if key in paths and OmegaConf.select(saved, key) is not None:
             override = f"{key}={OmegaConf.select(saved, key)}"
         pinned.append(override)
     return pinned

@@ -3,7 +3,7 @@ that vet every file they read (`vetted_sources.py`)."""
 
 from hydra.core.config_store import ConfigStore
 
-from sidestep.config.parts import AttentionConfig, DataConfig, ModelConfig, SchedulerConfig, TrainingConfig
+from sidestep.config.parts import AttentionConfig, ModelConfig, SchedulerConfig, TrainingConfig
 from sidestep.config.run_name import register_run_name_resolvers
 from sidestep.config.schema import CHOSEN_BY_TARGET, AnalyzeConfig, PreprocessConfig, SampleConfig, TrainConfig
 from sidestep.config.vetted_sources import use_vetted_sources
@@ -21,7 +21,7 @@ def register_schemas() -> None:
     cs.store(name="sample_schema", node=SampleConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)
     for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
-                          ("training", TrainingConfig), ("data", DataConfig)]:
+                          ("training", TrainingConfig)]:
         cs.store(group=f"schema/{group}", name="base", node=schema)
     for group, schemas in CHOSEN_BY_TARGET.items():
         for name, schema in schemas.items():

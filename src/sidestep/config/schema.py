@@ -24,6 +24,7 @@ from sidestep.config.choices import (
 )
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
+    DATA_SCHEMAS,
     OPTIMIZER_SCHEMAS,
     AdapterConfig,
     AttentionConfig,
@@ -229,5 +230,5 @@ class TrainConfig:
     sample: SampleSettings = field(default_factory=SampleSettings)
 
 
-CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS}  # groups with a schema per option
+CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS, "data": DATA_SCHEMAS}  # groups with a schema per option
 

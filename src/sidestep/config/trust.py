@@ -25,7 +25,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Set, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import sidestep.conf
-from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, DataConfig, ModelConfig
+from sidestep.config.parts import ADAPTER_SCHEMAS, DATA_SCHEMAS, OPTIMIZER_SCHEMAS, ModelConfig
 from sidestep.config.schema import TrainConfig
 from sidestep.errors import ConfigError
 
@@ -50,7 +50,7 @@ def shipped_targets() -> Dict[str, FrozenSet[str]]:
     `conf/`."""
     found: Dict[str, Set[str]] = {group: set() for group in PART_GROUPS}
     found["model"].add(ModelConfig._target_)
-    found["data"].add(DataConfig._target_)
+    found["data"] |= {schema._target_ for schema in DATA_SCHEMAS.values()}
     found["optimizer"] |= {schema._target_ for schema in OPTIMIZER_SCHEMAS.values()}
     found["adapter"] |= {schema._target_ for schema in ADAPTER_SCHEMAS.values()}
     for group in PART_GROUPS:

@@ -6,6 +6,7 @@ across checkpoints (each with its spectrogram) beside the same seed without the 
 Training rewrites it after every round of samples and at the end; `python -m sidestep.report RUN` at any time.
 """
 
+import json
 import logging
 import shlex
 import time
@@ -16,6 +17,7 @@ from typing import List, Optional
 from safetensors import safe_open
 
 from sidestep.adapters.label import adapter_words
+from sidestep.config.parts import data_schema
 from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
@@ -84,7 +86,7 @@ def _setup(run: RunInfo) -> str:
         ("adapter", f"{adapter_words(cfg)}, dropout {_number(lora.get('dropout'))}, "
                     f"{'+'.join(lora.get('target_modules', []))} on {'+'.join(cfg.get('attention', {}).get('blocks', []))}"
                     + (f", rank map {lora['rank_map']}" if lora.get("rank_map") else "") + (f"; {size}" if size else "")),
-        ("dataset", _dataset(data, cfg.get("preprocess", {}))),
+        ("dataset", _dataset(data, cfg.get("preprocess", {})) + _mix(run.path)),
         ("training", f"{str(opt.get('_target_', '')).rsplit('.', 1)[-1]} lr {opt.get('lr')}, "
                      f"{str(sched.get('_target_', '')).rsplit('.', 1)[-1]} with {sched.get('warmup_steps')} warm-up steps, "
                      f"batch {tr.get('batch_size')} x {tr.get('gradient_accumulation')}, {tr.get('epochs')} epochs"
@@ -100,12 +102,26 @@ def _number(value) -> str:
 
 
 def _dataset(data: dict, preprocess: dict) -> str:
-    if data.get("synthetic"):
-        s = data["synthetic"]
-        return f"synthetic: {s.get('num_samples')} generated songs of {s.get('seconds')} s"
+    schema = data_schema(data)
+    if schema.generated:
+        return schema.words(data)
     source = f" (preprocessed from {preprocess['audio_dir']})" if preprocess.get("audio_dir") else ""
     held_out = f", {data['val_fraction']:g} held out" if data.get("val_fraction") else ""
-    return f"{data.get('dataset_dir')}{source}{held_out}"
+    return f"{schema.words(data)}{source}{held_out}"
+
+
+def _mix(run_dir: Path) -> str:
+    """A mix's samples per folder, from `<run>/mix.json` (written when training starts)."""
+    try:
+        mix = if_present(lambda: json.loads((run_dir / "mix.json").read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not ours, or edited by hand: the rest of the page stands
+        return ""
+    if not isinstance(mix, dict) or not isinstance(mix.get("folders"), list):
+        return ""
+    folders = [f"{f.get('name')}: {f.get('samples')} samples x{f.get('repeats')}"
+               + (f" (+{f['held_out']} held out)" if f.get("held_out") else "")
+               for f in mix["folders"] if isinstance(f, dict)]
+    return f"; {', '.join(folders)}; {mix.get('samples_per_epoch')} samples an epoch"
 
 
 def _adapter_size(run: RunInfo) -> Optional[str]:

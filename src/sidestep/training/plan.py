@@ -1,10 +1,11 @@
 """The numbers of a run, worked out before any weight is loaded, for the summary the user confirms."""
 
+import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from accelerate import Accelerator
 from omegaconf import DictConfig
@@ -13,6 +14,7 @@ from sidestep.adapters.attach import adapter_config, adapter_type, trainable_par
 from sidestep.adapters.files import DTYPES
 from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
+from sidestep.atomic import atomic_file
 from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
@@ -20,6 +22,7 @@ from sidestep.training.live_samples import resolve_duration, sampling_summary
 from sidestep.training.memory import crop_frames, predict
 
 log = logging.getLogger(__name__)
+MIX_FILE = "mix.json"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RunPlan:
     kernels: str
     sampling: str
     memory: str = ""  # the predicted peak (training/memory.py)
+    mix: str = ""  # a mix of folders (`data.datasets`): each folder's samples, held out and repeats
 
     @property
     def effective_batch(self) -> int:
@@ -103,7 +107,34 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
         memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
                        trainable=params).describe(),
+        mix=mix_summary(dataset, held_out),
     )
+
+
+def mix_summary(dataset: LatentDataset, held_out: Optional[LatentDataset]) -> str:
+    """"songs: 11 x4 (+1 held out), generic: 180 x1 (+20 held out); 224 samples an epoch"; empty for one folder."""
+    if dataset.mix is None:
+        return ""
+    folders = [f"{f['name']}: {f['samples']} x{f['repeats']}" + (f" (+{f['held_out']} held out)" if f["held_out"] else "")
+               for f in mix_folders(dataset, held_out)]
+    return ", ".join(folders) + f"; {sum(dataset.repeats)} samples an epoch"
+
+
+def mix_folders(dataset: LatentDataset, held_out: Optional[LatentDataset]) -> List[dict]:
+    """Each folder of the dataset: its name, repeats, training samples and held-out samples."""
+    held = held_out.counts() if held_out is not None else [0] * len(dataset.folders)
+    repeats = dict(zip(dataset.origin, dataset.repeats))
+    return [{"name": name, "repeats": repeats.get(k, 1), "samples": n, "held_out": held[k]}
+            for k, (name, n) in enumerate(zip(dataset.folders, dataset.counts()))]
+
+
+def write_mix(run_dir: Path, dataset: LatentDataset, held_out: Optional[LatentDataset]) -> None:
+    """`<run>/mix.json`, for the report: a mix's folders with their counts (nothing for one folder)."""
+    if dataset.mix is None:
+        return
+    with atomic_file(Path(run_dir) / MIX_FILE) as tmp:
+        tmp.write_text(json.dumps({"folders": mix_folders(dataset, held_out),
+                                   "samples_per_epoch": sum(dataset.repeats)}, indent=2))
 
 
 def adapter_summary(cfg: DictConfig) -> str:

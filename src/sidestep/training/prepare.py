@@ -21,7 +21,7 @@ from sidestep.training.fast_paths import attention_backend, check_compile_backen
 from sidestep.training.fingerprint import fingerprint as run_fingerprint
 from sidestep.training.fingerprint import mismatches
 from sidestep.training.job_state import active_attention, fresh_process_state
-from sidestep.training.plan import RunPlan, run_plan, schedule_lengths
+from sidestep.training.plan import RunPlan, run_plan, schedule_lengths, write_mix
 from sidestep.training.run_dir import claimed
 from sidestep.training.validation import HeldOutLoss
 
@@ -77,12 +77,14 @@ def _prepare(cfg: DictConfig, run_dir: Path, accelerator: Accelerator,
     steps_per_epoch, total_steps, epochs = schedule_lengths(cfg, len(loader), accelerator.num_processes)
 
     # Resume: refuse a checkpoint of a different setup before anything heavy happens.
-    fingerprint = run_fingerprint(cfg, dataset.files)
+    fingerprint = run_fingerprint(cfg, dataset)
     resume_dir = ckpt.resolve(cfg.resume_from, run_dir) if cfg.resume_from else None
     exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
 
     plan = run_plan(cfg, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
                     f"resuming {resume_dir}" if resume_dir else "fresh start", attention)
+    if accelerator.is_main_process:
+        write_mix(run_dir, train_set, held_out_set)
     return PreparedRun(cfg, run_dir, accelerator, loader, held_out, total_steps, epochs, fingerprint, resume_dir,
                        exact_resume, dtype, attention, plan)
 
