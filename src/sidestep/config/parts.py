@@ -288,8 +288,8 @@ class SampleFoldersConfig(DataConfig):
                 key = f"data.datasets[{i}]"
                 _refuse(entry.repeats >= 1, f"{key}.repeats", f"must be at least 1 (got {entry.repeats})")
                 _refuse(Path(entry.dir).is_dir(), f"{key}.dir", f"{entry.dir} is not a folder of preprocessed samples")
-                _refuse(names.count(names[i]) == 1, f"{key}.name", f"{names[i]!r} names two folders of the mix; give "
-                        "each a name")
+                _refuse(names[i] not in names[:i], f"{key}.name", f"{names[i]!r} also names data.datasets"
+                        f"[{names.index(names[i])}]; give each folder its own name")
             return
         if preprocessing:
             return
