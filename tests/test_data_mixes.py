@@ -122,6 +122,20 @@ def test_a_wrong_mix_is_one_line_naming_the_option(make_cfg, folders, overrides,
     assert str(err.value).startswith(key) and "\n" not in str(err.value)
 
 
+def test_one_folder_draws_its_held_out_set_and_order_as_before(make_cfg, folders):
+    """The formulas of one folder before mixes existed: a held-out draw of `randperm(n, seed)`, and an epoch's
+    order `randperm(n, seed + epoch)` (unbucketed), so one folder's runs stay bit-identical to earlier ones."""
+    cfg = make_cfg(*tensors(f"data.dataset_dir={folders[0]}", "data.crop_seconds=1.0", "trainer.batch_size=2"))
+    dataset = open_dataset(cfg)
+    train, held_out = dataset.split(0.25, 42)
+    old = torch.randperm(8, generator=torch.Generator().manual_seed(42)).tolist()
+    assert held_out.files == [dataset.files[i] for i in sorted(old[:2])]
+    assert train.files == [dataset.files[i] for i in sorted(old[2:])]
+    _, sampler = make_loader(cfg, train, "cpu")
+    sampler.set_epoch(3)
+    assert [i for _, i in sampler] == torch.randperm(6, generator=torch.Generator().manual_seed(cfg.trainer.seed + 3)).tolist()
+
+
 def test_one_folder_as_a_mix_of_one_trains_bit_identically(make_cfg, folders, tmp_path):
     common = tensors("data.val_fraction=0.25", "trainer.batch_size=2")
     train_adapter(make_cfg(*common, f"data.dataset_dir={folders[0]}"), tmp_path / "dir")
@@ -144,4 +158,4 @@ def test_a_mix_trains_and_the_summary_and_report_count_each_folder(make_cfg, fol
     assert [(f["name"], f["repeats"], f["samples"], f["held_out"]) for f in folders_json] == [
         ("songs", SONGS, 6, 2), ("generic", GENERIC, 3, 1)]
     page = write_run_page(read_run(tmp_path, tmp_path)).read_text()
-    assert "songs x3 + generic x1; songs: 6 samples x3 (+2 held out), generic: 3 samples x1 (+1 held out)" in page
+    assert "songs x3 + generic x1, 0.25 held out; songs: 6 samples x3 (+2 held out), generic: 3 samples x1 (+1 held out)" in page
