@@ -8,9 +8,11 @@ from collections import Counter
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from sidestep.config import SyntheticConfig, as_container
+from sidestep.config.checks import typed
 from sidestep.config.saved import saved_text
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.data.samples import sample_shape
@@ -159,3 +161,12 @@ def test_a_mix_trains_and_the_summary_and_report_count_each_folder(make_cfg, fol
         ("songs", SONGS, 6, 2), ("generic", GENERIC, 3, 1)]
     page = write_run_page(read_run(tmp_path, tmp_path)).read_text()
     assert "songs x3 + generic x1, 0.25 held out; songs: 6 samples x3 (+2 held out), generic: 3 samples x1 (+1 held out)" in page
+
+
+@pytest.mark.parametrize("source, stale", [("tensors", "synthetic"), ("synthetic", "dataset_dir")])
+def test_a_config_saved_before_data_sources_had_schemas_still_reads(make_cfg, folders, source, stale):
+    """Runs saved every data key in one schema (`data.synthetic: null` beside a folder); rerun and resume read them."""
+    data = ("data=tensors", f"data.dataset_dir={folders[0]}") if source == "tensors" else ()
+    saved = as_container(make_cfg(*data))
+    saved["data"][stale] = None
+    assert stale not in typed(OmegaConf.create(saved)).data
