@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sidestep.config import SyntheticConfig, as_container, prepare, register_schemas
-from sidestep.config.parts import DATA_SCHEMAS, DataConfig
+from sidestep.config.data_sources import DATA_SCHEMAS, DataConfig
 from sidestep.config.saved import saved_text
 from sidestep.config.trust import shipped_targets
 from sidestep.data.sources import SampleDir

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 import sidestep.conf
 from sidestep.config import as_container, flatten, register_schemas, resolve
+from sidestep.config.data_sources import data_schema
 from sidestep.config.overrides import check_overrides
-from sidestep.config.parts import data_schema
 from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.saved import load_saved, plain_select, read_plain
 from sidestep.config.trust import take_allow_flags, vet_override

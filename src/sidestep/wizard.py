@@ -26,7 +26,8 @@ from rich.text import Text
 
 from sidestep.analyze import offer_analysis
 from sidestep.config import LATENT_FPS, register_schemas
-from sidestep.config.parts import ADAPTER_SCHEMAS, data_schema
+from sidestep.config.data_sources import data_schema
+from sidestep.config.parts import ADAPTER_SCHEMAS
 from sidestep.errors import SidestepError
 from sidestep.recipes import (
     Setup,

@@ -3,7 +3,8 @@ config a run really uses (`resolve.py`)."""
 
 from sidestep.config.checks import prepare, typed, validate
 from sidestep.config.containers import as_container, flatten
-from sidestep.config.parts import CONSTANT_SCHEDULER, OPTIMIZER_SCHEMAS, ModelConfig, SyntheticConfig
+from sidestep.config.data_sources import SyntheticConfig
+from sidestep.config.parts import CONSTANT_SCHEDULER, OPTIMIZER_SCHEMAS, ModelConfig
 from sidestep.config.registry import register_schemas
 from sidestep.config.resolve import resolve, resolve_run
 from sidestep.config.schema import LATENT_FPS, TrainConfig

@@ -10,13 +10,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
+from sidestep.config.data_sources import data_schema
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
     ADAPTER_SIZE_KNOBS,
     CONSTANT_SCHEDULER,
     PRODIGY_TARGET,
     SchedulerConfig,
-    data_schema,
 )
 from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.run_name import RUN_NAME

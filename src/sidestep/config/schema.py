@@ -19,13 +19,12 @@ from sidestep.config.choices import (
     Precision,
     TriggerPosition,
 )
+from sidestep.config.data_sources import DATA_SCHEMAS, DataConfig
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
-    DATA_SCHEMAS,
     OPTIMIZER_SCHEMAS,
     AdapterConfig,
     AttentionConfig,
-    DataConfig,
     ModelConfig,
     OptimizerConfig,
     SchedulerConfig,

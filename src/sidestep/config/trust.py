@@ -25,7 +25,8 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Set, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import sidestep.conf
-from sidestep.config.parts import ADAPTER_SCHEMAS, DATA_SCHEMAS, OPTIMIZER_SCHEMAS, ModelConfig
+from sidestep.config.data_sources import DATA_SCHEMAS
+from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, ModelConfig
 from sidestep.config.schema import TrainConfig
 from sidestep.errors import ConfigError
 

@@ -9,7 +9,7 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from sidestep.config.parts import entry_name
+from sidestep.config.data_sources import entry_name
 from sidestep.data.samples import SampleShape
 from sidestep.data.synthetic import synthetic_dataset
 

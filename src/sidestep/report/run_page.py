@@ -17,7 +17,7 @@ from typing import List, Optional
 from safetensors import safe_open
 
 from sidestep.adapters.label import adapter_words
-from sidestep.config.parts import data_schema
+from sidestep.config.data_sources import data_schema
 from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
