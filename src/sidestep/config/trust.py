@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import sidestep.conf
 from sidestep.config.data_sources import DATA_SCHEMAS
-from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, ModelConfig
+from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, SCHEDULER_SCHEMAS, ModelConfig
 from sidestep.config.schema import TrainConfig
 from sidestep.errors import ConfigError
 
@@ -54,6 +54,7 @@ def shipped_targets() -> Dict[str, FrozenSet[str]]:
     found["data"] |= {schema._target_ for schema in DATA_SCHEMAS.values()}
     found["optimizer"] |= {schema._target_ for schema in OPTIMIZER_SCHEMAS.values()}
     found["adapter"] |= {schema._target_ for schema in ADAPTER_SCHEMAS.values()}
+    found["scheduler"] |= {schema._target_ for schema in SCHEDULER_SCHEMAS.values()}
     for group in PART_GROUPS:
         for path in (CONF_DIR / group).glob("*.yaml"):
             target = OmegaConf.load(path).get("_target_")

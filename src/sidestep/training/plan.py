@@ -16,10 +16,13 @@ from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.atomic import atomic_file
 from sidestep.config import as_container
+from sidestep.config.parts import SchedulerConfig
+from sidestep.config.schema import option_name
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
-from sidestep.training.live_samples import resolve_duration, sampling_summary
+from sidestep.training.live_samples import resolve_duration, sampled_steps, sampling_summary
 from sidestep.training.memory import crop_frames, predict
+from sidestep.training.step_adapters import adapter_copies, disk_cost
 
 log = logging.getLogger(__name__)
 MIX_FILE = "mix.json"
@@ -52,6 +55,7 @@ class RunPlan:
     kernels: str
     sampling: str
     memory: str = ""  # the predicted peak (training/memory.py)
+    step_adapters: str = ""  # what the adapter kept at each sampled step takes on disk
     mix: str = ""  # a mix of folders (`data.datasets`): each folder's samples, held out and repeats
 
     @property
@@ -99,7 +103,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         trainable_params=params,
         file_bytes=params * DTYPES[cfg.export.dtype].itemsize,
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
-        scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
+        scheduler=schedule_summary(cfg.scheduler),
         timesteps=f"{cfg.timesteps.mode}, CFG dropout {cfg.timesteps.cfg_ratio:g}",
         checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
                      + f", keeping {tr.keep_checkpoints}; {resume}"),
@@ -108,8 +112,17 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
         memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
                        trainable=params).describe(),
+        step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
+                                params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(adapter_type(cfg))),
         mix=mix_summary(dataset, held_out),
     )
+
+
+def schedule_summary(scheduler: DictConfig) -> str:
+    """`cosine_with_restarts cycles 3, eta_min 0.1, warmup 100 steps from 10%`: the option, its own knobs, warm-up."""
+    own = "".join(f" {k} {v:g}," for k, v in scheduler.items() if k not in SchedulerConfig.__dataclass_fields__)
+    return (f"{option_name('scheduler', scheduler)}{own or ','} warmup {scheduler.warmup_steps} "
+            f"steps from {scheduler.warmup_start_factor:.0%}")
 
 
 def mix_summary(dataset: LatentDataset, held_out: Optional[LatentDataset]) -> str:
