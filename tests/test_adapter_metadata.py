@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from sidestep import export
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
-from sidestep.config import as_container, resolve
+from sidestep.config import as_container, settled_config
 from sidestep.data.loader import dataset_folder, open_dataset
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
@@ -29,7 +29,7 @@ def run(tmp_path_factory, cache_dir):
     run_dir = tmp_path_factory.mktemp("metadata") / "run"
     train_adapter(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
-    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(resolve(cfg))))
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(settled_config(cfg)[0])))
     return cfg, run_dir
 
 

@@ -4,7 +4,7 @@ one), it finds its `acestep-v15-<variant>/` folder and trains the demo for a few
 
 from hydra import compose, initialize_config_module
 
-from sidestep.config import resolve
+from sidestep.config import settled_config
 from sidestep.models.tiny import write_checkpoints, xl_shaped
 from tests.conftest import compose_cfg
 
@@ -39,7 +39,7 @@ def test_a_variant_yaml_alone_trains_the_demo_on_its_checkpoint_folder(tmp_path,
         cfg = compose(config_name="train", overrides=[
             f"hydra.searchpath=[file://{conf}]", "experiment=demo", "model=mine", f"model.checkpoint_dir={checkpoints}", "trainer.max_steps=3", "ui.yes=true",
             "sample.every_n_epochs=null", f"data.synthetic.cache_dir={cache_dir}"])
-    cfg = resolve(cfg)
+    cfg = settled_config(cfg)[0]
     assert (cfg.model.variant, cfg.model.arch.hidden_size, cfg.model.sampling.steps) == ("mine", 80, 4)
     result = train_adapter(cfg, tmp_path / "run")
     assert result.steps == 3 and (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

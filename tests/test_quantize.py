@@ -3,6 +3,7 @@ bit-identically (with samples rendered by the same quantized DiT in between), an
 the adapter is the one a full-precision base gets, and `--merge` folds into the full-precision weights."""
 
 import re
+from types import SimpleNamespace
 
 import bitsandbytes as bnb
 import pytest
@@ -83,7 +84,10 @@ def test_a_quantized_run_resumes_bit_identically_across_a_sample(nf4_run, make_c
 
 
 def test_a_quantized_checkpoint_is_not_resumed_on_another_base(make_cfg):
-    lines = mismatches(fingerprint(make_cfg("model.quantize=nf4"), []), fingerprint(make_cfg(), []))
+    no_samples = SimpleNamespace(files=[], mix=None)
+    quantized, plain = make_cfg("model.quantize=nf4"), make_cfg()
+    lines = mismatches(fingerprint(quantized, model_source(quantized.model), no_samples),
+                       fingerprint(plain, model_source(plain.model), no_samples))
     assert lines == ["model.quantize: checkpoint has 'nf4', this run has None"]
 
 

@@ -57,12 +57,14 @@ def covered(path, listed):
     return any(".".join(parts[:n]) in listed for n in range(1, len(parts) + 1))
 
 
-def test_every_setting_is_compared_or_exempt_with_a_reason(base):
+def test_every_setting_is_compared_or_exempt_with_a_reason(base, tmp_path):
+    from tests.conftest import compose_cfg
+
     listed = set(COMPARED) | set(NOT_COMPARED)
     assert not set(COMPARED) & set(NOT_COMPARED)
-    unplaced = [p for p in leaves(base) if not covered(p, listed)]
+    paths = set(leaves(base)) | set(leaves(compose_cfg(tmp_path, "data=tensors", check=False)))  # each data source's
+    unplaced = [p for p in paths if not covered(p, listed)]
     assert not unplaced, f"put each in fingerprint.COMPARED (it changes what a step sees) or NOT_COMPARED: {unplaced}"
-    paths = set(leaves(base))
     stale = [p for p in listed if not any(q == p or q.startswith(f"{p}.") for q in paths)]
     assert not stale, f"no such setting: {stale}"
 

@@ -17,7 +17,8 @@ from sidestep.report_pages.runs import read_run
 from sidestep.sizes import binary_size
 from sidestep.train import train_adapter
 from sidestep.training.checkpoint import LORA_FILE
-from sidestep.training.prepare import prepared_run
+from sidestep.config import settled_config
+from sidestep.training.setup import set_up_run
 from tests.conftest import compose_cfg
 
 SAMPLED = ("trainer.max_steps=4", "sample.every_n_steps=2", "sample.duration=1", "sample.count=1", "sample.steps=2",
@@ -80,10 +81,12 @@ def test_the_report_links_each_players_step_adapter_files(runs):
 
 def test_the_summary_says_what_the_step_adapters_take_on_disk(make_cfg, tmp_path):
     cfg = make_cfg(*SAMPLED)
-    with prepared_run(cfg, tmp_path) as run:
+    cfg, model = settled_config(cfg)
+    with set_up_run(cfg, tmp_path, model) as run:
         plan = run.plan
     copies = 4  # LoRA: Side-Step's own file (diffusers'), the pipeline's, ACE-Step's and ComfyUI's
     assert plan.step_adapters.startswith("2 in adapters/")
     assert plan.step_adapters.endswith(binary_size(2 * copies * plan.file_bytes))
-    with prepared_run(make_cfg("trainer.max_steps=4"), tmp_path / "off") as run:
+    cfg, model = settled_config(make_cfg("trainer.max_steps=4"))
+    with set_up_run(cfg, tmp_path / "off", model) as run:
         assert run.plan.step_adapters.startswith("none")

@@ -11,7 +11,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from sidestep import export, tiny
-from sidestep.config import as_container, resolve
+from sidestep.config import as_container, settled_config
 from sidestep.errors import ConfigError
 from sidestep.models.checkpoints import INDEX_FILE, locate, pick_variant
 from sidestep.models.keymap import diffusers_key_to_decoder
@@ -35,7 +35,7 @@ def xl(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("xl")
     checkpoints = root / "checkpoints"
     tiny.main([str(checkpoints), "--variant", "xl-turbo"])
-    cfg = resolve(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={checkpoints}", "adapter.rank=4",
+    cfg, _ = settled_config(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={checkpoints}", "adapter.rank=4",
                               "adapter.alpha=8", "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]",
                               "trainer.max_steps=2", "sample.every_n_steps=2", "sample.count=1", "sample.duration=1",
                               "run.name=xl"))
@@ -120,7 +120,7 @@ def test_merge_folds_the_adapter_into_a_loadable_xl_folder_from_its_shards(xl, t
     export.main([str(run), "--merge", "--format", "comfyui", "--out", str(tmp_path)])
     merged = tmp_path / "merged" / "acestep-v15-xl-turbo-xl"
     assert sorted(p.name for p in merged.iterdir()) == ["config.json", "model.safetensors", "silence_latent.pt"]
-    source = resolve(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={merged}")).model
+    source = settled_config(compose_cfg(cache_dir, "model=xl_turbo", f"model.checkpoint_dir={merged}"))[0].model
     assert source.arch.hidden_size == 80 and source.arch.encoder_hidden_size == 64
     assert torch.allclose(dit_outputs(model_source(source).dit().transformer),
                           dit_outputs(hand_merged(cfg, run / "adapter")), atol=1e-5)

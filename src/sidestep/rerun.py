@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 import sidestep.conf
 from sidestep.config import as_container, flatten, register_schemas, settled_config
+from sidestep.config.data_sources import data_schema
 from sidestep.config.overrides import check_overrides
 from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.saved import load_saved, plain_select, read_plain
@@ -25,7 +26,7 @@ from sidestep.ui.console import exit_on_user_error
 from sidestep.ui.handover import become
 from sidestep.ui.help import answer_help, usage_and_about
 
-PATH_KEYS = ("model.checkpoint_dir", "data.dataset_dir", "data.synthetic.cache_dir")
+PATH_KEYS = ("model.checkpoint_dir",)  # and the data source's own (`paths`)
 RESUME_KEYS = ("resume_from", "resume.strict")  # a rerun starts afresh and trains the whole run
 VOLATILE_KEYS = ("run.name",)  # its default carries the start time: a rerun is a new run with a new name
 
@@ -50,7 +51,8 @@ def saved_overrides(run_dir: Path) -> List[str]:
             vet_override(override, str(hydra_dir / "overrides.yaml"))
         if key.startswith("hydra.") or key in RESUME_KEYS:  # a rerun starts afresh and trains the whole run
             continue
-        if key in PATH_KEYS and OmegaConf.select(saved, key) is not None:
+        paths = PATH_KEYS + tuple(f"data.{k}" for k in data_schema(saved.data).paths(saved.data))
+        if key in paths and OmegaConf.select(saved, key) is not None:
             override = f"{key}={OmegaConf.select(saved, key)}"
         pinned.append(override)
     return pinned

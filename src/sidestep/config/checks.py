@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
+from sidestep.config.data_sources import data_schema
 from sidestep.config.parts import ADAPTER_SCHEMAS, ADAPTER_SIZE_KNOBS
 from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.run_name import RUN_NAME
@@ -65,8 +66,18 @@ def typed(cfg: DictConfig) -> DictConfig:
         if target not in by_target:
             raise ConfigError(f"{group}._target_={target!r} is not a known {group}; pick {group}=" + "|".join(schemas))
         schema[group] = OmegaConf.structured(by_target[target])
+        if group == "data":
+            _drop_other_options_nulls(cfg[group], schema[group])
     _drop_knobs_the_type_lacks(cfg, schema.adapter)
     return _merge(schema, cfg)
+
+
+def _drop_other_options_nulls(node: DictConfig, schema: DictConfig) -> None:
+    """An older Side-Step saved both data sources' keys in one schema (`data.synthetic: null` beside a folder): a
+    null key the chosen source lacks said nothing, and goes."""
+    with open_dict(node):
+        for key in [k for k in node if k not in schema and node[k] is None]:
+            node.pop(key)
 
 
 def _drop_knobs_the_type_lacks(cfg: DictConfig, schema: DictConfig) -> None:
@@ -141,15 +152,11 @@ def validate(cfg: DictConfig) -> None:
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
     _check(data.num_workers is None or data.num_workers <= MAX_WORKERS, "data.num_workers",
            f"must be at most {MAX_WORKERS} (got {data.num_workers}); null picks one for this machine")
-    if data.synthetic is not None:
-        _check_synthetic(data.synthetic)
-    if data.synthetic is None and cfg.preprocess.audio_dir is None:
-        _check(data.dataset_dir is not None, "data.dataset_dir",
-               "is not set; point it at a folder of preprocessed samples (or preprocess.audio_dir at your songs), "
-               "or try experiment=demo")
-        _check(Path(data.dataset_dir).is_dir(), "data.dataset_dir",
-               f"{data.dataset_dir} is not a folder; point it at your preprocessed tensors, or try experiment=demo")
-    if cfg.preprocess.audio_dir is not None:
+    preprocessing = cfg.preprocess.audio_dir is not None
+    _check(not preprocessing or "dataset_dir" in data, "preprocess.audio_dir",
+           "makes samples for data=tensors, which this data source does not read; leave preprocess.audio_dir unset")
+    data_schema(data).check(data, preprocessing)
+    if preprocessing:
         validate_preprocess(cfg.preprocess, "preprocess.")
     validate_sample(cfg.sample)
     shapes = projection_shapes(cfg.model.arch)
@@ -205,15 +212,6 @@ def _check_optimizer(opt: DictConfig) -> None:
     for key in ("eps", "d_coef"):
         if key in opt:
             _check(opt[key] > 0, f"optimizer.{key}", f"must be > 0 (got {opt[key]})")
-
-
-def _check_synthetic(s: DictConfig) -> None:
-    for key in ("num_samples", "styles", "text_tokens"):
-        _check(s[key] >= 1, f"data.synthetic.{key}", f"must be at least 1 (got {s[key]})")
-    _check(s.seconds > 0, "data.synthetic.seconds", f"must be > 0 (got {s.seconds})")
-    _check_seed(s.seed, "data.synthetic.seed")
-    _check(s.cache_dir is None or not Path(s.cache_dir).exists() or Path(s.cache_dir).is_dir(),
-           "data.synthetic.cache_dir", f"{s.cache_dir} is a file; give a folder (or leave it null)")
 
 
 def check_prompts(prompts, key: str) -> None:
@@ -297,15 +295,14 @@ def checked_train_config(cfg: DictConfig) -> DictConfig:
     cfg = typed(cfg)
     cfg.trainer.compile = str(cfg.trainer.compile).lower()  # the command line's `false` arrives as a boolean
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
-    cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
+    for key in data_schema(cfg.data).paths(cfg.data):
+        OmegaConf.update(cfg.data, key, _absolute(OmegaConf.select(cfg.data, key)))
     if "rank_map" in cfg.adapter:
         cfg.adapter.rank_map = _absolute(cfg.adapter.rank_map)
     if "rank" in cfg.adapter and (cfg.adapter.alpha_ratio is not None or cfg.adapter.alpha is None):
         cfg.adapter.alpha = (cfg.adapter.alpha_ratio or ALPHA_PER_RANK) * cfg.adapter.rank  # follows the rank
     if cfg.resume_from not in (None, "latest"):
         cfg.resume_from = _absolute(cfg.resume_from)
-    if cfg.data.synthetic is not None:
-        cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg.preprocess[key] = _absolute(cfg.preprocess[key])
     _optimizer_rules(cfg)

@@ -1,7 +1,7 @@
 """The schemas of the config groups that build a part (`_target_`): the model source and its shape, the optimizer,
 the adapter type, the learning-rate schedule, the data source; and of the two groups that choose how (attention
 blocks, timestep drawing). One dataclass per option where options differ in their fields (`OPTIMIZER_SCHEMAS`,
-`ADAPTER_SCHEMAS`, `SCHEDULER_SCHEMAS`), with the facts about it the rest of Side-Step asks (class-level, not config
+`ADAPTER_SCHEMAS`, `SCHEDULER_SCHEMAS`; the data sources' `DATA_SCHEMAS` in `data_sources.py`), with the facts about it the rest of Side-Step asks (class-level, not config
 keys); a YAML in `conf/<group>/` holds only what differs from its dataclass.
 """
 
@@ -14,7 +14,6 @@ from sidestep.config.choices import (
     ATTENTION_PROJECTIONS,
     AttentionBlock,
     Bias,
-    OnProblem,
     Quantize,
     TargetModule,
     TimestepMode,
@@ -316,33 +315,3 @@ class TimestepsConfig:
     cfg_ratio: float = 0.15
     discrete_timesteps: List[float] = field(default_factory=list)  # vanilla only
     min_snr_gamma: Optional[float] = None
-
-
-@dataclass
-class SyntheticConfig:
-    """A small generated dataset the tiny model can learn; written once to a cache folder."""
-
-    num_samples: int = 8
-    seconds: float = 4.0
-    styles: int = 4
-    text_tokens: int = 16
-    seed: int = 0
-    cache_dir: Optional[str] = None  # default: the user cache folder
-
-
-@dataclass
-class DataConfig:
-    """`instantiate(cfg.data)` gives the sample source `_target_` names (`data/sources.py`): a folder of
-    preprocessed samples (`dataset_dir`), or the generated dataset of `synthetic`."""
-
-    _target_: str = "sidestep.data.sources.SampleFolder"
-    dataset_dir: Optional[str] = None  # a folder of preprocessed samples (.pt or .safetensors)
-    synthetic: Optional[SyntheticConfig] = None
-    crop_seconds: Optional[float] = None
-    num_workers: Optional[int] = None  # null: the CPU cores this process may use, less one, at most 4
-    pin_memory: bool = True
-    prefetch_factor: int = 2
-    persistent_workers: bool = True
-    on_bad_sample: OnProblem = OnProblem.error  # what an unusable sample file does
-    bucket_by_length: bool = True  # without crop_seconds: batch songs of similar length, so no frame is padding
-    val_fraction: float = 0.0  # held out, scored at fixed timesteps and noise so runs compare

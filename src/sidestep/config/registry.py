@@ -4,7 +4,7 @@ that vet every file they read (`vetted_sources.py`)."""
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from sidestep.config.parts import AttentionConfig, DataConfig, ModelConfig, SchedulerConfig, TimestepsConfig
+from sidestep.config.parts import AttentionConfig, ModelConfig, SchedulerConfig, TimestepsConfig
 from sidestep.config.run_name import register_run_name_resolvers
 from sidestep.config.schema import CHOSEN_BY_TARGET, AnalyzeConfig, PreprocessConfig, SampleConfig, TrainConfig
 from sidestep.config.vetted_sources import use_vetted_sources
@@ -22,7 +22,7 @@ def register_schemas() -> None:
     cs.store(name="sample_schema", node=SampleConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)
     for group, schema in [("model", ModelConfig), ("scheduler", SchedulerConfig), ("attention", AttentionConfig),
-                          ("timesteps", TimestepsConfig), ("data", DataConfig)]:
+                          ("timesteps", TimestepsConfig)]:
         cs.store(group=f"schema/{group}", name="base", node=schema)
     for group, schemas in CHOSEN_BY_TARGET.items():
         for name, schema in schemas.items():

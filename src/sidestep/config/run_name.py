@@ -24,7 +24,8 @@ def default_run_name(time: str, _root_: DictConfig) -> str:
     """`<dataset folder or experiment>-<time>`, in letters, digits, - and _ (it becomes file names and a PEFT adapter
     name, which may not hold a dot). A sweep's job is named by what varies instead of its start time:
     `<dataset>-r16-lr1e-4` (a search's trials also by their number, as a search may draw the same values twice)."""
-    folder = OmegaConf.select(_root_, "data.dataset_dir") or OmegaConf.select(_root_, "preprocess.audio_dir")
+    folder = OmegaConf.select(_root_, "data.dataset_dir") or OmegaConf.select(_root_, "preprocess.audio_dir") or \
+        OmegaConf.select(_root_, "data.datasets.0.name") or OmegaConf.select(_root_, "data.datasets.0.dir")  # a mix's first
     experiment, varies = None, None
     try:
         hydra = HydraConfig.get()

@@ -20,13 +20,13 @@ from sidestep.config.choices import (
     Precision,
     TriggerPosition,
 )
+from sidestep.config.data_sources import DATA_SCHEMAS, DataConfig
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
     OPTIMIZER_SCHEMAS,
     SCHEDULER_SCHEMAS,
     AdapterConfig,
     AttentionConfig,
-    DataConfig,
     ModelConfig,
     OptimizerConfig,
     SchedulerConfig,
@@ -220,7 +220,8 @@ class TrainConfig:
 
 
 # groups with a schema per option
-CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS, "scheduler": SCHEDULER_SCHEMAS}
+CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS, "scheduler": SCHEDULER_SCHEMAS,
+                    "data": DATA_SCHEMAS}
 
 
 

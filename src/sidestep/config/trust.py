@@ -25,7 +25,8 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Set, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import sidestep.conf
-from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, SCHEDULER_SCHEMAS, DataConfig, ModelConfig
+from sidestep.config.data_sources import DATA_SCHEMAS
+from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, SCHEDULER_SCHEMAS, ModelConfig
 from sidestep.config.schema import TrainConfig
 from sidestep.errors import ConfigError
 
@@ -50,7 +51,7 @@ def shipped_targets() -> Dict[str, FrozenSet[str]]:
     `conf/`."""
     found: Dict[str, Set[str]] = {group: set() for group in PART_GROUPS}
     found["model"].add(ModelConfig._target_)
-    found["data"].add(DataConfig._target_)
+    found["data"] |= {schema._target_ for schema in DATA_SCHEMAS.values()}
     found["optimizer"] |= {schema._target_ for schema in OPTIMIZER_SCHEMAS.values()}
     found["adapter"] |= {schema._target_ for schema in ADAPTER_SCHEMAS.values()}
     found["scheduler"] |= {schema._target_ for schema in SCHEDULER_SCHEMAS.values()}

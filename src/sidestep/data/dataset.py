@@ -83,7 +83,9 @@ class LatentDataset(Dataset):
     """Items are `(epoch, index)` keys from `EpochSampler`, so cropping can be seeded per epoch and sample.
 
     Every file is read and checked when the dataset opens, and all problems are reported together:
-    `on_bad_sample="error"` stops, `"skip"` trains on the usable files and says how many were left out."""
+    `on_bad_sample="error"` stops, `"skip"` trains on the usable files and says how many were left out.
+    Several folders make one dataset with `mixed`: each sample keeps its folder (`origin`, an index into `folders`)
+    and that folder's `repeats` (times an epoch the sampler gives it)."""
 
     def __init__(self, dataset_dir: Path, shape: SampleShape, on_bad_sample: str = "error"):
         self.files, self.frames, problems = [], [], []
@@ -106,6 +108,21 @@ class LatentDataset(Dataset):
         if problems:
             log.warning("skipping %d unusable sample file(s) of %d:\n  %s", len(problems),
                         len(problems) + len(self.files), "\n  ".join(problems))
+        self.folders, self.origin, self.repeats = [Path(dataset_dir).name], [0] * len(self.files), [1] * len(self.files)
+
+    @classmethod
+    def mixed(cls, parts: List[Tuple[str, int, "LatentDataset"]]) -> "LatentDataset":
+        """(name, repeats, folder's dataset) of each folder, in order, as one dataset; one folder is itself."""
+        if len(parts) == 1 and parts[0][1] == 1:
+            parts[0][2].folders = [parts[0][0]]
+            return parts[0][2]
+        mix = object.__new__(LatentDataset)
+        mix.folders = [name for name, _, _ in parts]
+        mix.files = [f for _, _, part in parts for f in part.files]
+        mix.frames = [n for _, _, part in parts for n in part.frames]
+        mix.origin = [k for k, (_, _, part) in enumerate(parts) for _ in part.files]
+        mix.repeats = [repeats for _, repeats, part in parts for _ in part.files]
+        return mix
 
     def __len__(self) -> int:
         return len(self.files)
@@ -113,23 +130,53 @@ class LatentDataset(Dataset):
     def __getitem__(self, key: Tuple[int, int]) -> Dict[str, Any]:
         epoch, index = key
         sample = read_sample(self.files[index])
-        sample.update(epoch=epoch, index=index, name=self.files[index].name)
+        sample.update(epoch=epoch, index=index, name=self.sample_name(index))
         return sample
 
+    def sample_name(self, index: int) -> str:
+        """The file's name, with its folder's in a mix (two folders may hold a `sample_000`)."""
+        name = self.files[index].name
+        return name if len(self.folders) == 1 else f"{self.folders[self.origin[index]]}/{name}"
+
     def split(self, fraction: float, seed: int) -> Tuple["LatentDataset", Optional["LatentDataset"]]:
-        """(train, held-out) by a seeded draw of `fraction` of the files; no held-out set when fraction is 0."""
+        """(train, held-out) by a seeded draw of `fraction` of the files of each folder; no held-out set when
+        fraction is 0. Per folder, so a mix's small folder (your songs beside a large generic set) is held out in
+        proportion too, and adding a folder leaves the others' draws as they were. Held-out samples are scored
+        once each, whatever their folder's repeats."""
         if fraction <= 0:
             return self, None
-        held = max(1, round(fraction * len(self.files)))
-        if held >= len(self.files):
-            raise DataError(f"data.val_fraction={fraction} leaves no training sample of {len(self.files)}; lower it")
-        order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(seed)).tolist()
-        return self._subset(sorted(order[held:])), self._subset(sorted(order[:held]))
+        train, held_out = [], []
+        for k, folder in enumerate(self.folders):
+            members = [i for i, origin in enumerate(self.origin) if origin == k]
+            held = max(1, round(fraction * len(members)))
+            if held >= len(members):
+                where = "" if len(self.folders) == 1 else f" in {folder} (data.datasets[{k}])"
+                raise DataError(f"data.val_fraction={fraction} leaves no training sample of {len(members)}{where}; "
+                                "lower it")
+            order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed + k)).tolist()
+            train += [members[j] for j in order[held:]]
+            held_out += [members[j] for j in order[:held]]
+        return self._subset(sorted(train)), self._subset(sorted(held_out), once=True)
 
-    def _subset(self, indices: List[int]) -> "LatentDataset":
+    def _subset(self, indices: List[int], once: bool = False) -> "LatentDataset":
         part = object.__new__(LatentDataset)
         part.files, part.frames = [self.files[i] for i in indices], [self.frames[i] for i in indices]
+        part.folders, part.origin = self.folders, [self.origin[i] for i in indices]
+        part.repeats = [1 if once else self.repeats[i] for i in indices]
         return part
+
+    def counts(self) -> List[int]:
+        """Samples of each folder, in the order of `folders`."""
+        return [self.origin.count(k) for k in range(len(self.folders))]
+
+    @property
+    def mix(self) -> Optional[List[str]]:
+        """Each folder with its repeats and samples, when there is more than one folder or a repeat; else None."""
+        if len(self.folders) == 1 and set(self.repeats) <= {1}:
+            return None
+        repeats = {o: r for o, r in zip(self.origin, self.repeats)}
+        return [f"{name} x{repeats.get(k, 1)}: {n} samples" for k, (name, n) in enumerate(zip(self.folders,
+                                                                                          self.counts()))]
 
     @property
     def seconds(self) -> float:

@@ -3,7 +3,7 @@
 import os
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -15,17 +15,25 @@ from sidestep.data.collate import CropCollate
 from sidestep.data.dataset import LatentDataset
 from sidestep.data.sampler import EpochSampler
 from sidestep.data.samples import sample_shape
+from sidestep.data.sources import SampleDir
+
+
+def dataset_folders(cfg: DictConfig, source=None) -> List[SampleDir]:
+    """The folders of samples the config trains on (`data._target_` says where they come from); `source`: that
+    data source when the caller has built it already."""
+    return (source or build(cfg.data)).folders(sample_shape(cfg.model))
 
 
 def dataset_folder(cfg: DictConfig, source=None) -> Path:
-    """The folder of samples the config trains on (`data._target_` says where they come from); `source`: that
-    data source when the caller has built it already."""
-    return (source or build(cfg.data)).folder(sample_shape(cfg.model))
+    """The first folder (of a mix, the first listed: your songs), whose captions and lengths the samples take."""
+    return dataset_folders(cfg, source)[0].path
 
 
 def open_dataset(cfg: DictConfig, source=None) -> LatentDataset:
     """Every file is checked against the model's sample layout before any weight is loaded."""
-    return LatentDataset(dataset_folder(cfg, source), sample_shape(cfg.model), cfg.data.on_bad_sample)
+    shape = sample_shape(cfg.model)
+    return LatentDataset.mixed([(d.name, d.repeats, LatentDataset(d.path, shape, cfg.data.on_bad_sample))
+                                for d in dataset_folders(cfg, source)])
 
 
 def default_workers() -> int:
@@ -38,7 +46,8 @@ def default_workers() -> int:
 def make_loader(cfg: DictConfig, dataset: LatentDataset, device_type: str) -> Tuple[DataLoader, EpochSampler]:
     tr, data = cfg.trainer, cfg.data
     bucketed = data.crop_seconds is None and data.bucket_by_length and tr.batch_size > 1
-    sampler = EpochSampler(len(dataset), tr.seed, lengths=dataset.frames if bucketed else None, batch_size=tr.batch_size)
+    sampler = EpochSampler(len(dataset), tr.seed, lengths=dataset.frames if bucketed else None, batch_size=tr.batch_size,
+                           repeats=dataset.repeats)
     workers = data.num_workers if data.num_workers is not None else default_workers()
     workers = 0 if sys.platform == "win32" else workers  # worker processes re-import torch there: slow
     crop_frames = None if data.crop_seconds is None else int(data.crop_seconds * LATENT_FPS)

@@ -7,6 +7,7 @@ without the adapter, the strengths
 Training rewrites it after every round of samples and at the end; `python -m sidestep.report RUN` at any time.
 """
 
+import json
 import logging
 import shlex
 import time
@@ -17,6 +18,7 @@ from typing import List, Optional
 from safetensors import safe_open
 
 from sidestep.adapters.label import adapter_words
+from sidestep.config.data_sources import data_schema
 from sidestep.report_pages.charts import run_curves
 from sidestep.report_pages.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report_pages.page import esc, href, state_badge, table, write_page
@@ -87,7 +89,7 @@ def _setup(run: RunInfo) -> str:
                     + (f"dropout {_number(adapter['dropout'])}, " if "dropout" in adapter else "")
                     + f"{'+'.join(adapter.get('target_modules', []))} on {'+'.join(cfg.get('attention', {}).get('blocks', []))}"
                     + (f", rank map {adapter['rank_map']}" if adapter.get("rank_map") else "") + (f"; {size}" if size else "")),
-        ("dataset", _dataset(data, cfg.get("preprocess", {}))),
+        ("dataset", _dataset(data, cfg.get("preprocess", {})) + _mix(run.path)),
         ("training", f"{str(opt.get('_target_', '')).rsplit('.', 1)[-1]} lr {opt.get('lr')}, "
                      f"{str(sched.get('_target_', '')).rsplit('.', 1)[-1]} with {sched.get('warmup_steps')} warm-up steps, "
                      f"batch {tr.get('batch_size')} x {tr.get('gradient_accumulation')}, {tr.get('epochs')} epochs"
@@ -103,12 +105,26 @@ def _number(value) -> str:
 
 
 def _dataset(data: dict, preprocess: dict) -> str:
-    if data.get("synthetic"):
-        s = data["synthetic"]
-        return f"synthetic: {s.get('num_samples')} generated songs of {s.get('seconds')} s"
+    schema = data_schema(data)
+    if schema.generated:
+        return schema.words(data)
     source = f" (preprocessed from {preprocess['audio_dir']})" if preprocess.get("audio_dir") else ""
     held_out = f", {data['val_fraction']:g} held out" if data.get("val_fraction") else ""
-    return f"{data.get('dataset_dir')}{source}{held_out}"
+    return f"{schema.words(data)}{source}{held_out}"
+
+
+def _mix(run_dir: Path) -> str:
+    """A mix's samples per folder, from `<run>/mix.json` (written when training starts)."""
+    try:
+        mix = if_present(lambda: json.loads((run_dir / "mix.json").read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not ours, or edited by hand: the rest of the page stands
+        return ""
+    if not isinstance(mix, dict) or not isinstance(mix.get("folders"), list):
+        return ""
+    folders = [f"{f.get('name')}: {f.get('samples')} samples x{f.get('repeats')}"
+               + (f" (+{f['held_out']} held out)" if f.get("held_out") else "")
+               for f in mix["folders"] if isinstance(f, dict)]
+    return f"; {', '.join(folders)}; {mix.get('samples_per_epoch')} samples an epoch"
 
 
 def _adapter_size(run: RunInfo) -> Optional[str]:

@@ -10,11 +10,12 @@ reason it cannot change a step; a test walks the whole config so that a new knob
 import hashlib
 from enum import Enum
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sidestep.config.renamed_keys import renamed_fingerprint
+from sidestep.data.dataset import LatentDataset
 from sidestep.digest import file_hash
 from sidestep.models.source import ModelSource
 
@@ -39,6 +40,8 @@ NOT_COMPARED = {
     "adapter.rank_map": f"{BY_CONTENT} (the plan's file digest)",
     "data._target_": f"{BY_CONTENT} (dataset)",
     "data.dataset_dir": f"{BY_CONTENT} (dataset): a moved folder is the same data",
+    "data.datasets": f"{BY_CONTENT} (dataset, with each sample's folder and repeats) and data.mix (each folder's "
+                     "name, repeats and samples): moved folders are the same mix",
     "data.synthetic": f"{BY_CONTENT} (dataset)",
     "data.on_bad_sample": f"the files it leaves in are {BY_CONTENT} (dataset)",
     "data.num_workers": "how batches are loaded, not which (order and crops are seeded per sample)",
@@ -64,13 +67,18 @@ NOT_COMPARED = {
 }
 
 
-def fingerprint(cfg: DictConfig, model: ModelSource, sample_files: List[Path]) -> Dict[str, object]:
-    """What a resume compares: the trained settings of `cfg`, the digests of `model`'s weights and of the data."""
+def fingerprint(cfg: DictConfig, model: ModelSource, dataset: LatentDataset) -> Dict[str, object]:
+    """What a resume compares: the trained settings of `cfg`, the digests of `model`'s weights and of the data. A
+    mix of folders (`data.datasets`) also records each folder's name, repeats and samples (`data.mix`), and its
+    digest covers which folder each sample is in and how often it is seen; one folder's stays as it was."""
+    mix = dataset.mix
     return {
         **settings(cfg),
         "model.weights": model.weights_digest(),
         "adapter.rank_map": cfg.adapter.get("rank_map") and file_hash(Path(cfg.adapter.rank_map)),
-        "dataset": dataset_digest(sample_files),
+        "dataset": dataset_digest(dataset.files, None if mix is None else [
+            f"{dataset.folders[o]} x{r}" for o, r in zip(dataset.origin, dataset.repeats)]),
+        **({} if mix is None else {"data.mix": mix}),
     }
 
 
@@ -106,11 +114,12 @@ def mismatches(saved: dict, current: dict) -> List[str]:
     return lines
 
 
-def dataset_digest(sample_files: Iterable[Path]) -> str:
-    """The names and full contents of the training samples, in order."""
+def dataset_digest(sample_files: Iterable[Path], folders: Optional[List[str]] = None) -> str:
+    """The names and full contents of the training samples, in order (in a mix, each with its folder and repeats)."""
     digest = hashlib.sha256()
-    for path in sample_files:
-        digest.update(f"{Path(path).name}\0{file_hash(path)}\n".encode())
+    for i, path in enumerate(sample_files):
+        where = "" if folders is None else f"{folders[i]}\0"
+        digest.update(f"{where}{Path(path).name}\0{file_hash(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 

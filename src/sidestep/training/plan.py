@@ -1,10 +1,11 @@
 """The numbers of a run, worked out before any weight is loaded, for the summary the user confirms."""
 
+import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from accelerate import Accelerator
 from omegaconf import DictConfig
@@ -13,6 +14,7 @@ from sidestep.adapters.attach import trainable_parameters
 from sidestep.adapters.files import DTYPES
 from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
+from sidestep.atomic import atomic_file
 from sidestep.config import as_container
 from sidestep.config.parts import SchedulerConfig
 from sidestep.config.schema import option_name
@@ -24,6 +26,7 @@ from sidestep.training.parts import RunParts
 from sidestep.training.step_adapters import adapter_copies, disk_cost
 
 log = logging.getLogger(__name__)
+MIX_FILE = "mix.json"
 
 
 @dataclass
@@ -54,6 +57,7 @@ class RunPlan:
     sampling: str
     memory: str = ""  # the predicted peak (training/memory.py)
     step_adapters: str = ""  # what the adapter kept at each sampled step takes on disk
+    mix: str = ""  # a mix of folders (`data.datasets`): each folder's samples, held out and repeats
 
     @property
     def effective_batch(self) -> int:
@@ -110,6 +114,7 @@ def run_plan(cfg: DictConfig, parts: RunParts, run_dir: Path, accelerator: Accel
                                helpers=parts.model.helper_parameters(), trainable=params)),
         step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
                                 params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(parts.adapter)),
+        mix=mix_summary(dataset, held_out),
     )
 
 
@@ -118,6 +123,32 @@ def schedule_summary(scheduler: DictConfig) -> str:
     own = "".join(f" {k} {v:g}," for k, v in scheduler.items() if k not in SchedulerConfig.__dataclass_fields__)
     return (f"{option_name('scheduler', scheduler)}{own or ','} warmup {scheduler.warmup_steps} "
             f"steps from {scheduler.warmup_start_factor:.0%}")
+
+
+def mix_summary(dataset: LatentDataset, held_out: Optional[LatentDataset]) -> str:
+    """"songs: 11 x4 (+1 held out), generic: 180 x1 (+20 held out); 224 samples an epoch"; empty for one folder."""
+    if dataset.mix is None:
+        return ""
+    folders = [f"{f['name']}: {f['samples']} x{f['repeats']}" + (f" (+{f['held_out']} held out)" if f["held_out"] else "")
+               for f in mix_folders(dataset, held_out)]
+    return ", ".join(folders) + f"; {sum(dataset.repeats)} samples an epoch"
+
+
+def mix_folders(dataset: LatentDataset, held_out: Optional[LatentDataset]) -> List[dict]:
+    """Each folder of the dataset: its name, repeats, training samples and held-out samples."""
+    held = held_out.counts() if held_out is not None else [0] * len(dataset.folders)
+    repeats = dict(zip(dataset.origin, dataset.repeats))
+    return [{"name": name, "repeats": repeats.get(k, 1), "samples": n, "held_out": held[k]}
+            for k, (name, n) in enumerate(zip(dataset.folders, dataset.counts()))]
+
+
+def write_mix(run_dir: Path, dataset: LatentDataset, held_out: Optional[LatentDataset]) -> None:
+    """`<run>/mix.json`, for the report: a mix's folders with their counts (nothing for one folder)."""
+    if dataset.mix is None:
+        return
+    with atomic_file(Path(run_dir) / MIX_FILE) as tmp:
+        tmp.write_text(json.dumps({"folders": mix_folders(dataset, held_out),
+                                   "samples_per_epoch": sum(dataset.repeats)}, indent=2))
 
 
 def _memory(plan: MemoryPlan) -> str:

@@ -38,7 +38,7 @@ from sidestep.training.flow_matching import StepGenerators, StepSettings
 from sidestep.training.job_state import active_attention, fresh_process_state
 from sidestep.training.live_samples import sample_duration
 from sidestep.training.parts import RunParts, build_parts
-from sidestep.training.plan import RunPlan, run_plan, schedule_lengths
+from sidestep.training.plan import RunPlan, run_plan, schedule_lengths, write_mix
 from sidestep.training.run_dir import claimed
 from sidestep.training.validation import HeldOutLoss
 
@@ -105,12 +105,14 @@ def _set_up(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, model: Mod
     steps_per_epoch, total_steps, epochs = schedule_lengths(tr, len(loader), accelerator.num_processes)
 
     # Resume: refuse a checkpoint of a different setup before anything heavy happens.
-    fingerprint = run_fingerprint(cfg, model, dataset.files)
+    fingerprint = run_fingerprint(cfg, model, dataset)
     resume_dir = ckpt.checkpoint_path(cfg.resume_from, run_dir) if cfg.resume_from else None
     exact_resume = resume_dir is not None and _fits(resume_dir, fingerprint, cfg.resume.strict)
 
     plan = run_plan(cfg, parts, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
                     f"resuming {resume_dir}" if resume_dir else "fresh start", attention)
+    if accelerator.is_main_process:
+        write_mix(run_dir, train_set, held_out_set)
     return RunSetup(cfg, run_dir, accelerator, parts, loader, held_out, total_steps, epochs, fingerprint, resume_dir,
                     exact_resume, dtype, attention, plan, run_facts(cfg, plan, fingerprint))
 

@@ -9,14 +9,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.prompt import Confirm
 
+from sidestep.config.data_sources import data_schema
 from sidestep.ui.console import console, is_interactive
 
 
 def offer_wizard(cfg: DictConfig) -> None:
     """`python -m sidestep.train` with no dataset, someone at the terminal: offer the wizard, seeded with the same
     overrides, instead of only failing. Otherwise (piped, `ui.yes`, a sweep) nothing changes."""
-    data_given = cfg.data.dataset_dir, cfg.data.synthetic, OmegaConf.select(cfg, "preprocess.audio_dir")
-    if any(given is not None for given in data_given) or cfg.ui.yes or not is_interactive():
+    data_given = data_schema(cfg.data).generated or any(
+        OmegaConf.select(cfg, f"data.{key}") is not None for key in data_schema(cfg.data).paths(cfg.data))
+    if data_given or OmegaConf.select(cfg, "preprocess.audio_dir") is not None or cfg.ui.yes or not is_interactive():
         return
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.RUN:

@@ -17,7 +17,8 @@ def show(plan: RunPlan) -> None:
         ("model", plan.model),
         ("device / precision", f"{plan.device} / {plan.precision}"),
         ("data", f"{plan.samples} samples, {plan.audio_seconds / 60:.1f} min of audio"
-                 + (f", {plan.held_out} held out for the validation loss" if plan.held_out else "")),
+                 + (f", {plan.held_out} held out for the validation loss" if plan.held_out else "")
+                 + (f"; {plan.mix}" if plan.mix else "")),
         ("batch", f"{plan.batch_size} x {plan.gradient_accumulation} accumulation x {plan.processes} process(es)"
                   f" = {plan.effective_batch}"),
         ("steps", f"{plan.total_steps} optimizer steps ({plan.steps_per_epoch}/epoch, {plan.epochs} epochs)"),
