@@ -43,7 +43,7 @@ def with_sgd(monkeypatch, tmp_path):
 
 def test_a_new_optimizer_trains_the_demo_and_its_state_size_sets_the_memory_figure(with_sgd, make_cfg, tmp_path,
                                                                                      monkeypatch):
-    from sidestep.adapters.attach import trainable_parameters
+    from sidestep.adapters.attach import adapter_config, trainable_parameters
     from sidestep.train import train_adapter
     from sidestep.training.memory import predict
 
@@ -60,6 +60,6 @@ def test_a_new_optimizer_trains_the_demo_and_its_state_size_sets_the_memory_figu
     result = train_adapter(cfg, tmp_path / "run")
     assert result.steps == 3 and steps == [0.9] * 3
     adamw = make_cfg(*short)
-    trainable = trainable_parameters(cfg)
+    trainable = trainable_parameters(cfg.model, adapter_config(cfg))
     assert predict(cfg, torch.float32, 25).optimizer == 4 * trainable
     assert predict(adamw, torch.float32, 25).optimizer == 8 * trainable

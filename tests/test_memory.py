@@ -50,7 +50,7 @@ def test_the_optimizer_state_is_what_its_schema_says_per_parameter(make_cfg):
     from dataclasses import dataclass
     from typing import ClassVar
 
-    from sidestep.adapters.attach import trainable_parameters
+    from sidestep.adapters.attach import adapter_config, trainable_parameters
     from sidestep.config.parts import AdamWConfig
 
     @dataclass
@@ -61,5 +61,5 @@ def test_the_optimizer_state_is_what_its_schema_says_per_parameter(make_cfg):
     adamw = predict(cfg, torch.float32, 100)
     cfg.optimizer = OmegaConf.structured(HeavyState(lr=cfg.optimizer.lr))
     heavy = predict(cfg, torch.float32, 100)
-    assert adamw.optimizer == 8 * trainable_parameters(cfg) and heavy.optimizer == 5 * adamw.optimizer
+    assert adamw.optimizer == 8 * trainable_parameters(cfg.model, adapter_config(cfg)) and heavy.optimizer == 5 * adamw.optimizer
     assert heavy.peak - adamw.peak == 4 * adamw.optimizer

@@ -35,7 +35,7 @@ def test_every_part_of_a_run_is_built_once(one_run):
     _, built, _ = one_run
     assert built == {"sidestep.models.tiny.TinyModel": 1, "sidestep.adapters.lora.Lora": 1,
                      "sidestep.data.sources.SyntheticSamples": 1, "torch.optim.AdamW": 1,
-                     "sidestep.training.lr_schedules.cosine": 1}
+                     "sidestep.training.lr_schedules.Cosine": 1}
 
 
 def test_the_saved_config_holds_the_sample_duration_the_samples_used_and_stays_unchanged(one_run):

@@ -26,13 +26,13 @@ PREFIXES = ("ss_", "sidestep_", "modelspec.")  # what a header holds of these fa
 PREPROCESS_RECORDS = ".preprocess"  # `sidestep.preprocess` keeps each run's config under <out_dir>/.preprocess/
 
 
-def run_facts(cfg: DictConfig, plan, fingerprint: dict) -> Facts:
+def run_facts(cfg: DictConfig, plan, fingerprint: dict, source=None) -> Facts:
     """The facts of a run that hold for every step: base model, data, optimizer, Side-Step. `plan` is the run's
-    `RunPlan`, `fingerprint` what its checkpoints compare (the base weights' digest)."""
+    `RunPlan`, `fingerprint` what its checkpoints compare (the base weights' digest), `source` its data source."""
     def pick(key: str):
         return OmegaConf.select(cfg, key)
 
-    dataset = dataset_name(cfg)
+    dataset = dataset_name(cfg, source)
     facts = {
         "ss_base_model_version": f"acestep-v15-{cfg.model.variant}",
         "sidestep_base_model_digest": str(fingerprint.get("model.weights", "")),
@@ -78,10 +78,10 @@ def header_facts(weights_file: Path) -> Facts:
     return if_present(read) or {}
 
 
-def dataset_name(cfg: DictConfig) -> str:
+def dataset_name(cfg: DictConfig, source=None) -> str:
     """The songs' folder name (preprocessed in the run: the folder of songs), else the samples' folder."""
     audio_dir = OmegaConf.select(cfg, "preprocess.audio_dir")
-    return Path(audio_dir).name if audio_dir else dataset_folder(cfg).name
+    return Path(audio_dir).name if audio_dir else dataset_folder(cfg, source).name
 
 
 def trigger_tag(cfg: DictConfig) -> Optional[str]:

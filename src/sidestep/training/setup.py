@@ -114,7 +114,7 @@ def _set_up(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, model: Mod
     if accelerator.is_main_process:
         write_mix(run_dir, train_set, held_out_set)
     return RunSetup(cfg, run_dir, accelerator, parts, loader, held_out, total_steps, epochs, fingerprint, resume_dir,
-                    exact_resume, dtype, attention, plan, run_facts(cfg, plan, fingerprint))
+                    exact_resume, dtype, attention, plan, run_facts(cfg, plan, fingerprint, parts.data))
 
 
 def _fits(checkpoint: Path, fingerprint: dict, strict: bool) -> bool:
