@@ -16,8 +16,9 @@ from sidestep.config import resolve
 from sidestep.errors import ConfigError
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
-from tests.conftest import compose_cfg, dit_outputs, randomize_lora
-from tests.test_adapter_files import Decoder
+from tests.helpers.configs import compose_cfg
+from tests.helpers.models import Decoder, dit_outputs, randomize_lora
+from tests.helpers.options import options
 
 NAME = "jazz-v1"
 TYPES = {  # type -> the formats it must list
@@ -215,7 +216,7 @@ def merged_weights(model: torch.nn.Module) -> dict:
     return merged.state_dict()
 
 
-@pytest.mark.parametrize("adapter", ["lora", "lora adapter.use_rslora=true", "dora", "lokr", "loha", "oft"])
+@pytest.mark.parametrize("adapter", [*options("adapter"), "lora adapter.use_rslora=true"])
 def test_a_bf16_export_plays_the_trained_change_within_1_percent(adapter, tmp_path, cache_dir):
     """The default `export.dtype=bf16` rounds each tensor by up to 0.4 %; a tensor near the base weights' scale
     (DoRA's magnitude, ComfyUI's `dora_scale`) rounded so would move each weight by 0.4 % of itself, several percent

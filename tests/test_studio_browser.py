@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_preprocess import write_song
-from tests.test_report_browser import browser  # noqa: F401  (the module-scoped Chromium fixture)
+from tests.helpers.audio import write_song
 
 pytest.importorskip("fastapi", reason="pip install -e .[studio] (scripts/setup.sh)")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install -e .[studio] (scripts/setup.sh)")
