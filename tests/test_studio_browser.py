@@ -21,6 +21,7 @@ from sidestep.studio.security import Folders  # noqa: E402
 
 INJECTED = "<img src=x onerror=window.pwned=1>"
 WAIT_MS = 240_000  # a ceiling for a stuck page, never a pace: every wait is on what the page shows
+pytestmark = pytest.mark.slow  # the studio starts real `python -m sidestep.train` processes, as a user's would
 
 
 @pytest.fixture(scope="module")
