@@ -47,7 +47,7 @@ def test_resuming_from_any_step_gives_the_uninterrupted_adapter(full_run, make_c
 @pytest.mark.parametrize("kind", [kind for kind in options("adapter") if kind != "lora"])  # lora: full_run's
 def test_every_adapter_type_resumes_to_the_uninterrupted_adapter(make_cfg, tmp_path, kind):
     knobs = make_cfg(f"adapter={kind}", check=False).adapter
-    dropout = next((f"adapter.{key}=0.1" for key in knobs if key.endswith("dropout")), "lora.dropout=0.1")  # RNG in use
+    dropout = next((f"adapter.{key}=0.1" for key in knobs if key.endswith("dropout")))  # RNG in use
     short = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "trainer.max_steps=4", "data.crop_seconds=2",
              f"adapter={kind}", dropout)
     train_adapter(make_cfg(*short, "trainer.save_every_steps=2"), tmp_path / "full")
@@ -77,11 +77,11 @@ def test_latest_skips_half_written_checkpoints_and_pruning_keeps_the_newest(make
 def test_a_checkpoint_of_another_setup_is_refused_one_line_per_difference(full_run, make_cfg, tmp_path, caplog):
     checkpoint = full_run / "checkpoints" / "step-0000004"
     with pytest.raises(ckpt.CheckpointError) as err:
-        train_adapter(make_cfg(*BASE, "lora.rank=8", "trainer.seed=1", f"resume_from={checkpoint}"), tmp_path)
+        train_adapter(make_cfg(*BASE, "adapter.rank=8", "trainer.seed=1", f"resume_from={checkpoint}"), tmp_path)
     lines = str(err.value).splitlines()
     assert lines[0].endswith("does not fit this run (resume.strict=false loads its LoRA weights only):")
     differences = sorted(line.split(":")[0].strip() for line in lines[1:])
-    assert differences == ["lora.alpha", "lora.rank", "trainer.seed"]  # alpha follows the rank
+    assert differences == ["adapter.alpha", "adapter.rank", "trainer.seed"]  # alpha follows the rank
     assert not (tmp_path / "adapter").exists()
 
     caplog.set_level("INFO")

@@ -25,7 +25,7 @@ from sidestep.errors import SidestepError
 from sidestep.user_config import user_config_dir
 
 HEADER = "# Written by python -m sidestep.wizard"
-RECIPE_GROUPS = ("model", "adapter", "optimizer", "scheduler", "attention", "training", "data")  # written as `override /g: x`
+RECIPE_GROUPS = ("model", "adapter", "optimizer", "scheduler", "attention", "timesteps", "data")  # written as `override /g: x`
 Setup = Tuple[Tuple[str, ...], Tuple[str, ...]]  # (Hydra overrides: group=option, key=value; then key=value settings)
 
 

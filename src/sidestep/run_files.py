@@ -9,6 +9,7 @@ from typing import Callable, Optional, TypeVar
 
 from omegaconf import OmegaConf
 
+from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.yaml_data import load_yaml_data
 from sidestep.errors import ConfigError
 
@@ -29,10 +30,11 @@ def mtime(path: Path) -> Optional[float]:
 
 
 def load_yaml(path: Path) -> Optional[object]:
-    """A YAML file of the run as plain Python (interpolations left as text), or None when there is none or it is
-    not plain YAML data (said once in the log)."""
+    """A YAML file of the run as plain Python in today's key names (a run from before `adapter.rank`; interpolations
+    left as text), or None when there is none or it is not plain YAML data (said once in the log)."""
     try:
-        return if_present(lambda: OmegaConf.to_container(load_yaml_data(path, record=True), resolve=False))
+        return if_present(lambda: renamed_config(OmegaConf.to_container(load_yaml_data(path, record=True),
+                                                                        resolve=False)))
     except ConfigError as err:
         log.warning("skipped: %s", err)
         return None

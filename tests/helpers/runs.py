@@ -12,7 +12,7 @@ from sidestep.data.audio import write_wav
 
 # The resume tests' setup: 8 samples, batch 1, accumulation 2: 4 optimizer steps per epoch; dropout on, so the
 # global RNG matters too.
-BASE = ("trainer.batch_size=1", "trainer.gradient_accumulation=2", "trainer.max_steps=10", "lora.dropout=0.1",
+BASE = ("trainer.batch_size=1", "trainer.gradient_accumulation=2", "trainer.max_steps=10", "adapter.dropout=0.1",
         "data.crop_seconds=2")
 
 

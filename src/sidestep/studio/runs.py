@@ -54,7 +54,7 @@ def run_row(info: RunInfo, folders: Folders) -> dict:
         "total_steps": status.get("total_steps"),
         "eta_s": status.get("eta_s"),
         "adapter": _choice(info.path, "adapter") or str((config.get("adapter") or {}).get("_target_", "")),
-        "rank": (config.get("lora") or {}).get("rank"),
+        "rank": (config.get("adapter") or {}).get("rank"),
         "lr": (config.get("optimizer") or {}).get("lr"),
         "loss": info.last("loss/smoothed") if info.last("loss/smoothed") is not None else status.get("loss"),
         "val_loss": info.last("loss/val"),
