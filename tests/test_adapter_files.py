@@ -17,7 +17,7 @@ from sidestep.adapters.files import FORMATS
 from sidestep.adapters.targets import original_module_name
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
-from tests.conftest import dit_outputs, randomize_lora
+from tests.helpers.models import Decoder, dit_outputs, randomize_lora
 
 NAME = "jazz-v1"
 
@@ -26,7 +26,7 @@ NAME = "jazz-v1"
 def trained(tmp_path_factory, cache_dir):
     """A tiny DiT with non-trivial LoRA weights trained with dropout 0.1 (alpha = 2 x rank, the case that loads
     at half strength when alpha is lost; MLP targets included), saved as `<tmp>/adapter`, and the hand merge."""
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     cfg = compose_cfg(cache_dir, "adapter.rank=4", "adapter.alpha=8", "adapter.dropout=0.1",
                       "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
@@ -73,26 +73,6 @@ def test_diffusers_pipeline_load_lora_weights_gives_the_merged_model(trained):
     pipe.load_lora_weights(str(adapter / "diffusers_pipeline"))
     assert torch.equal(dit_outputs(pipe.transformer), dit_outputs(pipe.transformer))
     assert torch.allclose(dit_outputs(pipe.transformer), dit_outputs(merged), atol=1e-5)
-
-
-class Attention(torch.nn.Module):
-    def __init__(self, attn):
-        super().__init__()
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
-
-
-class Layer(torch.nn.Module):
-    def __init__(self, block):
-        super().__init__()
-        self.self_attn, self.cross_attn, self.mlp = Attention(block.self_attn), Attention(block.cross_attn), block.mlp
-
-
-class Decoder(torch.nn.Module):
-    """ACE-Step's decoder module names on the tiny model's weights."""
-
-    def __init__(self, transformer):
-        super().__init__()
-        self.layers = torch.nn.ModuleList(Layer(b) for b in transformer.layers)
 
 
 def test_acestep_loads_the_named_folder_as_a_second_adapter_under_its_own_name(trained, tmp_path):

@@ -17,7 +17,8 @@ from sidestep.data.loader import dataset_folder, open_dataset
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
 from sidestep.training.adapter_facts import trigger_tag
-from tests.conftest import compose_cfg, randomize_lora
+from tests.helpers.configs import compose_cfg
+from tests.helpers.models import randomize_lora
 
 STEPS = 3
 

@@ -214,7 +214,7 @@ def test_each_bad_file_gets_one_line_and_the_rest_are_analysed(songs, monkeypatc
 
 def test_preprocess_analyze_puts_measured_labels_into_the_samples_and_keeps_the_users(tmp_path, monkeypatch):
     from sidestep.ui.songs import preprocess_and_report
-    from tests.test_preprocess import header, settings, write_song
+    from tests.helpers.audio import header, settings, write_song
 
     monkeypatch.setattr(analysis_run, "analyse_file", lambda path: fake_analysis())  # forked workers inherit it
     folder = tmp_path / "songs"

@@ -21,6 +21,7 @@ from sidestep.data.audio import (
 )
 from sidestep.digest import file_hash
 from sidestep.errors import DataError
+from tests.helpers.audio import write_with_ffmpeg
 
 
 def sine(rate: int, seconds: float, freq: float = 1000.0, amplitude: float = 0.5) -> np.ndarray:
@@ -156,22 +157,6 @@ def test_find_audio_sorts_supported_from_unsupported_and_skips_the_rest(tmp_path
     assert [p.name for p in unsupported] == ["h.m4p"]
     with pytest.raises(DataError, match="no such folder"):
         find_audio(tmp_path / "missing")
-
-
-def write_with_ffmpeg(path, rate=44_100, seconds=1.5, channels=2):
-    """An AAC song as iTunes (.m4a, in MP4) or a raw ADTS stream (.aac) holds it, made by PyAV's FFmpeg."""
-    import av
-
-    t = np.arange(int(seconds * rate)) / rate
-    wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    layout = "stereo" if channels == 2 else "mono"
-    with av.open(str(path), "w", format="adts" if path.suffix == ".aac" else "ipod") as out:
-        stream = out.add_stream("aac", rate=rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.stack([wave] * channels), format="fltp", layout=layout)
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return wave
 
 
 @pytest.mark.parametrize("name, channels", [("phone.m4a", 2), ("voice memo.aac", 1)])

@@ -2,15 +2,13 @@
 runs on the CPU with a tiny DiT (--smoke), so the first run on a GPU is not its first run at all."""
 
 import re
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.helpers.configs import ROOT
+from tests.helpers.processes import run_script
 
 
 def bench_gpu(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT)
+    return run_script(ROOT / "scripts" / "bench_gpu.py", *args, cwd=ROOT)
 
 
 def test_without_a_gpu_the_gpu_benchmark_says_so_and_exits_0():

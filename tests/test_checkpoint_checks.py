@@ -15,14 +15,15 @@ from sidestep.models.source import model_source
 from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.checkpoint_check import file_digests, payload_digest
-from tests.test_resume import BASE, adapter, assert_same
+from tests.helpers.options import options
+from tests.helpers.runs import BASE, adapter, assert_same
 
 SHORT = (*BASE[:-2], "trainer.max_steps=4", "trainer.save_every_steps=2", "trainer.keep_checkpoints=10")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     folder = tmp_path_factory.mktemp("run")
     train_adapter(compose_cfg(cache_dir, *SHORT), folder)
@@ -115,7 +116,7 @@ def test_changed_sample_contents_are_a_different_run(run, make_cfg, tmp_path, ca
 
 
 def test_other_base_weights_are_a_different_run(make_cfg, tmp_path):
-    from tests.test_checkpoints import real_cfg, write_original
+    from tests.helpers.models import real_cfg, write_original
 
     reference = model_source(make_cfg().model).dit()
     write_original(tmp_path / "a" / "acestep-v15-turbo", reference)
@@ -127,7 +128,7 @@ def test_other_base_weights_are_a_different_run(make_cfg, tmp_path):
     assert model_source(make_cfg().model).weights_digest() != model_source(make_cfg("model.init_seed=1").model).weights_digest()
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "prodigy", "adamw8bit", "adafactor"])
+@pytest.mark.parametrize("optimizer", options("optimizer"))
 def test_every_shipped_optimizer_resumes_bit_identically(make_cfg, tmp_path, optimizer):
     settings = (*SHORT, f"optimizer={optimizer}")
     train_adapter(make_cfg(*settings), tmp_path / "full")

@@ -1,6 +1,5 @@
 """Real checkpoint folders: found, read through the key table onto diffusers' DiT, and refused clearly when wrong."""
 
-import json
 
 import pytest
 import torch
@@ -11,46 +10,13 @@ from sidestep.errors import ConfigError
 from sidestep.models.checkpoints import find_variants, locate
 from sidestep.models.keymap import decoder_key_to_diffusers, diffusers_key_to_decoder
 from sidestep.models.source import model_source
-from tests.conftest import dit_outputs
-
-TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, in_channels=192, audio_acoustic_hidden_dim=64, patch_size=2,
-                 sliding_window=8, rope_theta=1_000_000.0, encoder_hidden_size=64)
+from tests.helpers.models import TINY_ARCH, dit_outputs, real_cfg, write_original
 
 
 @pytest.fixture
 def reference(make_cfg):
     """The tiny random DiT the checkpoints below are written from."""
     return model_source(make_cfg().model).dit()
-
-
-def write_original(folder, reference, shards=1, extra=None):
-    """An ACE-Step-style variant folder: original key names, encoder/tokenizer keys beside the decoder's."""
-    folder.mkdir(parents=True)
-    state = {diffusers_key_to_decoder(k): v.contiguous() for k, v in reference.transformer.state_dict().items()}
-    state.update({"encoder.lyric_encoder.layers.0.self_attn.q_proj.weight": torch.zeros(4, 4),
-                  "tokenizer.embed.weight": torch.zeros(2, 2), "null_condition_emb": reference.null_condition_emb,
-                  **(extra or {})})
-    keys = sorted(state)
-    if shards == 1:
-        save_file(state, folder / "model.safetensors")
-    else:
-        weight_map = {}
-        for i in range(shards):
-            name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-            part = {k: state[k] for k in keys[i::shards]}
-            save_file(part, folder / name)
-            weight_map.update({k: name for k in part})
-        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps({**TINY_ARCH, "is_turbo": True, "timestep_mu": -0.4,
-                                                    "timestep_sigma": 1.0, "data_proportion": 0.5}))
-    return folder
-
-
-def real_cfg(make_cfg, root, variant="turbo"):
-    cfg = make_cfg(f"model={variant}", f"model.checkpoint_dir={root}")
-    model_source(cfg.model).settle(cfg.model)
-    return cfg
 
 
 def test_key_table_round_trips_and_renames_attention_only():

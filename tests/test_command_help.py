@@ -30,6 +30,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_every_entry_point_answers_help_without_loading_torch():
     result = subprocess.run([sys.executable, "-c", PROBE, *ENTRY_POINTS], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]

@@ -15,7 +15,7 @@ from sidestep.config import checked_train_config
 from sidestep.config.checks import checked_sample_config
 from sidestep.errors import ConfigError
 from sidestep.training import fast_paths
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
 CASES = [  # (override merged onto the demo's config, the key the one line must name)
     ("trainer.seed=-1", "trainer.seed"), ("trainer.seed=99999999999", "trainer.seed"),

@@ -14,9 +14,8 @@ import sys
 import pytest
 
 from sidestep.models.tiny import write_checkpoints
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
-# What the libraries print when left alone (issues 26 and 27)
 THIRD_PARTY = [
     r"Loading weights", r"Writing model shards", r"Loading checkpoint shards",  # transformers/diffusers tqdm bars
     r"\d+%\|", r"it/s\]",  # any other tqdm bar
@@ -25,6 +24,7 @@ THIRD_PARTY = [
     r"No path found after", r"\[tensorboard\]",  # TensorBoard's event reader at INFO
     r"gemm_4bit_forward",  # bitsandbytes at import
 ]
+pytestmark = pytest.mark.slow  # one real `python` start: what libraries print while they import is checked too
 ONE_SECOND_PER_READ = """
 import datetime, itertools, sys
 import hydra.core.utils

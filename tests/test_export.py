@@ -20,7 +20,8 @@ from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
 from sidestep.training import adapter_export
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE
-from tests.conftest import compose_cfg, dit_outputs, randomize_lora
+from tests.helpers.configs import compose_cfg
+from tests.helpers.models import dit_outputs, randomize_lora
 
 CODE_FILE = "modeling_acestep_v15_turbo.py"  # the model code ACE-Step ships beside the weights
 

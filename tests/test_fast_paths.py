@@ -15,7 +15,7 @@ from sidestep.data.sampler import EpochSampler
 from sidestep.errors import ConfigError
 from sidestep.train import train_adapter
 from sidestep.training import fast_paths
-from tests.test_resume import assert_same
+from tests.helpers.runs import assert_same
 
 LENGTHS = [40, 44, 52, 60, 64, 70, 80, 90, 96, 100, 42, 58]  # latent frames: 1.6 to 4 s songs
 

@@ -49,7 +49,7 @@ def test_a_refused_start_leaves_no_run_folder_and_a_missing_vae_is_named_before_
 
     from sidestep.data.audio import write_wav
     from sidestep.models.tiny import write_checkpoints
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     missing = cli("model=tiny", f"preprocess.audio_dir={tmp_path / 'no-songs'}", "ui.yes=true")
     assert missing.returncode == 2 and "preprocess.audio_dir" in missing.stderr, missing.stderr[-2000:]

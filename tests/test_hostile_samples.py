@@ -14,7 +14,7 @@ from sidestep.config.parts import ArchConfig
 from sidestep.data.dataset import LatentDataset, list_sample_files
 from sidestep.data.samples import read_sample
 from sidestep.errors import ConfigError, DataError
-from tests.test_data import SHAPE, sample, write_pt
+from tests.helpers.samples import SHAPE, sample, write_pt
 
 
 def expanded(shape):

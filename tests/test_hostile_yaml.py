@@ -5,7 +5,7 @@ mapping is refused in one line naming the file (exit 2), never a traceback or a 
 import pytest
 
 from sidestep import export, train
-from tests.test_trust_config import hydra_app, refused
+from tests.helpers.entry_points import hydra_app, refused
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefg", "bcdefgh"))

@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from sidestep.run_status import read_status
 from sidestep.train import main
 from sidestep.ui.app import run_app
-from tests.test_sweeps import same_adapter
+from tests.helpers.runs import same_adapter
 
 
 @pytest.fixture

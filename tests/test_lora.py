@@ -13,7 +13,7 @@ from safetensors import safe_open
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
 from sidestep.adapters.targets import target_pattern
 from sidestep.models.source import model_source
-from tests.conftest import dit_outputs, randomize_lora
+from tests.helpers.models import dit_outputs, randomize_lora
 
 
 def lora_modules(model):

@@ -34,6 +34,7 @@ def monitor(*args: str) -> subprocess.CompletedProcess:
                           env=env)
 
 
+@pytest.mark.slow
 def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "adapter.rank=2,4",
@@ -152,6 +153,7 @@ def test_status_file_follows_the_run_and_records_how_it_ended(tmp_path):
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.monitor", str(fake_run(tmp_path)), "ui.plain=true"],
                           encoding="utf-8", dimensions=(50, 200), timeout=None)

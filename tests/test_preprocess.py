@@ -9,26 +9,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from hydra import compose, initialize_config_module
-from safetensors import safe_open
 
-from sidestep.config.checks import checked_preprocess_config
 from sidestep.data.dataset import MANIFEST, LatentDataset
-from sidestep.data.samples import METADATA_KEY, read_sample, sample_shape
+from sidestep.data.samples import read_sample, sample_shape
 from sidestep.models.tiny import TinyModel, tiny_condition_encoder, write_checkpoints
 from sidestep.preprocessing import run as preprocess_run
 from sidestep.preprocessing.run import STAGING, preprocess
 from sidestep.ui.file_progress import FileProgress
-
-SECONDS = 0.8
-
-
-def write_song(path: Path, rate: int, channels: int, seconds: float = SECONDS, kind: str = "sine") -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * 440 * t) if kind == "sine" else 0.1 * np.random.default_rng(0).standard_normal(len(t))
-    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
-    soundfile.write(path, data, rate)
-    return path
+from tests.helpers.audio import SECONDS, header, settings, write_song
 
 
 @pytest.fixture
@@ -44,20 +32,8 @@ def songs(tmp_path) -> Path:
     return folder
 
 
-def settings(tmp_path, audio_dir, *overrides):
-    with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        cfg = compose(config_name="preprocess", overrides=[f"audio_dir={audio_dir}", f"out_dir={tmp_path / 'out'}",
-                                                            "model=tiny", *overrides])
-    return checked_preprocess_config(cfg)
-
-
 def run(cfg):
     return preprocess(cfg, cfg.model, partial(FileProgress, plain=True))
-
-
-def header(path: Path) -> dict:
-    with safe_open(path, framework="pt") as f:
-        return json.loads(f.metadata()[METADATA_KEY])
 
 
 def test_songs_become_samples_of_the_right_shapes_with_their_labels(tmp_path, songs):
@@ -122,7 +98,7 @@ def test_bad_files_are_skipped_with_their_reason_and_the_rest_is_processed(tmp_p
 
 
 def test_m4a_and_aac_songs_preprocess(tmp_path):
-    from tests.test_audio import write_with_ffmpeg
+    from tests.helpers.audio import write_with_ffmpeg
 
     folder = tmp_path / "phone"
     folder.mkdir()

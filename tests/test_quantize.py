@@ -22,7 +22,7 @@ from sidestep.models.source import model_source
 from sidestep.models.tiny import write_checkpoints
 from sidestep.train import train_adapter
 from sidestep.training.fingerprint import fingerprint, mismatches
-from tests.conftest import dit_outputs
+from tests.helpers.models import dit_outputs
 
 BASE = ("trainer.max_steps=4", "trainer.gradient_accumulation=2", "adapter.dropout=0.1", "data.crop_seconds=2")
 LAYERS = {"nf4": (bnb.nn.Linear4bit, peft_bnb.Linear4bit), "int8": (bnb.nn.Linear8bitLt, peft_bnb.Linear8bitLt)}
@@ -66,7 +66,7 @@ def test_every_source_quantizes_the_same_weights_the_same_way(make_cfg, tmp_path
 @pytest.fixture(scope="module")
 def nf4_run(tmp_path_factory, cache_dir):
     """An nf4 run that checkpoints every step and renders a sample (same quantized DiT) after step 2."""
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     run = tmp_path_factory.mktemp("nf4")
     cfg = compose_cfg(cache_dir, *BASE, "model.quantize=nf4", "trainer.save_every_steps=1", "sample.every_n_steps=2",

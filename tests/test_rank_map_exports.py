@@ -18,7 +18,7 @@ from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter
 from sidestep.config import as_container
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
-from tests.conftest import dit_outputs, randomize_lora
+from tests.helpers.models import dit_outputs, randomize_lora
 
 RANKS = (2, 4, 8, 0)  # cycled over the attention projections; 0 = left out
 ATTENTION_PROJECTION = re.compile(r"layers\.\d+\.(self|cross)_attn\.(to_q|to_k|to_v|to_out\.0)")
@@ -29,7 +29,7 @@ RATIO = 3.0  # adapter.alpha / adapter.rank below: every module gets alpha = 3 x
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
     """A run dir (.hydra/config.yaml + adapter/) of a tiny DiT with a rank map and non-trivial LoRA weights."""
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     root = tmp_path_factory.mktemp("rank_map_run")
     base = model_source(compose_cfg(cache_dir).model).dit().transformer
@@ -109,7 +109,7 @@ def test_merge_without_the_run_dir_says_what_it_needs(run, tmp_path, capsys):
 def test_diffusers_files_load_at_each_modules_strength(run, cache_dir):
     from diffusers import AceStepPipeline
 
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     root, model, _, _ = run
     fresh = model_source(compose_cfg(cache_dir).model).dit().transformer.eval()
@@ -137,7 +137,7 @@ def test_a_peft_adapter_with_suffix_patterns_exports_at_peft_strength(run, cache
     from peft import LoraConfig, inject_adapter_in_model
 
     from sidestep import export
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     root, _, _, _ = run
     folder = tmp_path / "foreign"

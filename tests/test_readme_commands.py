@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 
 from sidestep.config.overrides import check_overrides, path_argument
 from sidestep.user_config import user_config_dir
-from tests.conftest import ROOT
+from tests.helpers.configs import ROOT
 
 README = (ROOT / "README.md").read_text()
 CONF = (ROOT / "conf")

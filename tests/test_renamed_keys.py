@@ -17,7 +17,7 @@ from sidestep.report_pages.runs import read_run
 from sidestep.rerun import drift, saved_overrides
 from sidestep.training.fingerprint import mismatches, settings
 from sidestep.ui.monitor_view import setup_text
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
 CONF = Path(sidestep.conf.__file__).parent
 

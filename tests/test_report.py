@@ -1,46 +1,12 @@
 """`sidestep.report` on run folders laid out as training, sweeps and `sidestep.sample` leave them (no model runs)."""
 
-import json
 import re
 import shutil
-from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-
-from sidestep.data.audio import write_wav
-from sidestep.report_pages.__main__ import main as report
+from sidestep.report import main as report
 from sidestep.report_pages.run_page import write_run_page
 from sidestep.report_pages.runs import find_runs, read_run
-
-
-def make_run(run: Path, overrides, job: str = "train", status=None, losses=(), held_out=(), noise=None) -> Path:
-    """A run dir as Hydra and training leave it: .hydra/, status.json, TensorBoard scalars."""
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save({"trainer": {"seed": 42}, "lora": {"rank": 4}}, run / ".hydra" / "config.yaml")
-    OmegaConf.save(list(overrides), run / ".hydra" / "overrides.yaml")
-    OmegaConf.save({"hydra": {"job": {"name": job}}}, run / ".hydra" / "hydra.yaml")
-    if status:
-        (run / "status.json").write_text(json.dumps(status))
-    if losses or held_out:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run / "tb"))
-        for step, value in enumerate(losses, 1):
-            writer.add_scalar("loss/smoothed", value, step)
-        for step, value in enumerate(held_out, 1):
-            writer.add_scalar("loss/val", value, step)
-            if noise is not None:
-                writer.add_scalar("loss/val_noise", noise, step)
-        writer.close()
-    return run
-
-
-def make_sample(folder: Path, name: str, info: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_wav(folder / f"{name}.wav", 0.1 * torch.randn(2, 4800, generator=torch.Generator().manual_seed(0)))
-    (folder / f"{name}.json").write_text(json.dumps({"prompt": "warm lofi piano", "lyrics": "[Instrumental]",
-                                                     "seed": 0, "duration": 0.1, **info}))
+from tests.helpers.runs import make_run, make_sample
 
 
 def test_only_training_runs_count_not_sample_or_estimate_folders(tmp_path):

@@ -2,7 +2,6 @@
 Playwright's) opens the page of a trained run and of a sweep; every player, picture and link must resolve, the
 audio must decode, and the page must log no error."""
 
-import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -10,25 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from sidestep.config import as_container
-from sidestep.report_pages.__main__ import main as report
+from sidestep.report import main as report
 from sidestep.train import train_adapter
-from tests.conftest import compose_cfg
-
-
-def browser_path():
-    return shutil.which("chromium") or shutil.which("chromium-browser")  # None: Playwright's own build
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e .[dev] (scripts/setup.sh)")
-    with sync_api.sync_playwright() as p:
-        try:
-            chromium = p.chromium.launch(executable_path=browser_path(), args=["--no-sandbox"])
-        except sync_api.Error as err:
-            pytest.fail(f"no headless Chromium ({str(err).splitlines()[0]}): run scripts/setup.sh")
-        yield chromium
-        chromium.close()
+from tests.helpers.configs import compose_cfg
 
 
 def record_hydra(run: Path, cfg, overrides) -> None:
@@ -128,7 +111,7 @@ def test_a_long_run_page_fits_the_window(browser, tmp_path):
     """Issue 27: ten sample points made a row wider than the window, and long commands pushed the page sideways."""
     from sidestep.report_pages.run_page import write_run_page
     from sidestep.report_pages.runs import read_run
-    from tests.test_report import make_run, make_sample
+    from tests.helpers.runs import make_run, make_sample
 
     typed = ["experiment=demo", "data.dataset_dir=" + "/a-folder-with-a-long-name" * 12]  # no space to wrap at
     run = make_run(tmp_path / "run", typed, status={"state": "finished"})

@@ -6,38 +6,24 @@ import os
 import pickle
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from sidestep.errors import SidestepError
 from sidestep.run_status import read_status
 from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
-
-# 8 samples, batch 1, accumulation 2: 4 optimizer steps per epoch; dropout on, so the global RNG matters too.
-BASE = ("trainer.batch_size=1", "trainer.gradient_accumulation=2", "trainer.max_steps=10", "adapter.dropout=0.1",
-        "data.crop_seconds=2")
-
-
-def adapter(run_dir):
-    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+from tests.helpers.configs import compose_cfg
+from tests.helpers.options import options
+from tests.helpers.processes import run_function, start_module
+from tests.helpers.runs import BASE, adapter, assert_same
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, cache_dir):
     """One uninterrupted run that checkpoints after every step (and keeps them all)."""
-    from tests.conftest import compose_cfg
 
     run = tmp_path_factory.mktemp("full")
     cfg = compose_cfg(cache_dir, *BASE, "trainer.save_every_steps=1", "trainer.keep_checkpoints=100")
@@ -58,9 +44,10 @@ def test_resuming_from_any_step_gives_the_uninterrupted_adapter(full_run, make_c
     assert_same(adapter(full_run), adapter(tmp_path))
 
 
-@pytest.mark.parametrize("kind, dropout", [("dora", "adapter.dropout=0.1"), ("lokr", "adapter.rank_dropout=0.1"),
-                                           ("loha", "adapter.module_dropout=0.1"), ("oft", "adapter.module_dropout=0.1")])
-def test_every_adapter_type_resumes_to_the_uninterrupted_adapter(make_cfg, tmp_path, kind, dropout):
+@pytest.mark.parametrize("kind", [kind for kind in options("adapter") if kind != "lora"])  # lora: full_run's
+def test_every_adapter_type_resumes_to_the_uninterrupted_adapter(make_cfg, tmp_path, kind):
+    knobs = make_cfg(f"adapter={kind}", check=False).adapter
+    dropout = next((f"adapter.{key}=0.1" for key in knobs if key.endswith("dropout")))  # RNG in use
     short = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "trainer.max_steps=4", "data.crop_seconds=2",
              f"adapter={kind}", dropout)
     train_adapter(make_cfg(*short, "trainer.save_every_steps=2"), tmp_path / "full")
@@ -166,17 +153,18 @@ def test_out_of_memory_names_the_settings_and_what_to_try(make_cfg, tmp_path, mo
         train_adapter(make_cfg(*BASE), tmp_path)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_latest_equals_the_uninterrupted_run(cli, tmp_path, cache_dir):
     args = ["experiment=demo", "trainer.max_steps=80", "trainer.save_every=1000", "ui.yes=true",
             f"data.synthetic.cache_dir={cache_dir}"]
     assert cli(*args, f"hydra.run.dir={tmp_path / 'full'}").returncode == 0
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "sidestep.train", *args, f"hydra.run.dir={cut}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    while proc.poll() is None and (read_status(cut) or {}).get("step", 0) < 10:  # some steps into training
+    started = start_module("sidestep.train", *args, f"hydra.run.dir={cut}", cwd=tmp_path)
+    while started.process.is_alive() and (read_status(cut) or {}).get("step", 0) < 10:  # some steps into training
         time.sleep(0.2)  # polling the run's own state, however slow the machine
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate()
+    os.kill(started.pid, signal.SIGTERM)
+    proc = started.finish()
+    err = proc.stderr
     assert proc.returncode == 143, err[-2000:]
     assert "stopped by SIGTERM; checkpoint" in err and "resume_from=latest" in err
     assert len(ckpt.complete_checkpoints(cut)) == 1
@@ -189,43 +177,36 @@ def test_sigterm_checkpoints_and_resume_latest_equals_the_uninterrupted_run(cli,
     assert_same(adapter(tmp_path / "full"), adapter(cut))
 
 
-TRAIN = """
-import sys
-from tests.conftest import compose_cfg
-from sidestep.train import train_adapter
-train_adapter(compose_cfg(sys.argv[1], *sys.argv[3:]), __import__("pathlib").Path(sys.argv[2]))
-"""
-
-KILL_DURING_SECOND_CHECKPOINT = """
-import os, signal, sys
-from tests.conftest import compose_cfg
-from sidestep.training import checkpoint
-from sidestep.train import train_adapter
-real, calls = checkpoint.save_safetensors, []
-def dying_save(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 4:  # the second checkpoint: its LoRA file is written, then the process dies
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(*args, **kwargs)
-checkpoint.save_safetensors = dying_save
-train_adapter(compose_cfg(sys.argv[1], *sys.argv[3:]), __import__("pathlib").Path(sys.argv[2]))
-"""
+def train(cache_dir, run, *overrides):
+    train_adapter(compose_cfg(cache_dir, *overrides), run)
 
 
+def train_and_die_in_the_second_checkpoint(cache_dir, run, *overrides):
+    """The second checkpoint's LoRA file is written, then the process dies."""
+    real, calls = ckpt.save_safetensors, []
+
+    def dying_save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    ckpt.save_safetensors = dying_save
+    train(cache_dir, run, *overrides)
+
+
+@pytest.mark.slow
 def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, cache_dir):
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_CHECKPOINT, str(cache_dir), str(run), *BASE,
-                           "trainer.save_every_steps=3"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = run_function(train_and_die_in_the_second_checkpoint, cache_dir, run, *BASE, "trainer.save_every_steps=3",
+                        cwd=tmp_path)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-0000003"]
     assert (run / "checkpoints" / ".tmp-step-0000006").is_dir()
     # the resume and the reference each run in a fresh process too, as the killed run did: what earlier tests left
     # in this worker's process (compiled kernels, loaded libraries) then cannot tell the three apart
     for folder, extra in ((run, ("resume_from=latest",)), (tmp_path / "reference", ())):
-        done = subprocess.run([sys.executable, "-c", TRAIN, str(cache_dir), str(folder), *BASE,
-                               "trainer.save_every_steps=3", *extra], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
+        done = run_function(train, cache_dir, folder, *BASE, "trainer.save_every_steps=3", *extra, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
     assert ckpt.read_state(ckpt.complete_checkpoints(run)[-1])["state"]["step"] == 10
     assert_same(adapter(tmp_path / "reference"), adapter(run))

@@ -36,7 +36,7 @@ CHANGES = {
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from tests.conftest import compose_cfg
+    from tests.helpers.configs import compose_cfg
 
     return compose_cfg(tmp_path_factory.mktemp("cache"))
 

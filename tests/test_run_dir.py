@@ -14,7 +14,7 @@ from sidestep.run_status import read_status
 from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.run_dir import LOCK_FILE
-from tests.test_sweeps import same_adapter
+from tests.helpers.runs import same_adapter
 
 QUICK = ("experiment=demo", "trainer.max_steps=2", "sample.every_n_epochs=null", "ui.yes=true", "ui.plain=true")
 

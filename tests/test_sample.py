@@ -4,8 +4,6 @@ sampling during training never changes what is trained."""
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import wave
 
 import numpy as np
@@ -22,6 +20,7 @@ from sidestep.sampling.prompts import from_file
 from sidestep.sampling.spectrogram import mel_image
 from sidestep.train import train_adapter
 from sidestep.training.adapter_sources import open_source, samples_dir
+from tests.helpers.processes import run_module
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +28,10 @@ def demo_run(tmp_path_factory):
     """A finished `experiment=demo` run with a few checkpoints."""
     run = tmp_path_factory.mktemp("demo") / "run"
     cache = tmp_path_factory.mktemp("cache")
-    subprocess.run([sys.executable, "-m", "sidestep.train", "experiment=demo", "trainer.max_steps=12",
-                    "trainer.save_every_steps=6", "sample.every_n_epochs=null", f"data.synthetic.cache_dir={cache}",
-                    "ui.yes=true", f"hydra.run.dir={run}"], check=True, capture_output=True)
+    proc = run_module("sidestep.train", "experiment=demo", "trainer.max_steps=12", "trainer.save_every_steps=6",
+                      "sample.every_n_epochs=null", f"data.synthetic.cache_dir={cache}", "ui.yes=true",
+                      f"hydra.run.dir={run}", cwd=run.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return run
 
 
@@ -43,9 +43,8 @@ def read_wav(path):
 
 def test_compare_writes_the_same_seed_with_and_without_the_adapter(demo_run, tmp_path):
     out = tmp_path / "samples"
-    result = subprocess.run([sys.executable, "-m", "sidestep.sample", str(demo_run), "prompt=warm lofi piano",
-                             "duration=2", "seed=7", "compare=true", "compare_strengths=[0.5]", f"hydra.run.dir={out}"],
-                            capture_output=True, text=True)
+    result = run_module("sidestep.sample", str(demo_run), "prompt=warm lofi piano", "duration=2", "seed=7",
+                        "compare=true", "compare_strengths=[0.5]", f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     names = sorted(p.name for p in out.glob("*.wav"))
     assert names == ["0_warm_lofi_piano_strength0p5.wav", "0_warm_lofi_piano_with.wav", "0_warm_lofi_piano_without.wav"]

@@ -19,7 +19,7 @@ from sidestep.train import train_adapter
 from sidestep.training.checkpoint import LORA_FILE
 from sidestep.config import settled_config
 from sidestep.training.setup import set_up_run
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
 SAMPLED = ("trainer.max_steps=4", "sample.every_n_steps=2", "sample.duration=1", "sample.count=1", "sample.steps=2",
            "run.name=jazz")

@@ -17,7 +17,7 @@ from sidestep.training.flow_matching import (
     min_snr_weight,
     sample_timesteps,
 )
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
 TURBO_SCHEDULE = [1.0, 0.9545454545454546, 0.9, 0.8333333333333334, 0.75, 0.6428571428571429, 0.5, 0.3]
 MU, SIGMA = -0.3, 0.8  # not the defaults, so a sampler that ignores the model's values is caught

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_preprocess import write_song
-from tests.test_report_browser import browser  # noqa: F401  (the module-scoped Chromium fixture)
+from tests.helpers.audio import write_song
 
 pytest.importorskip("fastapi", reason="pip install -e .[studio] (scripts/setup.sh)")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install -e .[studio] (scripts/setup.sh)")
@@ -22,6 +21,7 @@ from sidestep.studio.security import Folders  # noqa: E402
 
 INJECTED = "<img src=x onerror=window.pwned=1>"
 WAIT_MS = 240_000  # a ceiling for a stuck page, never a pace: every wait is on what the page shows
+pytestmark = pytest.mark.slow  # the studio starts real `python -m sidestep.train` processes, as a user's would
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,12 @@ import csv
 import json
 import re
 
+import pytest
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 
 from sidestep.rerun import drift, saved_overrides
-
-
-def same_adapter(a, b):
-    x = load_file(a / "adapter" / "adapter_model.safetensors")
-    y = load_file(b / "adapter" / "adapter_model.safetensors")
-    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+from tests.helpers.runs import same_adapter
 
 
 def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir, monkeypatch):
@@ -93,6 +88,7 @@ def test_rerun_refuses_when_the_config_tree_has_drifted(cli, tmp_path, cache_dir
     assert "timesteps.cfg_ratio: run had 0.2, conf/ now gives 0.15" in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_process_launch_writes_one_run_dir_and_replicas_agree(tmp_path, cache_dir):
     """`accelerate launch --multi_gpu` on a machine without GPUs runs 2 CPU processes over gloo."""
     import subprocess
@@ -221,6 +217,7 @@ def test_replicas_that_end_with_different_weights_stop_the_run():
         _check_replicas_agree(TwoProcesses(1e-12), params)
 
 
+@pytest.mark.slow
 def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_dir):
     """Issue 27: every job asked "Start training? [y/n]". Now the sweep shows its jobs and their steps, asks once (saying
     how to skip the question), and no job asks again."""

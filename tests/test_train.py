@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from sidestep.config.saved import load_saved
 from sidestep.models.source import model_source
 from sidestep.train import train_adapter
+from tests.helpers.options import options
 
 
 def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_model(make_cfg, tmp_path):
@@ -64,9 +65,9 @@ def test_accumulation_and_max_steps_count_optimizer_steps(make_cfg, tmp_path):
     assert result.steps == 3
 
 
-@pytest.mark.parametrize("optimizer", ["adamw8bit", "adafactor", "prodigy"])
+@pytest.mark.parametrize("optimizer", options("optimizer"))
 def test_every_optimizer_trains(make_cfg, tmp_path, optimizer):
-    lr = "optimizer.lr=1.0" if optimizer == "prodigy" else "optimizer.lr=1e-3"
+    lr = f"optimizer.lr={make_cfg(f'optimizer={optimizer}', experiment=None, check=False).optimizer.lr}"  # its own
     result = train_adapter(make_cfg(f"optimizer={optimizer}", lr, "trainer.max_steps=4", "timesteps=vanilla"), tmp_path)
     assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
 

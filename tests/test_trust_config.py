@@ -3,10 +3,8 @@
 resolver) in one line naming the key, and the attacker's function never runs (it would leave a marker file)."""
 
 import shutil
-import sys
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from sidestep import export, rerun, sample, train
@@ -16,11 +14,12 @@ from sidestep.config.saved import load_saved, saved_text
 from sidestep.config.trust import ALLOW_ENV, check_target, take_allow_flags
 from sidestep.errors import ConfigError
 from sidestep.models.source import model_source
-from sidestep.ui.app import run_app
-from tests.attacker import MARKER_ENV
-from tests.conftest import compose_cfg, randomize_lora
+from tests.helpers.attacker import MARKER_ENV
+from tests.helpers.configs import compose_cfg
+from tests.helpers.entry_points import hydra_app, refused
+from tests.helpers.models import randomize_lora
 
-PAYLOAD = "tests.attacker.payload"
+PAYLOAD = "tests.helpers.attacker.payload"
 ATTACKS = {  # (key, YAML value) an attacker writes into a shared run's .hydra/config.yaml
     "top-level target": ("model._target_", PAYLOAD),
     "nested target": ("model.tiny_stack.vae._target_", PAYLOAD),
@@ -51,7 +50,7 @@ def attacked(shared_run, tmp_path, monkeypatch):
     marker = tmp_path / "marker"
     monkeypatch.setenv(MARKER_ENV, str(marker))
     if not OmegaConf.has_resolver("attacker"):  # a resolver with a side effect, as any registered one might have
-        OmegaConf.register_new_resolver("attacker", lambda _: __import__("tests.attacker").attacker.payload())
+        OmegaConf.register_new_resolver("attacker", lambda _: __import__("tests.helpers.attacker").helpers.attacker.payload())
 
     def make(attack: str, file: str = "config.yaml"):
         run = tmp_path / "run"
@@ -69,21 +68,6 @@ def attacked(shared_run, tmp_path, monkeypatch):
 
     make.ran = lambda: (tmp_path / "marker").exists() or (tmp_path / "marker_dir").exists()
     return make
-
-
-def refused(capsys, call) -> str:
-    """Run an entry point in this process; it must exit 2 with one line, which is returned."""
-    GlobalHydra.instance().clear()
-    with pytest.raises(SystemExit) as exit_:
-        call()
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
-    return err
-
-
-def hydra_app(monkeypatch, app, *args):
-    monkeypatch.setattr(sys, "argv", ["sidestep", *args])
-    return lambda: run_app(app) if app is train.main else app()
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -128,9 +112,9 @@ def test_a_config_path_rerun_refuses_an_edited_run(attacked, attack, capsys, mon
 
 
 RECIPES = {  # a shared experiment recipe: (the line the attacker adds, the key the refusal names)
-    "nested target": ("model: {tiny_stack: {vae: {_target_: tests.attacker.payload}}}", "model.tiny_stack.vae._target_"),
-    "Hydra callback": ("hydra: {callbacks: {x: {_target_: tests.attacker.payload}}}", "hydra.callbacks.x._target_"),
-    "logging factory": ("hydra: {job_logging: {handlers: {x: {(): tests.attacker.payload}}}}",
+    "nested target": ("model: {tiny_stack: {vae: {_target_: tests.helpers.attacker.payload}}}", "model.tiny_stack.vae._target_"),
+    "Hydra callback": ("hydra: {callbacks: {x: {_target_: tests.helpers.attacker.payload}}}", "hydra.callbacks.x._target_"),
+    "logging factory": ("hydra: {job_logging: {handlers: {x: {(): tests.helpers.attacker.payload}}}}",
                         "hydra.job_logging.handlers.x.()"),
     "launcher shell line": ("hydra: {launcher: {setup: [touch MARKER]}}", "hydra.launcher.setup.0"),
     "resolver": ("run: {name: '${attacker:x}'}", "run.name"),

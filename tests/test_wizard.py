@@ -79,6 +79,7 @@ def printed_command(output: str, config_dir: Path, name: str):
     return shlex.split(command)
 
 
+@pytest.mark.slow
 def test_basic_mode_with_a_refused_answer_and_back(folders):
     out = folders / "recipes"
     term = Terminal(["-m", "sidestep.wizard", "--out", str(out), "ui.plain=true"], folders)
@@ -127,6 +128,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert shown.returncode == 0 and "rank: 48" in shown.stdout, shown.stderr
 
 
+@pytest.mark.slow
 def test_advanced_mode_in_colour_with_prodigy(folders):
     out = folders / "recipes"
     term = Terminal(["-m", "sidestep.wizard", "--out", str(out), "experiment=quick_test"], folders)
@@ -197,6 +199,7 @@ def test_a_folder_of_songs_is_preprocessed_before_training(folders, monkeypatch,
     printed_command(capsys.readouterr().out, folders / "recipes", "songs")
 
 
+@pytest.mark.slow
 def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     term = Terminal(["-m", "sidestep.train", "model=sft", "ui.plain=true"], tmp_path)
     term.answer("No data.dataset_dir given. Set up the run with the wizard?", "y")
