@@ -293,7 +293,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
     if cfg.lora.alpha_ratio is not None or cfg.lora.alpha is None:  # alpha follows the rank unless given
         cfg.lora.alpha = (cfg.lora.alpha_ratio or ALPHA_PER_RANK) * cfg.lora.rank
-    if cfg.resume_from not in (None, "latest"):
+    if cfg.resume_from not in (None, "latest", "best"):
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:
         cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)

@@ -245,7 +245,7 @@ class TrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ui: UIConfig = field(default_factory=UIConfig)
-    resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
+    resume_from: Optional[str] = None  # a checkpoint dir, `latest` (newest complete one of hydra.run.dir) or `best`
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     preprocess: PreprocessSettings = field(default_factory=lambda: PreprocessSettings(device="${trainer.device}"))

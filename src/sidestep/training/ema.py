@@ -83,7 +83,8 @@ class AdapterEma:
     def state(self) -> Dict[str, torch.Tensor]:
         """The EMA under the adapter file's names (what `sidestep.sample` and `export` read from a checkpoint)."""
         with self.swapped_in():
-            return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+            return {k: v.detach().to("cpu", copy=True).contiguous()  # a copy: on the CPU `.cpu()` is the parameter
+                    for k, v in get_peft_model_state_dict(self.model).items()}
 
     def load(self, checkpoint: Path) -> None:
         """Take the EMA and its update count from a checkpoint written with the same decay."""
