@@ -88,6 +88,8 @@ class AdapterEma:
 
     def load(self, checkpoint: Path) -> None:
         """Take the EMA and its update count from a checkpoint written with the same decay."""
+        if not self.enabled:
+            return
         path = Path(checkpoint) / EMA_FILE
         if not path.is_file():
             raise CheckpointError(f"{checkpoint}: holds no {EMA_FILE} for trainer.ema.decay={self.decay}; resume "
