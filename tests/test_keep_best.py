@@ -3,6 +3,7 @@ outlives pruning and is what `best` names, early stopping ends the run at exactl
 come when the cadence says."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 
 from sidestep.config import as_container
 from sidestep.errors import ConfigError
+from sidestep.monitor import main as monitor
 from sidestep.run_status import read_status
 from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
@@ -86,7 +88,8 @@ def test_an_interrupted_run_with_ema_resumes_to_the_same_raw_and_ema_weights(mak
                 tensors(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
 
 
-def test_the_best_checkpoint_survives_pruning_and_is_the_lowest_held_out_loss(make_cfg, tmp_path, scripted_losses):
+def test_the_best_checkpoint_survives_pruning_and_is_the_lowest_held_out_loss(make_cfg, tmp_path, scripted_losses,
+                                                                              capsys):
     scripted_losses["losses"] = [3.0, 1.0, 2.0, 2.5, 1.5, 2.8]  # the best is step 2; step 5 is second best
     result = train(make_cfg(*SHORT, *HELD_OUT, "trainer.max_steps=6", "trainer.keep_checkpoints=1"), tmp_path)
     kept = [c.name for c in ckpt.complete_checkpoints(tmp_path)]
@@ -96,22 +99,27 @@ def test_the_best_checkpoint_survives_pruning_and_is_the_lowest_held_out_loss(ma
     assert result.best_val_loss == 1.0 and result.val_loss == 2.8
     status = read_status(tmp_path)
     assert (status["best_step"], status["best_val_loss"], status["state"]) == (2, 1.0, "finished")
+    assert "2 held-out samples x 6 evaluations x 5 timesteps" in capsys.readouterr().out  # the setup's cost row
     export_adapter(tmp_path, ["diffusers"], None, None, None, False, which="best")
     assert_same(tensors(tmp_path / "exports" / "step-0000002" / "adapter_model.safetensors"),
                 tensors(tmp_path / "checkpoints" / "step-0000002" / ckpt.LORA_FILE))
+    assert "step-0000002</code> ★ best" in (tmp_path / "report.html").read_text()
+    monitor([str(tmp_path), "--once"])
+    assert re.search(r"best\s+step 2, held-out loss 1\.0000", capsys.readouterr().out)
 
 
 def test_early_stopping_ends_at_exactly_the_patience(make_cfg, tmp_path, scripted_losses):
     # improvements must be 0.1 below the best: 3.95, 3.9 and 3.85 are new bests but not improvements
     scripted_losses["losses"] = [5.0, 4.0, 3.95, 3.9, 3.85, 1.0, 1.0]
-    result = train_adapter(make_cfg(*SHORT, *HELD_OUT, "trainer.max_steps=7", "trainer.early_stop.patience=3",
-                                    "trainer.early_stop.min_delta=0.1"), tmp_path)
+    result = train(make_cfg(*SHORT, *HELD_OUT, "trainer.max_steps=7", "trainer.early_stop.patience=3",
+                            "trainer.early_stop.min_delta=0.1"), tmp_path)
     assert scripted_losses["asked"] == 5 and result.steps == 5
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert ckpt.complete_checkpoints(tmp_path)[-1].name == "step-0000005"
     status = read_status(tmp_path)
     assert status["state"] == "finished" and status["stop_reason"].startswith("early stop: 3 evaluations")
     assert status["best_step"] == 5 and result.stop_reason == status["stop_reason"]
+    assert "early stop: 3 evaluations" in (tmp_path / "report.html").read_text()
 
 
 def test_held_out_loss_is_scored_every_epoch_when_asked(make_cfg, tmp_path, scripted_losses):

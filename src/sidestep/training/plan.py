@@ -15,7 +15,9 @@ from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
+from sidestep.training import ema
 from sidestep.training.accelerator import weight_dtype
+from sidestep.training.evaluation import evaluation_summary
 from sidestep.training.live_samples import resolve_duration, sampling_summary
 from sidestep.training.memory import crop_frames, predict
 
@@ -49,6 +51,8 @@ class RunPlan:
     kernels: str
     sampling: str
     memory: str = ""  # the predicted peak (training/memory.py)
+    evaluation: str = ""  # when the held-out loss is scored and what it costs; empty without a held-out set
+    weights: str = ""  # what samples, held-out loss and the adapter use when it is not the trained weights (EMA)
 
     @property
     def effective_batch(self) -> int:
@@ -103,6 +107,8 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
         memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
                        trainable=params).describe(),
+        evaluation=evaluation_summary(cfg, 0 if held_out is None else len(held_out), steps_per_epoch, total_steps),
+        weights=ema.describe(cfg) or "",
     )
 
 
