@@ -37,7 +37,7 @@ def compose_cfg(cache_dir, *overrides: str, experiment: str = "demo", check: boo
 
 @pytest.fixture
 def make_cfg(cache_dir):
-    """`make_cfg("lora.rank=4")` -> the checked config `python -m sidestep.train experiment=demo lora.rank=4` uses."""
+    """`make_cfg("adapter.rank=4")` -> the checked config `python -m sidestep.train experiment=demo adapter.rank=4` uses."""
 
     def make(*overrides: str, experiment: str = "demo", check: bool = True) -> DictConfig:
         return compose_cfg(cache_dir, *overrides, experiment=experiment, check=check)

@@ -28,8 +28,8 @@ def trained(tmp_path_factory, cache_dir):
     at half strength when alpha is lost; MLP targets included), saved as `<tmp>/adapter`, and the hand merge."""
     from tests.conftest import compose_cfg
 
-    cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=8", "lora.dropout=0.1",
-                      "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
+    cfg = compose_cfg(cache_dir, "adapter.rank=4", "adapter.alpha=8", "adapter.dropout=0.1",
+                      "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
     dit = model_source(cfg.model).dit()
     add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     model = randomize_lora(dit.transformer)

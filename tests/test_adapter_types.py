@@ -3,6 +3,7 @@ consumer loads it, gives the trained model's outputs, and the merged model equal
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from safetensors.torch import load_file
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
 from sidestep.adapters.files import read_adapter
 from sidestep.adapters.merge import merge_into_variant
+import sidestep.conf
 from sidestep.config import resolve
+from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError
 from sidestep.models.keymap import diffusers_key_to_decoder
 from sidestep.models.source import model_source
@@ -26,7 +29,8 @@ TYPES = {  # type -> the formats it must list
     "loha": ["acestep", "comfyui"],
     "oft": ["acestep", "comfyui"],
 }
-SIZE = ("lora.rank=4", "lora.alpha=8", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
+CONF = Path(sidestep.conf.__file__).parent
+SIZE = ("adapter.rank=4", "adapter.alpha=8", "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj]")
 
 
 @pytest.fixture(scope="module", params=list(TYPES))
@@ -177,17 +181,18 @@ def test_oft_refuses_another_strength_in_one_line_before_loading_a_model(trained
         "compare_strengths empty"), proc.stderr[-2000:]
 
 
-def test_per_module_ranks_are_refused_for_other_types(make_cfg, tmp_path):
-    plan = tmp_path / "estimate.json"
-    plan.write_text("{}")
-    with pytest.raises(ConfigError, match="^lora.rank_map: per-module ranks apply to adapter=lora or dora only"):
-        make_cfg("adapter=loha", f"lora.rank_map={plan}")
+@pytest.mark.parametrize("kind, override", [("loha", "adapter.rank_map=estimate.json"), ("lokr", "adapter.bias=all"),
+                                            ("oft", "adapter.rank=16"), ("oft", "lora.dropout=0.1")])
+def test_a_knob_its_type_lacks_is_refused_in_one_line_before_composing(kind, override):
+    """Per-module ranks are LoRA's and DoRA's, biases LoRA's, a rank not OFT's: the knob does not exist there."""
+    key = override.split("=")[0].replace("lora.", "adapter.")
+    with pytest.raises(ConfigError, match=rf"^{key}: adapter={kind} has no {key[8:]}; its knobs are adapter\."):
+        check_overrides([f"adapter={kind}", override], CONF)
 
 
 @pytest.mark.parametrize("override, option", [
     ("adapter.block_size=24", "adapter.block_size"),
     ("adapter.factor=0", "adapter.factor"),
-    ("lora.bias=all", "lora.bias"),
 ])
 def test_bad_knobs_are_refused_before_any_model_loads(make_cfg, override, option):
     kind = {"adapter.block_size": "oft"}.get(option, "lokr")

@@ -87,7 +87,7 @@ def test_tags_help_says_what_the_command_does(capsys):
 
 @pytest.mark.parametrize("module", ["train", "preprocess", "sample", "estimate", "analyze"])
 def test_help_speaks_of_settings_not_of_the_code(module):
-    """Issue 27: `--help` said `lora.alpha ... null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)`: a constant's
+    """Issue 27: `--help` said `adapter.alpha ... null: ALPHA_PER_RANK (2) x rank (resolved by `prepare`)`: a constant's
     and a function's names from the schema's comments. Each option's meaning is in the user's words."""
     import re
 

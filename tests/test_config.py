@@ -20,7 +20,7 @@ def options(group: str):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["optimizer", "scheduler", "attention", "vram", "training", "model"])
+@pytest.mark.parametrize("group", ["optimizer", "scheduler", "attention", "vram", "timesteps", "model"])
 def test_every_group_option_composes_and_validates(make_cfg, group, tmp_path):
     for option in options(group):
         overrides = [f"{group}={option}"]
@@ -45,13 +45,13 @@ def test_real_variants_carry_the_2b_architecture(make_cfg, tmp_path):
 
 def test_seed_defaults(make_cfg, tmp_path):
     cfg = make_cfg(f"model.checkpoint_dir={tmp_path}", f"data.dataset_dir={tmp_path}", experiment=None)
-    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (64, 128, 0.1, "none")  # 2 x rank
-    assert list(cfg.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.adapter.dropout, cfg.adapter.bias) == (64, 128, 0.1, "none")  # 2 x rank
+    assert list(cfg.adapter.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
     tr = cfg.trainer
     assert (tr.epochs, tr.batch_size, tr.gradient_accumulation, tr.max_grad_norm, tr.seed) == (100, 1, 4, 1.0, 42)
     assert (tr.device, tr.precision, tr.save_every, tr.log_every, tr.log_heavy_every) == ("auto", "auto", 10, 10, 50)
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (1e-4, 0.01)
-    assert cfg.scheduler.warmup_steps == 100 and cfg.training.cfg_ratio == 0.15
+    assert cfg.scheduler.warmup_steps == 100 and cfg.timesteps.cfg_ratio == 0.15
     assert cfg.model.variant == "turbo" and list(cfg.attention.blocks) == ["self_attn", "cross_attn"]
     assert (cfg.data.num_workers, cfg.data.pin_memory, cfg.data.prefetch_factor, cfg.data.persistent_workers) == (None, True, 2, True)
 
@@ -59,11 +59,11 @@ def test_seed_defaults(make_cfg, tmp_path):
 def test_vram_preset_sets_memory_knobs_and_explicit_overrides_win(make_cfg):
     cfg = make_cfg("vram=8gb")
     assert cfg.optimizer._target_ == "bitsandbytes.optim.AdamW8bit"
-    assert (cfg.lora.rank, cfg.trainer.gradient_accumulation, cfg.trainer.gradient_checkpointing) == (16, 8, True)
+    assert (cfg.adapter.rank, cfg.trainer.gradient_accumulation, cfg.trainer.gradient_checkpointing) == (16, 8, True)
     assert cfg.data.crop_seconds == 30
-    cfg = make_cfg("vram=8gb", "lora.rank=4", "optimizer=adamw", "trainer.gradient_checkpointing=false")
+    cfg = make_cfg("vram=8gb", "adapter.rank=4", "optimizer=adamw", "trainer.gradient_checkpointing=false")
     assert cfg.optimizer._target_ == "torch.optim.AdamW"
-    assert cfg.lora.rank == 4 and cfg.trainer.gradient_checkpointing is False
+    assert cfg.adapter.rank == 4 and cfg.trainer.gradient_checkpointing is False
 
 
 @pytest.mark.parametrize("preset, rank, alpha, lr, epochs, warmup, save_every", [
@@ -74,16 +74,16 @@ def test_vram_preset_sets_memory_knobs_and_explicit_overrides_win(make_cfg):
 def test_experiment_presets_are_side_step_v11s(make_cfg, tmp_path, preset, rank, alpha, lr, epochs, warmup, save_every):
     cfg = make_cfg(f"experiment={preset}", f"model.checkpoint_dir={tmp_path}", f"data.dataset_dir={tmp_path}",
                    experiment=None)
-    assert (cfg.lora.rank, cfg.lora.alpha, cfg.optimizer.lr, cfg.trainer.epochs) == (rank, alpha, lr, epochs)
+    assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.optimizer.lr, cfg.trainer.epochs) == (rank, alpha, lr, epochs)
     assert (cfg.scheduler.warmup_steps, cfg.trainer.save_every) == (warmup, save_every)
-    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (cfg.lora.dropout, cfg.lora.bias, cfg.attention.blocks) == (0.1, "none", ["self_attn", "cross_attn"])
+    assert cfg.adapter.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (cfg.adapter.dropout, cfg.adapter.bias, cfg.attention.blocks) == (0.1, "none", ["self_attn", "cross_attn"])
     assert (cfg.trainer.batch_size, cfg.trainer.gradient_accumulation, cfg.trainer.max_grad_norm) == (1, 4, 1.0)
-    assert (cfg.optimizer.weight_decay, cfg.trainer.seed, cfg.training.cfg_ratio) == (0.01, 42, 0.15)
+    assert (cfg.optimizer.weight_decay, cfg.trainer.seed, cfg.timesteps.cfg_ratio) == (0.01, 42, 0.15)
     assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.scheduler._target_.endswith(".cosine")
     assert cfg.trainer.gradient_checkpointing is True
     assert make_cfg(f"experiment={preset}", "vram=8gb", f"model.checkpoint_dir={tmp_path}",
-                    f"data.dataset_dir={tmp_path}", experiment=None).lora.rank == 16  # the card's limits win
+                    f"data.dataset_dir={tmp_path}", experiment=None).adapter.rank == 16  # the card's limits win
 
 
 def test_prodigy_forces_a_constant_schedule_and_warns_about_a_small_lr(make_cfg, caplog):
@@ -97,28 +97,28 @@ def test_prodigy_forces_a_constant_schedule_and_warns_about_a_small_lr(make_cfg,
 def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, monkeypatch):
     (tmp_path / "tensors").mkdir()
     monkeypatch.chdir(tmp_path)
-    cfg = make_cfg("model=tiny", "lora.rank=16", "data.dataset_dir=tensors", experiment=None)
+    cfg = make_cfg("model=tiny", "adapter.rank=16", "data.dataset_dir=tensors", experiment=None)
     assert cfg.data.dataset_dir == str(tmp_path / "tensors")
 
 
 @pytest.mark.parametrize("override, key", [
     ("optimizer.lr=0", "optimizer.lr"),
     ("optimizer.lr=-1e-4", "optimizer.lr"),
-    ("lora.rank=0", "lora.rank"),
-    ("lora.dropout=0.6", "lora.dropout"),
-    ("lora.dropout=-0.1", "lora.dropout"),
+    ("adapter.rank=0", "adapter.rank"),
+    ("adapter.dropout=0.6", "adapter.dropout"),
+    ("adapter.dropout=-0.1", "adapter.dropout"),
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("trainer.device=tpu", "trainer.device"),
     ("trainer.max_steps=0", "trainer.max_steps"),
-    ("training.cfg_ratio=1.5", "training.cfg_ratio"),
+    ("timesteps.cfg_ratio=1.5", "timesteps.cfg_ratio"),
     ("data.crop_seconds=0.01", "data.crop_seconds"),
     ("trainer.seed=-1", "trainer.seed"),
     ("trainer.seed=4294967296", "trainer.seed"),
     ("data.crop_seconds=inf", "data.crop_seconds"),
     ("model.arch.patch_size=0", "model.arch.patch_size"),
-    ("lora.rank=33", "lora.rank"),  # the tiny DiT's k_proj has 32 outputs
+    ("adapter.rank=33", "adapter.rank"),  # the tiny DiT's k_proj has 32 outputs
     ("optimizer.lr=inf", "optimizer.lr"),
-    ("lora.alpha=inf", "lora.alpha"),
+    ("adapter.alpha=inf", "adapter.alpha"),
     ("model.timestep_mu=nan", "model.timestep_mu"),
     ("scheduler._target_=torch.optim.AdamW", "scheduler._target_"),
     ("scheduler._target_=sidestep.training.nothing", "scheduler._target_"),
@@ -130,11 +130,11 @@ def test_bad_values_name_the_key(make_cfg, override, key):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("lora.bias=some", "lora.bias: 'some' is not one of none, all, lora_only"),
-    ("lora.target_modules=[q_proj,qkv]", "lora.target_modules: 'qkv' is not one of q_proj, k_proj, v_proj, o_proj, "),
+    ("adapter.bias=some", "adapter.bias: 'some' is not one of none, all, lora_only"),
+    ("adapter.target_modules=[q_proj,qkv]", "adapter.target_modules: 'qkv' is not one of q_proj, k_proj, v_proj, o_proj, "),
     ("trainer.precision=fp8", "trainer.precision: 'fp8' is not one of auto, bf16, fp16, fp32"),
     ("export.dtype=fp8", "export.dtype: 'fp8' is not one of fp32, bf16, fp16"),
-    ("training.mode=fancy", "training.mode: 'fancy' is not one of fixed, vanilla"),
+    ("timesteps.mode=fancy", "timesteps.mode: 'fancy' is not one of fixed, vanilla"),
 ])
 def test_a_value_outside_an_options_set_is_refused_naming_the_set(make_cfg, override, message):
     with pytest.raises(ConfigError) as err:
@@ -145,7 +145,7 @@ def test_a_value_outside_an_options_set_is_refused_naming_the_set(make_cfg, over
 
 
 def test_the_largest_rank_a_layer_allows_is_accepted(make_cfg):
-    assert make_cfg("lora.rank=32").lora.rank == 32
+    assert make_cfg("adapter.rank=32").adapter.rank == 32
 
 
 @pytest.mark.parametrize("args, message", [
@@ -205,8 +205,8 @@ def test_a_saved_plain_config_validates_like_a_composed_one(make_cfg):
     plain = OmegaConf.create(OmegaConf.to_yaml(cfg))
     again = prepare(plain)
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
-    plain.lora.rank = 0
-    with pytest.raises(ConfigError, match="lora.rank"):
+    plain.adapter.rank = 0
+    with pytest.raises(ConfigError, match="adapter.rank"):
         prepare(plain)
 
 
@@ -214,7 +214,7 @@ def test_run_name_defaults_to_the_dataset_and_start_time_and_names_the_run_dir(m
     from sidestep.config.run_name import run_dir_leaf
 
     (tmp_path / "my jazz.v2").mkdir()
-    cfg = make_cfg("model=tiny", "lora.rank=16", f"data.dataset_dir={tmp_path / 'my jazz.v2'}", experiment=None)
+    cfg = make_cfg("model=tiny", "adapter.rank=16", f"data.dataset_dir={tmp_path / 'my jazz.v2'}", experiment=None)
     base, time = cfg.run.name[:-len("20261124-100000")], cfg.run.name[-len("20261124-100000"):]
     assert base == "my-jazz-v2-" and time[8] == "-" and (time[:8] + time[9:]).isdigit()
     assert run_dir_leaf(cfg.run.name, time) == cfg.run.name

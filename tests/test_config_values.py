@@ -25,14 +25,14 @@ CASES = [  # (override merged onto the demo's config, the key the one line must 
     ("trainer.compile=sometimes", "trainer.compile"), ("trainer.compile_backend=''", "trainer.compile_backend"),
     ("trainer.compile_backend='  '", "trainer.compile_backend"), ("trainer.keep_checkpoints=0", "trainer.keep_checkpoints"),
     ("trainer.save_every_steps=0", "trainer.save_every_steps"), ("trainer.log_every=-1", "trainer.log_every"),
-    ("lora.rank=0", "lora.rank"), ("lora.rank=100000000000", "lora.rank"), ("lora.alpha=-1", "lora.alpha"),
-    ("lora.alpha=inf", "lora.alpha"), ("lora.dropout=0.9", "lora.dropout"), ("lora.alpha_ratio=0", "lora.alpha_ratio"),
-    ("lora.target_modules=[]", "lora.target_modules"), ("lora.rank_map=/nonexistent.json", "lora.rank_map"),
-    ("lora.rank_map=/tmp", "lora.rank_map"), ("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=-inf", "optimizer.lr"),
+    ("adapter.rank=0", "adapter.rank"), ("adapter.rank=100000000000", "adapter.rank"), ("adapter.alpha=-1", "adapter.alpha"),
+    ("adapter.alpha=inf", "adapter.alpha"), ("adapter.dropout=0.9", "adapter.dropout"), ("adapter.alpha_ratio=0", "adapter.alpha_ratio"),
+    ("adapter.target_modules=[]", "adapter.target_modules"), ("adapter.rank_map=/nonexistent.json", "adapter.rank_map"),
+    ("adapter.rank_map=/tmp", "adapter.rank_map"), ("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=-inf", "optimizer.lr"),
     ("optimizer.weight_decay=-0.1", "optimizer.weight_decay"), ("optimizer.betas=[2,3]", "optimizer.betas"),
     ("optimizer.betas=[0.9]", "optimizer.betas"), ("optimizer.eps=0", "optimizer.eps"),
-    ("scheduler.warmup_steps=-5", "scheduler.warmup_steps"), ("training.cfg_ratio=1.5", "training.cfg_ratio"),
-    ("training.min_snr_gamma=0", "training.min_snr_gamma"), ("training.discrete_timesteps=[2.0]", "training.discrete_timesteps"),
+    ("scheduler.warmup_steps=-5", "scheduler.warmup_steps"), ("timesteps.cfg_ratio=1.5", "timesteps.cfg_ratio"),
+    ("timesteps.min_snr_gamma=0", "timesteps.min_snr_gamma"), ("timesteps.discrete_timesteps=[2.0]", "timesteps.discrete_timesteps"),
     ("model.timestep_sigma=0", "model.timestep_sigma"), ("model.timestep_mu=nan", "model.timestep_mu"),
     ("model.init_seed=-1", "model.init_seed"), ("model.sampling.steps=0", "model.sampling.steps"),
     ("model.sampling.guidance=-1", "model.sampling.guidance"), ("model.sampling.shift=0", "model.sampling.shift"),
@@ -50,8 +50,8 @@ CASES = [  # (override merged onto the demo's config, the key the one line must 
     ("estimate.ranks=[]", "estimate.ranks"), ("estimate.ranks=[0,4]", "estimate.ranks"),
     ("estimate.budget_params=0", "estimate.budget_params"), ("run.name=''", "run.name"), ("run.name=a.b", "run.name"),
     ("preprocess.audio_dir=/nonexistent", "preprocess.audio_dir"), ("preprocess.audio_dir=/etc/hostname", "preprocess.audio_dir"),
-    ("lora.rank=[4,8]", "lora.rank"), ("trainer.epochs=ten", "trainer.epochs"), ("lora.target_modules=q_proj", "lora.target_modules"),
-    ("lora.bias=some", "lora.bias"), ("trainer.precision=fp8", "trainer.precision"), ("export.dtype=int4", "export.dtype"),
+    ("adapter.rank=[4,8]", "adapter.rank"), ("trainer.epochs=ten", "trainer.epochs"), ("adapter.target_modules=q_proj", "adapter.target_modules"),
+    ("adapter.bias=some", "adapter.bias"), ("trainer.precision=fp8", "trainer.precision"), ("export.dtype=int4", "export.dtype"),
 ]
 
 
@@ -117,7 +117,7 @@ RANK_MAPS = {
 def test_an_edited_rank_map_is_one_line_naming_the_option(demo, edit, tmp_path):
     path = tmp_path / "estimate.json"
     path.write_text(json.dumps(RANK_MAPS[edit](estimate(demo))))
-    with pytest.raises(ConfigError, match=r"^lora.rank_map: .*estimate.json") as err:
+    with pytest.raises(ConfigError, match=r"^adapter.rank_map: .*estimate.json") as err:
         read_rank_map(str(path), demo.model.arch)
     assert len(str(err.value).splitlines()) == 1
 

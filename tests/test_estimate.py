@@ -69,7 +69,7 @@ def test_training_with_a_rank_map_gets_exactly_the_planned_ranks(make_cfg, tmp_p
 
     path = estimate(make_cfg("estimate.batches=2"), tmp_path / "est").path
     planned = {n: m["rank"] for n, m in json.loads(path.read_text())["modules"].items()}
-    cfg = make_cfg(f"lora.rank_map={path}", "lora.rank=16", "lora.alpha=32")
+    cfg = make_cfg(f"adapter.rank_map={path}", "adapter.rank=16", "adapter.alpha=32")
     dit = model_source(cfg.model).dit()
     add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     got = {name: m.r["default"] for name, m in dit.transformer.named_modules() if isinstance(m, LoraLayer)}
@@ -85,12 +85,12 @@ def test_stale_or_foreign_estimate_files_are_refused_before_the_model_loads(make
     path = estimate(make_cfg("estimate.batches=1"), tmp_path / "est").path
     monkeypatch.setattr(TinyModel, "dit", lambda *a, **k: pytest.fail("the model was built"))
     with pytest.raises(ConfigError, match=r"was estimated for another model \(num_hidden_layers 2 there, 3 here\)"):
-        train_adapter(make_cfg(f"lora.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
+        train_adapter(make_cfg(f"adapter.rank_map={path}", "model.arch.num_hidden_layers=3"), tmp_path / "run")
     (tmp_path / "other.json").write_text('{"samples": []}')
     with pytest.raises(ConfigError, match="is not an estimate.json"):
-        train_adapter(make_cfg(f"lora.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
-    with pytest.raises(ConfigError, match="lora.rank_map: .* is not a file"):
-        make_cfg(f"lora.rank_map={tmp_path / 'missing.json'}")
+        train_adapter(make_cfg(f"adapter.rank_map={tmp_path / 'other.json'}"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="adapter.rank_map: .* is not a file"):
+        make_cfg(f"adapter.rank_map={tmp_path / 'missing.json'}")
 
 
 def test_no_planned_rank_exceeds_its_modules_width():

@@ -41,8 +41,8 @@ def run(tmp_path_factory, cache_dir):
     """A run dir trained (LoRA dropout 0.1) on that checkpoint: saved config, final adapter, two checkpoints."""
     root = tmp_path_factory.mktemp("export")
     checkpoints = original_checkpoint(cache_dir, root / "checkpoints")
-    cfg = resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={checkpoints}", "lora.rank=4",
-                              "lora.alpha=8", "lora.dropout=0.1", "run.name=jazz"))
+    cfg = resolve(compose_cfg(cache_dir, "model=turbo", f"model.checkpoint_dir={checkpoints}", "adapter.rank=4",
+                              "adapter.alpha=8", "adapter.dropout=0.1", "run.name=jazz"))
     run_dir = root / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(as_container(cfg)))

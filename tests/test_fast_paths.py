@@ -75,7 +75,7 @@ def test_a_native_run_shows_its_kernels_and_an_explicit_backend_trains(make_cfg,
 
 @pytest.mark.parametrize("mode", ["blocks", "full"])
 def test_compiled_blocks_train_like_eager_ones(make_cfg, tmp_path, mode):
-    steps = ("trainer.max_steps=3", "lora.dropout=0.1", "trainer.gradient_checkpointing=true")
+    steps = ("trainer.max_steps=3", "adapter.dropout=0.1", "trainer.gradient_checkpointing=true")
     eager = train_adapter(make_cfg(*steps), tmp_path / "eager")
     compiled = train_adapter(make_cfg(*steps, f"trainer.compile={mode}", "trainer.compile_backend=aot_eager"), tmp_path / mode)
     assert abs(compiled.final_loss - eager.final_loss) < 1e-4

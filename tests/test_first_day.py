@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_alpha_follows_the_rank_unless_given(make_cfg):
-    assert [make_cfg(f"lora.rank={r}").lora.alpha for r in (4, 8)] == [8, 16]  # a rank sweep keeps alpha / rank
-    assert make_cfg("vram=8gb", "lora.rank=4").lora.alpha == 8  # presets set a rank, not a fixed alpha
-    assert make_cfg("lora.rank=8", "lora.alpha=5").lora.alpha == 5
-    assert make_cfg("lora.rank=8", "lora.alpha_ratio=1").lora.alpha == 8
+    assert [make_cfg(f"adapter.rank={r}").adapter.alpha for r in (4, 8)] == [8, 16]  # a rank sweep keeps alpha / rank
+    assert make_cfg("vram=8gb", "adapter.rank=4").adapter.alpha == 8  # presets set a rank, not a fixed alpha
+    assert make_cfg("adapter.rank=8", "adapter.alpha=5").adapter.alpha == 5
+    assert make_cfg("adapter.rank=8", "adapter.alpha_ratio=1").adapter.alpha == 8
 
 
 def test_a_short_run_warns_about_its_warm_up_and_samples_as_long_as_its_songs(make_cfg, tmp_path, caplog, monkeypatch):

@@ -41,7 +41,8 @@ def test_an_alias_bomb_in_a_recipe_is_refused_before_hydra_parses_it(tmp_path, c
 
 
 def test_a_model_folder_s_python_is_never_trusted(monkeypatch):
-    """A checkpoint folder is data: its text encoder's `auto_map` code must never run, nor be offered to run."""
+    """A checkpoint folder is data: its text encoder's `auto_map` code must never run, nor be offered to run, and
+    every helper's weights load from safetensors only (a `.bin` beside them is a pickle, never opened)."""
     from types import SimpleNamespace
 
     from sidestep.models import acestep
@@ -52,3 +53,25 @@ def test_a_model_folder_s_python_is_never_trusted(monkeypatch):
     stub = SimpleNamespace(_text_encoder_folders=lambda: ("m", "t"))
     acestep.AceStepCheckpoint._text_encoder(stub, None)
     assert len(calls) == 2 and all(kw.get("trust_remote_code") is False for kw in calls)
+    assert calls[0].get("use_safetensors") is True
+    monkeypatch.setattr(acestep, "AutoencoderOobleck", loader)
+    acestep.AceStepCheckpoint._vae(SimpleNamespace(_vae_folder=lambda: "v"), None)
+    assert calls[-1].get("use_safetensors") is True
+
+
+def test_readers_of_a_run_folder_skip_an_alias_bomb_instead_of_hanging(tmp_path, caplog):
+    """The monitor, the report, the studio and a sweep's failure summary read a run someone sent: a record that is
+    not plain data is skipped (said in the log), never parsed."""
+    from sidestep.monitor import Reader
+    from sidestep.report.runs import overrides_text
+    from sidestep.studio.runs import snapshot
+    from sidestep.sweep_outcome import _overrides
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        (run / ".hydra" / name).write_text(BOMB)
+    assert Reader(tmp_path).snapshot(run).config is None
+    assert overrides_text(run) == "(defaults)" and _overrides(run) == "defaults"
+    assert snapshot(run)["name"] == "run"
+    assert "expands to more than" in caplog.text

@@ -22,7 +22,7 @@ from sidestep.training.ema import EMA_FILE, decay_at
 from sidestep.training.validation import HeldOutLoss
 
 # 8 samples, batch 2: 4 optimizer steps per epoch; 6 training samples and 3 steps with a quarter held out
-SHORT = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "data.crop_seconds=2", "lora.dropout=0.1")
+SHORT = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "data.crop_seconds=2", "adapter.dropout=0.1")
 EMA = ("trainer.ema.decay=0.3",)  # low, so six steps go through the warm-up and past it
 HELD_OUT = ("data.val_fraction=0.25", "trainer.eval_every_steps=1")
 

@@ -42,17 +42,17 @@ def test_attention_option_module_counts_on_the_24_layer_dit(make_cfg, tmp_path, 
     cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", f"attention={attention}")
     with torch.device("meta"):
         model = AceStepTransformer1DModel(**OmegaConf.to_container(cfg.model.arch))
-    pattern = re.compile(target_pattern(cfg.lora.target_modules, cfg.attention.blocks))
+    pattern = re.compile(target_pattern(cfg.adapter.target_modules, cfg.attention.blocks))
     assert sum(1 for name, _ in model.named_modules() if pattern.fullmatch(name)) == count
 
 
 def test_trainable_parameters_match_side_steps_published_count(make_cfg, tmp_path):
-    cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", "lora.rank=64")
+    cfg = make_cfg("model=turbo", f"model.checkpoint_dir={tmp_path}", "adapter.rank=64")
     assert trainable_parameters(cfg) == 44_040_192
 
 
 def test_mlp_targets_are_layer_wide(make_cfg):
-    cfg = make_cfg("attention=self", "lora.target_modules=[q_proj,gate_proj,down_proj]")
+    cfg = make_cfg("attention=self", "adapter.target_modules=[q_proj,gate_proj,down_proj]")
     dit = model_source(cfg.model).dit()
     add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     assert sorted(lora_modules(dit.transformer)) == sorted(
@@ -66,7 +66,7 @@ def trained_tiny(cfg):
 
 
 def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(make_cfg, tmp_path):
-    cfg = make_cfg("lora.rank=4", "lora.alpha=8")
+    cfg = make_cfg("adapter.rank=4", "adapter.alpha=8")
     trained = trained_tiny(cfg)
     save_adapter(trained, tmp_path / "adapter", "jazz")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
@@ -78,7 +78,7 @@ def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(mak
 
 
 def test_adapter_files_carry_rank_and_alpha_for_peft_and_diffusers(make_cfg, tmp_path):
-    cfg = make_cfg("lora.rank=4", "lora.alpha=8")
+    cfg = make_cfg("adapter.rank=4", "adapter.alpha=8")
     save_adapter(trained_tiny(cfg), tmp_path / "adapter", "jazz")
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["peft_type"]) == (4, 8, "LORA")
@@ -88,7 +88,7 @@ def test_adapter_files_carry_rank_and_alpha_for_peft_and_diffusers(make_cfg, tmp
 
 
 def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, monkeypatch):
-    cfg = make_cfg("lora.rank=4")
+    cfg = make_cfg("adapter.rank=4")
     model = trained_tiny(cfg)
     save_adapter(model, tmp_path / "adapter", "jazz")
     before = (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
@@ -105,7 +105,7 @@ def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, 
 
 def test_rslora_trains_at_alpha_over_the_square_root_of_the_rank(make_cfg):
     """`adapter.use_rslora=true`, rank 4, alpha 8: each adapted projection adds 8 / sqrt(4) = 4 x B A x, not 8 / 4."""
-    cfg = make_cfg("adapter.use_rslora=true", "lora.rank=4", "lora.alpha=8")
+    cfg = make_cfg("adapter.use_rslora=true", "adapter.rank=4", "adapter.alpha=8")
     model = model_source(cfg.model).dit().transformer
     add_adapter(model, adapter_config(cfg), seed=0)
     randomize_lora(model)

@@ -36,7 +36,7 @@ def monitor(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
+    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "adapter.rank=2,4",
                                            "trainer.max_steps=6", "trainer.save_every_steps=6", "trainer.log_every=3",
                                            "ui.plain=true", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={sweep}"],
@@ -72,7 +72,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     for job, rank in (("0", 2), ("1", 4)):
         row = next(line for line in lines if line.split()[:1] == [job])
         assert re.fullmatch(rf"{job}\s+finished\s+6/6\s+\d\.\d{{4}}\s+\d+\.\d\d\s+-\s+step-0000006\s+"
-                            rf"experiment=demo lora.rank={rank} .*", row.strip()), row
+                            rf"experiment=demo adapter.rank={rank} .*", row.strip()), row
 
 
 @pytest.fixture
@@ -164,14 +164,14 @@ def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):
     for job in ("10", "2", "1/nested", "0/sweep-1/0"):  # the last: a sweep's job seen from outputs/
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
-    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- lora.target_modules=[q_proj,v_proj]\n")
+    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- adapter.target_modules=[q_proj,v_proj]\n")
     assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == ["0/sweep-1/0", "1/nested", "2", "10"]
     assert find_runs(tmp_path / "2") == [tmp_path / "2"]
     assert Reader(tmp_path).snapshot(tmp_path / "2").state == "no status"
     main([str(tmp_path), "--once"])
     out = capsys.readouterr().out
     assert f"{tmp_path}: 4 run(s), 4 no status" in out
-    assert "lora.target_modules=[q_proj,v_proj]" in out  # brackets are text, not rich markup
+    assert "adapter.target_modules=[q_proj,v_proj]" in out  # brackets are text, not rich markup
 
 
 @pytest.mark.parametrize("gib, profile", [(6.0, "8gb"), (7.8, "8gb"), (11.7, "12gb"), (15.6, "16gb"), (23.6, "24gb_plus"),

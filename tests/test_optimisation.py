@@ -94,7 +94,7 @@ class Recorder:
 
 
 FIT = ("trainer.max_steps=4", "trainer.epochs=1", "trainer.batch_size=2", "scheduler=cosine",
-       "scheduler.warmup_steps=2", "optimizer.lr=0.01", "lora.rank=4", "lora.alpha=8", "data.crop_seconds=1")
+       "scheduler.warmup_steps=2", "optimizer.lr=0.01", "adapter.rank=4", "adapter.alpha=8", "data.crop_seconds=1")
 
 
 def test_training_clips_gradients_to_max_grad_norm_and_follows_the_schedule(make_cfg, tmp_path, monkeypatch):

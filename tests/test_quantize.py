@@ -23,7 +23,7 @@ from sidestep.train import train_adapter
 from sidestep.training.fingerprint import fingerprint, mismatches
 from tests.conftest import dit_outputs
 
-BASE = ("trainer.max_steps=4", "trainer.gradient_accumulation=2", "lora.dropout=0.1", "data.crop_seconds=2")
+BASE = ("trainer.max_steps=4", "trainer.gradient_accumulation=2", "adapter.dropout=0.1", "data.crop_seconds=2")
 LAYERS = {"nf4": (bnb.nn.Linear4bit, peft_bnb.Linear4bit), "int8": (bnb.nn.Linear8bitLt, peft_bnb.Linear8bitLt)}
 
 

@@ -1,4 +1,4 @@
-"""An adapter trained with `lora.rank_map` (a different rank, and alpha = ratio x rank, per module: PEFT's
+"""An adapter trained with `adapter.rank_map` (a different rank, and alpha = ratio x rank, per module: PEFT's
 rank_pattern / alpha_pattern) exports at each module's own strength: in ComfyUI's file, in the merged DiT, in the
 diffusers files and in ACE-Step's PEFT folder. Tested on the files, by the rule each consumer applies."""
 
@@ -23,7 +23,7 @@ from tests.conftest import dit_outputs, randomize_lora
 RANKS = (2, 4, 8, 0)  # cycled over the attention projections; 0 = left out
 ATTENTION_PROJECTION = re.compile(r"layers\.\d+\.(self|cross)_attn\.(to_q|to_k|to_v|to_out\.0)")
 NAME = "rankmap"
-RATIO = 3.0  # lora.alpha / lora.rank below: every module gets alpha = 3 x its rank, not lora.alpha = 12
+RATIO = 3.0  # adapter.alpha / adapter.rank below: every module gets alpha = 3 x its rank, not adapter.alpha = 12
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,10 @@ def run(tmp_path_factory, cache_dir):
     modules = {name: {"rank": RANKS[i % len(RANKS)], "in_features": m.in_features, "out_features": m.out_features}
                for i, (name, m) in enumerate(linears)}
     rank_map = root / "estimate.json"
-    cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=12")
+    cfg = compose_cfg(cache_dir, "adapter.rank=4", "adapter.alpha=12")
     rank_map.write_text(json.dumps({"format": "sidestep.estimate/1", "arch": OmegaConf.to_container(cfg.model.arch),
                                     "modules": modules}))
-    cfg = compose_cfg(cache_dir, "lora.rank=4", "lora.alpha=12", f"lora.rank_map={rank_map}")
+    cfg = compose_cfg(cache_dir, "adapter.rank=4", "adapter.alpha=12", f"adapter.rank_map={rank_map}")
     dit = model_source(cfg.model).dit()
     add_adapter(dit.transformer, adapter_config(cfg), seed=0)
     model = randomize_lora(dit.transformer)

@@ -53,7 +53,7 @@ def without_flags(args, flags):
 
 
 def first_values(override: str) -> str:
-    """A sweep override (`lora.rank=4,8`) as one run of it (`lora.rank=4`), for composing."""
+    """A sweep override (`adapter.rank=4,8`) as one run of it (`adapter.rank=4`), for composing."""
     key, _, value = override.partition("=")
     return f"{key}={value.split(',')[0]}" if "," in value and not value.startswith("[") else override
 
@@ -63,7 +63,7 @@ def a_wizard_recipe():
     """`experiment=<name>`: a recipe the wizard wrote, in the user's config folder (the tests' own)."""
     recipe = user_config_dir() / "experiment" / "placeholder.yaml"
     recipe.parent.mkdir(parents=True, exist_ok=True)
-    recipe.write_text("# @package _global_\nlora:\n  rank: 8\n")
+    recipe.write_text("# @package _global_\nadapter:\n  rank: 8\n")
     yield
     recipe.unlink(missing_ok=True)  # a test that empties the user's config folder may have taken it
 

@@ -54,24 +54,24 @@ def test_only_training_runs_count_not_sample_or_estimate_folders(tmp_path):
 def test_a_sweep_report_marks_the_failed_job_and_the_best_by_held_out_loss(tmp_path):
     sweep = tmp_path / "sweep"
     started = {"started_at": 1000.0}
-    make_run(sweep / "0", ["experiment=demo", "lora.rank=4"], status={"state": "finished", **started,
+    make_run(sweep / "0", ["experiment=demo", "adapter.rank=4"], status={"state": "finished", **started,
              "updated_at": 1012.3456}, losses=[2.0, 1.5], held_out=[1.3, 1.2])
-    make_run(sweep / "1", ["experiment=demo", "lora.rank=8"], status={"state": "finished", **started,
+    make_run(sweep / "1", ["experiment=demo", "adapter.rank=8"], status={"state": "finished", **started,
              "updated_at": 1020.0}, losses=[2.0, 1.3], held_out=[1.5, 1.4])
-    make_run(sweep / "2", ["experiment=demo", "lora.rank=0"],
-             status={"state": "failed", "error": "lora.rank: must be at least 1 (got 0)"})
+    make_run(sweep / "2", ["experiment=demo", "adapter.rank=0"],
+             status={"state": "failed", "error": "adapter.rank: must be at least 1 (got 0)"})
     report([str(sweep)])
 
     md = (sweep / "report.md").read_text().splitlines()
     assert [line.split(" | ")[0] for line in md[2:]] == ["| 0", "| 1", "| 2"]  # best held-out loss first
-    assert "| failed: lora.rank: must be at least 1 (got 0) |" in md[4]
+    assert "| failed: adapter.rank: must be at least 1 (got 0) |" in md[4]
     assert " | 12 | " in md[2]  # wall seconds, whole
     page = (sweep / "report.html").read_text()
     best_row = re.search(r'<tr class="best">(.*?)</tr>', page).group(1)
     assert 'href="0/report.html"' in best_row and "best" in best_row
     assert "experiment=demo" not in re.search(r"<tbody>(.*)</tbody>", page).group(1)  # rows: only what varies
     assert all((sweep / job / "report.html").is_file() for job in "012")
-    assert "lora.rank: must be at least 1 (got 0)" in (sweep / "2" / "report.html").read_text()
+    assert "adapter.rank: must be at least 1 (got 0)" in (sweep / "2" / "report.html").read_text()
 
 
 def test_a_run_page_puts_the_base_and_other_strengths_beside_the_checkpoints(tmp_path):
@@ -121,8 +121,8 @@ def test_best_is_not_awarded_within_the_held_out_loss_noise(tmp_path):
     """Issue 27: a sweep marked a best job on a held-out difference far smaller than the held-out loss's noise."""
     for noise, marked in ((0.05, False), (0.001, True)):
         sweep = tmp_path / str(noise)
-        make_run(sweep / "0", ["lora.rank=4"], status={"state": "finished"}, losses=[1.5], held_out=[1.20], noise=noise)
-        make_run(sweep / "1", ["lora.rank=8"], status={"state": "finished"}, losses=[1.4], held_out=[1.21], noise=noise)
+        make_run(sweep / "0", ["adapter.rank=4"], status={"state": "finished"}, losses=[1.5], held_out=[1.20], noise=noise)
+        make_run(sweep / "1", ["adapter.rank=8"], status={"state": "finished"}, losses=[1.4], held_out=[1.21], noise=noise)
         report([str(sweep)])
         page = (sweep / "report.html").read_text()
         assert ('<tr class="best">' in page) == marked
@@ -157,11 +157,11 @@ def test_a_lone_run_or_a_tie_has_no_best(tmp_path):
     single = make_run(tmp_path / "single", ["experiment=demo"], status={"state": "finished"}, losses=[1.5])
     assert write_report(single).best is None
     tie = tmp_path / "tie"
-    make_run(tie / "0", ["lora.rank=4"], status={"state": "finished"}, losses=[1.6785])
-    make_run(tie / "1", ["lora.rank=8"], status={"state": "finished"}, losses=[1.6785])
+    make_run(tie / "0", ["adapter.rank=4"], status={"state": "finished"}, losses=[1.6785])
+    make_run(tie / "1", ["adapter.rank=8"], status={"state": "finished"}, losses=[1.6785])
     assert write_report(tie).best is None
     assert "the first two tie, so none is marked best" in (tie / "report.html").read_text()
-    make_run(tie / "2", ["lora.rank=16"], status={"state": "finished"}, losses=[1.5])
+    make_run(tie / "2", ["adapter.rank=16"], status={"state": "finished"}, losses=[1.5])
     assert write_report(tie).best.run.label == "2"
 
 

@@ -44,13 +44,13 @@ def sweep(tmp_path_factory, cache_dir):
     """Job 0 trains with samples, job 1 without, job 2 failed before training (its status says why)."""
     root = tmp_path_factory.mktemp("sweep")
     for job, rank, extra in ((0, 4, ["sample.every_n_steps=3", "sample.duration=1"]), (1, 8, [])):
-        overrides = ["experiment=demo", "trainer.max_steps=6", f"lora.rank={rank}", *extra]
+        overrides = ["experiment=demo", "trainer.max_steps=6", f"adapter.rank={rank}", *extra]
         cfg = compose_cfg(cache_dir, *overrides[1:])
         record_hydra(root / str(job), cfg, overrides)
         train_adapter(cfg, root / str(job))
-    failed = ["experiment=demo", "trainer.max_steps=6", "lora.rank=0"]
+    failed = ["experiment=demo", "trainer.max_steps=6", "adapter.rank=0"]
     record_hydra(root / "2", compose_cfg(cache_dir, *failed[1:], check=False), failed)  # as composed: never resolved
-    (root / "2" / "status.json").write_text('{"state": "failed", "error": "lora.rank: must be at least 1 (got 0)"}')
+    (root / "2" / "status.json").write_text('{"state": "failed", "error": "adapter.rank: must be at least 1 (got 0)"}')
     report([str(root)])
     return root
 
@@ -113,14 +113,14 @@ def test_a_sweep_page_links_every_job_and_marks_the_failed_one(browser, sweep):
     check_references(page, sweep)
     rows = page.eval_on_selector_all("tbody tr", "rows => rows.map(r => r.innerText)")
     assert len(rows) == 3
-    assert "failed" in rows[-1] and "lora.rank: must be at least 1 (got 0)" in rows[-1]
+    assert "failed" in rows[-1] and "adapter.rank: must be at least 1 (got 0)" in rows[-1]
     assert all("experiment=demo" not in row for row in rows)  # only what varies
     assert sorted(page.eval_on_selector_all("tbody a", "els => els.map(e => e.getAttribute('href'))")) == [
         "0/report.html", "1/report.html", "2/report.html"]
     players = sorted(local_file(src) for src in page.eval_on_selector_all("audio", "els => els.map(e => e.src)"))
     assert players == sorted((sweep / "0" / "samples" / "step-0000006").glob("*.wav"))  # job 0's newest round
     failed_job, problems_there = open_page(browser, sweep / "2" / "report.html")
-    assert "lora.rank: must be at least 1 (got 0)" in failed_job.text_content("h1")
+    assert "adapter.rank: must be at least 1 (got 0)" in failed_job.text_content("h1")
     assert problems == [] and problems_there == []
 
 

@@ -20,7 +20,7 @@ from sidestep.train import train_adapter
 from sidestep.training import checkpoint as ckpt
 
 # 8 samples, batch 1, accumulation 2: 4 optimizer steps per epoch; dropout on, so the global RNG matters too.
-BASE = ("trainer.batch_size=1", "trainer.gradient_accumulation=2", "trainer.max_steps=10", "lora.dropout=0.1",
+BASE = ("trainer.batch_size=1", "trainer.gradient_accumulation=2", "trainer.max_steps=10", "adapter.dropout=0.1",
         "data.crop_seconds=2")
 
 
@@ -58,7 +58,7 @@ def test_resuming_from_any_step_gives_the_uninterrupted_adapter(full_run, make_c
     assert_same(adapter(full_run), adapter(tmp_path))
 
 
-@pytest.mark.parametrize("kind, dropout", [("dora", "lora.dropout=0.1"), ("lokr", "adapter.rank_dropout=0.1"),
+@pytest.mark.parametrize("kind, dropout", [("dora", "adapter.dropout=0.1"), ("lokr", "adapter.rank_dropout=0.1"),
                                            ("loha", "adapter.module_dropout=0.1"), ("oft", "adapter.module_dropout=0.1")])
 def test_every_adapter_type_resumes_to_the_uninterrupted_adapter(make_cfg, tmp_path, kind, dropout):
     short = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "trainer.max_steps=4", "data.crop_seconds=2",
@@ -90,11 +90,11 @@ def test_latest_skips_half_written_checkpoints_and_pruning_keeps_the_newest(make
 def test_a_checkpoint_of_another_setup_is_refused_one_line_per_difference(full_run, make_cfg, tmp_path, caplog):
     checkpoint = full_run / "checkpoints" / "step-0000004"
     with pytest.raises(ckpt.CheckpointError) as err:
-        train_adapter(make_cfg(*BASE, "lora.rank=8", "trainer.seed=1", f"resume_from={checkpoint}"), tmp_path)
+        train_adapter(make_cfg(*BASE, "adapter.rank=8", "trainer.seed=1", f"resume_from={checkpoint}"), tmp_path)
     lines = str(err.value).splitlines()
     assert lines[0].endswith("does not fit this run (resume.strict=false loads its LoRA weights only):")
     differences = sorted(line.split(":")[0].strip() for line in lines[1:])
-    assert differences == ["lora.alpha", "lora.rank", "trainer.seed"]  # alpha follows the rank
+    assert differences == ["adapter.alpha", "adapter.rank", "trainer.seed"]  # alpha follows the rank
     assert not (tmp_path / "adapter").exists()
 
     caplog.set_level("INFO")

@@ -18,15 +18,10 @@ CHANGES = {
     "model.timestep_sigma": 0.5,
     "model.quantize": "nf4",
     "adapter": ("adapter.use_rslora", True),
-    "lora.rank": 8,
-    "lora.alpha": 8.0,
-    "lora.dropout": 0.1,
-    "lora.target_modules": ["q_proj"],
-    "lora.bias": "all",
     "attention.blocks": ["self_attn"],
     "optimizer": ("optimizer.lr", 1e-4),
     "scheduler": ("scheduler.warmup_steps", 5),
-    "training": ("training.cfg_ratio", 0.3),
+    "timesteps": ("timesteps.cfg_ratio", 0.3),
     "data.crop_seconds": 2.0,
     "data.bucket_by_length": False,
     "data.val_fraction": 0.25,
@@ -82,7 +77,16 @@ def test_changing_a_compared_setting_on_resume_is_a_different_run(base, path):
     changed = copy.deepcopy(base)
     OmegaConf.update(changed, key, value, merge=False)
     lines = mismatches(settings(base), settings(changed))
-    assert len(lines) == 1 and lines[0].startswith(f"{path}: checkpoint has"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"{key}: checkpoint has"), lines
+
+
+@pytest.mark.parametrize("key, value", [("adapter.rank", 8), ("adapter.alpha", 8.0), ("adapter.dropout", 0.1),
+                                        ("adapter.target_modules", ["q_proj"]), ("adapter.bias", "all")])
+def test_changing_an_adapter_knob_on_resume_names_the_knob(base, key, value):
+    changed = copy.deepcopy(base)
+    OmegaConf.update(changed, key, value, merge=False)
+    lines = mismatches(settings(base), settings(changed))
+    assert len(lines) == 1 and lines[0].startswith(f"{key}: checkpoint has"), lines
 
 
 def test_a_setting_an_older_checkpoint_did_not_record_is_a_difference(base):

@@ -28,7 +28,7 @@ def test_refused_starts_keep_the_record_and_a_real_resume_appends_to_its_history
     args = (*QUICK, f"data.synthetic.cache_dir={cache_dir}", f"hydra.run.dir={run}")
     assert cli(*args).returncode == 0
     before, status = record(run), read_status(run)
-    for refused in (["lora.rank=8", "resume_from=latest"], ["trainer.max_steps=3"]):  # other setup; fresh start
+    for refused in (["adapter.rank=8", "resume_from=latest"], ["trainer.max_steps=3"]):  # other setup; fresh start
         proc = cli(*args, *refused)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
         assert record(run) == before and read_status(run) == status
@@ -106,14 +106,14 @@ def test_first_line_is_whole_and_plain():
 
 def test_a_bad_sweep_job_is_recorded_failed_and_the_sweep_goes_on(cli, tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    proc = cli("-m", *QUICK, f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}", "lora.rank=4,0,8")
+    proc = cli("-m", *QUICK, f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}", "adapter.rank=4,0,8")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert [(sweep / str(j) / "adapter" / "adapter_model.safetensors").is_file() for j in range(3)] == [True, False, True]
     status = read_status(sweep / "1")
-    assert status["state"] == "failed" and status["error"] == "lora.rank: must be at least 1 (got 0)"
+    assert status["state"] == "failed" and status["error"] == "adapter.rank: must be at least 1 (got 0)"
     assert proc.stderr.splitlines()[-2:] == [
         f"sweep {sweep} finished with 1 failed job(s); the others ran:",
         "  1 (experiment=demo trainer.max_steps=2 sample.every_n_epochs=null "
-        f"data.synthetic.cache_dir={cache_dir} lora.rank=0): lora.rank: must be at least 1 (got 0)"]
+        f"data.synthetic.cache_dir={cache_dir} adapter.rank=0): adapter.rank: must be at least 1 (got 0)"]
     assert "Traceback" not in proc.stderr and [read_status(sweep / j)["state"] for j in "02"] == ["finished"] * 2
     assert json.loads((sweep / "1" / "status.json").read_text())["step"] == 0

@@ -91,7 +91,7 @@ def test_a_checkpoint_is_a_source_and_holds_the_adapter_of_its_step(demo_run):
 
 
 def test_sampling_during_training_leaves_the_adapter_bit_identical_and_fills_tensorboard(make_cfg, tmp_path):
-    base = ("trainer.max_steps=8", "lora.dropout=0.1")
+    base = ("trainer.max_steps=8", "adapter.dropout=0.1")
     train_adapter(make_cfg(*base), tmp_path / "quiet")
     train_adapter(make_cfg(*base, "sample.every_n_steps=4", "sample.duration=1"), tmp_path / "listening")
     a = load_file(tmp_path / "quiet" / "adapter" / "adapter_model.safetensors")

@@ -86,9 +86,9 @@ def test_a_failure_reason_travels_as_json_text_never_as_markup(served):
     assert client.get("/api/runs").headers["content-type"] == "application/json"
 
 
-@pytest.mark.parametrize("override", ["run.name=$(touch pwned)", "lora.rank=4;touch pwned", "lora.rank=4 && ls",
+@pytest.mark.parametrize("override", ["run.name=$(touch pwned)", "adapter.rank=4;touch pwned", "adapter.rank=4 && ls",
                                       "hydra.callbacks.x._target_=os.system", "+evil._target_=os.system",
-                                      "--config-dir=/tmp", "lora.rank=`id`", "optimizer._target_=os.system",
+                                      "--config-dir=/tmp", "adapter.rank=`id`", "optimizer._target_=os.system",
                                       "run.name=${oc.env:HOME}", "data._target_=builtins.print",
                                       "data.dataset_dir=${oc.env:HOME}"])
 def test_overrides_with_shell_or_code_in_them_are_refused_with_one_line(served, override):

@@ -31,7 +31,7 @@ def test_sizes_are_in_the_unit_that_reads(make_cfg):
 
 
 def test_the_demos_summary_shows_its_small_adapter_in_kib_and_its_memory_in_mb(make_cfg, tmp_path):
-    cfg = make_cfg("lora.rank=8", "export.dtype=bf16", "sample.every_n_epochs=50")
+    cfg = make_cfg("adapter.rank=8", "export.dtype=bf16", "sample.every_n_epochs=50")
     with prepared_run(cfg, tmp_path) as run, console.capture() as shown:
         show(run.plan)
     text = re.sub(r"[\s│]+", " ", shown.get())  # the table's cells joined, whatever width wrapped them

@@ -20,7 +20,7 @@ def same_adapter(a, b):
 def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir, monkeypatch):
     sweep = tmp_path / "sweep"
     monkeypatch.setenv("COLUMNS", "250")  # the printed table unfolded (pytest sets 80)
-    proc = cli("-m", "experiment=demo", "lora.rank=2,4", "optimizer.lr=1e-4,1e-3", "trainer.max_steps=10",
+    proc = cli("-m", "experiment=demo", "adapter.rank=2,4", "optimizer.lr=1e-4,1e-3", "trainer.max_steps=10",
                "trainer.log_every=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     configs = sorted(sweep.glob("*/adapter/adapter_config.json"))
@@ -36,9 +36,9 @@ def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir, m
     assert len(rows) == 4 and all(int(r["steps"]) == 10 for r in rows)
     finals = [float(r["final_loss"]) for r in rows]
     assert finals == sorted(finals)  # best first
-    assert sorted(r["overrides"].split()[1] for r in rows) == ["lora.rank=2", "lora.rank=2", "lora.rank=4", "lora.rank=4"]
+    assert sorted(r["overrides"].split()[1] for r in rows) == ["adapter.rank=2", "adapter.rank=2", "adapter.rank=4", "adapter.rank=4"]
     table = [line for line in proc.stdout.splitlines() if "finished" in line]  # its rows, best first
-    assert len(table) == 4 and all("lora.rank=" in line and "optimizer.lr=" in line for line in table)
+    assert len(table) == 4 and all("adapter.rank=" in line and "optimizer.lr=" in line for line in table)
     assert "★ best" in table[0] and not any("best" in line for line in table[1:]), proc.stdout[-3000:]
     assert (sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((sweep / "sweep.json").read_text())[0]["curve"]) == 5
@@ -71,10 +71,10 @@ def test_reruns_reproduce_the_adapter_and_accept_changes(cli, tmp_path, cache_di
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert same_adapter(first, tmp_path / "again")
 
-    proc = cli(str(first), "optimizer=prodigy", "lora.rank=8", f"hydra.run.dir={tmp_path / 'changed'}", app="rerun")
+    proc = cli(str(first), "optimizer=prodigy", "adapter.rank=8", f"hydra.run.dir={tmp_path / 'changed'}", app="rerun")
     assert proc.returncode == 0, proc.stderr[-2000:]
     saved = OmegaConf.load(tmp_path / "changed" / ".hydra" / "config.yaml")
-    assert saved.optimizer._target_ == "prodigyopt.Prodigy" and saved.lora.rank == 8
+    assert saved.optimizer._target_ == "prodigyopt.Prodigy" and saved.adapter.rank == 8
     assert json.loads((tmp_path / "changed" / "adapter" / "adapter_config.json").read_text())["r"] == 8
 
 
@@ -84,13 +84,13 @@ def test_rerun_refuses_when_the_config_tree_has_drifted(cli, tmp_path, cache_dir
                f"hydra.run.dir={run}").returncode == 0
     assert drift(run, saved_overrides(run)) == {}
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    saved.training.cfg_ratio = 0.2  # as if conf/training/fixed.yaml had said 0.2 back then
+    saved.timesteps.cfg_ratio = 0.2  # as if conf/timesteps/fixed.yaml had said 0.2 back then
     OmegaConf.save(saved, run / ".hydra" / "config.yaml")
-    assert drift(run, saved_overrides(run)) == {"training.cfg_ratio": (0.2, 0.15)}
+    assert drift(run, saved_overrides(run)) == {"timesteps.cfg_ratio": (0.2, 0.15)}
     proc = cli(str(run), app="rerun")
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: conf/ has changed since {run} ran")
-    assert "training.cfg_ratio: run had 0.2, conf/ now gives 0.15" in proc.stderr
+    assert "timesteps.cfg_ratio: run had 0.2, conf/ now gives 0.15" in proc.stderr
 
 
 def test_two_process_launch_writes_one_run_dir_and_replicas_agree(tmp_path, cache_dir):
@@ -150,24 +150,24 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(cli, tmp_path, cache
     sweep = tmp_path / "optuna"
     # rank 64 does not fit the tiny DiT's 32-wide k_proj: those trials fail, and must not look like results
     proc = cli("-m", "hparams_search=optuna", "experiment=demo", "trainer.max_steps=3", "hydra.sweeper.n_trials=4",
-               "lora.rank=choice(8,64)", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+               "adapter.rank=choice(8,64)", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    ranks = [OmegaConf.load(job / ".hydra" / "config.yaml").lora.rank for job in jobs]
+    ranks = [OmegaConf.load(job / ".hydra" / "config.yaml").adapter.rank for job in jobs]
     assert len(jobs) == 4 and sorted(set(ranks)) == [8, 64], ranks  # the search went on past failed trials
     assert proc.returncode == 1 and "failed job(s)" in proc.stderr, proc.stderr[-2000:]
     results = OmegaConf.load(sweep / "optimization_results.yaml")
-    assert set(results.best_params) == {"lora.rank", "optimizer.lr", "lora.alpha_ratio", "scheduler.warmup_steps"}
-    assert results.best_params["lora.rank"] == 8
+    assert set(results.best_params) == {"adapter.rank", "optimizer.lr", "adapter.alpha_ratio", "scheduler.warmup_steps"}
+    assert results.best_params["adapter.rank"] == 8
     for job, rank in zip(jobs, ranks):
         state = json.loads((job / "status.json").read_text())["state"]
         assert state == ("failed" if rank == 64 else "finished")
         saved = OmegaConf.load(job / ".hydra" / "config.yaml")
-        assert rank == 64 or saved.lora.alpha == saved.lora.alpha_ratio * saved.lora.rank
+        assert rank == 64 or saved.adapter.alpha == saved.adapter.alpha_ratio * saved.adapter.rank
 
 
 def test_submitit_local_launcher_runs_two_jobs(cli, tmp_path, cache_dir):
     sweep = tmp_path / "submitit"
-    proc = cli("-m", "hydra/launcher=submitit_local", "experiment=demo", "lora.rank=2,4", "trainer.max_steps=2",
+    proc = cli("-m", "hydra/launcher=submitit_local", "experiment=demo", "adapter.rank=2,4", "trainer.max_steps=2",
                "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     ranks = sorted(json.loads(p.read_text())["r"] for p in sweep.glob("*/adapter/adapter_config.json"))
@@ -227,7 +227,7 @@ def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_
 
     import pexpect
 
-    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "lora.rank=2,4",
+    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "adapter.rank=2,4",
                                            "trainer.max_steps=3", "optimizer.lr=0.1", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=None)
@@ -254,11 +254,11 @@ def test_a_search_that_cannot_run_ends_in_one_line(cli, tmp_path, cache_dir):
                                      "data.dataset_dir: "), refused.stderr
     assert not (tmp_path / "refused" / "0").exists()
 
-    failing = cli("-m", "hparams_search=optuna", "experiment=demo", "lora.dropout=choice(0.7,0.9)",
+    failing = cli("-m", "hparams_search=optuna", "experiment=demo", "adapter.dropout=choice(0.7,0.9)",
                   "hydra.sweeper.n_trials=2", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                   f"hydra.sweep.dir={tmp_path / 'failing'}")
     assert failing.returncode == 1 and "Traceback" not in failing.stderr, failing.stderr[-2000:]
-    assert "finished with 2 failed job(s)" in failing.stderr and "lora.dropout" in failing.stderr
+    assert "finished with 2 failed job(s)" in failing.stderr and "adapter.dropout" in failing.stderr
 
 
 def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
@@ -300,7 +300,7 @@ def test_a_sweep_reads_its_jobs_models_shape_from_the_checkpoint_as_the_jobs_do(
     def multirun(*overrides: str):  # what `-m` composes: the typed sweep is in hydra.overrides.task
         cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
         with open_dict(cfg):
-            cfg.hydra.overrides.task = list(overrides) + ["lora.rank=4,8"]
+            cfg.hydra.overrides.task = list(overrides) + ["adapter.rank=4,8"]
         return cfg
 
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
@@ -330,12 +330,12 @@ def test_a_sweep_job_is_announced_in_our_format_with_only_what_varies(monkeypatc
     from sidestep.ui.sweep import SweepCallbacks
 
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=demo", "lora.rank=8"], return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=["experiment=demo", "adapter.rank=8"], return_hydra_config=True)
     assert cfg.hydra.hydra_logging.root.level == "WARNING"
     assert cfg.hydra.job_logging.loggers.get("hydra") is None  # the launcher's INFO lines stay below the root's WARNING
     with open_dict(cfg):
         cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 1
-    monkeypatch.setenv(SWEEP_VARIES, "lora.rank")
+    monkeypatch.setenv(SWEEP_VARIES, "adapter.rank")
     with caplog.at_level(logging.INFO, logger="sidestep"):
         SweepCallbacks().on_job_start(cfg, task_function=None)
-    assert caplog.messages == ["sweep job 1: lora.rank=8"]
+    assert caplog.messages == ["sweep job 1: adapter.rank=8"]

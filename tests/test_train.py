@@ -44,13 +44,13 @@ def test_loss_falls_on_learnable_data_and_the_adapter_reproduces_the_trained_mod
 
 
 def test_two_identical_runs_give_identical_adapters(make_cfg, tmp_path):
-    cfg = make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "lora.dropout=0.1")
+    cfg = make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "adapter.dropout=0.1")
     for name in ("a", "b"):
         train_adapter(cfg, tmp_path / name)
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    train_adapter(make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "lora.dropout=0.1", "trainer.seed=7"),
+    train_adapter(make_cfg("trainer.max_steps=15", "trainer.gradient_accumulation=2", "adapter.dropout=0.1", "trainer.seed=7"),
         tmp_path / "c")
     c = load_file(tmp_path / "c" / "adapter" / "adapter_model.safetensors")
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -67,7 +67,7 @@ def test_accumulation_and_max_steps_count_optimizer_steps(make_cfg, tmp_path):
 @pytest.mark.parametrize("optimizer", ["adamw8bit", "adafactor", "prodigy"])
 def test_every_optimizer_trains(make_cfg, tmp_path, optimizer):
     lr = "optimizer.lr=1.0" if optimizer == "prodigy" else "optimizer.lr=1e-3"
-    result = train_adapter(make_cfg(f"optimizer={optimizer}", lr, "trainer.max_steps=4", "training=vanilla"), tmp_path)
+    result = train_adapter(make_cfg(f"optimizer={optimizer}", lr, "trainer.max_steps=4", "timesteps=vanilla"), tmp_path)
     assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
 
 
@@ -98,10 +98,10 @@ def test_cli_demo_writes_a_complete_run_dir(cli, tmp_path, cache_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["optimizer.lr=-1"], "error: optimizer.lr: must be > 0"),
-    (["lora.dropout=0.9"], "error: lora.dropout: must be between 0 and 0.5"),
+    (["adapter.dropout=0.9"], "error: adapter.dropout: must be between 0 and 0.5"),
     (["model=turbo", "data.dataset_dir=."], "error: model.checkpoint_dir: is not set"),
     (["optimizer.learning_rate=1e-4"], "error: optimizer.learning_rate: no such option (did you mean optimizer.lr?)"),
-    (["lora.rank=[4"], "error: lora.rank=[4: cannot parse this override (no viable alternative at input '[4')"),
+    (["adapter.rank=[4"], "error: adapter.rank=[4: cannot parse this override (no viable alternative at input '[4')"),
 ])
 def test_cli_bad_input_is_one_line_and_a_nonzero_exit(cli, args, message):
     proc = cli("experiment=demo", "ui.yes=true", *args)
@@ -115,7 +115,7 @@ def test_cli_bad_sample_file_stops_before_the_model_is_built(cli, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     torch.save({"target_latents": torch.randn(10, 64)}, data / "song.pt")
-    proc = cli("model=tiny", "lora.rank=16", f"data.dataset_dir={data}", "ui.yes=true", "trainer.device=cpu")
+    proc = cli("model=tiny", "adapter.rank=16", f"data.dataset_dir={data}", "ui.yes=true", "trainer.device=cpu")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {data / 'song.pt'}: missing attention_mask, encoder_hidden_states, " \
                                   "encoder_attention_mask, context_latents; is this a preprocessed Side-Step/ACE-Step sample?"

@@ -161,7 +161,7 @@ def test_a_foreign_target_is_built_only_when_allowed_for_the_command(monkeypatch
     with pytest.raises(ConfigError, match=f"model._target_: '{PAYLOAD}' is not a model Side-Step ships; .* "
                                           f"--allow-target {PAYLOAD}"):
         check_target("model._target_", PAYLOAD)
-    assert take_allow_flags(["train", "--allow-target", PAYLOAD, "lora.rank=4"]) == ["train", "lora.rank=4"]
+    assert take_allow_flags(["train", "--allow-target", PAYLOAD, "adapter.rank=4"]) == ["train", "adapter.rank=4"]
     check_target("model._target_", PAYLOAD)
     with pytest.raises(ConfigError, match="never builds anything nested"):  # allowed or not, never nested
         check_target("model.tiny_stack.vae._target_", PAYLOAD)

@@ -100,10 +100,10 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     term.answer("Frozen DiT storage (model.quantize) [nf4]", "int8")  # 8gb holds it in NF4
     term.see("refused: model.quantize: int8: a Lokr adapter cannot train on a bitsandbytes base")
     term.answer("Frozen DiT storage", "null")
-    term.answer("LoRA rank (lora.rank) [16]", "0")  # 8gb's rank is the default
-    term.see("refused: lora.rank: must be at least 1 (got 0)")
+    term.answer("Adapter rank (adapter.rank) [16]", "0")  # 8gb's rank is the default
+    term.see("refused: adapter.rank: must be at least 1 (got 0)")
     term.answer("LoRA rank", "48")
-    term.answer("LoRA alpha (lora.alpha) [null]", "")  # null: 2 x rank, following the rank
+    term.answer("Adapter alpha (adapter.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
     term.answer("Recipe name [jazz]", "")
     term.answer("Start training now?", "n")
@@ -115,11 +115,11 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     assert (cfg.model.variant, cfg.model.checkpoint_dir, cfg.data.dataset_dir) == (
         "base", str(folders / "checkpoints"), str(folders / "tensors" / "jazz"))
     assert cfg.adapter._target_ == "sidestep.adapters.lokr.Lokr"
-    assert (cfg.lora.rank, cfg.lora.alpha, cfg.trainer.epochs) == (48, None, 20)  # the recipe leaves alpha to the rank
+    assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.trainer.epochs) == (48, None, 20)  # the recipe leaves alpha to the rank
     assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.optimizer.lr == 3e-4  # recommended
-    assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.lora.target_modules) == (
+    assert (cfg.trainer.gradient_accumulation, cfg.data.crop_seconds, cfg.adapter.target_modules) == (
         8, 30, ["q_proj", "k_proj", "v_proj", "o_proj"])  # 8gb, which composes after the recipe
-    assert prepare(cfg).lora.alpha == 96
+    assert prepare(cfg).adapter.alpha == 96
     assert cfg.model.quantize is None  # LoKr trains on a plain base: the answer overrides 8gb's NF4
 
     command = printed_command(output, out, "jazz")
@@ -164,7 +164,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
     assert (cfg.trainer.device, cfg.trainer.precision, cfg.trainer.max_grad_norm, cfg.trainer.batch_size) == (
         "cpu", "fp32", 0.5, 2)
     assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)
-    assert (cfg.lora.rank, cfg.trainer.epochs, cfg.model.variant, cfg.model.quantize) == (16, 10, "auto", "int8")
+    assert (cfg.adapter.rank, cfg.trainer.epochs, cfg.model.variant, cfg.model.quantize) == (16, 10, "auto", "int8")
     assert (cfg.data.val_fraction, cfg.trainer.early_stop.patience, cfg.trainer.ema.decay) == (0.25, 3, 0.999)
     prepare(cfg)
     printed_command(output, out, "adv")
@@ -282,7 +282,7 @@ def test_what_was_typed_while_an_answer_was_checked_does_not_answer_the_next_que
     console = questions.Console(file=io.StringIO())
     monkeypatch.setattr(console, "input", ask)
     try:
-        assert questions._read(console, questions.Question("lora.rank", "LoRA rank"), "64", None, {}) == "my answer"
+        assert questions._read(console, questions.Question("adapter.rank", "Adapter rank"), "64", None, {}) == "my answer"
     finally:
         terminal.close()
         os.close(master)

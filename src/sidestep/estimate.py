@@ -1,7 +1,7 @@
 """`python -m sidestep.estimate [overrides]`: which layers matter for this dataset, and a LoRA rank plan.
 
 Shares the training config (model, data, attention, training groups); writes `<run>/estimate.json` (train with
-`lora.rank_map=<that file>`), a ranked table and `<run>/estimate.png`.
+`adapter.rank_map=<that file>`), a ranked table and `<run>/estimate.png`.
 """
 
 import logging
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sidestep.config import TrainConfig, register_schemas, resolve_run
 from sidestep.config.build import build
+from sidestep.config.parts import ADAPTER_SIZE_KNOBS
 from sidestep.errors import ConfigError, SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.ui.app import run_app
@@ -28,10 +29,10 @@ register_resolver()
 HELP = CommandHelp(
     "python -m sidestep.estimate", "[group=option ...] [key=value ...] (the training config)",
     "Score how much each attention projection matters for this dataset (its Fisher information, from training's\n"
-    "own loss) and plan LoRA ranks from it: <run>/estimate.json, trained with lora.rank_map=<that file>.",
+    "own loss) and plan LoRA ranks from it: <run>/estimate.json, trained with adapter.rank_map=<that file>.",
     TrainConfig, "train",
     ("data.dataset_dir", "model.checkpoint_dir", "estimate.batches", "estimate.include_mlp", "estimate.budget_params",
-     "estimate.ranks", "lora.rank", "trainer.device"),
+     "estimate.ranks", "adapter.rank", "trainer.device"),
     ("model", "attention"),
     "It takes every training key (python -m sidestep.train --help); the README's \"Which layers matter\".")
 
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     plain = use_plain(cfg.ui.plain)
     record = RunRecord(Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().output_subdir)
     try:
-        kind = build(cfg.adapter)
+        kind = build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
         if not kind.takes_rank_map:
             raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does "
                               "not take; run it with adapter=lora or adapter=dora")
@@ -61,7 +62,7 @@ def main(cfg: DictConfig) -> None:
         for group, share, ranks in result.shares(grouping):
             table.add_row(group, f"{100 * share:5.1f} %", ranks)
         console.print(table)
-    log.info("estimate written to %s: %d of %d modules get LoRA, %s of %s parameters; train with lora.rank_map=%s",
+    log.info("estimate written to %s: %d of %d modules get LoRA, %s of %s parameters; train with adapter.rank_map=%s",
              result.path, result.modules_with_lora, len(result.plan), f"{result.used_params:,}", f"{result.budget:,}",
              result.path)
 

@@ -20,11 +20,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 import sidestep.conf
 from sidestep.config import flatten, resolve
+from sidestep.config.yaml_data import load_yaml_data
 from sidestep.errors import SidestepError
 from sidestep.user_config import user_config_dir
 
 HEADER = "# Written by python -m sidestep.wizard"
-RECIPE_GROUPS = ("model", "adapter", "optimizer", "scheduler", "attention", "training", "data")  # written as `override /g: x`
+RECIPE_GROUPS = ("model", "adapter", "optimizer", "scheduler", "attention", "timesteps", "data")  # written as `override /g: x`
 Setup = Tuple[Tuple[str, ...], Tuple[str, ...]]  # (Hydra overrides: group=option, key=value; then key=value settings)
 
 
@@ -129,7 +130,8 @@ def leaves_model_and_data(option: str, config_dir: Path) -> bool:
     for root in (Path(sidestep.conf.__file__).parent, config_dir):
         path = root / "experiment" / f"{option}.yaml"
         if path.is_file():
-            entries = OmegaConf.to_container(OmegaConf.load(path)).get("defaults", [])
+            recipe = OmegaConf.to_container(load_yaml_data(path), resolve=False)
+            entries = recipe.get("defaults", []) if isinstance(recipe, dict) else []
             keys = [k for e in entries if isinstance(e, dict) for k in e]
             return not is_ours(path) and not any(k.split("/")[-1] in ("model", "data") for k in keys)
     return True

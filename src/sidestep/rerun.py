@@ -14,7 +14,10 @@ from typing import Dict, List
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+import sidestep.conf
 from sidestep.config import as_container, flatten, register_schemas, resolve
+from sidestep.config.overrides import check_overrides
+from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.saved import load_saved, plain_select, read_plain
 from sidestep.config.trust import take_allow_flags, vet_override
 from sidestep.errors import SidestepError
@@ -38,7 +41,7 @@ def saved_overrides(run_dir: Path) -> List[str]:
         raise SidestepError(f"{run_dir}: not a Side-Step run dir (no .hydra/overrides.yaml and config.yaml)")
     saved = load_saved(hydra_dir / "config.yaml")
     pinned = []
-    overrides = read_plain(hydra_dir / "overrides.yaml")
+    overrides = read_plain(hydra_dir / "overrides.yaml")  # in today's names (`lora.rank=` of an older run)
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise SidestepError(f"{hydra_dir / 'overrides.yaml'}: not a list of key=value overrides")
     for override in overrides:
@@ -89,7 +92,9 @@ def main(argv: List[str]) -> None:
             lines = [f"{k}: run had {a!r}, conf/ now gives {b!r}" for k, (a, b) in changed.items()]
             raise SidestepError(f"conf/ has changed since {run_dir} ran; for its exact values use "
                                 f"--config-path {run_dir / '.hydra'} --config-name config\n  " + "\n  ".join(lines))
-    new = argv[1:]
+    new = renamed_overrides(argv[1:])
+    with exit_on_user_error():  # `adapter.rank=16` on an OFT run: one line, as train says it
+        check_overrides([*(o for o in old if override_key(o) == "adapter"), *new], Path(sidestep.conf.__file__).parent)
     replaced = {override_key(o) for o in new}
     dirs = [arg for d in config_dirs(run_dir) for arg in ("--config-dir", d)]
     run_train([*dirs, *[o for o in old if override_key(o) not in replaced], *new])

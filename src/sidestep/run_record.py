@@ -21,6 +21,7 @@ from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
 from sidestep.atomic import atomic_file
+from sidestep.run_files import load_yaml
 from sidestep.run_status import STATUS_FILE, read_status
 
 RECORD = ".hydra"
@@ -78,9 +79,9 @@ class RunRecord:
                     with atomic_file(record / name) as tmp:
                         shutil.copyfile(self.folder / name, tmp)
             shutil.rmtree(self.folder, ignore_errors=True)
-        history = OmegaConf.to_container(OmegaConf.load(record / HISTORY)) if (record / HISTORY).is_file() else []
+        history = load_yaml(record / HISTORY) or []
         history.append({"started_at": datetime.datetime.now().isoformat(timespec="seconds"),
-                        "overrides": OmegaConf.to_container(OmegaConf.load(record / "overrides.yaml")),
+                        "overrides": load_yaml(record / "overrides.yaml"),
                         "resumed_from": None if resumed_from is None else str(resumed_from)})
         with atomic_file(record / HISTORY) as tmp:
             tmp.write_text(OmegaConf.to_yaml(history))

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sidestep.errors import SidestepError
+from sidestep.run_files import load_yaml
 from sidestep.run_status import read_status, write_status
 from sidestep.write_errors import WRITE_ERRNOS, describe  # noqa: F401 (WRITE_ERRNOS: for the entry points)
 
@@ -85,5 +86,5 @@ class FailedJobs(Callback):
 
 def _overrides(job: Path) -> str:
     path = job / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    overrides = load_yaml(path) or []
     return " ".join(o for o in overrides if not o.startswith(("hydra.", "ui."))) or "defaults"

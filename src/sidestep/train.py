@@ -45,7 +45,7 @@ HELP = CommandHelp(
     "(outputs/<date>/<run.name>/): the checked config, TensorBoard logs, checkpoints, samples, the adapter in every\n"
     "format and report.html. Without data.dataset_dir, at a terminal, it offers the wizard (python -m sidestep.wizard).",
     TrainConfig, "train",
-    ("data.dataset_dir", "preprocess.audio_dir", "model.checkpoint_dir", "model.quantize", "lora.rank", "lora.alpha",
+    ("data.dataset_dir", "preprocess.audio_dir", "model.checkpoint_dir", "model.quantize", "adapter.rank", "adapter.alpha",
      "trainer.epochs", "trainer.max_steps", "trainer.batch_size", "optimizer.lr", "trainer.device",
      "trainer.precision", "run.name", "resume_from", "ui.yes", "ui.plain"),
     ("model", "experiment", "vram", "adapter", "optimizer", "scheduler", "attention"),

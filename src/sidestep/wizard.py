@@ -26,6 +26,7 @@ from rich.text import Text
 
 from sidestep.analyze import offer_analysis
 from sidestep.config import LATENT_FPS, register_schemas
+from sidestep.config.parts import ADAPTER_SCHEMAS
 from sidestep.errors import SidestepError
 from sidestep.recipes import (
     Setup,
@@ -65,8 +66,8 @@ QUESTIONS = [
              "oft (rotations) -- see the README's adapter table"),
     Question("model.quantize", "Frozen DiT storage", help="null: the compute dtype (bf16 on a GPU); int8 or nf4: held "
              "by bitsandbytes in 8 or 4 bits, for 8-12 GB cards (the setup summary shows the predicted peak)"),
-    Question("lora.rank", "LoRA rank", help="adapter size: 16 small, 64 typical, 128 large (OFT: adapter.block_size)"),
-    Question("lora.alpha", "LoRA alpha", help="strength scale; null: 2 x rank, following the rank"),
+    Question("adapter.rank", "Adapter rank", help="adapter size: 16 small, 64 typical, 128 large"),
+    Question("adapter.alpha", "Adapter alpha", help="strength scale; null: 2 x rank, following the rank"),
     Question("trainer.epochs", "Epochs"),
     Question("trainer.device", "Device", help="auto, cpu, cuda, cuda:N, mps or xpu", advanced=True),
     Question("trainer.precision", "Precision", help="auto, bf16, fp16 or fp32", advanced=True),
@@ -122,6 +123,8 @@ class Wizard:
         return tuple([o for o in self.seed if o.split("=")[0] not in chosen] + groups), tuple(settings)
 
     def applies(self, question: Question, answers: Answers) -> bool:
+        if question.key.startswith("adapter.") and not _has_knob(composed(self.setup(answers, question)), question.key):
+            return False  # OFT has no rank or alpha
         return not question.advanced or answers.get("mode") == "advanced"
 
     def choices(self, question: Question, answers: Answers) -> Optional[List[str]]:
@@ -157,11 +160,11 @@ class Wizard:
             if question.key == "model" and chosen not in self.choices(question, answers):
                 return "auto"
             return chosen or "none"
-        if question.key == "lora.alpha" and "lora.rank" in answers:  # keep the alpha / rank ratio the rank came with
-            rank_question = next(q for q in QUESTIONS if q.key == "lora.rank")
-            before = composed(self.setup({k: v for k, v in answers.items() if k != "lora.rank"}, rank_question))
-            if before.lora.alpha is not None:  # null follows the rank by itself
-                return f"{float(answers['lora.rank']) * before.lora.alpha / before.lora.rank:g}"
+        if question.key == "adapter.alpha" and "adapter.rank" in answers:  # keep the alpha / rank ratio of the rank
+            rank_question = next(q for q in QUESTIONS if q.key == "adapter.rank")
+            before = composed(self.setup({k: v for k, v in answers.items() if k != "adapter.rank"}, rank_question))
+            if before.adapter.alpha is not None:  # null follows the rank by itself
+                return f"{float(answers['adapter.rank']) * before.adapter.alpha / before.adapter.rank:g}"
         value = OmegaConf.select(composed(setup), question.key)
         if value is None:
             return None if question.kind == "path" else "null"
@@ -365,6 +368,12 @@ def become(args: List[str]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *args])
+
+
+def _has_knob(cfg: DictConfig, key: str) -> bool:
+    """Whether the adapter type `cfg` chose has this knob (its schema's)."""
+    schema = next((s for s in ADAPTER_SCHEMAS.values() if s._target_ == cfg.adapter._target_), None)
+    return schema is not None and key.split(".", 1)[1] in schema.__dataclass_fields__
 
 
 if __name__ == "__main__":

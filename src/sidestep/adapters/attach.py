@@ -11,18 +11,19 @@ from sidestep.adapters.kind import AdapterType, kind_of
 from sidestep.adapters.targets import adapter_size
 from sidestep.atomic import atomic_dir
 from sidestep.config.build import build
+from sidestep.config.parts import ADAPTER_SIZE_KNOBS
 from sidestep.errors import SidestepError
 from sidestep.models.dit import empty_dit
 from sidestep.models.source import ModelSource
 
 
 def adapter_type(cfg: DictConfig) -> AdapterType:
-    return build(cfg.adapter)
+    return build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
 
 
 def adapter_config(cfg: DictConfig) -> PeftConfig:
-    """The PEFT config `adapter=`, `lora.*`, `attention=` and `lora.rank_map` describe together."""
-    return adapter_type(cfg).peft_config(adapter_size(cfg.lora, cfg.attention, cfg.model.arch))
+    """The PEFT config `adapter=` (its type and knobs, `adapter.rank_map`) and `attention=` describe together."""
+    return adapter_type(cfg).peft_config(adapter_size(cfg.adapter, cfg.attention, cfg.model.arch))
 
 
 def add_adapter(transformer: torch.nn.Module, config: PeftConfig, seed: int) -> None:

@@ -24,22 +24,20 @@ Weights = Dict[str, torch.Tensor]
 class AdapterType(ABC):
     peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
     formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
-    takes_rank_map: ClassVar[bool] = False  # whether `lora.rank_map`'s per-module ranks apply
+    takes_rank_map: ClassVar[bool] = False  # whether `adapter.rank_map`'s per-module ranks apply
     on_quantized_base: ClassVar[bool] = False  # whether PEFT can put it on bitsandbytes layers (model.quantize)
     scalable: ClassVar[bool] = True  # whether PEFT can play it at another strength (`sidestep.sample strength=`)
 
-    def check(self, lora, shapes: Dict[str, Tuple[int, int]]) -> None:
-        """Refuse, with one line naming the option, settings this type cannot train; `shapes` are the (in, out)
-        features of each target under its original name. Runs before any model loads."""
+    def check(self, adapter, shapes: Dict[str, Tuple[int, int]]) -> None:
+        """Refuse, with one line naming the option, settings this type cannot train; `adapter` is the whole
+        `adapter.*` node, `shapes` the (in, out) features of each target under its original name. Runs before any
+        model loads."""
 
-    def check_dropouts_and_bias(self, lora, *dropouts: str) -> None:
-        """What LoKr, LoHa and OFT share: their dropouts are fractions, and they train no biases."""
+    def check_dropouts(self, *dropouts: str) -> None:
+        """What LoKr, LoHa and OFT share: their own dropouts are fractions."""
         for key in dropouts:
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"adapter.{key}: must be in [0, 1) (got {getattr(self, key)})")
-        if lora.bias != "none":
-            raise ConfigError(f"lora.bias: adapter={type(self).__name__.lower()} trains no biases; leave lora.bias=none "
-                              f"(got {lora.bias})")
 
     @abstractmethod
     def peft_config(self, size: AdapterSize) -> "PeftConfig":

@@ -24,8 +24,8 @@ class Loha(AdapterType):
     peft_type = "LOHA"
     formats = ("acestep", "comfyui")
 
-    def check(self, lora, shapes) -> None:
-        self.check_dropouts_and_bias(lora, "rank_dropout", "module_dropout")
+    def check(self, adapter, shapes) -> None:
+        self.check_dropouts("rank_dropout", "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "LoHaConfig":
         from peft import LoHaConfig

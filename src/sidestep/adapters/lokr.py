@@ -28,10 +28,10 @@ class Lokr(AdapterType):
     peft_type = "LOKR"
     formats = ("diffusers", "acestep", "comfyui")
 
-    def check(self, lora, shapes) -> None:
+    def check(self, adapter, shapes) -> None:
         if self.factor == 0 or self.factor < -1:
             raise ConfigError(f"adapter.factor: must be -1 (the most even split) or a positive factor (got {self.factor})")
-        self.check_dropouts_and_bias(lora, "rank_dropout", "module_dropout")
+        self.check_dropouts("rank_dropout", "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "LoKrConfig":
         from peft import LoKrConfig

@@ -27,14 +27,14 @@ class Oft(AdapterType):
     formats = ("acestep", "comfyui")
     scalable = False  # PEFT scales no rotation: OFT plays at strength 1
 
-    def check(self, lora, shapes) -> None:
+    def check(self, adapter, shapes) -> None:
         if self.block_size < 2:
             raise ConfigError(f"adapter.block_size: must be at least 2 (got {self.block_size})")
         for module, (features, _) in shapes.items():
             if features % self.block_size:
                 raise ConfigError(f"adapter.block_size: {self.block_size} does not divide {module}'s {features} input "
                                   "features; pick a divisor of every target's width (e.g. 16 or 32)")
-        self.check_dropouts_and_bias(lora, "module_dropout")
+        self.check_dropouts("module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "OFTConfig":
         from peft import OFTConfig

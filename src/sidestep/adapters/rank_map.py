@@ -1,4 +1,4 @@
-"""`lora.rank_map=<estimate.json>`: per-module ranks from `sidestep.estimate`, checked against the model."""
+"""`adapter.rank_map=<estimate.json>`: per-module ranks from `sidestep.estimate`, checked against the model."""
 
 import json
 import re
@@ -50,19 +50,19 @@ def read_rank_map(path: str, arch: DictConfig) -> RankMap:
         data = None
     if not (isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("modules"), dict)
             and isinstance(data.get("arch", {}), dict)):
-        raise ConfigError(f"lora.rank_map: {file} is not an estimate.json from python -m sidestep.estimate")
+        raise ConfigError(f"adapter.rank_map: {file} is not an estimate.json from python -m sidestep.estimate")
     made_for = data.get("arch", {})
     differences = [f"{k} {made_for.get(k)} there, {v} here" for k, v in OmegaConf.to_container(arch).items()
                    if made_for.get(k) != v]
     if differences:
-        raise ConfigError(f"lora.rank_map: {file} was estimated for another model ({'; '.join(differences)}); "
+        raise ConfigError(f"adapter.rank_map: {file} was estimated for another model ({'; '.join(differences)}); "
                           "run python -m sidestep.estimate for this one")
     widest = max(int(arch[k]) for k in ("hidden_size", "intermediate_size", "encoder_hidden_size"))
     ranks, features = {}, {}
     for name, module in data["modules"].items():
         ranks[name], features[name] = _module(file, name, module, int(arch.num_hidden_layers), widest)
     if not any(ranks.values()):
-        raise ConfigError(f"lora.rank_map: {file} leaves every module out; raise estimate.budget_params and re-estimate")
+        raise ConfigError(f"adapter.rank_map: {file} leaves every module out; raise estimate.budget_params and re-estimate")
     return RankMap(file, ranks, features)
 
 
@@ -70,13 +70,13 @@ def _module(file: Path, name: str, module: object, layers: int, widest: int) -> 
     """(rank, in + out features) of one entry; PEFT reads the names as patterns, so only exact module names pass."""
     match = MODULE_NAME.fullmatch(name)
     if match is None or int(match.group(1)) >= layers:
-        raise ConfigError(f"lora.rank_map: {file}: {name!r} is not a projection of this DiT (e.g. "
+        raise ConfigError(f"adapter.rank_map: {file}: {name!r} is not a projection of this DiT (e.g. "
                           f"layers.0.self_attn.to_q, layers 0-{layers - 1}); re-estimate")
     values = [module.get(k) for k in ("rank", "in_features", "out_features")] if isinstance(module, dict) else []
     if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ConfigError(f"lora.rank_map: {file}: {name} needs whole numbers for rank, in_features and out_features")
+        raise ConfigError(f"adapter.rank_map: {file}: {name} needs whole numbers for rank, in_features and out_features")
     rank, fan_in, fan_out = values
     if not (0 < fan_in <= widest and 0 < fan_out <= widest and 0 <= rank <= max(fan_in, fan_out)):
-        raise ConfigError(f"lora.rank_map: {file}: {name} has rank {rank} for {fan_in} -> {fan_out} features; a rank "
+        raise ConfigError(f"adapter.rank_map: {file}: {name} has rank {rank} for {fan_in} -> {fan_out} features; a rank "
                           "is between 0 and the module's width, and no width exceeds the model's")
     return rank, fan_in + fan_out

@@ -23,8 +23,8 @@ Targets = Union[str, List[str]]  # PEFT's target_modules: a regex full-matched a
 
 @dataclass(frozen=True)
 class AdapterSize:
-    """What every adapter type shares, from `lora.*`, `attention=` and `lora.rank_map`; each type maps it onto its
-    own PEFT config fields."""
+    """What every adapter type shares, from `adapter.*` (a type without a rank or dropout gets 0), `attention=` and
+    `adapter.rank_map`; each type maps it onto its own PEFT config fields."""
 
     rank: int
     alpha: float
@@ -35,14 +35,15 @@ class AdapterSize:
     alpha_pattern: Dict[str, float] = field(default_factory=dict)
 
 
-def adapter_size(lora: DictConfig, attention: DictConfig, arch: Optional[DictConfig] = None) -> AdapterSize:
-    """One rank for every target, or with `lora.rank_map` the estimate's modules and per-module ranks (alpha keeps
+def adapter_size(adapter: DictConfig, attention: DictConfig, arch: Optional[DictConfig] = None) -> AdapterSize:
+    """One rank for every target, or with `adapter.rank_map` the estimate's modules and per-module ranks (alpha keeps
     the configured alpha / rank)."""
-    common = dict(rank=lora.rank, alpha=float(lora.alpha), dropout=lora.dropout, bias=str(lora.bias))
-    if lora.rank_map is None:
-        return AdapterSize(**common, targets=target_pattern(lora.target_modules, attention.blocks))
-    plan = read_rank_map(lora.rank_map, arch).trained
-    ratio = lora.alpha / lora.rank
+    common = dict(rank=adapter.get("rank", 0), alpha=float(adapter.get("alpha") or 0.0),
+                  dropout=adapter.get("dropout", 0.0), bias=str(adapter.get("bias", "none")))
+    if adapter.get("rank_map") is None:
+        return AdapterSize(**common, targets=target_pattern(adapter.target_modules, attention.blocks))
+    plan = read_rank_map(adapter.rank_map, arch).trained
+    ratio = adapter.alpha / adapter.rank
     return AdapterSize(**common, targets=sorted(plan), rank_pattern=dict(plan),
                        alpha_pattern={name: rank * ratio for name, rank in plan.items()})
 

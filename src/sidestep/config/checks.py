@@ -10,7 +10,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
-from sidestep.config.parts import CONSTANT_SCHEDULER, PRODIGY_TARGET, SchedulerConfig
+from sidestep.config.parts import (
+    ADAPTER_SCHEMAS,
+    ADAPTER_SIZE_KNOBS,
+    CONSTANT_SCHEDULER,
+    PRODIGY_TARGET,
+    SchedulerConfig,
+)
+from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.schema import (
     ALPHA_PER_RANK,
@@ -43,6 +50,7 @@ def projection_shapes(arch: DictConfig) -> Dict[str, Tuple[int, int]]:
 
 def typed(cfg: DictConfig) -> DictConfig:
     """Re-attach the schema to a config that lost it (a rerun from a saved `config.yaml` is a plain dict)."""
+    cfg = renamed_config(cfg)
     for key in RETIRED_KEYS:  # saved by an older Side-Step: dropped, not refused
         node, _, leaf = key.rpartition(".")
         if isinstance(OmegaConf.select(cfg, node), DictConfig) and leaf in OmegaConf.select(cfg, node):
@@ -52,14 +60,15 @@ def typed(cfg: DictConfig) -> DictConfig:
     check_built_targets(cfg)
     schema = OmegaConf.structured(TrainConfig)
     for group, schemas in CHOSEN_BY_TARGET.items():
-        if OmegaConf.select(cfg, group) is None:  # saved before the group existed: its first option was the only one
-            with open_dict(cfg):
-                cfg[group] = {"_target_": next(iter(schemas.values()))._target_}
+        if OmegaConf.select(cfg, f"{group}._target_") is None:  # saved before the group existed: its first option
+            with open_dict(cfg):                                  # was the only one (`lora.*` may be there already)
+                cfg[group] = {**(cfg.get(group) or {}), "_target_": next(iter(schemas.values()))._target_}
         target = OmegaConf.select(cfg, f"{group}._target_")
         by_target = {s._target_: s for s in schemas.values()}
         if target not in by_target:
             raise ConfigError(f"{group}._target_={target!r} is not a known {group}; pick {group}=" + "|".join(schemas))
         schema[group] = OmegaConf.structured(by_target[target])
+    _drop_knobs_the_type_lacks(cfg, schema.adapter)
     return _merge(schema, cfg)
 
 
@@ -79,6 +88,19 @@ def _check_keep_best(cfg: DictConfig) -> None:
            "best needs a held-out set (data.val_fraction > 0): the best checkpoint is the one with the lowest held-out loss")
 
 
+def _drop_knobs_the_type_lacks(cfg: DictConfig, schema: DictConfig) -> None:
+    """A preset sets `adapter.rank` whatever `adapter=` chose; a type without a rank (OFT) goes without it. A knob
+    no type has is refused; one typed on the command line was refused before composing
+    (`overrides.check_overrides`)."""
+    knobs = {name for s in ADAPTER_SCHEMAS.values() for name in s.__dataclass_fields__}
+    for key in [k for k in cfg.adapter if k not in schema]:
+        _check(key in knobs, f"adapter.{key}",
+               f"adapter={schema._target_.rsplit('.', 1)[-1].lower()} has no {key}; its knobs are adapter."
+               + ", adapter.".join(k for k in schema if not k.startswith("_")))
+        with open_dict(cfg):
+            cfg.adapter.pop(key)
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
@@ -86,17 +108,20 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a type system cannot express. Touches no model or data file."""
-    lora, tr, opt, data = cfg.lora, cfg.trainer, cfg.optimizer, cfg.data
+    adapter, tr, opt, data = cfg.adapter, cfg.trainer, cfg.optimizer, cfg.data
     _check_finite(cfg)
     _check_arch(cfg.model.arch)
     _check(0 <= tr.seed <= MAX_SEED, "trainer.seed", f"must be between 0 and {MAX_SEED} (got {tr.seed})")
-    _check(lora.rank >= 1, "lora.rank", f"must be at least 1 (got {lora.rank})")
-    _check(lora.alpha > 0, "lora.alpha", f"must be > 0 (got {lora.alpha}); usually 2 x rank")
-    _check(lora.alpha_ratio is None or lora.alpha_ratio > 0, "lora.alpha_ratio", f"must be > 0 or null (got {lora.alpha_ratio})")
-    _check(0.0 <= lora.dropout <= 0.5, "lora.dropout", f"must be between 0 and 0.5 (got {lora.dropout})")
+    if "rank" in adapter:
+        _check(adapter.rank >= 1, "adapter.rank", f"must be at least 1 (got {adapter.rank})")
+        _check(adapter.alpha > 0, "adapter.alpha", f"must be > 0 (got {adapter.alpha}); usually 2 x rank")
+        _check(adapter.alpha_ratio is None or adapter.alpha_ratio > 0, "adapter.alpha_ratio",
+               f"must be > 0 or null (got {adapter.alpha_ratio})")
+    if "dropout" in adapter:
+        _check(0.0 <= adapter.dropout <= 0.5, "adapter.dropout", f"must be between 0 and 0.5 (got {adapter.dropout})")
     _check(RUN_NAME.fullmatch(str(cfg.run.name)) is not None, "run.name",
            f"{cfg.run.name!r}: use letters, digits, - and _ only (it names files and a PEFT adapter)")
-    _check(len(lora.target_modules) > 0, "lora.target_modules", "is empty; name at least one projection")
+    _check(len(adapter.target_modules) > 0, "adapter.target_modules", "is empty; name at least one projection")
     _check(opt.lr > 0, "optimizer.lr", f"must be > 0 (got {opt.lr})")
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0 (got {opt.weight_decay})")
     _check(cfg.scheduler.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0 (got {cfg.scheduler.warmup_steps})")
@@ -116,11 +141,11 @@ def validate(cfg: DictConfig) -> None:
     _check(bool(tr.compile_backend.strip()), "trainer.compile_backend", "is empty; use inductor (or aot_eager)")
     _check_model(cfg.model)
     _check_optimizer(opt)
-    t = cfg.training
-    _check(0.0 <= t.cfg_ratio < 1.0, "training.cfg_ratio", f"must be in [0, 1) (got {t.cfg_ratio})")
-    _check(t.mode != "vanilla" or len(t.discrete_timesteps) > 0, "training.discrete_timesteps", "vanilla mode needs the discrete schedule")
-    _check(all(0.0 < s <= 1.0 for s in t.discrete_timesteps), "training.discrete_timesteps", "values must be in (0, 1]")
-    _check(t.min_snr_gamma is None or t.min_snr_gamma > 0, "training.min_snr_gamma", f"must be > 0 or null (got {t.min_snr_gamma})")
+    t = cfg.timesteps
+    _check(0.0 <= t.cfg_ratio < 1.0, "timesteps.cfg_ratio", f"must be in [0, 1) (got {t.cfg_ratio})")
+    _check(t.mode != "vanilla" or len(t.discrete_timesteps) > 0, "timesteps.discrete_timesteps", "vanilla mode needs the discrete schedule")
+    _check(all(0.0 < s <= 1.0 for s in t.discrete_timesteps), "timesteps.discrete_timesteps", "values must be in (0, 1]")
+    _check(t.min_snr_gamma is None or t.min_snr_gamma > 0, "timesteps.min_snr_gamma", f"must be > 0 or null (got {t.min_snr_gamma})")
     _check(cfg.model.timestep_sigma > 0, "model.timestep_sigma", f"must be > 0 (got {cfg.model.timestep_sigma})")
     _check_schedule(cfg.scheduler)
     _check(data.crop_seconds is None or data.crop_seconds * LATENT_FPS >= 2 * cfg.model.arch.patch_size,
@@ -129,8 +154,9 @@ def validate(cfg: DictConfig) -> None:
     _check(est.batches >= 1, "estimate.batches", f"must be at least 1 (got {est.batches})")
     _check(len(est.ranks) > 0 and all(r >= 1 for r in est.ranks), "estimate.ranks", "must be a list of ranks >= 1")
     _check(est.budget_params is None or est.budget_params > 0, "estimate.budget_params", "must be > 0 or null")
-    _check(lora.rank_map is None or Path(lora.rank_map).is_file(), "lora.rank_map",
-           f"{lora.rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
+    rank_map = adapter.get("rank_map")
+    _check(rank_map is None or Path(rank_map).is_file(), "adapter.rank_map",
+           f"{rank_map} is not a file; pass the estimate.json written by python -m sidestep.estimate")
     _check(0.0 <= data.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1) (got {data.val_fraction})")
     _check(data.num_workers is None or data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _check(data.prefetch_factor >= 1, "data.prefetch_factor", f"must be at least 1 (got {data.prefetch_factor})")
@@ -148,19 +174,16 @@ def validate(cfg: DictConfig) -> None:
         validate_preprocess(cfg.preprocess, "preprocess.")
     validate_sample(cfg.sample)
     shapes = projection_shapes(cfg.model.arch)
-    narrowest = min(lora.target_modules, key=lambda m: min(shapes[m]))
-    _check(lora.rank_map is not None or lora.rank <= min(shapes[narrowest]), "lora.rank",
-           f"{lora.rank} is larger than {narrowest} ({shapes[narrowest][0]} -> {shapes[narrowest][1]} features), where "
-           f"LoRA's rank cannot exceed {min(shapes[narrowest])}; lower it")
-    _check_adapter(cfg, {m: shapes[m] for m in lora.target_modules})
+    narrowest = min(adapter.target_modules, key=lambda m: min(shapes[m]))
+    _check("rank" not in adapter or rank_map is not None or adapter.rank <= min(shapes[narrowest]), "adapter.rank",
+           f"{adapter.get('rank')} is larger than {narrowest} ({shapes[narrowest][0]} -> {shapes[narrowest][1]} "
+           f"features), where LoRA's rank cannot exceed {min(shapes[narrowest])}; lower it")
+    _check_adapter(cfg, {m: shapes[m] for m in adapter.target_modules})
 
 
 def _check_adapter(cfg: DictConfig, shapes: Dict[str, Tuple[int, int]]) -> None:
-    """The adapter type checks its own knobs (`AdapterType.check`); only LoRA and DoRA take per-module ranks."""
-    kind = build(cfg.adapter)
-    _check(cfg.lora.rank_map is None or kind.takes_rank_map, "lora.rank_map",
-           f"per-module ranks apply to adapter=lora or dora only, not {type(kind).__name__}; leave lora.rank_map unset")
-    kind.check(cfg.lora, shapes)
+    """The adapter type checks its own knobs (`AdapterType.check`); which knobs it has, its schema says."""
+    build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS).check(cfg.adapter, shapes)
 
 
 def _check_quantized(cfg: DictConfig) -> None:
@@ -168,7 +191,7 @@ def _check_quantized(cfg: DictConfig) -> None:
     quantize = cfg.model.get("quantize")
     if quantize is None:
         return
-    kind = build(cfg.adapter)
+    kind = build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
     _check(kind.on_quantized_base, "model.quantize",
            f"{quantize}: a {type(kind).__name__}{' (DoRA)' if getattr(kind, 'use_dora', False) else ''} adapter cannot "
            "train on a bitsandbytes base here; use model.quantize=null or adapter=lora")
@@ -290,9 +313,10 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg.trainer.compile = str(cfg.trainer.compile).lower()  # the command line's `false` arrives as a boolean
     cfg.model.checkpoint_dir = _absolute(cfg.model.checkpoint_dir)
     cfg.data.dataset_dir = _absolute(cfg.data.dataset_dir)
-    cfg.lora.rank_map = _absolute(cfg.lora.rank_map)
-    if cfg.lora.alpha_ratio is not None or cfg.lora.alpha is None:  # alpha follows the rank unless given
-        cfg.lora.alpha = (cfg.lora.alpha_ratio or ALPHA_PER_RANK) * cfg.lora.rank
+    if "rank_map" in cfg.adapter:
+        cfg.adapter.rank_map = _absolute(cfg.adapter.rank_map)
+    if "rank" in cfg.adapter and (cfg.adapter.alpha_ratio is not None or cfg.adapter.alpha is None):
+        cfg.adapter.alpha = (cfg.adapter.alpha_ratio or ALPHA_PER_RANK) * cfg.adapter.rank  # follows the rank
     if cfg.resume_from not in (None, "latest", "best"):
         cfg.resume_from = _absolute(cfg.resume_from)
     if cfg.data.synthetic is not None:

@@ -11,7 +11,7 @@ def as_container(cfg: DictConfig) -> Any:
 
 
 def flatten(node: Any, sep: str = ".", prefix: str = "") -> dict:
-    """`{"lora": {"rank": 4}}` -> `{"lora.rank": 4}` (leaves include lists and None), for comparing and logging."""
+    """`{"adapter": {"rank": 4}}` -> `{"adapter.rank": 4}` (leaves include lists and None), for comparing and logging."""
     if not isinstance(node, dict):
         return {prefix: node}
     out = {}

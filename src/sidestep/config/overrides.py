@@ -3,6 +3,7 @@ nearest real option (`optimizer.learning_rate` -> did you mean `optimizer.lr`?) 
 
 import dataclasses
 import difflib
+import re
 import typing
 from enum import Enum
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Dict, Iterable, List
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
+from sidestep.config.parts import ADAPTER_SCHEMAS
+from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.schema import CHOSEN_BY_TARGET, TrainConfig
 from sidestep.errors import ConfigError
 from sidestep.user_config import user_config_dir
@@ -20,6 +23,7 @@ SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "steps": "max_steps", "
             "grad_accum": "gradient_accumulation", "accumulation": "gradient_accumulation", "r": "rank",
             "lora_alpha": "alpha", "lora_dropout": "dropout", "warmup": "warmup_steps"}  # names other trainers use
 CONFIG_DIR_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "hydra.searchpath")
+ADAPTER_SCHEMA_LINE = re.compile(r"/schema/adapter/(\w+)@")  # an adapter option's YAML extends its schema
 
 
 def known_keys() -> Dict[str, type]:
@@ -69,8 +73,9 @@ def group_options(*conf_dirs: Path) -> dict:
 
 def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
     """Raise `ConfigError` for the first `key=value` naming no option, or `group=option` naming no option of its
-    group. Additions (`+key=`), deletions (`~key`) and `hydra.*` are Hydra's own business."""
-    args = list(args)
+    group, or an adapter knob the chosen `adapter=` type lacks. Old names (`lora.rank`) are taken as today's.
+    Additions (`+key=`), deletions (`~key`) and `hydra.*` are Hydra's own business."""
+    args = renamed_overrides(args, notify=False)
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -78,6 +83,7 @@ def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
         return  # Hydra reports a malformed override itself
     keys, groups = known_keys(), group_options(conf_dir, user_config_dir())  # the user's recipes are options too
     extra_configs = any(a.startswith(CONFIG_DIR_FLAGS) for a in args)
+    adapter = next((o.value() for o in parsed if o.key_or_group == "adapter" and not o.is_sweep_override()), "lora")
     for override in parsed:
         key = override.key_or_group
         if override.is_add() or override.is_delete() or key.startswith("hydra") or "/" in key:
@@ -92,6 +98,21 @@ def check_overrides(args: Iterable[str], conf_dir: Path) -> None:
                               "`python -m sidestep.train --cfg job` prints every option")
         elif key in keys and not override.is_sweep_override():
             _check_choice(key, keys[key], override.value())
+        if key.startswith("adapter.") and not override.is_delete():
+            _check_adapter_knob(key, str(adapter), conf_dir)
+
+
+def _check_adapter_knob(key: str, option: str, conf_dir: Path) -> None:
+    """`adapter=oft adapter.rank=16`: one line naming the knob and the type's own, before Hydra composes."""
+    schema = None
+    for folder in (conf_dir, user_config_dir()):
+        path = folder / "adapter" / f"{option}.yaml"
+        found = ADAPTER_SCHEMA_LINE.search(path.read_text(encoding="utf-8")) if path.is_file() else None
+        schema = schema or (ADAPTER_SCHEMAS.get(found.group(1)) if found else None)
+    leaf = key.split(".")[1]
+    if schema is not None and leaf not in schema.__dataclass_fields__:
+        own = [f for f in schema.__dataclass_fields__ if not f.startswith("_")]
+        raise ConfigError(f"{key}: adapter={option} has no {leaf}; its knobs are adapter.{', adapter.'.join(own)}")
 
 
 def _nearest(word: str, choices: Iterable[str], prefix: str) -> str:

@@ -9,7 +9,15 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from sidestep.config.choices import AttentionBlock, OnProblem, Quantize, TimestepMode
+from sidestep.config.choices import (
+    ATTENTION_PROJECTIONS,
+    AttentionBlock,
+    Bias,
+    OnProblem,
+    Quantize,
+    TargetModule,
+    TimestepMode,
+)
 
 
 @dataclass
@@ -122,23 +130,37 @@ OPTIMIZER_SCHEMAS = {
 
 @dataclass
 class AdapterConfig:
-    """The adapter type: `instantiate(cfg.adapter)` gives an `adapters.AdapterType`, which turns `lora.*` (size,
-    alpha, dropout, targets) into PEFT's config for that type and writes the files each consumer loads."""
+    """The adapter type: `instantiate(cfg.adapter)` gives an `adapters.AdapterType`, which turns these knobs (size,
+    alpha, dropout, targets) into PEFT's config for that type and writes the files each consumer loads. Each type's
+    schema holds only the knobs that apply to it (`adapter=oft adapter.rank=16` is refused)."""
 
     _target_: str = MISSING
+    target_modules: List[TargetModule] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
 
 
 @dataclass
-class LoraAdapterConfig(AdapterConfig):
+class RankedAdapterConfig(AdapterConfig):
+    """A type sized by a rank and scaled by alpha / rank (LoRA, DoRA, LoKr, LoHa)."""
+
+    rank: int = 64  # adapter size: 16 small, 64 typical, 128 large
+    alpha: Optional[float] = None  # strength scale; null: 2 x rank, following the rank (adapter.alpha_ratio sets the factor)
+    alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
+
+
+@dataclass
+class LoraAdapterConfig(RankedAdapterConfig):
     _target_: str = "sidestep.adapters.lora.Lora"
+    dropout: float = 0.1
+    bias: Bias = Bias.none
+    rank_map: Optional[str] = None  # an estimate.json from `python -m sidestep.estimate`: per-module ranks
     use_rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank (rank-stabilised LoRA)
     use_dora: bool = False  # DoRA: also train each output row's magnitude (`adapter=dora` sets it)
 
 
 @dataclass
-class LokrAdapterConfig(AdapterConfig):
-    """LoKr: ΔW = kron(w1, w2), lora.rank / lora.alpha size and scale its low-rank factors. lora.dropout does not
-    apply; the two dropouts below do."""
+class LokrAdapterConfig(RankedAdapterConfig):
+    """LoKr: ΔW = kron(w1, w2), adapter.rank / adapter.alpha size and scale its low-rank factors; its own two
+    dropouts below."""
 
     _target_: str = "sidestep.adapters.lokr.Lokr"
     factor: int = -1  # split of each width into two factors: -1 the most even split, N a factor at most N
@@ -148,9 +170,9 @@ class LokrAdapterConfig(AdapterConfig):
 
 
 @dataclass
-class LohaAdapterConfig(AdapterConfig):
-    """LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b), each of lora.rank, scaled by lora.alpha / lora.rank. lora.dropout does not
-    apply; the two dropouts below do."""
+class LohaAdapterConfig(RankedAdapterConfig):
+    """LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b), each of adapter.rank, scaled by adapter.alpha / adapter.rank; its own two
+    dropouts below."""
 
     _target_: str = "sidestep.adapters.loha.Loha"
     rank_dropout: float = 0.0
@@ -159,8 +181,8 @@ class LohaAdapterConfig(AdapterConfig):
 
 @dataclass
 class OftAdapterConfig(AdapterConfig):
-    """OFT: rotates each target's input features in blocks of `block_size` (lora.rank and lora.alpha do not apply;
-    the block size sets the size). lora.dropout does not apply; module_dropout does."""
+    """OFT: rotates each target's input features in blocks of `block_size` (no rank or alpha: the block size sets
+    the size); module_dropout is its dropout."""
 
     _target_: str = "sidestep.adapters.oft.Oft"
     block_size: int = 32  # must divide the input width of every target
@@ -170,6 +192,8 @@ class OftAdapterConfig(AdapterConfig):
 
 ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig, "lokr": LokrAdapterConfig, "loha": LohaAdapterConfig,
                    "oft": OftAdapterConfig}
+ADAPTER_SIZE_KNOBS = frozenset(("target_modules", "rank", "alpha", "alpha_ratio", "dropout", "bias", "rank_map"))  # read
+# by `adapters.targets.adapter_size`, not by the type's class
 
 
 @dataclass
@@ -192,7 +216,7 @@ class AttentionConfig:
 
 
 @dataclass
-class TrainingConfig:
+class TimestepsConfig:
     """How timesteps are drawn and how often the text condition is dropped (see training/flow_matching.py)."""
 
     mode: TimestepMode = TimestepMode.fixed

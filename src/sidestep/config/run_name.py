@@ -15,7 +15,7 @@ STAMPED = re.compile(r"-\d{8}-\d{6}$")  # a start time at the end of a run's nam
 
 
 SWEEP_VARIES = "SIDESTEP_SWEEP_VARIES"  # the keys a grid sweep varies, set for its jobs by sidestep.ui.sweep
-SHORT = {"lora.rank": "r", "lora.alpha": "a", "lora.alpha_ratio": "ar", "lora.dropout": "do", "optimizer.lr": "lr",
+SHORT = {"adapter.rank": "r", "adapter.alpha": "a", "adapter.alpha_ratio": "ar", "adapter.dropout": "do", "optimizer.lr": "lr",
          "optimizer.weight_decay": "wd", "scheduler.warmup_steps": "wu", "trainer.epochs": "ep",
          "trainer.max_steps": "steps", "trainer.batch_size": "bs", "trainer.seed": "seed"}
 

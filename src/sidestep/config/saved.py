@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import sidestep.conf
+from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.trust import vet_file
 from sidestep.config.yaml_data import load_yaml_data
 from sidestep.errors import ConfigError
@@ -33,20 +34,21 @@ def saved_text(resolved: dict) -> str:
 
 
 def load_saved(path: Path) -> DictConfig:
-    """The run's config values, without what only a Hydra rerun needs; refused (`ConfigError`) if the record holds
-    what a saved config never does (a `_target_` Side-Step did not ship, an interpolation)."""
+    """The run's config values in today's key names, without what only a Hydra rerun needs; refused (`ConfigError`)
+    if the record holds what a saved config never does (a `_target_` Side-Step did not ship, an interpolation)."""
     cfg = load_yaml_data(path, record=True)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: a saved config is a mapping of settings, this file is not")
     vet_file(cfg, str(path), record=True)
     for key in RERUN_KEYS:
         cfg.pop(key, None)
-    return cfg
+    return renamed_config(cfg)
 
 
 def read_plain(path: Path) -> Any:
-    """A YAML file as plain lists and dicts, its `${...}` kept as text (Hydra's `hydra.yaml` holds many)."""
-    return OmegaConf.to_container(load_yaml_data(path, record=True), resolve=False)
+    """A YAML file as plain lists and dicts in today's key names, its `${...}` kept as text (Hydra's `hydra.yaml`
+    holds many)."""
+    return renamed_config(OmegaConf.to_container(load_yaml_data(path, record=True), resolve=False))
 
 
 def plain_select(node: Any, key: str) -> Any:

@@ -12,16 +12,13 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from sidestep.config.choices import (
-    ATTENTION_PROJECTIONS,
     AnalyzePolicy,
     AttentionBackend,
-    Bias,
     CheckpointPick,
     EmaDevice,
     ExportDtype,
     OnProblem,
     Precision,
-    TargetModule,
     TriggerPosition,
 )
 from sidestep.config.parts import (
@@ -33,24 +30,13 @@ from sidestep.config.parts import (
     ModelConfig,
     OptimizerConfig,
     SchedulerConfig,
-    TrainingConfig,
+    TimestepsConfig,
 )
 
 LATENT_FPS = 25  # 48 kHz audio, VAE downsampling 1920
 
 
-ALPHA_PER_RANK = 2.0  # lora.alpha when not given: this times the rank, so a sweep over rank keeps the scale
-
-
-@dataclass
-class LoraConfig:
-    rank: int = 64  # adapter size: 16 small, 64 typical, 128 large
-    alpha: Optional[float] = None  # strength scale; null: 2 x rank, following the rank (lora.alpha_ratio sets the factor)
-    alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
-    dropout: float = 0.1
-    bias: Bias = Bias.none
-    target_modules: List[TargetModule] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
-    rank_map: Optional[str] = None  # an estimate.json from `python -m sidestep.estimate`: per-module ranks
+ALPHA_PER_RANK = 2.0  # adapter.alpha when not given: this times the rank, so a sweep over rank keeps the scale
 
 
 @dataclass
@@ -112,7 +98,7 @@ class EstimateConfig:
 
     batches: int = 32
     include_mlp: bool = False  # also score the MLP projections
-    budget_params: Optional[int] = None  # default: what lora.rank on every candidate module would train
+    budget_params: Optional[int] = None  # default: what adapter.rank on every candidate module would train
     ranks: List[int] = field(default_factory=lambda: [4, 8, 16, 32, 64, 128])
 
 
@@ -238,10 +224,9 @@ class TrainConfig:
     adapter: AdapterConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     attention: AttentionConfig = MISSING
-    training: TrainingConfig = MISSING
+    timesteps: TimestepsConfig = MISSING
     data: DataConfig = MISSING
     run: RunConfig = field(default_factory=RunConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ui: UIConfig = field(default_factory=UIConfig)

@@ -9,7 +9,7 @@ file is vetted here before anything in it is read, built or resolved:
   `data`) and must name one that Side-Step ships (read from the schema and `conf/`), or one the user allowed for
   this command with `--allow-target NAME`;
 - a saved record holds resolved values: no `${...}` at all, except in the run-dir patterns the app writes there;
-- a recipe may refer to other keys (`${lora.rank}`) and use `${now:...}`, no other resolver;
+- a recipe may refer to other keys (`${adapter.rank}`) and use `${now:...}`, no other resolver;
 - of `hydra:`, a file may set only the run and sweep dirs, `job.chdir`, the search path and the sweeper's search
   settings; callbacks, logging, launchers (their `setup` lines are shell) and environment variables come from the
   command line or from Side-Step's own `conf/`.
@@ -176,7 +176,7 @@ def _vet_interpolation(key: str, value: str, record: bool) -> None:
     unknown = sorted(resolvers - allowed)
     if unknown:
         raise ConfigError(f"{key}: {value!r}: the resolver {unknown[0]} is not allowed in a config file (only "
-                          "references such as ${lora.rank} and ${now:...})")
+                          "references such as ${adapter.rank} and ${now:...})")
 
 
 def _leaves(node: Any, prefix: str) -> Iterable[Tuple[str, Any]]:

@@ -17,6 +17,7 @@ from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigResult
 
+from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.trust import file_package, is_record, vet_file
 from sidestep.config.yaml_data import check_yaml_file
 
@@ -25,7 +26,11 @@ RECIPE_GROUPS = ("experiment/",)  # of the app's own tree, the folder a user's r
 
 
 def _vet(result: ConfigResult, config_path: str, where: str) -> ConfigResult:
-    vet_file(result.config, where, file_package(config_path, result.header), record=is_record(where))
+    """Vetted, then in today's key names: a recipe's `lora:` section gets a note, a run's record none."""
+    record, package = is_record(where), file_package(config_path, result.header)
+    vet_file(result.config, where, package, record=record)
+    if package == "":  # keys at the root: a recipe with `# @package _global_`, a run's record
+        result.config = renamed_config(result.config, where, notify=not record)
     return result
 
 

@@ -105,16 +105,18 @@ class AceStepCheckpoint(ModelSource):
         return model_dir, model_dir
 
     def _vae(self, dtype: torch.dtype) -> AutoencoderOobleck:
-        return AutoencoderOobleck.from_pretrained(self._vae_folder(), torch_dtype=dtype)
+        return AutoencoderOobleck.from_pretrained(self._vae_folder(), torch_dtype=dtype, use_safetensors=True)
 
     def _text_encoder(self, dtype: torch.dtype) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         model_dir, tokenizer_dir = self._text_encoder_folders()
-        return (AutoModel.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False),  # never a folder's .py
+        return (AutoModel.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False,  # never a folder's .py
+                                          use_safetensors=True),  # nor a pickle
                 AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False))
 
     def _condition_encoder(self, dtype: torch.dtype) -> AceStepConditionEncoder:
         if self.folder.layout == "diffusers":
-            return AceStepConditionEncoder.from_pretrained(self.folder.path / "condition_encoder", torch_dtype=dtype)
+            return AceStepConditionEncoder.from_pretrained(self.folder.path / "condition_encoder", torch_dtype=dtype,
+                                                           use_safetensors=True)
         return _load_original_encoder(self.folder.path, read_config(self.folder), dtype)
 
     def helper_parameters(self) -> Dict[str, int]:

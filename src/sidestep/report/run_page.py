@@ -78,16 +78,17 @@ def _duration(seconds: float) -> str:
 
 def _setup(run: RunInfo) -> str:
     cfg = run.config
-    model, lora, data = cfg.get("model", {}), cfg.get("lora", {}), cfg.get("data", {})
+    model, adapter, data = cfg.get("model", {}), cfg.get("adapter", {}), cfg.get("data", {})
     tr, opt, sched = cfg.get("trainer", {}), cfg.get("optimizer", {}), cfg.get("scheduler", {})
     arch = model.get("arch", {})
     size = _adapter_size(run)
     rows = [
         ("model", f"{model.get('variant')} ({arch.get('num_hidden_layers')} layers, hidden {arch.get('hidden_size')})"
                   + (f", {model['checkpoint_dir']}" if model.get("checkpoint_dir") else "")),
-        ("adapter", f"{adapter_words(cfg)}, dropout {_number(lora.get('dropout'))}, "
-                    f"{'+'.join(lora.get('target_modules', []))} on {'+'.join(cfg.get('attention', {}).get('blocks', []))}"
-                    + (f", rank map {lora['rank_map']}" if lora.get("rank_map") else "") + (f"; {size}" if size else "")),
+        ("adapter", f"{adapter_words(cfg)}, "
+                    + (f"dropout {_number(adapter['dropout'])}, " if "dropout" in adapter else "")
+                    + f"{'+'.join(adapter.get('target_modules', []))} on {'+'.join(cfg.get('attention', {}).get('blocks', []))}"
+                    + (f", rank map {adapter['rank_map']}" if adapter.get("rank_map") else "") + (f"; {size}" if size else "")),
         ("dataset", _dataset(data, cfg.get("preprocess", {}))),
         ("training", f"{str(opt.get('_target_', '')).rsplit('.', 1)[-1]} lr {opt.get('lr')}, "
                      f"{str(sched.get('_target_', '')).rsplit('.', 1)[-1]} with {sched.get('warmup_steps')} warm-up steps, "

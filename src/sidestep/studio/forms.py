@@ -16,7 +16,7 @@ import sidestep.conf
 from sidestep.config.overrides import group_options
 from sidestep.config.schema import CHOSEN_BY_TARGET, TrainConfig
 
-GROUP_ORDER = ("experiment", "model", "adapter", "optimizer", "vram", "scheduler", "attention", "training", "data",
+GROUP_ORDER = ("experiment", "model", "adapter", "optimizer", "vram", "scheduler", "attention", "timesteps", "data",
                "hparams_search")
 HIDDEN = ("ui", "resume_from", "resume")  # how the terminal looks, and what the run page's resume button sets
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")

@@ -57,7 +57,7 @@ def _parse(overrides: List[str]):
         return OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
         raise ConfigError(f"cannot parse these overrides ({first_line(err)}); quote values with brackets or "
-                          "spaces, e.g. 'lora.target_modules=[q_proj,v_proj]'") from None
+                          "spaces, e.g. 'adapter.target_modules=[q_proj,v_proj]'") from None
 
 
 def composed(overrides: List[str]) -> Tuple[DictConfig, DictConfig]:

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
-from omegaconf import OmegaConf
-
 from sidestep.errors import SidestepError
 from sidestep.report.runs import RunInfo, find_runs, read_curves, read_run
+from sidestep.run_files import load_yaml
 from sidestep.run_status import STATUS_FILE, read_status
 from sidestep.studio.security import Folders
 
@@ -55,7 +54,7 @@ def run_row(info: RunInfo, folders: Folders) -> dict:
         "total_steps": status.get("total_steps"),
         "eta_s": status.get("eta_s"),
         "adapter": _choice(info.path, "adapter") or str((config.get("adapter") or {}).get("_target_", "")),
-        "rank": (config.get("lora") or {}).get("rank"),
+        "rank": (config.get("adapter") or {}).get("rank"),
         "lr": (config.get("optimizer") or {}).get("lr"),
         "loss": info.last("loss/smoothed") if info.last("loss/smoothed") is not None else status.get("loss"),
         "val_loss": info.last("loss/val"),
@@ -73,10 +72,9 @@ def run_name(config: dict, run: Path) -> str:
 
 
 def _choice(run: Path, group: str) -> Optional[str]:
-    hydra_file = run / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return None
-    return OmegaConf.select(OmegaConf.load(hydra_file), f"hydra.runtime.choices.{group}", default=None)
+    choices = (((load_yaml(run / ".hydra" / "hydra.yaml") or {}).get("hydra") or {}).get("runtime") or {}).get("choices")
+    choice = (choices or {}).get(group)
+    return choice if isinstance(choice, str) else None
 
 
 def log_tail(run: Path) -> List[str]:
@@ -90,8 +88,7 @@ def log_tail(run: Path) -> List[str]:
 
 def snapshot(run: Path) -> dict:
     """What the run page draws: status, curves, the log's tail, its checkpoints, exported files and samples."""
-    config = run / ".hydra" / "config.yaml"
-    name = run_name(OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}, run)
+    name = run_name(load_yaml(run / ".hydra" / "config.yaml") or {}, run)
     return {"name": name, "folder": str(run), "status": read_status(run) or {},
             "curves": read_curves(run), "log": log_tail(run), "has_report": (run / "report.html").is_file(),
             "checkpoints": sorted((p.name for p in (run / "checkpoints").glob("step-*")

@@ -88,7 +88,7 @@ def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter) -> Estimate
     transformer, loader = accelerator.prepare(dit.transformer.eval(), loader)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     meter = SensitivityMeter(candidate_modules(transformer, list(cfg.attention.blocks), est.include_mlp))
-    gens, settings = StepGenerators.from_seed(cfg.trainer.seed), StepSettings.from_config(cfg.training, cfg.model)
+    gens, settings = StepGenerators.from_seed(cfg.trainer.seed), StepSettings.from_config(cfg.timesteps, cfg.model)
 
     done, epoch = 0, 0
     with progress:
@@ -108,7 +108,7 @@ def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter) -> Estimate
     meter.close()
 
     scores = meter.scores
-    budget = est.budget_params or uniform_budget(scores, cfg.lora.rank)
+    budget = est.budget_params or uniform_budget(scores, cfg.adapter.rank)
     plan = plan_ranks(scores, budget, list(est.ranks))
     path = run_dir / "estimate.json"
     with atomic_file(path) as tmp:

@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sidestep.config.renamed_keys import renamed_fingerprint
 from sidestep.digest import file_hash
 from sidestep.models.source import model_source
 
@@ -22,11 +23,11 @@ BEFORE_ADAPTER_TYPES = {"adapter": {"_target_": "sidestep.adapters.lora.Lora", "
 # what a checkpoint written before a setting was recorded had: no adapter choice (plain LoRA), no EMA
 RECORDED_LATER = {**BEFORE_ADAPTER_TYPES, "trainer.ema.decay": None}
 
-# Config paths compared by value; a group (`optimizer`, `training`, ...) is compared with every key it holds.
+# Config paths compared by value; a group (`optimizer`, `timesteps`, ...) is compared with every key it holds but
+# those listed in NOT_COMPARED (`adapter.rank_map`, compared by content).
 COMPARED = (
     "model._target_", "model.variant", "model.arch", "model.is_turbo", "model.timestep_mu", "model.timestep_sigma",
-    "model.quantize", "adapter", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules", "lora.bias",
-    "attention.blocks", "optimizer", "scheduler", "training",
+    "model.quantize", "adapter", "attention.blocks", "optimizer", "scheduler", "timesteps",
     "data.crop_seconds", "data.bucket_by_length", "data.val_fraction",
     "trainer.batch_size", "trainer.gradient_accumulation", "trainer.seed", "trainer.max_grad_norm", "trainer.precision",
     "trainer.ema.decay",  # the EMA a checkpoint holds goes on with the same decay, or the resumed run is another
@@ -37,8 +38,8 @@ NOT_COMPARED = {
     "model.init_seed": f"{BY_CONTENT} (model.weights) for the tiny model it seeds",
     "model.tiny_stack": "the tiny VAE and encoders: samples and the generated dataset (compared by content)",
     "model.sampling": "rendering samples only",
-    "lora.alpha_ratio": "resolved into lora.alpha, which is compared",
-    "lora.rank_map": f"{BY_CONTENT} (the plan's file digest)",
+    "adapter.alpha_ratio": "resolved into adapter.alpha, which is compared",
+    "adapter.rank_map": f"{BY_CONTENT} (the plan's file digest)",
     "data._target_": f"{BY_CONTENT} (dataset)",
     "data.dataset_dir": f"{BY_CONTENT} (dataset): a moved folder is the same data",
     "data.synthetic": f"{BY_CONTENT} (dataset)",
@@ -74,18 +75,27 @@ def fingerprint(cfg: DictConfig, sample_files: List[Path]) -> Dict[str, object]:
     return {
         **settings(cfg),
         "model.weights": model_source(cfg.model).weights_digest(),
-        "lora.rank_map": cfg.lora.rank_map and file_hash(Path(cfg.lora.rank_map)),
+        "adapter.rank_map": cfg.adapter.get("rank_map") and file_hash(Path(cfg.adapter.rank_map)),
         "dataset": dataset_digest(sample_files),
     }
 
 
 def settings(cfg: DictConfig) -> Dict[str, object]:
     """The `COMPARED` values of `cfg`, as JSON-ready plain values."""
-    return {path: _plain(OmegaConf.select(cfg, path)) for path in COMPARED}
+    return {path: _without_uncompared(path, _plain(OmegaConf.select(cfg, path))) for path in COMPARED}
+
+
+def _without_uncompared(path: str, value):
+    """A compared group without its keys listed in `NOT_COMPARED`."""
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if f"{path}.{k}" not in NOT_COMPARED}
 
 
 def mismatches(saved: dict, current: dict) -> List[str]:
-    """One line per setting that differs; content digests are named as such rather than printed."""
+    """One line per setting that differs (per knob of a group of the same shape); content digests are named as
+    such rather than printed."""
+    saved = renamed_fingerprint(saved, BEFORE_ADAPTER_TYPES["adapter"])  # written before `lora.*` was `adapter.*`
     lines = []
     for key, value in current.items():
         if saved.get(key, RECORDED_LATER.get(key)) == value:
@@ -94,6 +104,9 @@ def mismatches(saved: dict, current: dict) -> List[str]:
             lines.append(f"{key}: not recorded in the checkpoint (an older Side-Step wrote it), this run has {value!r}")
         elif key in ("dataset", "model.weights"):
             lines.append(f"{key}: contents differ from the checkpoint's (digest {saved.get(key)} vs {value})")
+        elif isinstance(value, dict) and isinstance(saved.get(key), dict) and set(value) == set(saved[key]):
+            lines += [f"{key}.{k}: checkpoint has {saved[key][k]!r}, this run has {v!r}"  # a group: the knobs
+                      for k, v in value.items() if saved[key][k] != v]
         else:
             lines.append(f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}")
     return lines

@@ -92,7 +92,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
     ckpt.register_lora_hooks(accelerator)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     gens = StepGenerators.from_seed(tr.seed, accelerator.process_index)
-    settings = StepSettings.from_config(cfg.training, cfg.model)
+    settings = StepSettings.from_config(cfg.timesteps, cfg.model)
 
     state = ckpt.TrainerState()
     if run.exact_resume:

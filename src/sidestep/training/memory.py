@@ -82,16 +82,16 @@ def quantized_bytes(shape, quantize: Quantize) -> int:
 
 def activation_bytes(cfg: DictConfig, tokens: int, encoder_tokens: int, element: int) -> int:
     """What autograd keeps for one forward of `tokens` DiT tokens (batch x frames / patch), and backward's extra."""
-    arch, lora = cfg.model.arch, cfg.lora
+    arch, adapter = cfg.model.arch, cfg.adapter
     h, ff = arch.hidden_size, arch.intermediate_size
     q, kv = arch.num_attention_heads * arch.head_dim, arch.num_key_value_heads * arch.head_dim
     # Per token of a block: self-attention (norm in/out, modulated input, q/k/v and their norms, RoPE, attention out,
     # gated output), cross-attention (norm in/out, q and its norm, attention out), SwiGLU MLP (norm in/out,
     # modulated input, gate, silu, up, product, gated output).
     block = (4 * h + 4 * q + 4 * kv) + (2 * h + 3 * q) + (4 * h + 4 * ff)
-    adapter = sum(_lora_saved(module, h, q, kv, ff, lora) for module in lora.target_modules)
+    kept_by_adapter = sum(_lora_saved(module, h, q, kv, ff, adapter) for module in adapter.target_modules)
     cross = 2 * kv * encoder_tokens * (2 if "cross_attn" in cfg.attention.blocks else 1)  # per sample, per layer
-    per_layer = (block + adapter) * tokens * element + cross * element * cfg.trainer.batch_size
+    per_layer = (block + kept_by_adapter) * tokens * element + cross * element * cfg.trainer.batch_size
     layers = arch.num_hidden_layers
     if cfg.trainer.gradient_checkpointing:
         kept = layers * h * tokens * element + per_layer  # each layer's input, plus the one being recomputed
@@ -101,12 +101,13 @@ def activation_bytes(cfg: DictConfig, tokens: int, encoder_tokens: int, element:
     return kept + backward
 
 
-def _lora_saved(module: str, h: int, q: int, kv: int, ff: int, lora: DictConfig) -> int:
-    """Per token, per block: the dropout output and mask (when dropout is on) and the rank-wide middle."""
+def _lora_saved(module: str, h: int, q: int, kv: int, ff: int, adapter: DictConfig) -> int:
+    """Per token, per block: the dropout output and mask (when dropout is on) and the rank-wide middle (a type
+    without `adapter.rank`, OFT, is counted at its block size)."""
     width_in = {"o_proj": q, "down_proj": ff}.get(module, h)
     copies = 1 if module in ("gate_proj", "up_proj", "down_proj") else 2  # attention targets: self and cross
-    dropout = width_in * 1.25 if lora.dropout > 0 else 0  # the masked copy plus a one-byte mask
-    return copies * int(dropout + lora.rank)
+    dropout = width_in * 1.25 if adapter.get("dropout", 0) > 0 else 0  # the masked copy plus a one-byte mask
+    return copies * int(dropout + adapter.get("rank", adapter.get("block_size", 0)))
 
 
 def _largest_dequantized(cfg: DictConfig, element: int) -> int:

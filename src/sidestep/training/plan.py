@@ -41,12 +41,12 @@ class RunPlan:
     steps_per_epoch: int
     epochs: int
     total_steps: int
-    lora: str
+    adapter: str
     trainable_params: int
     file_bytes: int  # of one exported adapter file (Side-Step's own copy) at export.dtype
     optimizer: str
     scheduler: str
-    training: str
+    timesteps: str
     checkpoints: str
     kernels: str
     sampling: str
@@ -71,13 +71,13 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
              held_out: Optional[LatentDataset], steps_per_epoch: int, epochs: int, total_steps: int, resume: str,
              attention: str) -> RunPlan:
     """The summary's numbers. It also settles what the config leaves to the data: `sample.duration`."""
-    lora, tr = cfg.lora, cfg.trainer
+    adapter, tr = cfg.adapter, cfg.trainer
     warmup = cfg.scheduler.warmup_steps
     if warmup >= total_steps > 0:
         log.warning("scheduler.warmup_steps=%d covers the whole run of %d optimizer steps: the learning rate never "
                     "reaches optimizer.lr; lower scheduler.warmup_steps (about a tenth of the run)", warmup, total_steps)
     resolve_duration(cfg, dataset.frames)
-    modules = "+".join(lora.target_modules)
+    modules = "+".join(adapter.target_modules)
     params = trainable_parameters(cfg)
     return RunPlan(
         run_dir=str(run_dir),
@@ -93,13 +93,14 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total_steps,
-        lora=(adapter_summary(cfg) + ", " + (read_rank_map(lora.rank_map, cfg.model.arch).describe() if lora.rank_map
-                                              else f"{modules} on {'+'.join(cfg.attention.blocks)}")),
+        adapter=(adapter_summary(cfg) + ", " + (read_rank_map(adapter.rank_map, cfg.model.arch).describe()
+                                                 if adapter.get("rank_map") else
+                                                 f"{modules} on {'+'.join(cfg.attention.blocks)}")),
         trainable_params=params,
         file_bytes=params * DTYPES[cfg.export.dtype].itemsize,
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
         scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
-        training=f"{cfg.training.mode}, CFG dropout {cfg.training.cfg_ratio:g}",
+        timesteps=f"{cfg.timesteps.mode}, CFG dropout {cfg.timesteps.cfg_ratio:g}",
         checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
                      + f", keeping {tr.keep_checkpoints}; {resume}"),
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",

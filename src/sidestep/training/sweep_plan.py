@@ -51,7 +51,7 @@ class SweepPlan:
         return sum(steps) * (self.trials or 1)
 
     def settings(self, job: SweepJob) -> str:
-        """Only what varies, as typed: `lora.rank=16 optimizer.lr=1e-4`."""
+        """Only what varies, as typed: `adapter.rank=16 optimizer.lr=1e-4`."""
         return " ".join(o for o in job.overrides if _key(o) in self.varies) or "(defaults)"
 
 

@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
+from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.trust import take_allow_flags
 from sidestep.errors import ConfigError, SidestepError, first_line, plain
 from sidestep.sweep_outcome import WRITE_ERRNOS, FailedJobs, JobFailed, SweepEnded, describe, failed_jobs, sweep_failed
@@ -28,6 +29,7 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
     with _hydra_raises(), exit_on_user_error(log_file=False):  # a run's own errors end its log (sidestep.train)
         sys.argv = take_allow_flags(sys.argv)
+        sys.argv = [sys.argv[0], *renamed_overrides(sys.argv[1:])]
         if check_schema:
             check_overrides(sys.argv[1:], Path(sidestep.conf.__file__).parent)
         try:
@@ -40,7 +42,7 @@ def run_app(app: Callable[[], object], check_schema: bool = False) -> None:
             if full_errors:
                 raise
             raise ConfigError(f"{err.override}: cannot parse this override ({first_line(err)}); quote values with "
-                              "brackets or spaces, e.g. 'lora.target_modules=[q_proj,v_proj]'") from None
+                              "brackets or spaces, e.g. 'adapter.target_modules=[q_proj,v_proj]'") from None
         except (HydraException, OmegaConfBaseException) as err:
             if full_errors:
                 raise

@@ -127,11 +127,11 @@ def stale_after(run) -> float:
 
 
 def setup_text(cfg: dict) -> str:
-    lora, tr, opt = cfg.get("lora", {}), cfg.get("trainer", {}), cfg.get("optimizer", {})
+    adapter, tr, opt = cfg.get("adapter", {}), cfg.get("trainer", {}), cfg.get("optimizer", {})
     optimizer = str(opt.get("_target_", "?")).rsplit(".", 1)[-1]
     length = f"{tr.get('epochs')} epochs" + (f", at most {tr['max_steps']} steps" if tr.get("max_steps") else "")
     return (f"model {cfg.get('model', {}).get('variant', '?')}, "
-            f"{adapter_words(cfg)} on {'+'.join(lora.get('target_modules', []))}, {optimizer} lr {opt.get('lr'):g}, "
+            f"{adapter_words(cfg)} on {'+'.join(adapter.get('target_modules', []))}, {optimizer} lr {opt.get('lr'):g}, "
             f"batch {tr.get('batch_size')} x {tr.get('gradient_accumulation')}, {length}")
 
 

@@ -28,7 +28,7 @@ Answers = Dict[str, str]
 
 @dataclass(frozen=True)
 class Question:
-    key: str  # a config key (`lora.rank`), a config group (`optimizer`) or the wizard's own (`mode`, `name`)
+    key: str  # a config key (`adapter.rank`), a config group (`optimizer`) or the wizard's own (`mode`, `name`)
     title: str
     kind: str = "value"  # value | path | group | meta: how the answer becomes a command-line override
     help: Union[str, Callable[[Answers], str]] = ""

@@ -21,11 +21,11 @@ def show(plan: RunPlan) -> None:
         ("batch", f"{plan.batch_size} x {plan.gradient_accumulation} accumulation x {plan.processes} process(es)"
                   f" = {plan.effective_batch}"),
         ("steps", f"{plan.total_steps} optimizer steps ({plan.steps_per_epoch}/epoch, {plan.epochs} epochs)"),
-        ("adapter", f"{plan.lora}, {plan.trainable_params:,} trainable parameters, "
+        ("adapter", f"{plan.adapter}, {plan.trainable_params:,} trainable parameters, "
                     f"{binary_size(plan.file_bytes)} as a PEFT adapter file"),
         ("optimizer", plan.optimizer),
         ("schedule", plan.scheduler),
-        ("timesteps", plan.training),
+        ("timesteps", plan.timesteps),
         ("kernels", plan.kernels),
         ("checkpoints", plan.checkpoints),
         ("samples", plan.sampling),
