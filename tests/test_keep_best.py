@@ -97,6 +97,7 @@ def test_the_best_checkpoint_survives_pruning_and_is_the_lowest_held_out_loss(ma
     assert best_of(ckpt.complete_checkpoints(tmp_path)).name == "step-0000002"
     assert ckpt.resolve("best", tmp_path).name == "step-0000002"
     assert result.best_val_loss == 1.0 and result.val_loss == 2.8
+    assert (result.objective(early_stop=True), result.objective(early_stop=False)) == (1.0, 2.8)  # Optuna's value
     status = read_status(tmp_path)
     assert (status["best_step"], status["best_val_loss"], status["state"]) == (2, 1.0, "finished")
     assert "2 held-out samples x 6 evaluations x 5 timesteps" in capsys.readouterr().out  # the setup's cost row

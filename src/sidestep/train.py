@@ -106,9 +106,7 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
     result = train_adapter(cfg, run_dir, on_start=record.start, confirmed=sweeping)
     if result is None:
         return None
-    if result.val_loss is None:  # what a sweeper minimises
-        return result.final_loss
-    return result.best_val_loss if cfg.trainer.early_stop.patience else result.val_loss  # early stop: the best kept
+    return result.objective(early_stop=cfg.trainer.early_stop.patience is not None)  # what a sweeper minimises
 
 
 def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None,

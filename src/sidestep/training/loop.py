@@ -50,6 +50,13 @@ class FitResult:
     stop_reason: Optional[str] = None  # why the run ended before its last step (early stopping)
     adapter_dir: Optional[Path] = None
 
+    def objective(self, early_stop: bool) -> float:
+        """What a sweeper minimises: the held-out loss when there is one (with early stopping the best, whose
+        checkpoint is kept, not the last patience-worth of worse ones), else the smoothed training loss."""
+        if self.val_loss is None:
+            return self.final_loss
+        return self.best_val_loss if early_stop else self.val_loss
+
 
 class StepProgress(Protocol):
     """The caller's display of training: entered around the steps, moved to the first step (a resume), and told
