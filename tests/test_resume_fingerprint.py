@@ -31,6 +31,7 @@ CHANGES = {
     "trainer.seed": 7,
     "trainer.max_grad_norm": 0.5,
     "trainer.precision": "bf16",
+    "trainer.ema.decay": 0.999,
 }
 
 

@@ -152,7 +152,9 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
                         ("Warm-up steps", ""), ("Gradient clipping", "0.5"), ("Batch size", "2"),
                         ("Gradient accumulation steps", "1"), ("Crop length in seconds", "10"),
                         ("Data-loader workers", "0"), ("Pin memory", "false"), ("Prefetch factor", ""),
-                        ("Persistent workers", "false"), ("Checkpoint every N epochs", ""), ("Log every N steps", "5"),
+                        ("Persistent workers", "false"), ("Held-out fraction", "0.25"),
+                        ("Early stopping patience", "3"), ("EMA of the adapter weights", "0.999"),
+                        ("Checkpoint every N epochs", ""), ("Log every N steps", "5"),
                         ("Per-layer gradient norms every N steps", ""), ("Recipe name", "adv"),
                         ("Start training now?", "n")):
         term.answer(title, text)
@@ -165,6 +167,7 @@ def test_advanced_mode_in_colour_with_prodigy(folders):
         "cpu", "fp32", 0.5, 2)
     assert (cfg.data.crop_seconds, cfg.data.num_workers, cfg.data.pin_memory, cfg.trainer.log_every) == (10, 0, False, 5)
     assert (cfg.adapter.rank, cfg.trainer.epochs, cfg.model.variant, cfg.model.quantize) == (16, 10, "auto", "int8")
+    assert (cfg.data.val_fraction, cfg.trainer.early_stop.patience, cfg.trainer.ema.decay) == (0.25, 3, 0.999)
     checked_train_config(cfg)
     printed_command(output, out, "adv")
 

@@ -1,7 +1,8 @@
 """`python -m sidestep.export SOURCE [--format all] [--out DIR] [--dtype bf16] [--name NAME] [--merge]`.
 
 SOURCE is a run dir, its `adapter/`, or one of its `checkpoints/step-N/` (a run stopped before its adapter was
-written exports its newest checkpoint). Writes the adapter in each format that loads its type (see
+written exports its newest checkpoint); `--from best|latest` picks a checkpoint of the run, `--raw` a run with EMA's
+training weights instead of their EMA. Writes the adapter in each format that loads its type (see
 adapters/files.py), e.g. for a checkpoint you liked better than the end, or a run made before a format existed;
 with `--merge` also a complete ACE-Step variant folder with the adapter folded into its DiT.
 """
@@ -32,6 +33,11 @@ def main(argv=None) -> None:
     parser.add_argument("--allow-target", action="append", default=[], metavar="NAME",
                         help="also build this model source the run's config names (one Side-Step does not ship); "
                              "repeatable")
+    parser.add_argument("--from", dest="which", choices=["latest", "best"],
+                        help="a checkpoint of the run SOURCE is or lies in: its newest, or its best (lowest held-out "
+                             "loss; needs data.val_fraction > 0)")
+    parser.add_argument("--raw", action="store_true", help="a run with EMA (trainer.ema.decay): its training weights "
+                        "instead of their EMA (default out: <run>/adapters/step-N-raw)")
     parser.add_argument("--merge", action="store_true", help="also write the base model with the adapter folded in, "
                                                              "as a complete ACE-Step variant folder")
     args = parser.parse_args(argv)
@@ -41,7 +47,7 @@ def main(argv=None) -> None:
     with exit_on_user_error():
         allow_targets(args.allow_target)
         formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
-        export_adapter(args.source, formats, args.out, args.dtype, args.name, args.merge)
+        export_adapter(args.source, formats, args.out, args.dtype, args.name, args.merge, args.which, args.raw)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ TensorBoard holds the curves but not the plan (total steps, epochs) nor whether 
 main process writes this small file when training starts, every `trainer.log_every` steps, at each checkpoint and
 when it stops: `state` is `running`, then `finished` (adapter written), `stopped` (signal, checkpoint written) or
 `failed` (with `error`, the one-line reason; also for a start refused before training, see `sidestep.train`).
+With a held-out set, `val_loss`, `best_step` and `best_val_loss` after each evaluation; a run ended by early
+stopping is `finished` with its `stop_reason`.
 `pid` and `host` name the training process, so the studio can stop a run started in a terminal.
 It is written under a temporary name and renamed, so a reader never sees half of it (but for the last write on a
 full disk, see `write_status`). A failure's `error` is `write_errors.describe`'s line.
@@ -46,8 +48,14 @@ class RunStatus:
     def checkpoint(self, path: Path) -> None:
         self._write(checkpoint=str(path))
 
-    def finished(self, adapter_dir: Path) -> None:
-        self._write(last=True, state="finished", eta_s=0.0, adapter=str(adapter_dir))
+    def held_out(self, record) -> None:
+        """After an evaluation (`training.evaluation.HeldOutRecord`): the held-out loss and the best step so far."""
+        self._write(val_loss=record.loss, best_step=record.best_step, best_val_loss=record.best_loss)
+
+    def finished(self, adapter_dir: Path, stop_reason: Optional[str] = None) -> None:
+        """`stop_reason`: why it ended before its last step (early stopping); a finished run all the same."""
+        extra = {} if stop_reason is None else {"stop_reason": stop_reason}
+        self._write(last=True, state="finished", eta_s=0.0, adapter=str(adapter_dir), **extra)
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:

@@ -29,7 +29,7 @@ HELP = CommandHelp(
     "Render what an adapter plays: 48 kHz stereo WAVs with a JSON of every setting beside each, in\n"
     "<run>/samples/<time>/. By default the captions of the songs it was trained on, as long as the run's own samples.",
     SampleConfig, "sample",
-    ("prompt", "lyrics", "prompts", "count", "duration", "seed", "strength", "compare", "compare_strengths", "steps",
+    ("checkpoint", "prompt", "lyrics", "prompts", "count", "duration", "seed", "strength", "compare", "compare_strengths", "steps",
      "guidance", "model.checkpoint_dir", "device"),
     ("model",),
     "Every key with its type, default and meaning: SampleConfig in src/sidestep/config/schema.py; the README's\n"

@@ -108,7 +108,7 @@ def _train(cfg: DictConfig, record: RunRecord) -> Optional[float]:
                            save_config=record.write_config)
     if result is None:
         return None
-    return result.final_loss if result.val_loss is None else result.val_loss  # what a sweeper minimises
+    return result.objective(early_stop=cfg.trainer.early_stop.patience is not None)  # what a sweeper minimises
 
 
 def train_adapter(cfg: DictConfig, run_dir: Path, on_start: Optional[Callable[[Optional[Path]], None]] = None,

@@ -50,7 +50,8 @@ SUGGESTED = ("model", "vram")  # questions whose default is worked out (variant 
 
 QUESTIONS = [
     Question("mode", "Questions", "meta", "basic: paths, model, preset, LoRA size, epochs; advanced: also device, "
-             "precision, optimizer, schedule, clipping, data loading, checkpoints and logging"),
+             "precision, optimizer, schedule, clipping, data loading, held-out set, early stopping, EMA, checkpoints "
+             "and logging"),
     Question("data.dataset_dir", "Dataset folder", "path",
              "preprocessed samples (.pt or .safetensors files), or a folder of songs to preprocess first"),
     Question("model.checkpoint_dir", "ACE-Step checkpoints folder", "path",
@@ -82,6 +83,12 @@ QUESTIONS = [
     Question("data.pin_memory", "Pin memory", advanced=True),
     Question("data.prefetch_factor", "Prefetch factor", advanced=True),
     Question("data.persistent_workers", "Persistent workers", advanced=True),
+    Question("data.val_fraction", "Held-out fraction", help="share of the songs scored at fixed noise, never trained "
+             "on: 0 off; 0.1 keeps the best checkpoint and allows early stopping", advanced=True),
+    Question("trainer.early_stop.patience", "Early stopping patience", help="null: off; evaluations in a row "
+             "without improvement before the run ends (needs a held-out fraction > 0)", advanced=True),
+    Question("trainer.ema.decay", "EMA of the adapter weights", help="null: off; e.g. 0.999: samples and the adapter "
+             "use the smoothed weights", advanced=True),
     Question("trainer.save_every", "Checkpoint every N epochs", advanced=True),
     Question("trainer.log_every", "Log every N steps", advanced=True),
     Question("trainer.log_heavy_every", "Per-layer gradient norms every N steps", advanced=True),

@@ -80,6 +80,22 @@ def _drop_other_options_nulls(node: DictConfig, schema: DictConfig) -> None:
             node.pop(key)
 
 
+def _check_keep_best(cfg: DictConfig) -> None:
+    """EMA, evaluation cadence, early stopping and `best`: what acts on the held-out loss needs a held-out set."""
+    tr, held_out = cfg.trainer, cfg.data.val_fraction > 0
+    decay, stop = tr.ema.decay, tr.early_stop
+    _check(decay is None or 0.0 < decay < 1.0, "trainer.ema.decay", f"must be in (0, 1) or null (got {decay}); e.g. 0.999")
+    for key in ("eval_every_steps", "eval_every_epochs"):
+        _check(tr[key] is None or tr[key] >= 1, f"trainer.{key}", f"must be at least 1 or null (got {tr[key]})")
+    _check(stop.patience is None or stop.patience >= 1, "trainer.early_stop.patience",
+           f"must be at least 1 or null (got {stop.patience})")
+    _check(stop.min_delta >= 0, "trainer.early_stop.min_delta", f"must be >= 0 (got {stop.min_delta})")
+    _check(stop.patience is None or held_out, "trainer.early_stop.patience",
+           "needs a held-out set to watch: set data.val_fraction > 0 (e.g. 0.1)")
+    _check(cfg.resume_from != "best" or held_out, "resume_from",
+           "best needs a held-out set (data.val_fraction > 0): the best checkpoint is the one with the lowest held-out loss")
+
+
 def _drop_knobs_the_type_lacks(cfg: DictConfig, schema: DictConfig) -> None:
     """A preset sets `adapter.rank` whatever `adapter=` chose; a type without a rank (OFT) goes without it. A knob
     no type has is refused; one typed on the command line was refused before composing
@@ -127,6 +143,7 @@ def validate(cfg: DictConfig) -> None:
         _check(tr[key] >= 1, f"trainer.{key}", f"must be at least 1 (got {tr[key]})")
     _check(tr.save_every_steps is None or tr.save_every_steps >= 1, "trainer.save_every_steps",
            f"must be at least 1 or null (got {tr.save_every_steps})")
+    _check_keep_best(cfg)
     _check(tr.compile in COMPILE_MODES, "trainer.compile", f"must be false, blocks or full (got {tr.compile!r})")
     _check(bool(tr.compile_backend.strip()), "trainer.compile_backend", "is empty; use inductor (or aot_eager)")
     _check_model(cfg.model)
@@ -301,7 +318,7 @@ def checked_train_config(cfg: DictConfig) -> DictConfig:
         cfg.adapter.rank_map = _absolute(cfg.adapter.rank_map)
     if "rank" in cfg.adapter and (cfg.adapter.alpha_ratio is not None or cfg.adapter.alpha is None):
         cfg.adapter.alpha = (cfg.adapter.alpha_ratio or ALPHA_PER_RANK) * cfg.adapter.rank  # follows the rank
-    if cfg.resume_from not in (None, "latest"):
+    if cfg.resume_from not in (None, "latest", "best"):
         cfg.resume_from = _absolute(cfg.resume_from)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg.preprocess[key] = _absolute(cfg.preprocess[key])

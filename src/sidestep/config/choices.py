@@ -22,6 +22,20 @@ TINY_VARIANTS = ("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft")  # the
 EXPORT_FORMATS = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")  # the programs an adapter is written for
 
 
+class EmaDevice(StrEnum):
+    """Where the EMA copy of the adapter lives (`trainer.ema.device`)."""
+
+    same = "same"  # beside the adapter (the GPU): no copy per step
+    cpu = "cpu"  # in host memory: no GPU memory, one device-to-host copy of the adapter per step
+
+
+class CheckpointPick(StrEnum):
+    """A checkpoint of a run named by what it is (`sidestep.sample checkpoint=`, `sidestep.export --from`)."""
+
+    latest = "latest"  # the newest
+    best = "best"  # the lowest held-out loss (needs data.val_fraction > 0)
+
+
 class OnProblem(StrEnum):
     error = "error"
     skip = "skip"

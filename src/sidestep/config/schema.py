@@ -14,6 +14,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from sidestep.config.choices import (
     AnalyzePolicy,
     AttentionBackend,
+    CheckpointPick,
+    EmaDevice,
     ExportDtype,
     Normalize,
     OnProblem,
@@ -40,6 +42,22 @@ ALPHA_PER_RANK = 2.0  # adapter.alpha when not given: this times the rank, so a 
 
 
 @dataclass
+class EmaConfig:
+    """An exponential moving average of the adapter weights, used for samples, held-out loss and the adapter."""
+
+    decay: Optional[float] = None  # null: off; e.g. 0.999 (warm-up: min(decay, (1 + n) / (10 + n)) at update n)
+    device: EmaDevice = EmaDevice.same  # same: beside the adapter; cpu: in host memory
+
+
+@dataclass
+class EarlyStopConfig:
+    """End the run normally once the held-out loss stops improving (needs data.val_fraction > 0)."""
+
+    patience: Optional[int] = None  # null: off; evaluations in a row without an improvement of at least min_delta
+    min_delta: float = 0.0  # the least drop below the best held-out loss that counts as an improvement
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 100  # passes over the dataset
     max_steps: Optional[int] = None  # optimizer steps; caps `epochs` when set
@@ -56,6 +74,10 @@ class TrainerConfig:
     on_nonfinite: OnProblem = OnProblem.error  # what a NaN/Inf loss or gradient does
     log_every: int = 10  # optimizer steps
     log_heavy_every: int = 50  # optimizer steps
+    eval_every_steps: Optional[int] = None  # held-out loss every N optimizer steps; both null: every log_heavy_every
+    eval_every_epochs: Optional[int] = None  # held-out loss every N epochs (and at the end)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     attention_backend: AttentionBackend = AttentionBackend.auto
     compile: str = "false"  # false | blocks (each transformer block, compiled once) | full (the whole DiT)
     compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: capture only, no code generation)
@@ -162,6 +184,7 @@ class SampleConfig:
     """`python -m sidestep.sample <run | adapter | checkpoint dir>`: hear an adapter, alone or beside the base."""
 
     source: Optional[str] = None  # a run dir, its adapter/ or one of its checkpoints/step-N/
+    checkpoint: Optional[CheckpointPick] = None  # best | latest: that checkpoint of the source's run, not its adapter
     prompt: Optional[str] = None
     lyrics: str = "[Instrumental]"
     language: str = "en"
@@ -212,7 +235,7 @@ class TrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ui: UIConfig = field(default_factory=UIConfig)
-    resume_from: Optional[str] = None  # a checkpoint dir, or `latest` (newest complete one of hydra.run.dir)
+    resume_from: Optional[str] = None  # a checkpoint dir, `latest` (newest complete one of hydra.run.dir) or `best`
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     preprocess: PreprocessSettings = field(default_factory=lambda: PreprocessSettings(device="${trainer.device}"))

@@ -61,6 +61,10 @@ def _status(run: RunInfo) -> str:
         parts.append(f"smoothed loss {run.last('loss/smoothed'):.4f}")
     if run.last("loss/val") is not None:
         parts.append(f"held-out loss {run.last('loss/val'):.4f}")
+    if s.get("best_step") is not None:
+        parts.append(f"best checkpoint step {s['best_step']} (held-out loss {s['best_val_loss']:.4f})")
+    if s.get("stop_reason"):
+        parts.append(s["stop_reason"])
     if s.get("state") == "running" and s.get("eta_s") is not None:
         parts.append(f"about {_duration(s['eta_s'])} to go")
     if run.wall_seconds is not None:
@@ -96,6 +100,9 @@ def _setup(run: RunInfo) -> str:
                      + (f" (at most {tr['max_steps']} steps)" if tr.get("max_steps") else "") + f", seed {tr.get('seed')}"),
         ("typed", " ".join(run.overrides) or "(defaults)"),
     ]
+    if (tr.get("ema") or {}).get("decay") is not None:
+        rows.insert(-1, ("weights", f"EMA of the adapter weights (decay {tr['ema']['decay']:g}): the samples, held-out "
+                                    "loss and adapter use it; the raw weights: sidestep.export --raw"))
     return table([], [[esc(k), f"<code>{esc(v)}</code>" if k == "typed" else esc(v)] for k, v in rows])
 
 
@@ -181,10 +188,11 @@ def _player(run: Path, sample: Sample, caption: str, kind: str = "", links: str 
 
 def _checkpoints(run: RunInfo) -> str:
     """One command per checkpoint, typed from inside the run folder (so it still works after the folder moves)."""
-    rows = []
+    rows, best = [], (run.status or {}).get("best_step")
     for checkpoint in reversed(_kept(run)):
         name = checkpoint.relative_to(run.path).as_posix()
-        rows.append([f"<code>{esc(name)}</code>", _command(
+        mark = " ★ best (lowest held-out loss)" if best is not None and checkpoint.name == f"step-{best:07d}" else ""
+        rows.append([f"<code>{esc(name)}</code>{esc(mark)}", _command(
             ["python", "-m", "sidestep.sample", name, "compare=true", "compare_strengths=[0.5,1.5]"])])
     if run.adapter is not None:
         rows.insert(0, ["<code>adapter/</code> (final)", _command(["python", "-m", "sidestep.export", "adapter",

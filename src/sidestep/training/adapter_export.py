@@ -17,6 +17,7 @@ from sidestep.models.source import model_source
 from sidestep.training.adapter_facts import at_step, header_facts
 from sidestep.training.adapter_sources import Source, full_precision_weights, open_source
 from sidestep.training.checkpoint import CHECKPOINTS, export_dir
+from sidestep.training.ema import mark_formats
 from sidestep.training.step_adapters import card_samples
 from sidestep.ui.console import say
 
@@ -28,6 +29,8 @@ def default_out(source: Source) -> Path:
     training prunes, where the run keeps each sampled step's adapter), a stopped run `<run>/adapter/`."""
     if source.step is None:
         return source.weights_file.parent
+    if source.raw:  # never over the run's EMA adapter, nor the checkpoint's EMA export
+        return export_dir(source.weights_file.parent).with_name(f"{source.weights_file.parent.name}-raw")
     return source.path / "adapter" if source.path == source.run_dir else export_dir(source.weights_file.parent)
 
 
@@ -43,13 +46,14 @@ def check_out(out: Path, source: Source) -> None:
 
 
 def export_adapter(path: Path, formats: Sequence[str], out: Optional[Path], dtype: Optional[str],
-                   name: Optional[str], merge: bool) -> None:
+                   name: Optional[str], merge: bool, which: Optional[str] = None, raw: bool = False) -> None:
     """Write `path`'s adapter in `formats` to `out` (default: see `default_out`) as `dtype` (default: the run's
-    `export.dtype`), named `name` (default: the run's); with `merge`, also the merged variant folder."""
+    `export.dtype`), named `name` (default: the run's); with `merge`, also the merged variant folder. `which`
+    (`latest`/`best`) picks that checkpoint of the run; `raw`: a run with EMA's training weights, not its EMA."""
     if name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise SidestepError(f"--name {name!r}: use letters, digits, - and _ only (it names files and a "
                             "PEFT adapter, which may not hold a dot)")
-    source = open_source(path)
+    source = open_source(path, which, raw, "--from")
     name = name or re.sub(r"[^A-Za-z0-9_-]+", "-", source.name)
     run_dtype = OmegaConf.select(source.run_cfg, "export.dtype") if source.run_cfg is not None else None
     dtype = dtype or run_dtype or "bf16"
@@ -72,6 +76,8 @@ def export_adapter(path: Path, formats: Sequence[str], out: Optional[Path], dtyp
     facts = facts if source.step is None else at_step(facts, source.step)
     samples = card_samples(source.run_dir, step, out) if source.run_dir is not None and step is not None else []
     written = write_formats(weights, source.adapter_config, out, name, dtype, formats, model, facts, samples)
+    if source.run_cfg is not None and not source.raw:
+        mark_formats(source.run_cfg, out)
     listed = ", ".join(written) or "no consumer format"
     say(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
     if merge:

@@ -29,7 +29,7 @@ log = logging.getLogger("sidestep.sample")
 
 
 def render_samples(cfg: DictConfig, overrides: List[str], out: Path, plain: bool) -> List[Path]:
-    source = open_source(Path(cfg.source))
+    source = open_source(Path(cfg.source), cfg.checkpoint)
     if not kind_of(source.adapter_config).scalable and any(s != 1.0 for s in [cfg.strength, *cfg.compare_strengths]):
         raise ConfigError(f"strength: an {peft_type_name(source.adapter_config)} adapter plays at strength 1 only (PEFT "
                           "cannot scale it); leave strength=1 and compare_strengths empty")

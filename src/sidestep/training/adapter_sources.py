@@ -1,6 +1,8 @@
 """What `sidestep.sample` and `sidestep.export` are pointed at: a run dir, its `adapter/`, or one of its
-`checkpoints/step-N/` (a run stopped before its adapter was written stands for its newest checkpoint). A folder
-inside a run brings the run's saved config, which says the model and checkpoint the LoRA was trained on."""
+`checkpoints/step-N/` (a run stopped before its adapter was written stands for its newest checkpoint), or a run's
+`latest` or `best` checkpoint. A folder inside a run brings the run's saved config, which says the model and
+checkpoint the LoRA was trained on. A checkpoint of a run with EMA stands for its EMA weights (what the run's own
+samples and adapter are) unless the raw ones are asked for."""
 
 import re
 from dataclasses import dataclass
@@ -18,7 +20,9 @@ from sidestep.adapters.files import WEIGHTS, read_adapter
 from sidestep.config import typed
 from sidestep.config.saved import load_saved
 from sidestep.errors import ConfigError
+from sidestep.training.best_checkpoint import pick
 from sidestep.training.checkpoint import LORA_FILE, STATE_FILE, complete_checkpoints, read_state
+from sidestep.training.ema import EMA_FILE
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
@@ -32,6 +36,8 @@ class Source:
     adapter_config: PeftConfig
     weights_file: Path
     step: Optional[int] = None  # the step of a checkpoint or a kept step adapter; None for a finished adapter
+    raw: bool = False  # the training weights of a run with EMA, not its EMA
+
 
     @property
     def name(self) -> str:
@@ -39,7 +45,7 @@ class Source:
         run_name = OmegaConf.select(self.run_cfg, "run.name") if self.run_cfg is not None else None
         folder = self.run_dir or (self.path.parent if self.path.name == "adapter" else self.path)
         base = run_name or folder.name
-        return base if self.step is None else f"{base}-step{self.step}"
+        return (base if self.step is None else f"{base}-step{self.step}") + ("-raw" if self.raw else "")
 
 
 def run_root(path: Path) -> Optional[Path]:
@@ -66,7 +72,7 @@ def full_precision_weights(source: Source) -> Dict[str, torch.Tensor]:
     if source.step is not None or source.run_dir is None or not complete_checkpoints(source.run_dir):
         return source.weights
     try:
-        full = load_file(complete_checkpoints(source.run_dir)[-1] / LORA_FILE)
+        full = load_file(checkpoint_weights(complete_checkpoints(source.run_dir)[-1], raw=False))
     except (OSError, SafetensorError):
         return source.weights
     rounded = full.keys() == source.weights.keys() and all(
@@ -80,15 +86,30 @@ def _kept_step(folder: Path, run_dir: Optional[Path]) -> Optional[int]:
     return int(match.group(1)) if match and run_dir is not None and folder.parent == run_dir / "adapters" else None
 
 
-def open_source(path: Path) -> Source:
+def checkpoint_weights(checkpoint: Path, raw: bool) -> Path:
+    """The file of a checkpoint's adapter tensors: its EMA when it holds one and `raw` is not asked."""
+    ema = checkpoint / EMA_FILE
+    return ema if ema.is_file() and not raw else checkpoint / LORA_FILE
+
+
+def open_source(path: Path, which: Optional[str] = None, raw: bool = False, option: str = "checkpoint") -> Source:
+    """`which` (`latest` or `best`, the command's `option`) picks that checkpoint of the run `path` is or lies in;
+    `raw`: the training weights of a run with EMA (for its adapter/, those of its final checkpoint)."""
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise ConfigError(f"source: {path} is not a folder; give a run dir, its adapter/ or a checkpoints/step-N/")
     run_dir = run_root(path)
     run_cfg = typed(load_saved(run_dir / SAVED_CONFIG)) if run_dir else None
+    if which is not None:
+        if run_dir is None:
+            raise ConfigError(f"{option}={which}: {path} is not inside a run dir; point at the run")
+        path = pick(complete_checkpoints(run_dir), which, run_dir, option)
     folder = path / "adapter" if path == run_dir else path
-    if path == run_dir and not (folder / "adapter_config.json").is_file() and complete_checkpoints(run_dir):
-        folder = complete_checkpoints(run_dir)[-1]
+    with_ema = run_cfg is not None and OmegaConf.select(run_cfg, "trainer.ema.decay") is not None
+    stopped = path == run_dir and not (folder / "adapter_config.json").is_file()
+    ema_adapter = raw and with_ema and run_dir is not None and folder == run_dir / "adapter"
+    if (stopped or ema_adapter) and complete_checkpoints(run_dir):
+        folder = complete_checkpoints(run_dir)[-1]  # raw: the adapter is the EMA, the final checkpoint has both
     if (folder / "adapter_config.json").is_file():
         weights, config = read_adapter(folder)
         return Source(path, run_dir, run_cfg, weights, config, folder / WEIGHTS, _kept_step(folder, run_dir))
@@ -98,7 +119,8 @@ def open_source(path: Path) -> Source:
                               ".hydra/config.yaml, so point at the checkpoint inside the run")
         config = adapter_config(run_cfg)
         step = read_state(folder)["state"]["step"]
-        return Source(path, run_dir, run_cfg, load_file(folder / LORA_FILE), config, folder / LORA_FILE, step)
+        weights = checkpoint_weights(folder, raw)
+        return Source(path, run_dir, run_cfg, load_file(weights), config, weights, step, raw and with_ema)
     if path == run_dir:
         raise ConfigError(f"source: {path} has no adapter/ and no complete checkpoint yet (the run stopped before "
                           "its first one)")

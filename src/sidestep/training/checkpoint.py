@@ -27,7 +27,8 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from sidestep.adapters.files import file_header
 from sidestep.adapters.kind import kind_of
 from sidestep.atomic import publish, save_safetensors
-from sidestep.errors import first_line
+from sidestep.errors import ConfigError, first_line
+from sidestep.training.best_checkpoint import best_of, pick
 from sidestep.training.checkpoint_check import (
     LORA_FILE,
     STATE_FILE,
@@ -107,8 +108,10 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState
         shutil.rmtree(tmp, ignore_errors=True)  # the older checkpoints stay; the space goes back to the run's status
         raise
     if accelerator.is_main_process:
+        best = best_of(complete_checkpoints(run_dir))  # the lowest held-out loss is kept whatever its age
         for old in complete_checkpoints(run_dir)[:-keep]:
-            _prune(old)
+            if old != best:
+                _prune(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -161,7 +164,14 @@ def complete_checkpoints(run_dir: Path) -> List[Path]:
 
 def checkpoint_path(resume_from: str, run_dir: Path) -> Path:
     """The checkpoint to resume from, verified. `latest`: the newest good one of this run dir; a damaged newer one
-    is named and passed over. A folder given by path must itself be good."""
+    is named and passed over. `best`: the one with the lowest held-out loss (`best_checkpoint`). A folder given by path must itself be good."""
+    if resume_from == "best":
+        try:
+            path = pick(complete_checkpoints(run_dir), "best", run_dir, "resume_from")
+        except ConfigError as err:
+            raise CheckpointError(str(err)) from None
+        verify(path)
+        return path
     if resume_from != "latest":
         path = Path(resume_from)
         if not (path / STATE_FILE).is_file():

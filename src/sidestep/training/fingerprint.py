@@ -21,6 +21,8 @@ from sidestep.models.source import ModelSource
 
 # what a checkpoint written before `adapter=` had a choice trained: plain LoRA
 BEFORE_ADAPTER_TYPES = {"adapter": {"_target_": "sidestep.adapters.lora.Lora", "use_rslora": False, "use_dora": False}}
+# what a checkpoint written before a setting was recorded had: no adapter choice (plain LoRA), no EMA
+RECORDED_LATER = {**BEFORE_ADAPTER_TYPES, "trainer.ema.decay": None}
 
 # Config paths compared by value; a group (`optimizer`, `timesteps`, ...) is compared with every key it holds but
 # those listed in NOT_COMPARED (`adapter.rank_map`, compared by content).
@@ -29,6 +31,7 @@ COMPARED = (
     "model.quantize", "adapter", "attention.blocks", "optimizer", "scheduler", "timesteps",
     "data.crop_seconds", "data.bucket_by_length", "data.val_fraction",
     "trainer.batch_size", "trainer.gradient_accumulation", "trainer.seed", "trainer.max_grad_norm", "trainer.precision",
+    "trainer.ema.decay",  # the EMA a checkpoint holds goes on with the same decay, or the resumed run is another
 )
 BY_CONTENT = "compared by content"
 NOT_COMPARED = {
@@ -61,6 +64,10 @@ NOT_COMPARED = {
     "trainer.keep_checkpoints": "what is written, not what is trained",
     "trainer.log_every": "what is written, not what is trained",
     "trainer.log_heavy_every": "what is written (held-out loss uses its own fixed noise)",
+    "trainer.eval_every_steps": "when the held-out loss is scored (with its own fixed noise), not what is trained",
+    "trainer.eval_every_epochs": "when the held-out loss is scored (with its own fixed noise), not what is trained",
+    "trainer.ema.device": "where the same EMA is kept",
+    "trainer.early_stop": "decides only when the run ends, like trainer.epochs",
     "run": "names the run", "export": "the adapter files written at the end", "ui": "the display",
     "resume": "how to resume", "resume_from": "where from", "estimate": "the sensitivity estimate, not training",
     "preprocess": f"its output is {BY_CONTENT} (dataset)", "sample": "rendering samples only",
@@ -100,9 +107,9 @@ def mismatches(saved: dict, current: dict) -> List[str]:
     saved = renamed_fingerprint(saved, BEFORE_ADAPTER_TYPES["adapter"])  # written before `lora.*` was `adapter.*`
     lines = []
     for key, value in current.items():
-        if saved.get(key, BEFORE_ADAPTER_TYPES.get(key)) == value:
+        if saved.get(key, RECORDED_LATER.get(key)) == value:
             continue
-        if key not in saved and key not in BEFORE_ADAPTER_TYPES:
+        if key not in saved and key not in RECORDED_LATER:
             lines.append(f"{key}: not recorded in the checkpoint (an older Side-Step wrote it), this run has {value!r}")
         elif key in ("dataset", "model.weights"):
             lines.append(f"{key}: contents differ from the checkpoint's (digest {saved.get(key)} vs {value})")

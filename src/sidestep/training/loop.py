@@ -20,11 +20,13 @@ from sidestep.errors import SidestepError
 from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.adapter_facts import at_step
+from sidestep.training.ema import AdapterEma, mark_formats
+from sidestep.training.evaluation import Evaluation
 from sidestep.training.flow_matching import flow_matching_loss
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import LiveSampler
 from sidestep.training.setup import RunSetup, Training, set_up_training
-from sidestep.training.step_adapters import card_samples
+from sidestep.training.step_adapters import BEST_ADAPTER, card_samples, keep_step_adapter
 from sidestep.training.tensorboard import TrainingLogger, applied_lr
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,16 @@ class FitResult:
     steps: int
     step_seconds: List[float] = field(default_factory=list)  # wall time of each optimizer step run here
     val_loss: Optional[float] = None  # held-out loss at fixed timesteps and noise (data.val_fraction > 0)
+    best_val_loss: Optional[float] = None  # the lowest held-out loss, the best checkpoint's
+    stop_reason: Optional[str] = None  # why the run ended before its last step (early stopping)
     adapter_dir: Optional[Path] = None
+
+    def objective(self, early_stop: bool) -> float:
+        """What a sweeper minimises: the held-out loss when there is one (with early stopping the best, whose
+        checkpoint is kept, not the last patience-worth of worse ones), else the smoothed training loss."""
+        if self.val_loss is None:
+            return self.final_loss
+        return self.best_val_loss if early_stop else self.val_loss
 
 
 class StepProgress(Protocol):
@@ -67,6 +78,15 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
     transformer, optimizer, scheduler, params = training.transformer, training.optimizer, training.scheduler, training.params
     loader, update, gens, state = training.loader, training.update, training.gens, training.state
     null_emb, settings, batches_per_epoch = training.null_emb, training.settings, len(loader)
+    ema = AdapterEma(accelerator.unwrap_model(transformer), tr.ema.decay, tr.ema.device)  # from the weights resumed
+    evaluation = Evaluation(cfg, held_out, ema, accelerator)
+    if run.exact_resume:
+        ema.load(resume_dir)
+        evaluation.load(resume_dir)
+    ema.register_hooks(accelerator)  # each checkpoint holds the EMA and the held-out record
+    evaluation.register_hooks(accelerator)
+    if accelerator.is_main_process:  # the best step keeps a loadable adapter too, as every sampled step does
+        evaluation.on_new_best.append(lambda step, _checkpoint: _keep_best(run, transformer, ema, step))
 
     def save() -> Path:
         state.smoothed_loss = None if smoothed is None else float(smoothed)
@@ -87,7 +107,7 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
     with StopRequest() as stop, progress, \
             RunStatus(run_dir, total_steps, run.epochs, state.step, log_every, accelerator.is_main_process) as status:
         progress.start_at(state.step)
-        while state.step < total_steps:
+        while state.step < total_steps and evaluation.stop_reason is None:
             batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
             batches.set_epoch(state.epoch)  # Accelerate's loader passes it to our sampler; it would count on its own
             for batch in batches:
@@ -103,6 +123,7 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
                         finite = bool(torch.isfinite(grad_norm))  # one scalar read per optimizer step
                         if finite:
                             update()
+                            ema.update()
                         optimizer.optimizer.zero_grad(set_to_none=True)
                 window.append(loss.detach())
                 logger.add_timesteps(timesteps)
@@ -126,11 +147,6 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
                 clock = now
                 if finite and (state.step % log_every == 0 or state.step == total_steps):
                     shown_loss = logger.scalars(state.step, smoothed, step_loss, grad_norm, lr)
-                if held_out.enabled and (state.step % tr.log_heavy_every == 0 or state.step == total_steps):
-                    with accelerator.autocast():
-                        result.val_loss = held_out(transformer)
-                    noise = {} if held_out.noise is None else {"loss/val_noise": held_out.noise}
-                    accelerator.log({"loss/val": result.val_loss, **noise}, step=state.step)
                 progress.update(state.step, state.epoch, shown_loss, lr)
                 status.update(state.step, state.epoch, shown_loss, lr)
 
@@ -139,14 +155,22 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
                 if epoch_done:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 finished = state.step >= total_steps
+                new_best = False
+                if evaluation.due(state.step, state.epoch if epoch_done else None, finished):
+                    new_best = evaluation(transformer, state.step)
+                    status.held_out(evaluation.record)
+                    finished = finished or evaluation.stop_reason is not None
                 stopping = _agreed(accelerator, stop.requested)
-                if (stopping or finished or (save_every_steps and state.step % save_every_steps == 0)
+                if (stopping or finished or new_best or (save_every_steps and state.step % save_every_steps == 0)
                         or (epoch_done and state.epoch % tr.save_every == 0)):
                     last_checkpoint = save()
                     status.checkpoint(last_checkpoint)
+                if new_best:
+                    evaluation.announce_best(state.step, last_checkpoint)
                 if stopping:
                     raise stop.interrupted(run_dir, last_checkpoint)
-                sampler.after_step(transformer, state.step, state.epoch if epoch_done else None)
+                with ema.swapped_in():
+                    sampler.after_step(transformer, state.step, state.epoch if epoch_done else None)
                 if finished:
                     break
 
@@ -155,19 +179,31 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
     result.steps = state.step
     result.first_loss = float("nan") if first is None else float(first)
     result.final_loss = float("nan") if smoothed is None else float(smoothed)
+    result.val_loss, result.best_val_loss = evaluation.record.loss, evaluation.record.best_loss
+    result.stop_reason = evaluation.stop_reason
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
-        sampler.finish(transformer, state.step)  # the final adapter's samples first: its model card links them
-        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir, cfg.run.name, cfg.export.dtype,
-                     at_step(run.facts, state.step), card_samples(run_dir, state.step, result.adapter_dir))
-        status.finished(result.adapter_dir)
-        sampler.write_page()  # the run's report.html
+        with ema.swapped_in():  # the adapter, its samples and the page are the EMA's when it is on
+            sampler.finish(transformer, state.step)  # the final adapter's samples first: its model card links them
+            save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir, cfg.run.name, cfg.export.dtype,
+                         at_step(run.facts, state.step), card_samples(run_dir, state.step, result.adapter_dir))
+            mark_formats(cfg, result.adapter_dir)
+            status.finished(result.adapter_dir, result.stop_reason)
+            sampler.write_page()  # the run's report.html
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
-                 result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
+                 result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}"
+                 + ("" if result.stop_reason is None else f"; {result.stop_reason}"),
                  f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")
     logger.close()
     accelerator.end_training()
     return result
+
+
+def _keep_best(run: RunSetup, transformer, ema: AdapterEma, step: int) -> None:
+    """`<run>/adapters/best/`: the adapter of the lowest held-out loss so far (the EMA's when it is on, as scored)."""
+    with ema.swapped_in():
+        keep_step_adapter(run.accelerator.unwrap_model(transformer), run.run_dir, step, run.cfg.run.name,
+                          run.cfg.export.dtype, run.facts, target=run.run_dir / BEST_ADAPTER)
 
 
 def _agreed(accelerator, requested: bool) -> bool:

@@ -19,7 +19,9 @@ from sidestep.config import as_container
 from sidestep.config.parts import SchedulerConfig
 from sidestep.config.schema import option_name
 from sidestep.data.dataset import LatentDataset
+from sidestep.training import ema
 from sidestep.training.accelerator import weight_dtype
+from sidestep.training.evaluation import evaluation_summary
 from sidestep.training.live_samples import sampled_steps, sampling_summary
 from sidestep.training.memory import MemoryPlan, crop_frames, fits_card, predict
 from sidestep.training.parts import RunParts
@@ -58,6 +60,8 @@ class RunPlan:
     memory: str = ""  # the predicted peak (training/memory.py)
     step_adapters: str = ""  # what the adapter kept at each sampled step takes on disk
     mix: str = ""  # a mix of folders (`data.datasets`): each folder's samples, held out and repeats
+    evaluation: str = ""  # when the held-out loss is scored and what it costs; empty without a held-out set
+    weights: str = ""  # what samples, held-out loss and the adapter use when it is not the trained weights (EMA)
 
     @property
     def effective_batch(self) -> int:
@@ -115,6 +119,8 @@ def run_plan(cfg: DictConfig, parts: RunParts, run_dir: Path, accelerator: Accel
         step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
                                 params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(parts.adapter)),
         mix=mix_summary(dataset, held_out),
+        evaluation=evaluation_summary(cfg, 0 if held_out is None else len(held_out), steps_per_epoch, total_steps),
+        weights=ema.describe(cfg) or "",
     )
 
 

@@ -38,7 +38,7 @@ def claimed(run_dir: Path, resume_from: Optional[str], enabled: bool = True) -> 
                             "or train into another folder (hydra.run.dir=...)") from None
     try:
         found = earlier_run(run_dir)
-        foreign = resume_from not in (None, "latest") and run_dir.resolve() not in Path(resume_from).resolve().parents
+        foreign = resume_from not in (None, "latest", "best") and run_dir.resolve() not in Path(resume_from).resolve().parents
         if found and (resume_from is None or foreign):
             what = "start afresh" if resume_from is None else f"resume from {resume_from}"
             raise SidestepError(f"{run_dir} already holds a run ({', '.join(found)}); cannot {what} there: continue it "

@@ -17,6 +17,7 @@ from sidestep.sizes import binary_size
 from sidestep.training.adapter_facts import Facts, at_step
 
 ADAPTERS = "adapters"
+BEST_ADAPTER = f"{ADAPTERS}/best"  # the best held-out loss so far (training/evaluation.py), replaced at each new best
 SAMPLES = "samples"
 
 

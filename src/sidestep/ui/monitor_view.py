@@ -62,6 +62,9 @@ def run_detail(run, now: float) -> Table:
         norm = f"  grad norm {scalars['grad_norm/total'][-1][1]:.3f}" if "grad_norm/total" in scalars else ""
         add("lr", f"{scalars['lr'][-1][1]:.2e}{norm}")
     add("checkpoint", checkpoint_text(run, now))
+    if status.get("best_step") is not None:
+        add("best", f"step {status['best_step']}, held-out loss {status['best_val_loss']:.4f} (kept; resume_from=best, "
+                    "sidestep.export RUN --from best)")
     if run.adapter:
         add("adapter", str(run.adapter))
     if run.last_log_line:
@@ -108,7 +111,8 @@ def state_word(run, now: float) -> str:
 def state_text(run, now: float) -> str:
     status = run.status or {}
     word = state_word(run, now)
-    detail = {"finished": f": adapter written to {run.adapter}" if run.adapter else "",
+    stopped_early = f" ({status['stop_reason']})" if status.get("stop_reason") else ""
+    detail = {"finished": (f": adapter written to {run.adapter}" if run.adapter else "") + stopped_early,
               "stopped": f": {status.get('error', '')}", "failed": f": {status.get('error', '')}",
               "running?": ": no update for a while; the process may have died"}.get(word, "")
     age = f" (updated {duration(now - status['updated_at'])} ago)" if "updated_at" in status else ""

@@ -33,6 +33,9 @@ def show(plan: RunPlan) -> None:
         ("step adapters", plan.step_adapters),
         ("memory", plan.memory),
     ]
+    rows += [("held-out loss", plan.evaluation)] if plan.evaluation else []
+    rows += [("weights", f"{plan.weights}: samples, held-out loss and the adapter use it (the raw weights: "
+                         "sidestep.export --raw)")] if plan.weights else []
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
