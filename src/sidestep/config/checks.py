@@ -12,6 +12,7 @@ from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
+    knobs_of,
     CONSTANT_SCHEDULER,
     PRODIGY_TARGET,
     SchedulerConfig,
@@ -75,7 +76,7 @@ def _drop_knobs_the_type_lacks(cfg: DictConfig, schema: DictConfig) -> None:
     """A preset sets `adapter.rank` whatever `adapter=` chose; a type without a rank (OFT) goes without it. A knob
     no type has is refused; one typed on the command line was refused before composing
     (`overrides.check_overrides`)."""
-    knobs = {name for s in ADAPTER_SCHEMAS.values() for name in s.__dataclass_fields__}
+    knobs = {name for s in ADAPTER_SCHEMAS.values() for name in knobs_of(s)}
     for key in [k for k in cfg.adapter if k not in schema]:
         _check(key in knobs, f"adapter.{key}",
                f"adapter={schema._target_.rsplit('.', 1)[-1].lower()} has no {key}; its knobs are adapter."

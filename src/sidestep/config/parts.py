@@ -4,7 +4,7 @@ blocks, timestep drawing). One dataclass per option where options differ in thei
 `ADAPTER_SCHEMAS`); a YAML in `conf/<group>/` holds only what differs from its dataclass.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from omegaconf import MISSING
@@ -295,6 +295,11 @@ ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig, "lokr": LokrAdapterConfig, "loha":
                    "oft": OftAdapterConfig}
 ADAPTER_SIZE_KNOBS = frozenset(("target_modules", "rank", "alpha", "alpha_ratio", "dropout", "bias", "rank_map"))  # read
 # by `adapters.targets.adapter_size`, not by the type's class
+
+
+def knobs_of(schema: type) -> Tuple[str, ...]:
+    """A schema's knobs: its fields, not the ClassVar facts that `__dataclass_fields__` lists too."""
+    return tuple(f.name for f in fields(schema))
 
 
 def adapter_schema(target: Optional[str]) -> Optional[type]:
