@@ -28,8 +28,8 @@ TYPES = ["lora", "dora", "lokr", "loha", "oft"]
 REAL_WIDTH = [
     "model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_hidden_layers=2",
     "model.arch.num_attention_heads=16", "model.arch.num_key_value_heads=8", "model.arch.head_dim=128",
-    "model.arch.sliding_window=128", "model.arch.encoder_hidden_size=2048", "lora.rank=64", "lora.alpha=128",
-    "lora.dropout=0.0", "export.dtype=bf16",
+    "model.arch.sliding_window=128", "model.arch.encoder_hidden_size=2048", "adapter.rank=64", "adapter.alpha=128",
+    "adapter.dropout=0.0", "export.dtype=bf16",
 ]
 FRAMES, TEXT_TOKENS = 250, 64
 

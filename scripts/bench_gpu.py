@@ -63,7 +63,7 @@ def config(preset, batch, checkpointing, steps, checkpoints, cache, device, seco
             f"data.crop_seconds={seconds}", f"trainer.batch_size={batch}", "trainer.gradient_accumulation=1",
             f"trainer.gradient_checkpointing={checkpointing}", f"trainer.max_steps={steps}", f"trainer.device={device}",
             "trainer.log_every=1000", "trainer.save_every=100000", "sample.every_n_epochs=null", "ui.yes=true",
-            "ui.plain=true", "lora.dropout=0.0"])
+            "ui.plain=true", "adapter.dropout=0.0"])
     return resolve(cfg)
 
 

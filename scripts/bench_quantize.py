@@ -32,7 +32,7 @@ MODES = [None, "int8", "nf4"]
 REAL_WIDTH = ["model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_attention_heads=16",
               "model.arch.num_key_value_heads=8", "model.arch.head_dim=128", "model.arch.sliding_window=128",
               "model.arch.encoder_hidden_size=2048", "data.synthetic.seconds=10", "data.synthetic.text_tokens=64",
-              "lora.rank=16", "trainer.batch_size=1", "trainer.gradient_accumulation=1", "scheduler.warmup_steps=2",
+              "adapter.rank=16", "trainer.batch_size=1", "trainer.gradient_accumulation=1", "scheduler.warmup_steps=2",
               "optimizer.lr=1e-3"]
 
 

@@ -32,7 +32,7 @@ from sidestep.training.flow_matching import StepSettings, sample_timesteps
 REAL_WIDTH = [
     "model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_hidden_layers=2",
     "model.arch.num_attention_heads=16", "model.arch.num_key_value_heads=8", "model.arch.head_dim=128",
-    "model.arch.sliding_window=128", "model.arch.encoder_hidden_size=2048", "lora.rank=64", "lora.alpha=128",
+    "model.arch.sliding_window=128", "model.arch.encoder_hidden_size=2048", "adapter.rank=64", "adapter.alpha=128",
     "data.synthetic.seconds=10", "data.synthetic.text_tokens=64",
 ]
 
@@ -41,7 +41,7 @@ def project_config(extra, steps, cache):
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "experiment=demo", "ui.yes=true", "ui.plain=true", f"trainer.max_steps={steps}", "trainer.batch_size=1",
-            "trainer.gradient_accumulation=1", "lora.dropout=0.0", "sample.every_n_epochs=null",
+            "trainer.gradient_accumulation=1", "adapter.dropout=0.0", "sample.every_n_epochs=null",
             f"data.synthetic.cache_dir={cache}", *extra])
     return prepare(cfg)
 
@@ -67,7 +67,7 @@ def bare_steps(cfg, steps, warmup, device="cpu", clock=time.perf_counter):
     x0 = torch.randn(batch, frames, 64, generator=gen).to(device)
     enc = torch.randn(batch, cfg.data.synthetic.text_tokens, cfg.model.arch.encoder_hidden_size, generator=gen).to(device)
     ctx = torch.randn(batch, frames, 128, generator=gen).to(device)
-    settings = StepSettings.from_config(cfg.training, cfg.model)
+    settings = StepSettings.from_config(cfg.timesteps, cfg.model)
     times = []
     for _ in range(steps):
         start = clock()

@@ -22,8 +22,8 @@ VRAM, EXPERIMENT = CONF / "vram", CONF / "experiment"
 OPTIMIZER_NAMES = {schema._target_: name for name, schema in OPTIMIZER_SCHEMAS.items()}
 COLUMNS = [
     ("DiT weights", lambda c: c.model.quantize or "compute dtype"),
-    ("rank / alpha", lambda c: f"{c.lora.rank} / {c.lora.alpha or ALPHA_PER_RANK * c.lora.rank:g}"),
-    ("targets", lambda c: ", ".join(c.lora.target_modules)),
+    ("rank / alpha", lambda c: f"{c.adapter.rank} / {c.adapter.alpha or ALPHA_PER_RANK * c.adapter.rank:g}"),
+    ("targets", lambda c: ", ".join(c.adapter.target_modules)),
     ("batch x accumulation", lambda c: f"{c.trainer.batch_size} x {c.trainer.gradient_accumulation}"),
     ("gradient checkpointing", lambda c: "on" if c.trainer.gradient_checkpointing else "off"),
     ("crop", lambda c: "whole songs" if c.data.crop_seconds is None else f"{c.data.crop_seconds:g} s"),
@@ -41,8 +41,8 @@ def composed(*overrides: str) -> DictConfig:
 @lru_cache(maxsize=None)
 def parameters(targets: Tuple[str, ...], rank: int) -> int:
     """PEFT's count on the 2B DiT's shapes for these targets at this rank (both attention blocks)."""
-    cfg = OmegaConf.merge(composed(), {"lora": {"target_modules": list(targets), "rank": rank,
-                                                "alpha": ALPHA_PER_RANK * rank}})
+    cfg = OmegaConf.merge(composed(), {"adapter": {"target_modules": list(targets), "rank": rank,
+                                                   "alpha": ALPHA_PER_RANK * rank}})
     return trainable_parameters(cfg)
 
 
@@ -62,7 +62,7 @@ def experiment_table() -> str:
     default = composed()
     recipes = {p.stem: composed(f"experiment={p.stem}") for p in sorted(EXPERIMENT.glob("*.yaml"))
                if leaves_model_and_data(p.stem, CONF)}
-    recipes = dict(sorted(recipes.items(), key=lambda item: (item[1].lora.rank, item[0])))  # by size
+    recipes = dict(sorted(recipes.items(), key=lambda item: (item[1].adapter.rank, item[0])))  # by size
     base = flatten(as_container(default))
     rows = {}
     for name, cfg in recipes.items():
@@ -91,11 +91,11 @@ def adapter_size_table() -> str:
              "| one file at the preset's rank, bf16 |", "|---|---|---|---|---|---|---|---|"]
     for name, overrides in presets:
         cfg = composed(*overrides)
-        targets, rank = tuple(map(str, cfg.lora.target_modules)), cfg.lora.rank
+        targets, rank = tuple(map(str, cfg.adapter.target_modules)), cfg.adapter.rank
         params = parameters(targets, 64)
         sizes = [f"{params * width * copies / 1e6:,.0f} MB" for copies in (1, 4) for width in (2, 4)]
         own = f"{parameters(targets, rank) * 2 / 1e6:,.0f} MB (rank {rank})"
-        lines.append(f"| {name} | {', '.join(cfg.lora.target_modules)} | {params:,} | " + " | ".join(sizes) + f" | {own} |")
+        lines.append(f"| {name} | {', '.join(cfg.adapter.target_modules)} | {params:,} | " + " | ".join(sizes) + f" | {own} |")
     return "\n".join(lines)
 
 

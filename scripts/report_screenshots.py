@@ -25,7 +25,7 @@ def main() -> None:
     run, sweep = work / "demo", work / "sweep"
     sidestep("train", "experiment=demo", f"hydra.run.dir={run}")
     sidestep("sample", str(run), "compare=true", "compare_strengths=[0.5,1.5]", "count=2", "duration=4")
-    sidestep("train", "-m", "experiment=demo", "trainer.max_steps=60", "lora.rank=4,8", "data.val_fraction=0.25",
+    sidestep("train", "-m", "experiment=demo", "trainer.max_steps=60", "adapter.rank=4,8", "data.val_fraction=0.25",
              "trainer.log_heavy_every=10", "sample.every_n_epochs=null", f"hydra.sweep.dir={sweep}")
     subprocess.run([sys.executable, "-m", "sidestep.report", str(run)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-m", "sidestep.report", str(sweep)], check=True, stdout=subprocess.DEVNULL)

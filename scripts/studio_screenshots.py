@@ -34,9 +34,9 @@ def make_folder(work: Path) -> None:
     """A finished demo run, a two-job sweep, a run refused before training, and three labelled songs."""
     sidestep("experiment=demo", "trainer.max_steps=80", "data.val_fraction=0.25", "trainer.log_heavy_every=10",
              "sample.every_n_epochs=null", f"hydra.run.dir={work / 'demo'}")
-    sidestep("-m", "experiment=demo", "trainer.max_steps=40", "lora.rank=4,8", "optimizer.lr=1e-3",
+    sidestep("-m", "experiment=demo", "trainer.max_steps=40", "adapter.rank=4,8", "optimizer.lr=1e-3",
              "sample.every_n_epochs=null", f"hydra.sweep.dir={work / 'sweep'}")
-    sidestep("experiment=demo", "lora.rank=0", f"hydra.run.dir={work / 'refused'}")
+    sidestep("experiment=demo", "adapter.rank=0", f"hydra.run.dir={work / 'refused'}")
     songs = work / "songs"
     songs.mkdir()
     t = np.arange(48_000 * 2) / 48_000
@@ -71,10 +71,10 @@ def main() -> None:
         shot(page, "studio-run.png")
         page.goto(f"{url}/new?experiment=demo")
         expect(page.locator("select[name=experiment]")).to_have_value("demo", timeout=120_000)
-        for key in ("trainer.max_steps", "lora.rank"):
+        for key in ("trainer.max_steps", "adapter.rank"):
             page.eval_on_selector(f"[data-key='{key}']", "input => { input.closest('details').open = true; }")
         page.fill("[data-key='trainer.max_steps']", "200")
-        page.fill("[data-key='lora.rank']", "8")
+        page.fill("[data-key='adapter.rank']", "8")
         page.click("#check")
         expect(page.locator("#summary")).to_contain_text("optimizer steps", timeout=300_000)
         shot(page, "studio-new.png")

@@ -1,5 +1,5 @@
 """A disk that fills up (or turns read-only) during a run: whatever was writing (checkpoint tensors, optimizer state,
-trainer state, adapter, samples, report, status), the run ends with one line naming the file and what to do, a
+trainer state, adapter, samples, a step's adapter, report, status), the run ends with one line naming the file and what to do, a
 `failed` status, the previous checkpoint intact and no temporary leftovers."""
 
 import errno
@@ -43,6 +43,7 @@ SITES = {
     "trainer state": ("write_text", lambda p, _: "step-0000004" in p and p.endswith("trainer_state.json"), FULL),
     "adapter": ("safetensors", lambda p, _: "/adapter/" in p or "/.adapter.tmp-" in p, FULL),
     "samples": ("write_bytes", lambda p, _: ".wav" in p, FULL),
+    "step adapter": ("safetensors", lambda p, _: "/adapters/" in p, FULL),
     "report": ("write_text", lambda p, _: "report.html" in p, FULL),
     "status": ("write_text", lambda p, data: "status.json" in p and '"step": 4' in data, FULL),
     "adapter, read-only": ("safetensors", lambda p, _: "/adapter/" in p or "/.adapter.tmp-" in p,
@@ -65,7 +66,7 @@ def test_a_full_disk_at_any_write_fails_the_run_with_one_line_and_keeps_the_last
         monkeypatch.setattr(pathlib.Path, writer, full_from(getattr(pathlib.Path, writer), when, error))
     run = tmp_path / "run"
     with pytest.raises(OSError) as failure:
-        train_adapter(make_cfg(*RUN, *(SAMPLES if site == "samples" else ())), run)
+        train_adapter(make_cfg(*RUN, *(SAMPLES if site in ("samples", "step adapter") else ())), run)
 
     err = failure.value
     assert err.errno == getattr(error, "errno", errno.ENOSPC) and str(run) in err.filename, err

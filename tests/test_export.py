@@ -71,7 +71,7 @@ def test_a_checkpoint_exports_every_format_under_its_step_name(run):
     cfg, run_dir, _ = run
     checkpoint = run_dir / "checkpoints" / "step-0000003"
     export.main([str(checkpoint)])
-    out = run_dir / "exports" / "step-0000003"  # not inside the checkpoint: training prunes those
+    out = run_dir / "adapters" / "step-0000003"  # not inside the checkpoint: training prunes those
     formats = json.loads((out / "formats.json").read_text())
     assert set(formats) == {"diffusers", "diffusers_pipeline", "acestep", "comfyui"}
     assert formats["comfyui"]["path"] == "comfyui/jazz-step3.safetensors"
@@ -134,7 +134,7 @@ def test_out_gets_the_runs_adapter_layout_whatever_the_formats(run, tmp_path):
     assert tree(tmp_path / "all") == tree(run_dir / "adapter")
     export.main([str(run_dir), "--out", str(tmp_path / "one"), "--format", "comfyui"])
     assert set(tree(tmp_path / "one")) == {"adapter_config.json", "adapter_model.safetensors", "formats.json",
-                                           "comfyui/jazz.safetensors"}
+                                           "README.md", "comfyui/jazz.safetensors"}
     listed = json.loads((tmp_path / "one" / "formats.json").read_text())
     assert {k: v["path"] for k, v in listed.items()} == {"comfyui": "comfyui/jazz.safetensors"}
 
@@ -219,9 +219,9 @@ def test_continuing_a_run_keeps_what_was_exported_from_its_checkpoints(make_cfg,
     train_adapter(make_cfg(*steps, "trainer.max_steps=5", "trainer.keep_checkpoints=1", "resume_from=latest"), run_dir)
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-0000005"]
     for name, lora in kept.items():
-        weights, _ = read_adapter(run_dir / "exports" / name)
+        weights, _ = read_adapter(run_dir / "adapters" / name)
         assert all(torch.equal(weights[k], lora[k]) for k in lora), name
-    assert f"moved the adapter exported into {second} to {run_dir / 'exports' / 'step-0000002'}" in caplog.text
+    assert f"moved the adapter exported into {second} to {run_dir / 'adapters' / 'step-0000002'}" in caplog.text
 
 
 def test_the_line_naming_what_was_written_keeps_the_path_whole_and_as_typed(run, tmp_path):

@@ -70,7 +70,8 @@ def test_saved_adapter_reproduces_the_trained_model_through_diffusers_loader(mak
     trained = trained_tiny(cfg)
     save_adapter(trained, tmp_path / "adapter", "jazz")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
-        "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui", "diffusers_pipeline", "formats.json"]
+        "README.md", "acestep", "adapter_config.json", "adapter_model.safetensors", "comfyui", "diffusers_pipeline",
+        "formats.json"]
     fresh = model_source(cfg.model).dit().transformer.eval()
     assert not torch.allclose(dit_outputs(fresh), dit_outputs(trained))
     fresh.load_lora_adapter(tmp_path / "adapter", weight_name="adapter_model.safetensors", prefix=None)

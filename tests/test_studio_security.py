@@ -158,3 +158,13 @@ def test_stop_reaches_a_run_started_in_a_terminal_and_nothing_else(served):
         child.kill()
     status = json.loads((run / "status.json").read_text())  # still "running", but no process holds the lock
     assert status["state"] == "running" and client.post("/api/run/stop", json={"ref": "0/run"}).status_code == 400
+
+
+def test_a_run_page_lists_the_adapter_kept_at_each_sampled_step(tmp_path):
+    from sidestep.studio.runs import snapshot
+
+    run = tmp_path / "run"
+    for name in ("adapter/demo.safetensors", "adapters/step-0000002/demo-step2.safetensors"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"x")
+    assert snapshot(run)["exports"] == ["adapter/demo.safetensors", "adapters/step-0000002/demo-step2.safetensors"]

@@ -23,8 +23,8 @@ def main(argv=None) -> None:
     parser.add_argument("--format", choices=[*EXPORT_FORMATS, "all"], default="all",
                         help="which program's files (default: all that load the adapter's type)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="the adapter folder to write, laid out as a run's "
-                        "adapter/ (default: the adapter dir itself; for a checkpoint, <run>/exports/step-N; never "
-                        "inside checkpoints/, which training prunes)")
+                        "adapter/ (default: the adapter dir itself; for a checkpoint, <run>/adapters/step-N, where "
+                        "training keeps each sampled step's adapter; never inside checkpoints/, which training prunes)")
     parser.add_argument("--dtype", choices=[d.value for d in ExportDtype],
                         help="of the exported tensors (default: the run's export.dtype)")
     parser.add_argument("--name", help="ComfyUI file and ACE-Step adapter name (default: the run's name, "

@@ -1,6 +1,7 @@
 """Putting the configured adapter on the frozen DiT, counting what it trains, and writing it out."""
 
 from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -43,13 +44,15 @@ def trainable_parameters(cfg: DictConfig) -> int:
     return sum(p.numel() for p in transformer.parameters() if p.requires_grad)
 
 
-def save_adapter(transformer: torch.nn.Module, target: Path, name: str, dtype: str = "fp32") -> None:
+def save_adapter(transformer: torch.nn.Module, target: Path, name: str, dtype: str = "fp32",
+                 facts: Optional[Dict[str, str]] = None, samples: Sequence[Tuple[str, str]] = ()) -> None:
     """Write `target/` with the adapter in every format its type loads in (see files), all or nothing; `name`
-    names the ComfyUI file and the ACE-Step adapter, `dtype` the exported tensors."""
+    names the ComfyUI file and the ACE-Step adapter, `dtype` the exported tensors; `facts` and `samples` go into
+    the headers and the model card (`write_formats`)."""
     config = transformer.peft_config["default"]
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
     with atomic_dir(target) as tmp:
-        write_formats(weights, config, tmp, name, dtype, model=transformer)
+        write_formats(weights, config, tmp, name, dtype, model=transformer, facts=facts, samples=samples)
 
 
 def adapted_dit(source: ModelSource, weights: Weights, config: PeftConfig) -> torch.nn.Module:

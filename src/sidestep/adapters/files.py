@@ -15,19 +15,22 @@ is written only in the formats that load it correctly (`AdapterType.formats`):
   so those two need the DiT carrying the adapter (`model`) to write it.
 
 Exports are inference artefacts: their configs and headers say dropout 0 and their tensors are in `export.dtype`.
-Every safetensors file carries the type, rank, alpha and target modules in its header. Side-Step reads the
+Every safetensors file carries the type, rank, alpha and target modules in its header, with how it was trained
+(`facts`: kohya's `ss_*` names where one means the same, so LoRA managers show them), and `README.md`, the model
+card, says the same for a person (adapters/card.py). Side-Step reads the
 diffusers-named copy back, so it is always written (the types diffusers cannot load keep it as a PEFT folder
 only, left out of `formats.json`).
 """
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from peft import PeftConfig
 from safetensors.torch import load_file
 
+from sidestep.adapters.card import CARD, model_card
 from sidestep.adapters.kind import AdapterType, Weights, kind_of
 from sidestep.adapters.targets import original_module_name, original_pattern, original_targets, split_key
 from sidestep.atomic import atomic_dir, atomic_file, save_safetensors
@@ -57,18 +60,21 @@ def read_adapter(folder: Path) -> Tuple[Weights, PeftConfig]:
 
 
 def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str, dtype: str = "fp32",
-                  formats: Iterable[str] = FORMATS, model: Optional[torch.nn.Module] = None) -> List[str]:
+                  formats: Iterable[str] = FORMATS, model: Optional[torch.nn.Module] = None,
+                  facts: Optional[Dict[str, str]] = None, samples: Sequence[Tuple[str, str]] = ()) -> List[str]:
     """Each file or folder is written under a temporary name and renamed into place; `formats.json` lists what
     the folder holds afterwards. `model`, the DiT carrying this adapter, is needed by the types whose ComfyUI file
-    depends on the base weights (`AdapterType.needs_model`); without it that file is left out. Returns the formats
-    written."""
+    depends on the base weights (`AdapterType.needs_model`); without it that file is left out. `facts` (strings, see
+    training/adapter_facts.py) go into every file's header, `samples` ((prompt, link) of its audio) into the model
+    card. Returns the formats written."""
     kind = kind_of(config)
     folder, wanted = Path(folder), set(formats)
     config = kind.inference_config(config)
     weights = in_export_dtype(weights, dtype)
     original = _original_config(config)
+    facts = {**(facts or {}), **_kohya_size(kind.describe(config)), "ss_output_name": name}
     entries = {}
-    header = file_header(kind, config, name, dtype, {METADATA_KEY: _metadata(config)})
+    header = file_header(kind, config, name, dtype, {**facts, METADATA_KEY: _metadata(config)})
     save_safetensors(weights, folder / WEIGHTS, header)  # Side-Step's own copy, whatever the formats
     _save_config(config, folder / CONFIG)
     if "diffusers" in wanted and "diffusers" in kind.formats:
@@ -76,14 +82,15 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
                                       "weight_name='adapter_model.safetensors', prefix=None)")
     if "diffusers_pipeline" in wanted and "diffusers_pipeline" in kind.formats:
         piped = {PIPELINE_PREFIX + k: v for k, v in weights.items()}
-        header = file_header(kind, config, name, dtype, {METADATA_KEY: _metadata(config, PIPELINE_PREFIX)})
+        header = file_header(kind, config, name, dtype, {**facts, METADATA_KEY: _metadata(config, PIPELINE_PREFIX)})
         with atomic_dir(folder / PIPELINE_DIR) as tmp:
             save_safetensors(piped, tmp / PIPELINE_WEIGHTS, header)
         entries["diffusers_pipeline"] = _entry(kind, PIPELINE_DIR, config, dtype,
                                                "pipe.load_lora_weights(<adapter>/diffusers_pipeline)")
     if "acestep" in wanted and "acestep" in kind.formats:
         with atomic_dir(folder / ACESTEP_DIR) as tmp:
-            save_safetensors(_acestep_tensors(weights), tmp / name / WEIGHTS, file_header(kind, original, name, dtype))
+            save_safetensors(_acestep_tensors(weights), tmp / name / WEIGHTS,
+                             file_header(kind, original, name, dtype, facts))
             _save_config(original, tmp / name / CONFIG)
         entries["acestep"] = {**_entry(kind, f"{ACESTEP_DIR}/{name}", original, dtype,
                                        f"ACE-Step UI: LoRA path <adapter>/acestep/{name} (adapter name '{name}')"),
@@ -92,11 +99,21 @@ def write_formats(weights: Weights, config: PeftConfig, folder: Path, name: str,
     if comfy is not None and "comfyui" in kind.formats:
         comfy = in_export_dtype(comfy, dtype)
         with atomic_dir(folder / COMFYUI_DIR) as tmp:
-            save_safetensors(comfy, tmp / f"{name}.safetensors", file_header(kind, original, name, dtype))
+            save_safetensors(comfy, tmp / f"{name}.safetensors", file_header(kind, original, name, dtype, facts))
         entries["comfyui"] = _entry(kind, f"{COMFYUI_DIR}/{name}.safetensors", original, dtype,
                                     "copy into ComfyUI/models/loras/ and pick it in a LoRA loader node")
-    _update_formats_file(folder / FORMATS_FILE, entries)
+    listed = _update_formats_file(folder / FORMATS_FILE, entries)
+    card = model_card(name, file_header(kind, config, name, dtype, facts), listed, samples)
+    with atomic_file(folder / CARD) as tmp:
+        tmp.write_text(card, encoding="utf-8")
     return list(entries)
+
+
+def _kohya_size(described: Dict[str, object]) -> Dict[str, str]:
+    """Rank and alpha under kohya's names, which LoRA managers show; OFT, sized by its block, has neither."""
+    if "rank" not in described:
+        return {}
+    return {"ss_network_dim": str(described["rank"]), "ss_network_alpha": f"{described['alpha']:g}"}
 
 
 def in_export_dtype(weights: Weights, dtype: str) -> Weights:
@@ -146,13 +163,15 @@ def _save_config(config: PeftConfig, path: Path) -> None:
         tmp.write_text(_metadata(config, indent=2) + "\n")
 
 
-def _update_formats_file(path: Path, entries: dict) -> None:
-    """Entries of formats written earlier into the same folder stay listed while their files are there."""
+def _update_formats_file(path: Path, entries: dict) -> dict:
+    """Entries of formats written earlier into the same folder stay listed while their files are there; returns
+    what the file lists."""
     found = json.loads(path.read_text()) if path.is_file() else {}
     found = {k: v for k, v in found.items() if k not in entries and (path.parent / v["path"]).exists()}
     ordered = {k: {**found, **entries}[k] for k in FORMATS if k in {**found, **entries}}
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(ordered, indent=2) + "\n")
+    return ordered
 
 
 def _acestep_tensors(weights: Weights) -> Weights:

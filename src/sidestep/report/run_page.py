@@ -1,7 +1,8 @@
 """`<run>/report.html`: the page to pick the best checkpoint by ear.
 
 Setup at a glance, where the run stands, its loss and learning-rate curves, then for each prompt a row of players
-across checkpoints (each with its spectrogram) beside the same seed without the adapter, the strengths
+across checkpoints (each with its spectrogram and links to the adapter kept at that step) beside the same seed
+without the adapter, the strengths
 `sidestep.sample compare=true` rendered, and for each checkpoint the command that samples more from it or exports it.
 Training rewrites it after every round of samples and at the end; `python -m sidestep.report RUN` at any time.
 """
@@ -19,6 +20,7 @@ from sidestep.adapters.label import adapter_words
 from sidestep.report.charts import run_curves
 from sidestep.report.listening import ASSETS, PromptRow, Sample, prompt_rows, read_samples, spectrogram
 from sidestep.report.page import esc, href, state_badge, table, write_page
+from sidestep.report.step_adapters import adapter_links
 from sidestep.report.runs import RunInfo, read_run
 from sidestep.run_files import if_present
 from sidestep.write_errors import is_write_error
@@ -144,7 +146,8 @@ def _listening(info: RunInfo, rows: List[PromptRow]) -> str:
         if row.without is not None:
             cells.append(_player(run, row.without, f"without the adapter (seed {row.without.info.get('seed')})", "base"))
         cells += [_player(run, s, f"step {s.step}" + ("" if not kept or f"step-{s.step:07d}" in kept
-                                                      else " (no checkpoint kept)")) for s in row.by_step]
+                                                      else " (no checkpoint kept)"), links=adapter_links(run, s.step))
+                  for s in row.by_step]
         parts.append(f'<div class="row">{"".join(cells)}</div>')
         for source, renders in row.strengths.items():
             strengths = [_player(run, s, f"{source} at strength {s.strength:g}") for s in renders]
@@ -152,11 +155,12 @@ def _listening(info: RunInfo, rows: List[PromptRow]) -> str:
     return "\n".join(parts)
 
 
-def _player(run: Path, sample: Sample, caption: str, kind: str = "") -> str:
+def _player(run: Path, sample: Sample, caption: str, kind: str = "", links: str = "") -> str:
     picture = spectrogram(run, sample.wav)
     return (f'<figure class="{kind}"><figcaption>{esc(caption)}</figcaption>'
             f'<audio controls preload="metadata" src="{href(sample.wav)}"></audio>'
-            f'<a href="{href(sample.wav)}"><img src="{href(picture)}" alt="spectrogram of {esc(caption)}"></a></figure>')
+            f'<a href="{href(sample.wav)}"><img src="{href(picture)}" alt="spectrogram of {esc(caption)}"></a>'
+            f'{links}</figure>')
 
 
 def _checkpoints(run: RunInfo) -> str:

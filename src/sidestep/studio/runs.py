@@ -93,7 +93,8 @@ def snapshot(run: Path) -> dict:
             "curves": read_curves(run), "log": log_tail(run), "has_report": (run / "report.html").is_file(),
             "checkpoints": sorted((p.name for p in (run / "checkpoints").glob("step-*")
                                    if (p / "trainer_state.json").is_file()), key=lambda n: int(n[5:])),
-            "exports": _files(run, "adapter/**/*"), "samples": _files(run, "samples/**/*.wav")}
+            "exports": _files(run, "adapter/**/*") + _files(run, "adapters/**/*"),  # the final one, then each step's
+            "samples": _files(run, "samples/**/*.wav")}
 
 
 def _files(run: Path, pattern: str) -> List[str]:

@@ -14,19 +14,25 @@ from sidestep.adapters.kind import kind_of
 from sidestep.adapters.merge import merge_into_variant
 from sidestep.errors import SidestepError
 from sidestep.models.source import model_source
+from sidestep.training.adapter_facts import at_step, header_facts
 from sidestep.training.adapter_sources import Source, full_precision_weights, open_source
 from sidestep.training.checkpoint import CHECKPOINTS, export_dir
+from sidestep.training.step_adapters import card_samples
 from sidestep.ui.console import say
 
 MERGED_DIR = "merged"
 
 
 def default_out(source: Source) -> Path:
-    """An adapter folder is rewritten in place; a checkpoint gets `<run>/exports/step-N/` (out of the checkpoints
-    training prunes), a stopped run `<run>/adapter/`."""
+    """An adapter folder is rewritten in place; a checkpoint gets `<run>/adapters/step-N/` (out of the checkpoints
+    training prunes, where the run keeps each sampled step's adapter), a stopped run `<run>/adapter/`."""
     if source.step is None:
         return source.weights_file.parent
     return source.path / "adapter" if source.path == source.run_dir else export_dir(source.weights_file.parent)
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    return int(text) if text and text.isdigit() else None
 
 
 def check_out(out: Path, source: Source) -> None:
@@ -61,7 +67,11 @@ def export_adapter(path: Path, formats: Sequence[str], out: Optional[Path], dtyp
                           "point at a folder inside its run dir to write it")
         else:
             model = adapted_dit(model_source(source.run_cfg.model), weights, source.adapter_config)
-    written = write_formats(weights, source.adapter_config, out, name, dtype, formats, model)
+    facts = header_facts(source.weights_file)
+    step = source.step if source.step is not None else _int(facts.get("ss_steps"))
+    facts = facts if source.step is None else at_step(facts, source.step)
+    samples = card_samples(source.run_dir, step, out) if source.run_dir is not None and step is not None else []
+    written = write_formats(weights, source.adapter_config, out, name, dtype, formats, model, facts, samples)
     listed = ", ".join(written) or "no consumer format"
     say(f"wrote {listed} ({dtype}) as {name} to {out} (see {out / 'formats.json'})")
     if merge:

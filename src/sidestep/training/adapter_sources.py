@@ -2,6 +2,7 @@
 `checkpoints/step-N/` (a run stopped before its adapter was written stands for its newest checkpoint). A folder
 inside a run brings the run's saved config, which says the model and checkpoint the LoRA was trained on."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -30,7 +31,7 @@ class Source:
     weights: Dict[str, torch.Tensor]  # LoRA tensors under diffusers names
     adapter_config: PeftConfig
     weights_file: Path
-    step: Optional[int] = None  # the checkpoint's optimizer step; None for a finished adapter
+    step: Optional[int] = None  # the step of a checkpoint or a kept step adapter; None for a finished adapter
 
     @property
     def name(self) -> str:
@@ -73,6 +74,12 @@ def full_precision_weights(source: Source) -> Dict[str, torch.Tensor]:
     return full if rounded else source.weights
 
 
+def _kept_step(folder: Path, run_dir: Optional[Path]) -> Optional[int]:
+    """The step of an adapter a run kept (`<run>/adapters/step-N/`, training/step_adapters.py), else None."""
+    match = re.fullmatch(r"step-(\d+)", folder.name)
+    return int(match.group(1)) if match and run_dir is not None and folder.parent == run_dir / "adapters" else None
+
+
 def open_source(path: Path) -> Source:
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
@@ -84,7 +91,7 @@ def open_source(path: Path) -> Source:
         folder = complete_checkpoints(run_dir)[-1]
     if (folder / "adapter_config.json").is_file():
         weights, config = read_adapter(folder)
-        return Source(path, run_dir, run_cfg, weights, config, folder / WEIGHTS)
+        return Source(path, run_dir, run_cfg, weights, config, folder / WEIGHTS, _kept_step(folder, run_dir))
     if (folder / STATE_FILE).is_file() and (folder / LORA_FILE).is_file():
         if run_cfg is None:
             raise ConfigError(f"source: {path} is a checkpoint outside its run dir; its LoRA settings are in the run's "

@@ -9,7 +9,8 @@ A checkpoint is `<run>/checkpoints/step-NNNNNNN/`:
 - `trainer_state.json`, written last: counters, position in the epoch, scheduler state, smoothed loss, config
   fingerprint, the sha256 of every other file and a digest of itself (see `checkpoint_check`).
 It is built under `checkpoints/.tmp-step-NNNNNNN/`, flushed to disk and renamed into place; the oldest beyond
-`keep` are pruned. What a user exports from a checkpoint lives in `<run>/exports/step-NNNNNNN/`, out of their way.
+`keep` are pruned. What a user exports from a checkpoint lives in `<run>/adapters/step-NNNNNNN/`, out of their way,
+beside the adapters each round of samples keeps (training/step_adapters.py).
 """
 
 import json
@@ -46,7 +47,7 @@ from sidestep.write_errors import writing
 log = logging.getLogger(__name__)
 GENERATORS_FILE = "generators_{}.safetensors"  # one per process
 CHECKPOINTS = "checkpoints"
-EXPORTS = "exports"
+EXPORTS = "adapters"  # the step adapters' folder (step_adapters.ADAPTERS): one place for a step's adapter
 TMP_PREFIX = ".tmp-"
 
 __all__ = ["CheckpointError", "TrainerState", "complete_checkpoints", "load_checkpoint", "load_lora_only",
@@ -69,14 +70,16 @@ def checkpoint_header(config) -> dict:
     return file_header(kind_of(config), config, "checkpoint", "fp32")
 
 
-def register_lora_hooks(accelerator: Accelerator) -> None:
+def register_lora_hooks(accelerator: Accelerator, facts: Optional[Dict[str, str]] = None) -> None:
     """Accelerate saves and loads the LoRA tensors only, never the frozen base model. Loading takes them only if
-    the checkpoint holds exactly the model's LoRA tensors (a missing one would otherwise stay silently at zero)."""
+    the checkpoint holds exactly the model's LoRA tensors (a missing one would otherwise stay silently at zero).
+    `facts` (training/adapter_facts.py) go into the LoRA file's header, for `sidestep.export` to carry on."""
 
     def save_hook(models, weights, output_dir):
         for model in models:
             save_safetensors({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()},
-                             Path(output_dir) / LORA_FILE, checkpoint_header(model.peft_config["default"]))
+                             Path(output_dir) / LORA_FILE, {**checkpoint_header(model.peft_config["default"]),
+                                                            **(facts or {})})
         weights.clear()
 
     def load_hook(models, input_dir):
@@ -128,8 +131,9 @@ def _write_checkpoint(accelerator: Accelerator, tmp: Path, final: Path, state: T
 
 
 def export_dir(checkpoint: Path) -> Path:
-    """Where `sidestep.export` writes a checkpoint's adapter: `<run>/exports/step-N/`, never inside the checkpoint,
-    which training deletes once `trainer.keep_checkpoints` newer ones exist."""
+    """Where `sidestep.export` writes a checkpoint's adapter: `<run>/adapters/step-N/`, where each sampled step's
+    adapter is kept too, never inside the checkpoint, which training deletes once `trainer.keep_checkpoints` newer
+    ones exist."""
     return checkpoint.parent.parent / EXPORTS / checkpoint.name
 
 

@@ -5,7 +5,8 @@ It never changes the training trajectory: it runs on the main process only, in e
 with its own generator, and restores train mode and every random state afterwards. The VAE, text encoder and
 condition encoder load on first use; with `sample.offload` they wait on the CPU between samples. A failure
 (a missing `vae/` folder, out of memory) is logged with its reason and training goes on. The final adapter gets
-its round too, and after each round the run's listening page (`report.html`) is written again.
+its round too, and after each round the run's listening page (`report.html`) is written again. Each round also
+keeps the adapter it was rendered with, `<run>/adapters/step-N/` (training/step_adapters.py).
 """
 
 import logging
@@ -28,6 +29,8 @@ from sidestep.report.run_page import refresh_run_page
 from sidestep.sampling.prompts import from_dataset
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
 from sidestep.sampling.spectrogram import mel_image
+from sidestep.training.adapter_facts import Facts
+from sidestep.training.step_adapters import keep_step_adapter
 from sidestep.write_errors import is_write_error
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,7 @@ def sampling_summary(cfg: DictConfig, frames: List[int], steps_per_epoch: int, t
     s = cfg.sample
     if not (s.every_n_steps or s.every_n_epochs):
         return "off (sample.every_n_epochs / sample.every_n_steps)"
-    due = set(range(s.every_n_steps, total_steps + 1, s.every_n_steps)) if s.every_n_steps else set()
-    if s.every_n_epochs:
-        due |= {e * steps_per_epoch for e in range(s.every_n_epochs, total_steps // steps_per_epoch + 1, s.every_n_epochs)}
-    due.add(total_steps)  # the final adapter gets its round, also in a run shorter than the interval
+    due = sampled_steps(cfg, steps_per_epoch, total_steps)
     prompts = len(s.prompts) or min(s.count, len(frames))
     settings = render_settings(s, cfg.model)
     render = settings.steps * (2 if settings.guidance > 1 else 1) * settings.duration * LATENT_FPS
@@ -70,13 +70,26 @@ def sampling_summary(cfg: DictConfig, frames: List[int], steps_per_epoch: int, t
             f"on top of training's DiT work")
 
 
+def sampled_steps(cfg: DictConfig, steps_per_epoch: int, total_steps: int) -> set:
+    """The steps that get a round of samples (and keep their adapter); none when sampling is off."""
+    s = cfg.sample
+    if not (s.every_n_steps or s.every_n_epochs):
+        return set()
+    due = set(range(s.every_n_steps, total_steps + 1, s.every_n_steps)) if s.every_n_steps else set()
+    if s.every_n_epochs:
+        due |= {e * steps_per_epoch for e in range(s.every_n_epochs, total_steps // steps_per_epoch + 1, s.every_n_epochs)}
+    due.add(total_steps)  # the final adapter gets its round, also in a run shorter than the interval
+    return due
+
+
 class LiveSampler:
-    def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, writer, dtype: torch.dtype):
+    def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, writer, dtype: torch.dtype, facts: Facts = None):
         s = cfg.sample
         self.every_steps, self.every_epochs = s.every_n_steps, s.every_n_epochs
         self.main = accelerator.is_main_process
         self.enabled = self.main and bool(self.every_steps or self.every_epochs)
         self.cfg, self.run_dir, self.accelerator, self.writer, self.dtype = cfg, run_dir, accelerator, writer, dtype
+        self.facts = facts or {}  # what the kept adapters' headers say (training/adapter_facts.py)
         self.settings = render_settings(s, cfg.model)
         self.pipe = None
         self.prompts: Optional[List[SamplePrompt]] = None
@@ -92,18 +105,17 @@ class LiveSampler:
             self._sample(transformer, step)
 
     def finish(self, transformer: torch.nn.Module, step: int) -> None:
-        """At the end of training: a round for the final adapter (unless the last step had one), then the page."""
+        """At the end of training: a round for the final adapter (unless the last step had one); the caller then
+        writes the adapter and the page (`write_page`)."""
         if self.enabled and step != self.last_step:
-            self._sample(transformer, step)
-        elif self.main:
-            self._write_page()
+            self._sample(transformer, step, page=False)
 
-    def _write_page(self) -> None:
+    def write_page(self) -> None:
         if self.writer is not None:
             self.writer.flush()  # the page draws the curves from TensorBoard's files
         refresh_run_page(self.run_dir)
 
-    def _sample(self, transformer: torch.nn.Module, step: int) -> None:
+    def _sample(self, transformer: torch.nn.Module, step: int, page: bool = True) -> None:
         if step == self.last_step:
             return
         self.last_step = step
@@ -132,7 +144,9 @@ class LiveSampler:
             np.random.set_state(numpy_state)
             if self.cfg.sample.offload and self.pipe is not None:
                 move_helpers(self.pipe, torch.device("cpu"))
-        self._write_page()
+        keep_step_adapter(model, self.run_dir, step, self.cfg.run.name, self.cfg.export.dtype, self.facts)
+        if page:
+            self.write_page()
 
     def _render_all(self, model: torch.nn.Module, step: int) -> None:
         if self.pipe is None:

@@ -28,9 +28,11 @@ from sidestep.training.flow_matching import (
     StepSettings,
     flow_matching_loss,
 )
+from sidestep.training.adapter_facts import at_step
 from sidestep.training.interrupts import StopRequest
 from sidestep.training.live_samples import LiveSampler
 from sidestep.training.prepare import PreparedRun
+from sidestep.training.step_adapters import card_samples
 from sidestep.training.tensorboard import TrainingLogger, applied_lr
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
     # of host time); without a gradient scaler it has nothing else to do there, so updates call the optimizer itself.
     update = optimizer.step if accelerator.scaler is not None else optimizer.optimizer.step
     batches_per_epoch = len(loader)
-    ckpt.register_lora_hooks(accelerator)
+    ckpt.register_lora_hooks(accelerator, run.facts)
     null_emb = dit.null_condition_emb.to(accelerator.device)
     gens = StepGenerators.from_seed(tr.seed, accelerator.process_index)
     settings = StepSettings.from_config(cfg.timesteps, cfg.model)
@@ -108,7 +110,7 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
         return ckpt.save_checkpoint(accelerator, run_dir, state, gens, scheduler, run.fingerprint, tr.keep_checkpoints)
 
     logger = TrainingLogger(accelerator, cfg, tr.log_every, tr.log_heavy_every)
-    sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, dtype)
+    sampler = LiveSampler(cfg, run_dir, accelerator, logger.writer, dtype, run.facts)
     max_grad_norm, log_every, save_every_steps = tr.max_grad_norm, tr.log_every, tr.save_every_steps
     smoothed = None if state.smoothed_loss is None else torch.tensor(state.smoothed_loss, device=accelerator.device)
     first = None if state.first_loss is None else torch.tensor(state.first_loss, device=accelerator.device)
@@ -191,9 +193,11 @@ def fit(run: PreparedRun, progress: StepProgress, on_start: Optional[Callable[[O
     result.final_loss = float("nan") if smoothed is None else float(smoothed)
     if accelerator.is_main_process:
         result.adapter_dir = run_dir / "adapter"
-        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir, cfg.run.name, cfg.export.dtype)
+        sampler.finish(transformer, state.step)  # the final adapter's samples first: its model card links them
+        save_adapter(accelerator.unwrap_model(transformer), result.adapter_dir, cfg.run.name, cfg.export.dtype,
+                     at_step(run.facts, state.step), card_samples(run_dir, state.step, result.adapter_dir))
         status.finished(result.adapter_dir)
-        sampler.finish(transformer, state.step)  # the final adapter's samples, and the run's report.html
+        sampler.write_page()  # the run's report.html
         log.info("adapter written to %s (smoothed loss %.4f, first %.4f%s%s)", result.adapter_dir, result.final_loss,
                  result.first_loss, "" if result.val_loss is None else f", held-out {result.val_loss:.4f}",
                  f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")

@@ -16,8 +16,9 @@ from sidestep.adapters.rank_map import read_rank_map
 from sidestep.config import as_container
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
-from sidestep.training.live_samples import resolve_duration, sampling_summary
+from sidestep.training.live_samples import resolve_duration, sampled_steps, sampling_summary
 from sidestep.training.memory import crop_frames, predict
+from sidestep.training.step_adapters import adapter_copies, disk_cost
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class RunPlan:
     kernels: str
     sampling: str
     memory: str = ""  # the predicted peak (training/memory.py)
+    step_adapters: str = ""  # what the adapter kept at each sampled step takes on disk
 
     @property
     def effective_batch(self) -> int:
@@ -104,6 +106,8 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
         memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
                        trainable=params).describe(),
+        step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
+                                params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(adapter_type(cfg))),
     )
 
 

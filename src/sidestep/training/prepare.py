@@ -4,7 +4,7 @@ checkpoint to resume from and the plan the user confirms. `sidestep.train` shows
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from sidestep.data.loader import make_loader, open_dataset
 from sidestep.training import checkpoint as ckpt
 from sidestep.training.accelerator import build_accelerator, weight_dtype
+from sidestep.training.adapter_facts import run_facts
 from sidestep.training.fast_paths import attention_backend, check_compile_backend
 from sidestep.training.fingerprint import fingerprint as run_fingerprint
 from sidestep.training.fingerprint import mismatches
@@ -43,6 +44,7 @@ class PreparedRun:
     dtype: torch.dtype  # of the frozen base weights
     attention: str
     plan: RunPlan
+    facts: dict = field(default_factory=dict)  # what its adapters' headers say (training/adapter_facts.py)
 
 
 @contextlib.contextmanager
@@ -84,7 +86,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, accelerator: Accelerator,
     plan = run_plan(cfg, run_dir, accelerator, train_set, held_out_set, steps_per_epoch, epochs, total_steps,
                     f"resuming {resume_dir}" if resume_dir else "fresh start", attention)
     return PreparedRun(cfg, run_dir, accelerator, loader, held_out, total_steps, epochs, fingerprint, resume_dir,
-                       exact_resume, dtype, attention, plan)
+                       exact_resume, dtype, attention, plan, run_facts(cfg, plan, fingerprint))
 
 
 def _fits(checkpoint: Path, fingerprint: dict, strict: bool) -> bool:

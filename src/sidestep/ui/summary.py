@@ -29,6 +29,7 @@ def show(plan: RunPlan) -> None:
         ("kernels", plan.kernels),
         ("checkpoints", plan.checkpoints),
         ("samples", plan.sampling),
+        ("step adapters", plan.step_adapters),
         ("memory", plan.memory),
     ]
     for key, value in rows:
