@@ -8,7 +8,8 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from sidestep import train
-from sidestep.config import CONSTANT_SCHEDULER, prepare, resolve
+from sidestep.config import prepare, resolve
+from sidestep.config.parts import ConstantSchedulerConfig
 from sidestep.config.overrides import _nearest, check_overrides
 from sidestep.errors import ConfigError
 from sidestep.ui.app import run_app
@@ -80,7 +81,7 @@ def test_experiment_presets_are_side_step_v11s(make_cfg, tmp_path, preset, rank,
     assert (cfg.adapter.dropout, cfg.adapter.bias, cfg.attention.blocks) == (0.1, "none", ["self_attn", "cross_attn"])
     assert (cfg.trainer.batch_size, cfg.trainer.gradient_accumulation, cfg.trainer.max_grad_norm) == (1, 4, 1.0)
     assert (cfg.optimizer.weight_decay, cfg.trainer.seed, cfg.timesteps.cfg_ratio) == (0.01, 42, 0.15)
-    assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.scheduler._target_.endswith(".cosine")
+    assert cfg.optimizer._target_.endswith("AdamW8bit") and cfg.scheduler._target_.endswith(".Cosine")
     assert cfg.trainer.gradient_checkpointing is True
     assert make_cfg(f"experiment={preset}", "vram=8gb", f"model.checkpoint_dir={tmp_path}",
                     f"data.dataset_dir={tmp_path}", experiment=None).adapter.rank == 16  # the card's limits win
@@ -88,10 +89,10 @@ def test_experiment_presets_are_side_step_v11s(make_cfg, tmp_path, preset, rank,
 
 def test_prodigy_forces_a_constant_schedule_and_warns_about_a_small_lr(make_cfg, caplog):
     cfg = make_cfg("optimizer=prodigy", "scheduler=cosine", "optimizer.lr=1.0")
-    assert cfg.scheduler._target_ == CONSTANT_SCHEDULER and cfg.scheduler.warmup_steps == 0
-    assert "scheduler=constant" in caplog.text and "use about 1.0" not in caplog.text
+    assert OmegaConf.get_type(cfg.scheduler) is ConstantSchedulerConfig and cfg.scheduler.warmup_steps == 0
+    assert "using scheduler=constant instead of cosine" in caplog.text and "use about 1" not in caplog.text
     make_cfg("optimizer=prodigy", "optimizer.lr=1e-4")
-    assert "use about 1.0" in caplog.text
+    assert "optimizer=prodigy with optimizer.lr=0.0001: its lr is usually between 0.1 and 10; use about 1" in caplog.text
 
 
 def test_relative_paths_are_resolved_against_the_launch_dir(make_cfg, tmp_path, monkeypatch):
@@ -172,7 +173,7 @@ def test_a_bad_key_in_a_config_file_is_one_line_naming_it(tmp_path, monkeypatch,
     """Hydra's error on composing it is several lines, of which the first names neither the key nor the value."""
     (tmp_path / "scheduler").mkdir()
     (tmp_path / "scheduler" / "x.yaml").write_text("defaults:\n  - /schema/scheduler/base@_here_\n"
-                                                   "_target_: sidestep.training.lr_schedules.constant\nwarmup_stepz: 3\n")
+                                                   "_target_: sidestep.training.lr_schedules.Constant\nwarmup_stepz: 3\n")
     monkeypatch.setattr(sys, "argv", ["train", "--config-dir", str(tmp_path), "scheduler=x", "experiment=demo"])
     with pytest.raises(SystemExit):
         run_app(train.main)

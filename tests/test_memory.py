@@ -43,3 +43,23 @@ def test_the_memory_row_reads_as_the_peak_it_adds_up_to():
     assert plan.describe() == ("~16.6 MB peak: DiT weights 0.9 MB (fp32), adapter + gradients 0.2 MB, optimizer "
                                "0.2 MB, and the larger of activations 5.0 MB and, while sampling, 15.3 MB")
     assert MemoryPlan(mb, mb, mb, 5 * mb, 0, "fp32").describe().endswith("optimizer 1.0 MB, activations 5.0 MB")
+
+
+def test_the_optimizer_state_is_what_its_schema_says_per_parameter(make_cfg):
+    """An optimizer the memory model never heard of is counted at the bytes its schema states, not AdamW's 8."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from sidestep.adapters.attach import trainable_parameters
+    from sidestep.config.parts import AdamWConfig
+
+    @dataclass
+    class HeavyState(AdamWConfig):
+        state_bytes_per_param: ClassVar[float] = 40.0
+
+    cfg = make_cfg()
+    adamw = predict(cfg, torch.float32, 100)
+    cfg.optimizer = OmegaConf.structured(HeavyState(lr=cfg.optimizer.lr))
+    heavy = predict(cfg, torch.float32, 100)
+    assert adamw.optimizer == 8 * trainable_parameters(cfg) and heavy.optimizer == 5 * adamw.optimizer
+    assert heavy.peak - adamw.peak == 4 * adamw.optimizer

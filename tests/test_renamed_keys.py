@@ -113,6 +113,7 @@ def old_run(tmp_path: Path, cache_dir: Path) -> Path:
         cfg = as_container(resolve(compose(config_name="train", overrides=overrides)))
     cfg["lora"] = {k: cfg["adapter"].pop(k) for k in list(cfg["adapter"]) if k in ADAPTER_SIZE_KNOBS}
     cfg["training"] = cfg.pop("timesteps")
+    cfg["scheduler"]["_target_"] = "sidestep.training.lr_schedules.cosine"  # a function then
     record = tmp_path / "run" / ".hydra"
     record.mkdir(parents=True)
     (record / "config.yaml").write_text(saved_text(cfg))
@@ -125,6 +126,7 @@ def test_an_old_run_is_read_rerun_and_reported_in_todays_names(tmp_path, cache_d
     run = old_run(tmp_path, cache_dir)
     saved = load_saved(run / ".hydra" / "config.yaml")
     assert saved.adapter.rank == 4 and saved.timesteps.mode == "vanilla" and "lora" not in saved
+    assert saved.scheduler._target_ == "sidestep.training.lr_schedules.Cosine"
     overrides = saved_overrides(run)
     assert "adapter.rank=4" in overrides and "timesteps=vanilla" in overrides
     assert drift(run, overrides) == {}  # today's conf/ recomposes exactly what it ran

@@ -243,3 +243,17 @@ def test_first_signal_asks_to_stop_and_a_second_ctrl_c_stops_at_once(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
+
+
+@pytest.mark.parametrize("schedule", ["scheduler=cosine_with_restarts scheduler.cycles=2 scheduler.eta_min=0.3",
+                                      "scheduler=polynomial scheduler.power=3 scheduler.end_factor=0.2 "
+                                      "scheduler.warmup_start_factor=0.5"])
+def test_the_schedules_with_knobs_resume_to_the_uninterrupted_adapter(make_cfg, tmp_path, schedule):
+    """Their multipliers' fields are in the checkpoint and checked against this run's before they load."""
+    short = ("trainer.batch_size=2", "trainer.gradient_accumulation=1", "trainer.max_steps=5", "data.crop_seconds=2",
+             "scheduler.warmup_steps=1", *schedule.split())
+    train_adapter(make_cfg(*short, "trainer.save_every_steps=2"), tmp_path / "full")
+    resumed = train_adapter(make_cfg(*short, f"resume_from={tmp_path / 'full' / 'checkpoints' / 'step-0000002'}"),
+                            tmp_path / "cut")
+    assert len(resumed.step_seconds) == 3
+    assert_same(adapter(tmp_path / "full"), adapter(tmp_path / "cut"))

@@ -2,6 +2,7 @@
 fingerprint, and the rest is exempt with a reason; a new knob in the config fails here until it is put in one."""
 
 import copy
+import dataclasses
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
@@ -93,3 +94,24 @@ def test_a_setting_an_older_checkpoint_did_not_record_is_a_difference(base):
     del saved["data.bucket_by_length"]
     assert mismatches(saved, settings(base)) == [
         "data.bucket_by_length: not recorded in the checkpoint (an older Side-Step wrote it), this run has True"]
+
+
+def own_knobs():
+    """(scheduler option, key, a changed value) for every knob of every schedule's schema, warm-up included."""
+    from sidestep.config.parts import SCHEDULER_SCHEMAS
+
+    for option, schema in SCHEDULER_SCHEMAS.items():
+        for knob in dataclasses.fields(schema):
+            if not knob.name.startswith("_"):
+                yield option, f"scheduler.{knob.name}", knob.default + (1 if knob.type is int else 0.05)
+
+
+@pytest.mark.parametrize("option, key, value", list(own_knobs()))
+def test_every_knob_of_every_schedule_is_compared(tmp_path_factory, option, key, value):
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(tmp_path_factory.mktemp("cache"), f"scheduler={option}", check=False)
+    changed = copy.deepcopy(cfg)
+    OmegaConf.update(changed, key, value, merge=False)
+    lines = mismatches(settings(cfg), settings(changed))
+    assert len(lines) == 1 and lines[0].startswith(f"{key}: checkpoint has"), lines

@@ -3,10 +3,10 @@ config a run really uses (`resolve.py`)."""
 
 from sidestep.config.checks import prepare, typed, validate
 from sidestep.config.containers import as_container, flatten
-from sidestep.config.parts import CONSTANT_SCHEDULER, OPTIMIZER_SCHEMAS, ModelConfig, SyntheticConfig
+from sidestep.config.parts import OPTIMIZER_SCHEMAS, ModelConfig, SyntheticConfig
 from sidestep.config.registry import register_schemas
 from sidestep.config.resolve import resolve, resolve_run
 from sidestep.config.schema import LATENT_FPS, TrainConfig
 
-__all__ = ["CONSTANT_SCHEDULER", "LATENT_FPS", "OPTIMIZER_SCHEMAS", "ModelConfig", "SyntheticConfig", "TrainConfig",
+__all__ = ["LATENT_FPS", "OPTIMIZER_SCHEMAS", "ModelConfig", "SyntheticConfig", "TrainConfig",
            "as_container", "flatten", "prepare", "register_schemas", "resolve", "resolve_run", "typed", "validate"]

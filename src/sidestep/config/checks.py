@@ -10,13 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
-from sidestep.config.parts import (
-    ADAPTER_SCHEMAS,
-    knobs_of,
-    CONSTANT_SCHEDULER,
-    PRODIGY_TARGET,
-    SchedulerConfig,
-)
+from sidestep.config.parts import ADAPTER_SCHEMAS, knobs_of
 from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.schema import (
@@ -27,8 +21,9 @@ from sidestep.config.schema import (
     PreprocessConfig,
     SampleConfig,
     TrainConfig,
+    option_name,
 )
-from sidestep.config.trust import check_built_targets
+from sidestep.config.trust import check_built_targets, user_allowed
 from sidestep.errors import ConfigError
 
 log = logging.getLogger("sidestep")
@@ -65,6 +60,8 @@ def typed(cfg: DictConfig) -> DictConfig:
                 cfg[group] = {**(cfg.get(group) or {}), "_target_": next(iter(schemas.values()))._target_}
         target = OmegaConf.select(cfg, f"{group}._target_")
         by_target = {s._target_: s for s in schemas.values()}
+        if target not in by_target and target in user_allowed():
+            continue  # the user's own part (--allow-target): typed by the group's base schema
         if target not in by_target:
             raise ConfigError(f"{group}._target_={target!r} is not a known {group}; pick {group}=" + "|".join(schemas))
         schema[group] = OmegaConf.structured(by_target[target])
@@ -101,7 +98,6 @@ def validate(cfg: DictConfig) -> None:
     _check(len(adapter.target_modules) > 0, "adapter.target_modules", "is empty; name at least one projection")
     _check(opt.lr > 0, "optimizer.lr", f"must be > 0 (got {opt.lr})")
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0 (got {opt.weight_decay})")
-    _check(cfg.scheduler.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0 (got {cfg.scheduler.warmup_steps})")
     _check(tr.epochs >= 1, "trainer.epochs", f"must be at least 1 (got {tr.epochs})")
     _check(tr.max_steps is None or tr.max_steps >= 1, "trainer.max_steps", f"must be at least 1 or null (got {tr.max_steps})")
     _check(tr.batch_size >= 1, "trainer.batch_size", f"must be at least 1 (got {tr.batch_size})")
@@ -217,14 +213,16 @@ def _check_arch(arch: DictConfig) -> None:
 
 
 def _check_schedule(scheduler: DictConfig) -> None:
-    """The schedule is built from its `_target_`: it must give a number for a step, as `LambdaLR` will ask."""
+    """The schedule's own knobs (its schema's `check`); then it is built from its `_target_`: it must give a number
+    for a step, as `LambdaLR` will ask."""
+    OmegaConf.get_type(scheduler).check(scheduler)
     try:
         float(build(scheduler)(total_steps=10)(0))
     except ConfigError:
         raise
     except Exception as err:
         raise ConfigError(f"scheduler._target_: {scheduler._target_} is not a learning-rate schedule "
-                          f"({type(err).__name__}); use scheduler=constant|constant_with_warmup|cosine|linear") from None
+                          f"({type(err).__name__}); use scheduler=" + "|".join(CHOSEN_BY_TARGET["scheduler"])) from None
 
 
 def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
@@ -290,8 +288,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
         cfg.data.synthetic.cache_dir = _absolute(cfg.data.synthetic.cache_dir)
     for key in ("audio_dir", "out_dir", "dataset_json"):
         cfg.preprocess[key] = _absolute(cfg.preprocess[key])
-    if cfg.optimizer._target_ == PRODIGY_TARGET:
-        _prodigy_rules(cfg)
+    _optimizer_rules(cfg)
     validate(cfg)
     return cfg
 
@@ -344,13 +341,16 @@ def _merge(schema: DictConfig, cfg: DictConfig) -> DictConfig:
         raise ConfigError(str(err).splitlines()[0] + f" (at {getattr(err, 'full_key', '?')})") from None
 
 
-def _prodigy_rules(cfg: DictConfig) -> None:
-    """Prodigy estimates the step size itself: its lr is a multiplier near 1, and the schedule must be constant."""
-    if not 0.1 <= cfg.optimizer.lr <= 10:
-        log.warning("optimizer=prodigy with optimizer.lr=%g: Prodigy's lr scales its own estimate, use about 1.0",
-                    cfg.optimizer.lr)
-    if cfg.scheduler._target_ != CONSTANT_SCHEDULER:
-        log.warning("optimizer=prodigy adapts its own step size: using scheduler=constant instead of %s",
-                    cfg.scheduler._target_.rsplit(".", 1)[-1])
-        cfg.scheduler = OmegaConf.merge(OmegaConf.structured(SchedulerConfig),
-                                        {"_target_": CONSTANT_SCHEDULER, "warmup_steps": 0})
+def _optimizer_rules(cfg: DictConfig) -> None:
+    """What the optimizer's schema says about it: the lr range that makes sense (Prodigy's lr multiplies its own
+    estimate), and a schedule it needs (Prodigy sets its own step size: constant)."""
+    schema, schedules = OmegaConf.get_type(cfg.optimizer), CHOSEN_BY_TARGET["scheduler"]
+    name = option_name("optimizer", cfg.optimizer)
+    if schema.usual_lr is not None and not schema.usual_lr[0] <= cfg.optimizer.lr <= schema.usual_lr[1]:
+        log.warning("optimizer=%s with optimizer.lr=%g: its lr is usually between %g and %g; use about %g", name,
+                    cfg.optimizer.lr, *schema.usual_lr, schema.lr)
+    required = schema.required_schedule
+    if required is not None and OmegaConf.get_type(cfg.scheduler) is not schedules[required]:
+        log.warning("optimizer=%s sets its own step size: using scheduler=%s instead of %s", name, required,
+                    option_name("scheduler", cfg.scheduler))
+        cfg.scheduler = OmegaConf.structured(schedules[required])

@@ -1,7 +1,8 @@
 """The schemas of the config groups that build a part (`_target_`): the model source and its shape, the optimizer,
 the adapter type, the learning-rate schedule, the data source; and of the two groups that choose how (attention
 blocks, timestep drawing). One dataclass per option where options differ in their fields (`OPTIMIZER_SCHEMAS`,
-`ADAPTER_SCHEMAS`); a YAML in `conf/<group>/` holds only what differs from its dataclass.
+`ADAPTER_SCHEMAS`, `SCHEDULER_SCHEMAS`), with the facts about it the rest of Side-Step asks (class-level, not config
+keys); a YAML in `conf/<group>/` holds only what differs from its dataclass.
 """
 
 from dataclasses import dataclass, field, fields
@@ -79,7 +80,12 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    """Built with `hydra.utils.instantiate(cfg.optimizer)(params)`; subclasses add the optimizer's own kwargs."""
+    """Built with `hydra.utils.instantiate(cfg.optimizer)(params)`; subclasses add the optimizer's own kwargs. The
+    class-level facts (not config keys) are what the memory model and the checks need to know about it."""
+
+    state_bytes_per_param: ClassVar[float] = 8.0  # its state per trainable fp32 parameter (AdamW: two moments)
+    required_schedule: ClassVar[Optional[str]] = None  # a `scheduler=` option it needs (one that sets its own step)
+    usual_lr: ClassVar[Optional[Tuple[float, float]]] = None  # outside this range the lr is most likely a mistake
 
     _target_: str = MISSING
     _partial_: bool = True
@@ -101,11 +107,15 @@ class AdamWConfig(AdamConfig):
 
 @dataclass
 class AdamW8bitConfig(AdamConfig):
+    state_bytes_per_param: ClassVar[float] = 2.0 + 8 / 256  # two uint8 moments, a float32 absmax per 256
+
     _target_: str = "bitsandbytes.optim.AdamW8bit"
 
 
 @dataclass
 class AdafactorConfig(OptimizerConfig):
+    state_bytes_per_param: ClassVar[float] = 0.25  # factored second moments: about rows + columns of each matrix
+
     _target_: str = "transformers.optimization.Adafactor"
     scale_parameter: bool = False
     relative_step: bool = False
@@ -114,6 +124,12 @@ class AdafactorConfig(OptimizerConfig):
 
 @dataclass
 class ProdigyConfig(OptimizerConfig):
+    """Prodigy estimates the step size itself: its lr multiplies that estimate, and the schedule stays constant."""
+
+    state_bytes_per_param: ClassVar[float] = 16.0  # four moments
+    required_schedule: ClassVar[Optional[str]] = "constant"
+    usual_lr: ClassVar[Optional[Tuple[float, float]]] = (0.1, 10.0)
+
     _target_: str = "prodigyopt.Prodigy"
     lr: float = 1.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -122,7 +138,6 @@ class ProdigyConfig(OptimizerConfig):
     safeguard_warmup: bool = True
 
 
-PRODIGY_TARGET = ProdigyConfig._target_
 OPTIMIZER_SCHEMAS = {
     "adamw": AdamWConfig,
     "adamw8bit": AdamW8bitConfig,
@@ -312,14 +327,91 @@ def adapter_schema(target: Optional[str]) -> Optional[type]:
 
 @dataclass
 class SchedulerConfig:
-    """`instantiate(cfg.scheduler)(total_steps=N)` gives the LR multiplier for `LambdaLR`."""
+    """`instantiate(cfg.scheduler)(total_steps=N)` gives the LR multiplier for `LambdaLR`: a linear warm-up, then the
+    schedule's shape over the remaining steps (`training/lr_schedules.py`). Subclasses add a schedule's own knobs and
+    check them in `check`."""
 
     _target_: str = MISSING
     _partial_: bool = True
-    warmup_steps: int = 100  # optimizer steps; the LR ramps from 10% to 100%
+    warmup_steps: int = 100  # optimizer steps; the LR ramps linearly from warmup_start_factor x lr to lr
+    warmup_start_factor: float = 0.1  # the LR of the first warm-up step, as a fraction of optimizer.lr
+
+    @classmethod
+    def check(cls, node) -> None:
+        """Raise `ConfigError` naming the first of the schedule's knobs that is out of its range."""
+        _require(node.warmup_steps >= 0, "warmup_steps", f"must be >= 0 (got {node.warmup_steps})")
+        _require(0 <= node.warmup_start_factor <= 1, "warmup_start_factor",
+                 f"must be between 0 and 1 (got {node.warmup_start_factor})")
 
 
-CONSTANT_SCHEDULER = "sidestep.training.lr_schedules.constant"
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"scheduler.{key}: {message}")
+
+
+@dataclass
+class CosineSchedulerConfig(SchedulerConfig):
+    _target_: str = "sidestep.training.lr_schedules.Cosine"
+
+
+@dataclass
+class LinearSchedulerConfig(SchedulerConfig):
+    _target_: str = "sidestep.training.lr_schedules.Linear"
+
+
+@dataclass
+class ConstantSchedulerConfig(SchedulerConfig):
+    """No warm-up and no decay, whatever `warmup_steps` says (the schedule Prodigy needs)."""
+
+    _target_: str = "sidestep.training.lr_schedules.Constant"
+    warmup_steps: int = 0
+
+
+@dataclass
+class ConstantWithWarmupSchedulerConfig(SchedulerConfig):
+    _target_: str = "sidestep.training.lr_schedules.ConstantWithWarmup"
+
+
+@dataclass
+class CosineWithRestartsSchedulerConfig(SchedulerConfig):
+    """SGDR's cosine: the steps after warm-up split into `cycles` equal cycles, each falling from lr to the floor
+    and restarting at lr; after the last the LR stays at the floor."""
+
+    _target_: str = "sidestep.training.lr_schedules.CosineWithRestarts"
+    cycles: int = 3  # cosine cycles after warm-up, each restarting at optimizer.lr
+    eta_min: float = 0.0  # the floor each cycle falls to, as a fraction of optimizer.lr
+
+    @classmethod
+    def check(cls, node) -> None:
+        super().check(node)
+        _require(node.cycles >= 1, "cycles", f"must be at least 1 (got {node.cycles})")
+        _require(0 <= node.eta_min < 1, "eta_min", f"must be in [0, 1), a fraction of optimizer.lr (got {node.eta_min})")
+
+
+@dataclass
+class PolynomialSchedulerConfig(SchedulerConfig):
+    """After warm-up: end + (1 - end) x (1 - progress) ** power, in fractions of lr (power 1 is the linear decay)."""
+
+    _target_: str = "sidestep.training.lr_schedules.Polynomial"
+    power: float = 2.0  # 1: linear; above 1 falls fast then slowly; below 1 stays high longer
+    end_factor: float = 0.0  # the LR at the last step, as a fraction of optimizer.lr
+
+    @classmethod
+    def check(cls, node) -> None:
+        super().check(node)
+        _require(node.power > 0, "power", f"must be > 0 (got {node.power})")
+        _require(0 <= node.end_factor <= 1, "end_factor",
+                 f"must be between 0 and 1, a fraction of optimizer.lr (got {node.end_factor})")
+
+
+SCHEDULER_SCHEMAS = {
+    "constant": ConstantSchedulerConfig,
+    "constant_with_warmup": ConstantWithWarmupSchedulerConfig,
+    "cosine": CosineSchedulerConfig,
+    "cosine_with_restarts": CosineWithRestartsSchedulerConfig,
+    "linear": LinearSchedulerConfig,
+    "polynomial": PolynomialSchedulerConfig,
+}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Config names that changed, and the one translation from the old spelling to the new: `lora.*` is now the
 adapter type's own `adapter.*` (`lora.rank` -> `adapter.rank`), and the timestep group `training=` is now
-`timesteps=`. A command line, a recipe a user wrote and the record of a run from before keep working: what a
+`timesteps=`; a schedule's `_target_` names a class (`lr_schedules.cosine` -> `lr_schedules.Cosine`). A command line, a recipe a user wrote and the record of a run from before keep working: what a
 person typed or wrote gets one `note:` line per old key and command; a run's record is translated quietly.
 """
 
@@ -12,6 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 
 RENAMED_NODES = {"lora": "adapter", "training": "timesteps"}  # old top-level node -> new
 SWEEP_PARAMS = "hydra.sweeper.params."  # a sweeper's search space names config keys too
+SCHEDULES = "sidestep.training.lr_schedules."
+RENAMED_TARGETS = {SCHEDULES + old: SCHEDULES + new for old, new in (  # a schedule was a function, now a class
+    ("cosine", "Cosine"), ("linear", "Linear"), ("constant", "Constant"), ("constant_with_warmup", "ConstantWithWarmup"))}
 OLD_REFERENCE = re.compile(r"\$\{(lora|training)\.")
 _noticed = set()
 
@@ -69,6 +72,8 @@ def renamed_config(cfg: Any, where: str = "", notify: bool = False) -> Any:
             for leaf in cfg[old]:
                 _tell(notify, f"{old}.{leaf}", f"{new}.{leaf}", where)
             out[new] = {**cfg[old], **(out[new] if isinstance(out.get(new), dict) else {})}
+    if isinstance(out.get("scheduler"), dict) and out["scheduler"].get("_target_") in RENAMED_TARGETS:
+        out["scheduler"] = {**out["scheduler"], "_target_": RENAMED_TARGETS[out["scheduler"]["_target_"]]}
     if isinstance(out.get("defaults"), list):
         out["defaults"] = [_renamed_default(entry, where, notify) for entry in out["defaults"]]
     params = (out.get("hydra") or {}).get("sweeper", {}).get("params") if isinstance(out.get("hydra"), dict) else None
@@ -135,7 +140,8 @@ def _has_old_names(cfg: Any) -> bool:
         return False
     params = cfg.get("hydra", {}).get("sweeper", {}).get("params") if isinstance(cfg.get("hydra"), dict) else None
     defaults = cfg.get("defaults") if isinstance(cfg.get("defaults"), list) else []
-    return (any(isinstance(cfg.get(k), dict) for k in RENAMED_NODES)
+    scheduler = cfg.get("scheduler") if isinstance(cfg.get("scheduler"), dict) else {}
+    return (any(isinstance(cfg.get(k), dict) for k in RENAMED_NODES) or scheduler.get("_target_") in RENAMED_TARGETS
             or any(isinstance(e, dict) and any(re.search(r"(^|/|\s)training$", str(k)) for k in e) for e in defaults)
             or (isinstance(params, dict) and any(renamed_key(f"{SWEEP_PARAMS}{k}") for k in params))
             or OLD_REFERENCE.search(str(cfg)) is not None)

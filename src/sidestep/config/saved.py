@@ -39,10 +39,11 @@ def load_saved(path: Path) -> DictConfig:
     cfg = load_yaml_data(path, record=True)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: a saved config is a mapping of settings, this file is not")
+    cfg = renamed_config(cfg)  # old names to today's (and a shipped schedule's old target to its new one) first
     vet_file(cfg, str(path), record=True)
     for key in RERUN_KEYS:
         cfg.pop(key, None)
-    return renamed_config(cfg)
+    return cfg
 
 
 def read_plain(path: Path) -> Any:

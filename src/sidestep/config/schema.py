@@ -9,7 +9,7 @@ Each config group's YAML extends one of these dataclasses (registered in Hydra's
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sidestep.config.choices import (
     AnalyzePolicy,
@@ -22,6 +22,7 @@ from sidestep.config.choices import (
 from sidestep.config.parts import (
     ADAPTER_SCHEMAS,
     OPTIMIZER_SCHEMAS,
+    SCHEDULER_SCHEMAS,
     AdapterConfig,
     AttentionConfig,
     DataConfig,
@@ -214,5 +215,14 @@ class TrainConfig:
     sample: SampleSettings = field(default_factory=SampleSettings)
 
 
-CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS}  # groups with a schema per option
+# groups with a schema per option
+CHOSEN_BY_TARGET = {"optimizer": OPTIMIZER_SCHEMAS, "adapter": ADAPTER_SCHEMAS, "scheduler": SCHEDULER_SCHEMAS}
 
+
+
+def option_name(group: str, node: DictConfig) -> str:
+    """The `group=` option a composed group node is (`prodigy` for a `ProdigyConfig`); a part of the user's own
+    (`--allow-target`) by the last word of its `_target_`."""
+    schema = OmegaConf.get_type(node)
+    found = (name for name, option in CHOSEN_BY_TARGET[group].items() if option is schema)
+    return next(found, str(node.get("_target_")).rsplit(".", 1)[-1])

@@ -25,7 +25,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Set, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import sidestep.conf
-from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, DataConfig, ModelConfig
+from sidestep.config.parts import ADAPTER_SCHEMAS, OPTIMIZER_SCHEMAS, SCHEDULER_SCHEMAS, DataConfig, ModelConfig
 from sidestep.config.schema import TrainConfig
 from sidestep.errors import ConfigError
 
@@ -53,6 +53,7 @@ def shipped_targets() -> Dict[str, FrozenSet[str]]:
     found["data"].add(DataConfig._target_)
     found["optimizer"] |= {schema._target_ for schema in OPTIMIZER_SCHEMAS.values()}
     found["adapter"] |= {schema._target_ for schema in ADAPTER_SCHEMAS.values()}
+    found["scheduler"] |= {schema._target_ for schema in SCHEDULER_SCHEMAS.values()}
     for group in PART_GROUPS:
         for path in (CONF_DIR / group).glob("*.yaml"):
             target = OmegaConf.load(path).get("_target_")

@@ -1,49 +1,80 @@
-"""Learning-rate multipliers for `torch.optim.lr_scheduler.LambdaLR`.
+"""Learning-rate multipliers for `torch.optim.lr_scheduler.LambdaLR`, one small picklable class per schedule.
 
-Each `conf/scheduler/*.yaml` names one of these factories (`_partial_: true`); the trainer calls it with the
-run's total optimizer steps. Warmup ramps linearly from 10% to 100% of the LR, as in Side-Step.
+Each `conf/scheduler/*.yaml` names one of these (`_partial_: true`, its knobs from its schema in
+`config/parts.py`); the trainer calls it with the run's total optimizer steps. `LambdaLR` checkpoints a
+multiplier's fields, so every field is a plain number and the class says which shape they belong to.
 """
 
 import math
 from dataclasses import dataclass
 
-WARMUP_START = 0.1
-
 
 @dataclass(frozen=True)
 class Schedule:
-    """A picklable LR multiplier: warmup, then `shape` over the remaining steps."""
+    """A linear warm-up from `warmup_start_factor` to 1 over `warmup_steps`, then `decay` of the progress through
+    the remaining steps (0 at the end of warm-up, 1 at the last step and after it)."""
 
-    shape: str
     warmup_steps: int
     total_steps: int
+    warmup_start_factor: float = 0.1
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            return WARMUP_START + (1.0 - WARMUP_START) * step / self.warmup_steps
-        if self.shape == "constant":
-            return 1.0
+            return self.warmup_start_factor + (1.0 - self.warmup_start_factor) * step / self.warmup_steps
         decay_steps = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
-        if self.shape == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if self.shape == "linear":
-            return 1.0 - progress
-        raise ValueError(f"unknown learning-rate schedule shape {self.shape!r}")
+        return self.decay(min(1.0, (step - self.warmup_steps) / decay_steps))
+
+    def decay(self, progress: float) -> float:
+        raise NotImplementedError
 
 
-def cosine(warmup_steps: int, total_steps: int) -> Schedule:
-    return Schedule("cosine", warmup_steps, total_steps)
+@dataclass(frozen=True)
+class Cosine(Schedule):
+    def decay(self, progress: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def linear(warmup_steps: int, total_steps: int) -> Schedule:
-    return Schedule("linear", warmup_steps, total_steps)
+@dataclass(frozen=True)
+class Linear(Schedule):
+    def decay(self, progress: float) -> float:
+        return 1.0 - progress
 
 
-def constant(warmup_steps: int, total_steps: int) -> Schedule:
-    """No warmup and no decay, whatever `warmup_steps` says (Prodigy's required schedule)."""
-    return Schedule("constant", 0, total_steps)
+@dataclass(frozen=True)
+class ConstantWithWarmup(Schedule):
+    def decay(self, progress: float) -> float:
+        return 1.0
 
 
-def constant_with_warmup(warmup_steps: int, total_steps: int) -> Schedule:
-    return Schedule("constant", warmup_steps, total_steps)
+@dataclass(frozen=True)
+class Constant(Schedule):
+    """No warm-up and no decay, whatever `warmup_steps` says (Prodigy's required schedule)."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class CosineWithRestarts(Schedule):
+    """SGDR (Loshchilov & Hutter) with equal cycles: each of `cycles` falls from 1 to `eta_min` along a half
+    cosine and restarts at 1; the last step and any after it sit at `eta_min`."""
+
+    cycles: int = 3
+    eta_min: float = 0.0
+
+    def decay(self, progress: float) -> float:
+        if progress >= 1.0:
+            return self.eta_min
+        within = (self.cycles * progress) % 1.0
+        return self.eta_min + (1.0 - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * within))
+
+
+@dataclass(frozen=True)
+class Polynomial(Schedule):
+    """From 1 to `end_factor` as (1 - progress) ** `power`."""
+
+    power: float = 2.0
+    end_factor: float = 0.0
+
+    def decay(self, progress: float) -> float:
+        return self.end_factor + (1.0 - self.end_factor) * (1.0 - progress) ** self.power

@@ -1,6 +1,7 @@
 """The predicted peak memory of a training setup, shown before training and checked by `scripts/bench_memory.py`.
 
-Peak = frozen weights + adapter (fp32 weights and gradients) + optimizer state + the larger of
+Peak = frozen weights + adapter (fp32 weights and gradients) + optimizer state (the bytes per parameter its schema
+states, `state_bytes_per_param`) + the larger of
   - a training step: activations kept for backward (every layer's, or with gradient checkpointing each layer's input
     plus one layer recomputed) and what backward holds besides (gradient buffers, one dequantized weight);
   - a sample: the VAE, text encoder and condition encoder on the device (one at a time with `sample.offload`), as
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sidestep.adapters.attach import trainable_parameters
 from sidestep.config.choices import Quantize
@@ -28,10 +29,6 @@ from sidestep.models.source import model_source
 GB = 1024**3
 NF4_NESTED_BLOCK = 256  # double quantization: the absmaxes are quantized again in blocks of 256
 QUANT_TABLES = 256 * 4 + 16 * 4 + 4  # per NF4 layer: the nested code, the NF4 code, the absmax offset
-# Optimizer state per trainable parameter, in bytes (bitsandbytes' 8-bit AdamW: two uint8 moments plus a float32
-# absmax per 256; Adafactor: factored second moments, about rows + columns of each matrix; Prodigy: four moments).
-OPTIMIZER_BYTES = {"torch.optim.AdamW": 8.0, "bitsandbytes.optim.AdamW8bit": 2.0 + 8 / 256,
-                   "transformers.optimization.Adafactor": 0.25, "prodigyopt.Prodigy": 16.0}
 
 
 @dataclass
@@ -137,7 +134,7 @@ def predict(cfg: DictConfig, dtype: torch.dtype, frames: int, encoder_tokens: in
     return MemoryPlan(
         weights=weight_bytes(cfg.model, quantize, dtype),
         adapter=trainable * 8,
-        optimizer=int(trainable * OPTIMIZER_BYTES.get(cfg.optimizer._target_, 8.0)),
+        optimizer=int(trainable * OmegaConf.get_type(cfg.optimizer).state_bytes_per_param),  # its schema says
         activations=activation_bytes(cfg, tokens, encoder_tokens, element),
         sampling=sampling_bytes(cfg, element, helpers),
         weight_kind=str(quantize) if quantize else {2: "bf16", 4: "fp32"}.get(element, str(dtype)),

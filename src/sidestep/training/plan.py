@@ -14,6 +14,8 @@ from sidestep.adapters.files import DTYPES
 from sidestep.adapters.label import adapter_words
 from sidestep.adapters.rank_map import read_rank_map
 from sidestep.config import as_container
+from sidestep.config.parts import SchedulerConfig
+from sidestep.config.schema import option_name
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
 from sidestep.training.live_samples import resolve_duration, sampled_steps, sampling_summary
@@ -97,7 +99,7 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         trainable_params=params,
         file_bytes=params * DTYPES[cfg.export.dtype].itemsize,
         optimizer=f"{cfg.optimizer._target_} lr {cfg.optimizer.lr:g}, weight decay {cfg.optimizer.weight_decay:g}",
-        scheduler=f"{cfg.scheduler._target_.rsplit('.', 1)[-1]}, warmup {cfg.scheduler.warmup_steps} steps",
+        scheduler=schedule_summary(cfg.scheduler),
         timesteps=f"{cfg.timesteps.mode}, CFG dropout {cfg.timesteps.cfg_ratio:g}",
         checkpoints=(f"every {tr.save_every} epochs" + (f" and {tr.save_every_steps} steps" if tr.save_every_steps else "")
                      + f", keeping {tr.keep_checkpoints}; {resume}"),
@@ -109,6 +111,13 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
                                 params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(adapter_type(cfg))),
     )
+
+
+def schedule_summary(scheduler: DictConfig) -> str:
+    """`cosine_with_restarts cycles 3, eta_min 0.1, warmup 100 steps from 10%`: the option, its own knobs, warm-up."""
+    own = "".join(f" {k} {v:g}," for k, v in scheduler.items() if k not in SchedulerConfig.__dataclass_fields__)
+    return (f"{option_name('scheduler', scheduler)}{own or ','} warmup {scheduler.warmup_steps} "
+            f"steps from {scheduler.warmup_start_factor:.0%}")
 
 
 def adapter_summary(cfg: DictConfig) -> str:
