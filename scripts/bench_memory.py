@@ -30,17 +30,13 @@ from hydra import compose, initialize_config_module
 
 from sidestep.config import prepare, register_schemas
 from sidestep.models.tiny import write_checkpoints
-from sidestep.training.memory import GB, predict
+from sidestep.training.memory import ACESTEP_HELPERS, GB, WHOLE_SONG_SECONDS, predict
 
 PRESETS = ["8gb", "12gb", "16gb", "24gb_plus"]
 EXTRA = {"16gb, checkpointing off": ("16gb", ["trainer.gradient_checkpointing=false"])}
 REAL_WIDTH = ["model.arch.hidden_size=2048", "model.arch.intermediate_size=6144", "model.arch.num_attention_heads=16",
               "model.arch.num_key_value_heads=8", "model.arch.head_dim=128", "model.arch.sliding_window=128",
               "model.arch.encoder_hidden_size=2048"]
-# ACE-Step 1.5's sampling helpers in parameters (the full-size table has no checkpoint to count them in): the Oobleck
-# VAE, Qwen3-Embedding-0.6B, the condition encoder
-HELPERS_2B = {"vae": 156_000_000, "text_encoder": 596_000_000, "condition_encoder": 608_000_000}
-WHOLE_SONG_SECONDS = 240  # what a preset without a crop is predicted at
 ENCODER_TOKENS = 64
 # glibc hands every allocation over 64 kB straight back to the kernel when freed, so resident memory is the live
 # tensors; its default heap keeps freed activations' pages and the peak would measure fragmentation (about 0.3 to
@@ -147,7 +143,7 @@ def full_size_predictions() -> str:
     for preset in PRESETS:
         cfg = prepare(composed("model=turbo", "data.dataset_dir=.", f"vram={preset}"))
         seconds = cfg.data.crop_seconds or WHOLE_SONG_SECONDS
-        plan = predict(cfg, torch.bfloat16, int(seconds * 25), helpers=HELPERS_2B)
+        plan = predict(cfg, torch.bfloat16, int(seconds * 25), helpers=ACESTEP_HELPERS)
         lines.append(f"| `{preset}` | {plan.weight_kind} | {seconds:g} s | {plan.peak / GB:.1f} GB | "
                      f"{plan.weights / GB:.2f} GB | {plan.activations / GB:.2f} GB | {plan.sampling / GB:.2f} GB |")
     return "\n".join(lines)

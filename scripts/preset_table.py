@@ -8,14 +8,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Tuple
 
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from sidestep.adapters.attach import trainable_parameters
-from sidestep.config import as_container, flatten, register_schemas
+from sidestep.config import as_container, flatten, prepare, register_schemas
 from sidestep.config.parts import OPTIMIZER_SCHEMAS
-from sidestep.config.schema import ALPHA_PER_RANK
+from sidestep.config.schema import ALPHA_PER_RANK, LATENT_FPS
 from sidestep.recipes import leaves_model_and_data
+from sidestep.training.memory import ACESTEP_HELPERS, CUDA_CONTEXT, GB, PRESET_CARDS_GIB, WHOLE_SONG_SECONDS, predict
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 VRAM, EXPERIMENT = CONF / "vram", CONF / "experiment"
@@ -99,6 +101,25 @@ def adapter_size_table() -> str:
     return "\n".join(lines)
 
 
+def model_fit_table() -> str:
+    """Each `vram=` preset's predicted peak (training/memory.py, bf16 weights on a GPU, at the preset's crop; whole
+    songs: 4 minutes) on the 2B DiT and on the XL one, and whether it fits the preset's card beside the CUDA context."""
+    lines = ["| `vram=` | DiT weights | crop | 2B (`turbo`, `base`, `sft`) | XL (`xl_turbo`, `xl_base`, `xl_sft`) |",
+             "|---|---|---|---|---|"]
+    for path in sorted(VRAM.glob("*.yaml"), key=lambda p: int(p.stem.split("gb")[0])):
+        cells = []
+        for model in ("turbo", "xl_turbo"):
+            cfg = prepare(composed(f"model={model}", "data.dataset_dir=.", f"vram={path.stem}"))
+            seconds = cfg.data.crop_seconds or WHOLE_SONG_SECONDS
+            one_layer = OmegaConf.merge(cfg, {"model": {"arch": {"num_hidden_layers": 1}}})  # every layer alike
+            trainable = trainable_parameters(one_layer) * cfg.model.arch.num_hidden_layers
+            peak = predict(cfg, torch.bfloat16, int(seconds * LATENT_FPS), helpers=ACESTEP_HELPERS, trainable=trainable).peak
+            fits = "fits" if peak + CUDA_CONTEXT <= PRESET_CARDS_GIB[path.stem] * GB else "does not fit"
+            cells.append(f"{peak / GB:.1f} GB: {fits}")
+        lines.append(f"| `{path.stem}` | {cfg.model.quantize or 'bf16'} | {seconds:g} s | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _cell(value) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value))
@@ -113,3 +134,5 @@ if __name__ == "__main__":
     print(experiment_table())
     print()
     print(adapter_size_table())
+    print()
+    print(model_fit_table())

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("marker, function", [("preset-table", "table"), ("experiment-table", "experiment_table"),
-                                              ("adapter-size-table", "adapter_size_table")])
+                                              ("adapter-size-table", "adapter_size_table"),
+                                              ("model-fit-table", "model_fit_table")])
 def test_readme_preset_tables_match_the_config_files(marker, function):
     spec = importlib.util.spec_from_file_location("preset_table", ROOT / "scripts" / "preset_table.py")
     module = importlib.util.module_from_spec(spec)

@@ -6,6 +6,7 @@ is raised as an `OSError` naming the target, whichever library was writing (`wri
 """
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -97,8 +98,23 @@ def atomic_file(target: Path, durable: bool = True) -> Iterator[Path]:
 
 
 def save_safetensors(tensors, target: Path, metadata=None) -> None:
-    """`safetensors.torch.save_file`, atomic and with the usual permissions (it writes a private 0600 file)."""
-    from safetensors.torch import save_file  # here: it loads torch, which the run records and reports never need
+    """`safetensors.torch.save`, atomic, with the usual permissions (its `save_file` writes a private 0600 file),
+    and the same bytes for the same tensors and metadata."""
+    from safetensors.torch import save  # here: it loads torch, which the run records and reports never need
 
     with atomic_file(target) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+        tmp.write_bytes(sorted_metadata(save(tensors, metadata=metadata)))
+
+
+def sorted_metadata(data: bytes) -> bytes:
+    """A safetensors file with its header's `__metadata__` in key order: the library writes a hash map, whose order
+    changes from one call to the next, so two identical exports would differ byte for byte. Tensor offsets count
+    from the end of the header, so they hold whatever its length; it stays padded to 8 bytes, as the format asks."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if len(header.get("__metadata__") or {}) < 2:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = text.ljust(-(-len(text) // 8) * 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]

@@ -58,7 +58,8 @@ QUESTIONS = [
     Question("model.checkpoint_dir", "ACE-Step checkpoints folder", "path",
              "the folder holding acestep-v15-<variant>/"),
     Question("model", "Model variant", "group",
-             "base and sft train best; turbo is distilled; auto: base > sft > turbo"),
+             "base and sft train best; turbo is distilled; xl_*: the larger XL models; "
+             "auto: xl_base > base > xl_sft > sft > xl_turbo > turbo"),
     Question("experiment", "Recipe", "group", "a preset (see the README's preset table), or none"),
     Question("vram", "VRAM profile", "group", lambda a: _gpu_line()),
     Question("adapter", "Adapter type", "group", "lora; dora (LoRA + magnitudes); lokr (smallest files); loha; "
@@ -129,9 +130,10 @@ class Wizard:
         if question.key == "model":
             # data and model helpers load torch: imported where an answer needs them, so the first question (and
             # `sidestep.train`, which imports this module) does not wait for it
-            from sidestep.models.checkpoints import find_variants
+            from sidestep.models.checkpoints import find_variants, option_name
 
-            found = find_variants(Path(answers["model.checkpoint_dir"])) if "model.checkpoint_dir" in answers else {}
+            found = {option_name(v) for v in find_variants(Path(answers["model.checkpoint_dir"]))} \
+                if "model.checkpoint_dir" in answers else set()
             return ["auto"] + [o for o in options if o != "auto" and o != TINY and (not found or o in found)]
         if question.key == "experiment":
             seeded = [o.split("=", 1)[1] for o in self.seed if o.startswith("experiment=")]

@@ -10,7 +10,7 @@ import soxr
 
 from sidestep.analysis.estimate import Estimate
 from sidestep.analysis.key import chroma_of, estimate_key
-from sidestep.analysis.loudness import loudness
+from sidestep.preprocessing.loudness import loudness
 from sidestep.analysis.metre import beat_features, estimate_metre
 from sidestep.analysis.tempo import estimate_tempo
 from sidestep.data.audio_files import decode

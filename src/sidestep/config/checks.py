@@ -239,6 +239,10 @@ def validate_preprocess(p: DictConfig, prefix: str = "") -> None:
     _check(p.trigger_tag is None or bool(p.trigger_tag.strip()), f"{prefix}trigger_tag",
            "is empty; give a word to call the style up, or leave it null")
     _check(p.max_lyric_tokens >= 16, f"{prefix}max_lyric_tokens", f"must be at least 16 (got {p.max_lyric_tokens})")
+    _check(-70 <= p.target_lufs < 0, f"{prefix}target_lufs", f"must be between -70 and 0 LUFS (got {p.target_lufs}); "
+           "streaming services play at about -14")
+    _check(-60 <= p.target_peak_db <= 0, f"{prefix}target_peak_db",
+           f"must be between -60 and 0 dBFS (got {p.target_peak_db}); above 0 the song would clip")
     _check_device(p, prefix)
 
 

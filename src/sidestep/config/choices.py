@@ -18,7 +18,7 @@ class ExportDtype(StrEnum):
     fp16 = "fp16"
 
 
-TINY_VARIANTS = ("turbo", "base", "sft")  # the variant folders `python -m sidestep.tiny` can write
+TINY_VARIANTS = ("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft")  # the folders `python -m sidestep.tiny` writes
 EXPORT_FORMATS = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")  # the programs an adapter is written for
 
 
@@ -79,6 +79,14 @@ class Quantize(StrEnum):
 
     int8 = "int8"  # bitsandbytes LLM.int8: half of bf16
     nf4 = "nf4"  # bitsandbytes 4-bit NormalFloat with double quantization: about a quarter of bf16
+
+
+class Normalize(StrEnum):
+    """`preprocess.normalize`: one gain per song before encoding."""
+
+    none = "none"  # as decoded
+    peak = "peak"  # sample peak at preprocess.target_peak_db
+    lufs = "lufs"  # integrated loudness (BS.1770) at preprocess.target_lufs, the peak kept under target_peak_db
 
 
 class TriggerPosition(StrEnum):

@@ -66,7 +66,7 @@ class ModelConfig:
     checkpoint folder, or the seeded random `tiny` stack. Everything that loads weights asks it."""
 
     _target_: str = "sidestep.models.acestep.AceStepCheckpoint"
-    variant: str = MISSING  # turbo | base | sft | auto (whatever checkpoint_dir holds) | tiny
+    variant: str = MISSING  # acestep-v15-<variant>/: turbo | base | sft | xl-turbo | xl-base | xl-sft | auto | tiny
     checkpoint_dir: Optional[str] = None  # ACE-Step `checkpoints/` root, one variant folder, or a diffusers folder
     is_turbo: bool = False
     timestep_mu: float = -0.4

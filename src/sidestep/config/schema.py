@@ -15,6 +15,7 @@ from sidestep.config.choices import (
     AnalyzePolicy,
     AttentionBackend,
     ExportDtype,
+    Normalize,
     OnProblem,
     Precision,
     TriggerPosition,
@@ -117,6 +118,9 @@ class PreprocessSettings:
     tile_overlap_seconds: float = 2.0  # context on each side of a window, encoded and discarded
     max_text_tokens: int = 256
     max_lyric_tokens: int = 2048
+    normalize: Normalize = Normalize.none  # one gain per song before encoding: none (as mastered) | peak | lufs
+    target_lufs: float = -14.0  # `lufs`: integrated loudness (ITU-R BS.1770) each song is brought to
+    target_peak_db: float = -1.0  # `peak`: each song's sample peak; `lufs`: the ceiling its gain never lifts it over
     device: str = "auto"
     precision: Precision = Precision.auto
 

@@ -51,7 +51,8 @@ def locate(checkpoint_dir: Path, variant: str) -> VariantFolder:
         raise no_variants(root)
     if variant not in variants:
         raise ConfigError(f"model.checkpoint_dir: no {VARIANT_PREFIX}{variant}/ in {root} (variants found: "
-                          f"{', '.join(variants)}); pick model=<one of them> or point at your ACE-Step checkpoints/ folder")
+                          f"{', '.join(map(option_name, variants))}); pick model=<one of them> or point at your ACE-Step "
+                          "checkpoints/ folder")
     return VariantFolder(variants[variant], "original")
 
 
@@ -150,11 +151,13 @@ def check_fit(expected: Dict[str, Tuple[int, ...]], given: Dict[str, Tuple[int, 
 
 
 CHECKPOINT_OWNED = ("is_turbo", "timestep_mu", "timestep_sigma")
-AUTO_PREFERENCE = ("base", "sft", "turbo")  # base and sft train best; turbo is distilled
+# base and sft train best (turbo is distilled); of each kind the XL one, as its folder is only there on purpose (every
+# ACE-Step install has the 2B turbo)
+AUTO_PREFERENCE = ("xl-base", "base", "xl-sft", "sft", "xl-turbo", "turbo")
 
 
 def pick_variant(checkpoint_dir: Path) -> str:
-    """What `model=auto` trains: the folder's own variant, else the first of base > sft > turbo > others found."""
+    """What `model=auto` trains: the folder's own variant, else the first of AUTO_PREFERENCE, else of others found."""
     root = Path(checkpoint_dir)
     if root.name.startswith(VARIANT_PREFIX) and (root / "config.json").is_file():
         return root.name[len(VARIANT_PREFIX):]
@@ -165,6 +168,11 @@ def pick_variant(checkpoint_dir: Path) -> str:
             return "diffusers"
         raise no_variants(root)
     return ranked[0]
+
+
+def option_name(variant: str) -> str:
+    """The `model=` option of a variant folder's name: `xl-turbo` (acestep-v15-xl-turbo/) -> `xl_turbo`."""
+    return variant.replace("-", "_")
 
 
 def no_variants(root: Path) -> ConfigError:

@@ -1,5 +1,5 @@
-"""Preprocessing, top to bottom: find songs -> skip the up-to-date ones -> pass 1 (VAE + text encoder) ->
-free them -> pass 2 (condition encoder) -> manifest.
+"""Preprocessing, top to bottom: find songs -> skip the up-to-date ones -> pass 1 (loudness, VAE + text encoder)
+-> free them -> pass 2 (condition encoder) -> manifest.
 
 Two passes keep one big model in memory at a time. Pass 1 leaves one staging file per song in
 `<out_dir>/.staging/`; pass 2 turns each into the finished sample and deletes it. Every file is written under a
@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sidestep.atomic import atomic_file
+from sidestep.config.choices import Normalize
 from sidestep.data.audio import SAMPLE_RATE, AudioError, audio_seconds, load_audio
 from sidestep.data.dataset import MANIFEST
 from sidestep.data.samples import METADATA_KEY
@@ -33,6 +34,7 @@ from sidestep.preprocessing.encoding import (
     encode_text,
     text_pipeline,
 )
+from sidestep.preprocessing.loudness import normalize
 from sidestep.preprocessing.songs import Failure, Song, find_songs, reason_of
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,14 @@ def _first_pass(songs: List[Song], staging: Path, settings: DictConfig, model_cf
 def _stage(song: Song, path: Path, vae, pipe, settings: DictConfig, model_cfg: DictConfig, outcome: Outcome) -> None:
     try:
         audio = load_audio(song.path, settings.max_duration)
+        loudness = {}
+        if settings.normalize != Normalize.none:
+            audio, levels = normalize(audio, SAMPLE_RATE, settings.normalize, settings.target_lufs, settings.target_peak_db)
+            loudness = {"loudness": levels.as_dict()}
+            if levels.peak_limited:
+                log.warning("%s: brought to %s LUFS, not %g: more gain would lift its peak over "
+                            "preprocess.target_peak_db=%g", song.path, levels.after_lufs, settings.target_lufs,
+                            settings.target_peak_db)
         generator = torch.Generator(vae.device).manual_seed(int(song.source_hash[:15], 16))
         latents = encode_latents(vae, audio, settings.tile_seconds, settings.tile_overlap_seconds, generator)
         frames = latents.shape[0]
@@ -132,7 +142,7 @@ def _stage(song: Song, path: Path, vae, pipe, settings: DictConfig, model_cfg: D
         seconds = audio.shape[-1] / SAMPLE_RATE
         tensors = {"target_latents": latents, **encode_text(pipe, song.label, seconds, settings)}
         _save(path, tensors, {"source_hash": song.source_hash, "settings_hash": song.settings_hash,
-                              "duration": round(seconds, 3)})
+                              "duration": round(seconds, 3), **loudness})
     except DataError as err:
         outcome.failed.append(Failure(song.path, reason_of(err, song.path)))
     except torch.OutOfMemoryError:
@@ -145,9 +155,10 @@ def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: Dict
     if not staged:
         return
     pipe = condition_pipeline(source.condition_encoder(dtype).to(device))
-    durations = [_metadata(path)["duration"] for _, path in staged]
+    staged_metadata = [_metadata(path) for _, path in staged]
+    durations = [m["duration"] for m in staged_metadata]
     with show_pass("pass 2/2: conditions", durations) as progress:
-        for (song, path), seconds in zip(staged, durations):
+        for (song, path), seconds, staged_as in zip(staged, durations, staged_metadata):
             try:
                 sample = encode_condition(pipe, load_file(path))
             except DataError as err:
@@ -155,7 +166,8 @@ def _second_pass(staged: List[Tuple[Song, Path]], out_dir: Path, model_cfg: Dict
             else:
                 metadata = {**song.label.metadata(), "duration": seconds, "audio_path": str(song.path),
                             "filename": song.path.name, "source_hash": song.source_hash,
-                            "settings_hash": song.settings_hash, "model": model_cfg.variant}
+                            "settings_hash": song.settings_hash, "model": model_cfg.variant,
+                            **{k: staged_as[k] for k in ("loudness",) if k in staged_as}}
                 _save(out_dir / f"{song.name}.safetensors", sample, metadata)
                 outcome.processed.append(song.name)
             path.unlink()
@@ -186,9 +198,12 @@ def _matches(path: Path, song: Song) -> bool:
 def _write_manifest(out_dir: Path, names: List[str], settings: DictConfig, model_cfg: DictConfig) -> None:
     if not names:
         return
+    samples = [f"{name}.safetensors" for name in names]
     manifest = {"metadata": {"generator": "sidestep.preprocess", "audio_dir": settings.audio_dir,
                              "model": model_cfg.variant},
-                "samples": [f"{name}.safetensors" for name in names], "num_samples": len(names)}
+                "samples": samples, "num_samples": len(names)}
+    if settings.normalize != Normalize.none:  # each sample's levels before and after, as its file records them
+        manifest["loudness"] = {s: (_metadata(out_dir / s) or {}).get("loudness") for s in samples}
     with atomic_file(out_dir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
 

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
+from sidestep.config.choices import Normalize
 from sidestep.data.audio import find_audio
 from sidestep.digest import file_hash
 from sidestep.errors import DataError
@@ -64,7 +65,18 @@ def output_name(path: Path, audio_dir: Path) -> str:
 
 def _shared_settings(settings: DictConfig, model_identity: str) -> dict:
     keys = ("max_duration", "tile_seconds", "tile_overlap_seconds", "max_text_tokens", "max_lyric_tokens")
-    return {"format": FORMAT_VERSION, "model": model_identity, **{k: settings[k] for k in keys}}
+    return {"format": FORMAT_VERSION, "model": model_identity, **{k: settings[k] for k in keys},
+            **_loudness_settings(settings)}
+
+
+def _loudness_settings(settings: DictConfig) -> dict:
+    """What normalising adds to a song's settings: nothing for `none`, so songs done before it existed stay up to
+    date; the targets the mode uses otherwise."""
+    mode = settings.normalize
+    if mode == Normalize.none:
+        return {}
+    keys = ("target_peak_db",) if mode == Normalize.peak else ("target_lufs", "target_peak_db")
+    return {"normalize": str(mode), **{k: settings[k] for k in keys}}
 
 
 def reason_of(err: Exception, path: Path) -> str:

@@ -10,7 +10,7 @@ from sidestep.data.loader import make_loader, open_dataset
 from sidestep.devices import resolve_device
 from sidestep.training.accelerator import resolve_precision, weight_dtype
 from sidestep.training.live_samples import resolve_duration
-from sidestep.training.memory import crop_frames, predict
+from sidestep.training.memory import crop_frames, fits_card, predict
 from sidestep.training.plan import adapter_summary, schedule_lengths
 
 
@@ -38,4 +38,4 @@ def summary(cfg: DictConfig, folder: str) -> List[Tuple[str, str]]:
     memory = predict(cfg, dtype, crop_frames(cfg, max(train_set.frames)), trainable=params)
     return rows + [("data", f"{len(train_set)} samples, {train_set.seconds / 60:.1f} min of audio"),
                    ("steps", f"{total} optimizer steps ({per_epoch}/epoch, {epochs} epochs)"),
-                   ("memory", memory.describe())]
+                   ("memory", f"{memory.describe()}; {fits_card(memory.peak)}")]

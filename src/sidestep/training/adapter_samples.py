@@ -18,6 +18,7 @@ from sidestep.data.samples import read_sample
 from sidestep.devices import compute_dtype, pick_device
 from sidestep.digest import file_hash
 from sidestep.errors import ConfigError, SidestepError
+from sidestep.models.checkpoints import option_name
 from sidestep.models.source import model_source
 from sidestep.sampling import prompts as prompt_sources
 from sidestep.sampling.render import build_pipeline, move_helpers, render, render_settings, save_sample, slug
@@ -44,7 +45,7 @@ def render_samples(cfg: DictConfig, overrides: List[str], out: Path, plain: bool
     transformer.add_adapter(source.adapter_config)
     result = set_peft_model_state_dict(transformer, source.weights)
     if result.unexpected_keys:
-        raise ConfigError(f"source: the adapter in {source.path} does not fit model={model_cfg.variant} "
+        raise ConfigError(f"source: the adapter in {source.path} does not fit model={option_name(model_cfg.variant)} "
                           f"({result.unexpected_keys[0]}); give the model it was trained on")
     pipe = build_pipeline(model, transformer.to(device).eval(), dtype)
     move_helpers(pipe, device)

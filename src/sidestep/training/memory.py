@@ -29,6 +29,14 @@ from sidestep.models.source import model_source
 GB = 1024**3
 NF4_NESTED_BLOCK = 256  # double quantization: the absmaxes are quantized again in blocks of 256
 QUANT_TABLES = 256 * 4 + 16 * 4 + 4  # per NF4 layer: the nested code, the NF4 code, the absmax offset
+# The card each `vram=` preset is for, in GiB, and what a CUDA process holds outside PyTorch's allocator (its
+# context and cuBLAS workspaces: a few hundred MB, not in the prediction) that must fit beside the peak.
+PRESET_CARDS_GIB = {"8gb": 8, "12gb": 12, "16gb": 16, "24gb_plus": 24}
+CUDA_CONTEXT = GB // 2
+# ACE-Step 1.5's sampling helpers in parameters, shared by the 2B and XL variants (the XL's condition encoder is the
+# 2B's, 2048 wide): the Oobleck VAE, Qwen3-Embedding-0.6B, the condition encoder. For predictions without a checkpoint.
+ACESTEP_HELPERS = {"vae": 156_000_000, "text_encoder": 596_000_000, "condition_encoder": 608_000_000}
+WHOLE_SONG_SECONDS = 240  # what a prediction without a crop assumes: preprocessing's max_duration
 
 
 @dataclass
@@ -49,6 +57,20 @@ class MemoryPlan:
                 if self.sampling else f"activations {_size(self.activations)}")  # never held at once
         return (f"~{_size(self.peak)} peak: DiT weights {_size(self.weights)} ({self.weight_kind}), adapter + "
                 f"gradients {_size(self.adapter)}, optimizer {_size(self.optimizer)}, {last}")
+
+
+def card_for(peak: int) -> Optional[str]:
+    """The smallest `vram=` preset whose card holds `peak` and the CUDA context beside it; None: none of them."""
+    fitting = [p for p, gib in PRESET_CARDS_GIB.items() if peak + CUDA_CONTEXT <= gib * GB]
+    return min(fitting, key=PRESET_CARDS_GIB.get) if fitting else None
+
+
+def fits_card(peak: int) -> str:
+    """The setup summary's word on which cards the run fits: the XL models outgrow the small presets' cards."""
+    card = card_for(peak)
+    if card is None:
+        return f"more than a {max(PRESET_CARDS_GIB.values())} GB card holds"
+    return f"fits a {PRESET_CARDS_GIB[card]} GB card (vram={card}) or larger"
 
 
 def _size(count: int) -> str:

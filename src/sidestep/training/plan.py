@@ -19,7 +19,7 @@ from sidestep.config.schema import option_name
 from sidestep.data.dataset import LatentDataset
 from sidestep.training.accelerator import weight_dtype
 from sidestep.training.live_samples import resolve_duration, sampled_steps, sampling_summary
-from sidestep.training.memory import crop_frames, predict
+from sidestep.training.memory import MemoryPlan, crop_frames, fits_card, predict
 from sidestep.training.step_adapters import adapter_copies, disk_cost
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ def run_plan(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, dataset: 
         kernels=f"attention {attention}, torch.compile {'off' if tr.compile == 'false' else tr.compile}",
         sampling=sampling_summary(cfg, dataset.frames, steps_per_epoch, total_steps,
                                   tr.batch_size * tr.gradient_accumulation * accelerator.num_processes),
-        memory=predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
-                       trainable=params).describe(),
+        memory=_memory(predict(cfg, weight_dtype(accelerator.mixed_precision), crop_frames(cfg, max(dataset.frames)),
+                               trainable=params)),
         step_adapters=disk_cost(len(sampled_steps(cfg, steps_per_epoch, total_steps)),
                                 params * DTYPES[cfg.export.dtype].itemsize, adapter_copies(adapter_type(cfg))),
     )
@@ -118,6 +118,10 @@ def schedule_summary(scheduler: DictConfig) -> str:
     own = "".join(f" {k} {v:g}," for k, v in scheduler.items() if k not in SchedulerConfig.__dataclass_fields__)
     return (f"{option_name('scheduler', scheduler)}{own or ','} warmup {scheduler.warmup_steps} "
             f"steps from {scheduler.warmup_start_factor:.0%}")
+
+
+def _memory(plan: MemoryPlan) -> str:
+    return f"{plan.describe()}; {fits_card(plan.peak)}"
 
 
 def adapter_summary(cfg: DictConfig) -> str:
