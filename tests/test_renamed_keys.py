@@ -11,7 +11,6 @@ import sidestep.conf
 from sidestep.config import as_container, settled_config
 from sidestep.config import renamed_keys
 from sidestep.config.overrides import check_overrides
-from sidestep.config.parts import ADAPTER_SIZE_KNOBS
 from sidestep.config.saved import load_saved, saved_text
 from sidestep.report_pages.runs import read_run
 from sidestep.rerun import drift, saved_overrides
@@ -25,6 +24,7 @@ CONF = Path(sidestep.conf.__file__).parent
 @pytest.fixture(autouse=True)
 def fresh_notes(monkeypatch):
     monkeypatch.setattr(renamed_keys, "_noticed", set())
+LORA_KNOBS = frozenset(("target_modules", "rank", "alpha", "alpha_ratio", "dropout", "bias", "rank_map"))  # lora.* once
 
 
 def notes(capsys) -> list:
@@ -111,7 +111,7 @@ def old_run(tmp_path: Path, cache_dir: Path) -> Path:
 
     with initialize_config_module(config_module="sidestep.conf", version_base="1.3"):
         cfg = as_container(settled_config(compose(config_name="train", overrides=overrides))[0])
-    cfg["lora"] = {k: cfg["adapter"].pop(k) for k in list(cfg["adapter"]) if k in ADAPTER_SIZE_KNOBS}
+    cfg["lora"] = {k: cfg["adapter"].pop(k) for k in list(cfg["adapter"]) if k in LORA_KNOBS}
     cfg["training"] = cfg.pop("timesteps")
     cfg["scheduler"]["_target_"] = "sidestep.training.lr_schedules.cosine"  # a function then
     record = tmp_path / "run" / ".hydra"
@@ -140,8 +140,8 @@ def test_an_old_checkpoints_fingerprint_matches_the_same_setup(cache_dir):
     now = settings(cfg)
     old = {k: v for k, v in now.items() if k not in ("adapter", "timesteps")}
     old["training"] = now["timesteps"]
-    old["adapter"] = {k: v for k, v in now["adapter"].items() if k not in ADAPTER_SIZE_KNOBS}
-    old.update({f"lora.{k}": v for k, v in now["adapter"].items() if k in ADAPTER_SIZE_KNOBS})
+    old["adapter"] = {k: v for k, v in now["adapter"].items() if k not in LORA_KNOBS}
+    old.update({f"lora.{k}": v for k, v in now["adapter"].items() if k in LORA_KNOBS})
     assert mismatches(old, now) == []
     old["lora.rank"] = 8
     assert mismatches(old, now) == ["adapter.rank: checkpoint has 8, this run has 4"]

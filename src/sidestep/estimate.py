@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from sidestep.config import TrainConfig, register_schemas, settled_config
-from sidestep.config.build import build
-from sidestep.config.parts import ADAPTER_SIZE_KNOBS
+from sidestep.config.parts import adapter_schema
 from sidestep.errors import ConfigError, SidestepError
 from sidestep.run_record import RunRecord, register_resolver
 from sidestep.ui.app import run_app
@@ -42,9 +41,9 @@ def main(cfg: DictConfig) -> None:
     plain = use_plain(cfg.ui.plain)
     record = RunRecord(Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().output_subdir)
     try:
-        kind = build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
-        if not kind.takes_rank_map:
-            raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {type(kind).__name__} does "
+        kind = adapter_schema(cfg.adapter.get("_target_"))
+        if kind is not None and not kind.takes_rank_map:
+            raise ConfigError(f"adapter: the estimate plans per-module LoRA ranks, which {kind.label} does "
                               "not take; run it with adapter=lora or adapter=dora")
         cfg, model = settled_config(cfg, record.run_dir)
         record.write_config(cfg)

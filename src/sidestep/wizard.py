@@ -22,7 +22,7 @@ from rich.prompt import Confirm
 from rich.text import Text
 
 from sidestep.config import LATENT_FPS, register_schemas
-from sidestep.config.parts import ADAPTER_SCHEMAS
+from sidestep.config.parts import ADAPTER_SCHEMAS, knobs_of
 from sidestep.errors import SidestepError
 from sidestep.recipes import (
     Setup,
@@ -353,7 +353,7 @@ def main(argv: List[str]) -> None:
 def _has_knob(cfg: DictConfig, key: str) -> bool:
     """Whether the adapter type `cfg` chose has this knob (its schema's)."""
     schema = next((s for s in ADAPTER_SCHEMAS.values() if s._target_ == cfg.adapter._target_), None)
-    return schema is not None and key.split(".", 1)[1] in schema.__dataclass_fields__
+    return schema is not None and key.split(".", 1)[1] in knobs_of(schema)
 
 
 if __name__ == "__main__":

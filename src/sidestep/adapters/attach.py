@@ -12,14 +12,13 @@ from sidestep.adapters.kind import AdapterType, kind_of
 from sidestep.adapters.targets import adapter_size
 from sidestep.atomic import atomic_dir
 from sidestep.config.build import build
-from sidestep.config.parts import ADAPTER_SIZE_KNOBS
 from sidestep.errors import SidestepError
 from sidestep.models.dit import empty_dit
 from sidestep.models.source import ModelSource
 
 
 def adapter_type(cfg: DictConfig) -> AdapterType:
-    return build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
+    return build(cfg.adapter)
 
 
 def adapter_config(cfg: DictConfig, adapter: Optional[AdapterType] = None) -> PeftConfig:

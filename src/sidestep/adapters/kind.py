@@ -1,9 +1,9 @@
 """What an adapter type is to the rest of Side-Step: `adapter=<type>` builds one (`instantiate(cfg.adapter)`),
-and a saved adapter's PEFT config names it again (`kind_of`). A new type is one subclass in its own module, its
-schema in `config/parts.py` (ADAPTER_SCHEMAS) and its YAML in `conf/adapter/`."""
+and a saved adapter's PEFT config names it again (`kind_of`). A new type is three files: its schema in
+`config/parts.py` (ADAPTER_SCHEMAS: its knobs, its checks and the facts read without torch), its YAML in
+`conf/adapter/`, and its module here, a class that subclasses both its schema and `AdapterType` (what needs PEFT)."""
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, ClassVar, Dict, Optional, Tuple
 
 import torch
@@ -20,24 +20,12 @@ if TYPE_CHECKING:  # PEFT is imported where an adapter is built, not where its s
 Weights = Dict[str, torch.Tensor]
 
 
-@dataclass
 class AdapterType(ABC):
+    """What a type does with PEFT; its knobs and torch-free facts (`label`, `scalable`, `check` ...) come from its
+    schema, the other base of each type's class."""
+
     peft_type: ClassVar[str]  # PEFT's name for the type (`PeftConfig.peft_type`)
     formats: ClassVar[Tuple[str, ...]]  # the consumer formats (`files.FORMATS`) that load this type correctly
-    takes_rank_map: ClassVar[bool] = False  # whether `adapter.rank_map`'s per-module ranks apply
-    on_quantized_base: ClassVar[bool] = False  # whether PEFT can put it on bitsandbytes layers (model.quantize)
-    scalable: ClassVar[bool] = True  # whether PEFT can play it at another strength (`sidestep.sample strength=`)
-
-    def check(self, adapter, shapes: Dict[str, Tuple[int, int]]) -> None:
-        """Refuse, with one line naming the option, settings this type cannot train; `adapter` is the whole
-        `adapter.*` node, `shapes` the (in, out) features of each target under its original name. Runs before any
-        model loads."""
-
-    def check_dropouts(self, *dropouts: str) -> None:
-        """What LoKr, LoHa and OFT share: their own dropouts are fractions."""
-        for key in dropouts:
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"adapter.{key}: must be in [0, 1) (got {getattr(self, key)})")
 
     @abstractmethod
     def peft_config(self, size: AdapterSize) -> "PeftConfig":
@@ -65,9 +53,6 @@ class AdapterType(ABC):
     def needs_model(self, config: "PeftConfig") -> bool:
         """Whether `comfyui_tensors` needs the DiT with the adapter (its base weights), not just the tensors."""
         return False
-
-    def settings(self) -> Dict[str, object]:
-        return asdict(self)
 
 
 def adapted_layers(model: torch.nn.Module) -> Dict[str, "BaseTunerLayer"]:

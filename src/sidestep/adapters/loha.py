@@ -2,13 +2,13 @@
 rank-r updates (rank up to r², at twice LoRA's parameters). diffusers' LoRA loader cannot read it; ACE-Step (PEFT)
 and ComfyUI (LyCORIS keys) can."""
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
 from sidestep.adapters.kind import AdapterType, Weights
 from sidestep.adapters.targets import AdapterSize, original_module_name, split_key
+from sidestep.config.parts import LohaAdapterConfig
 
 if TYPE_CHECKING:
     from peft import LoHaConfig
@@ -16,16 +16,9 @@ if TYPE_CHECKING:
 FIRST = "hada_w1_a"
 
 
-@dataclass
-class Loha(AdapterType):
-    rank_dropout: float = 0.0
-    module_dropout: float = 0.0
-
+class Loha(LohaAdapterConfig, AdapterType):
     peft_type = "LOHA"
     formats = ("acestep", "comfyui")
-
-    def check(self, adapter, shapes) -> None:
-        self.check_dropouts("rank_dropout", "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "LoHaConfig":
         from peft import LoHaConfig

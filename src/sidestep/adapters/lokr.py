@@ -3,14 +3,13 @@ with `decompose_both` w1) low-rank when the rank is below half its size. Far few
 rank. diffusers' `load_lora_adapter` loads it (it builds the PEFT config the file's header names), its pipeline's
 `load_lora_weights` does not; ACE-Step (PEFT) and ComfyUI (LyCORIS keys) do."""
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
 from sidestep.adapters.kind import AdapterType, Weights
 from sidestep.adapters.targets import AdapterSize, original_module_name, split_key
-from sidestep.errors import ConfigError
+from sidestep.config.parts import LokrAdapterConfig
 
 if TYPE_CHECKING:
     from peft import LoKrConfig
@@ -18,20 +17,9 @@ if TYPE_CHECKING:
 PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
 
-@dataclass
-class Lokr(AdapterType):
-    factor: int = -1
-    decompose_both: bool = False
-    rank_dropout: float = 0.0
-    module_dropout: float = 0.0
-
+class Lokr(LokrAdapterConfig, AdapterType):
     peft_type = "LOKR"
     formats = ("diffusers", "acestep", "comfyui")
-
-    def check(self, adapter, shapes) -> None:
-        if self.factor == 0 or self.factor < -1:
-            raise ConfigError(f"adapter.factor: must be -1 (the most even split) or a positive factor (got {self.factor})")
-        self.check_dropouts("rank_dropout", "module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "LoKrConfig":
         from peft import LoKrConfig

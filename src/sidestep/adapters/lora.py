@@ -2,13 +2,13 @@
 alpha / sqrt(rank) instead (Kalajdzievski 2023). DoRA (Liu et al. 2024, `adapter=dora`) is the same with each output
 row's magnitude trained too. Every consumer loads both."""
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
 from sidestep.adapters.kind import AdapterType, Weights, adapted_layers, base_weight
 from sidestep.adapters.targets import AdapterSize, original_module_name
+from sidestep.config.parts import LoraAdapterConfig
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -17,20 +17,9 @@ PEFT_SUFFIX = ".lora_A.weight"
 ADAPTER = "default"
 
 
-@dataclass
-class Lora(AdapterType):
-    use_rslora: bool = False
-    use_dora: bool = False
-
+class Lora(LoraAdapterConfig, AdapterType):
     peft_type = "LORA"
     formats = ("diffusers", "diffusers_pipeline", "acestep", "comfyui")
-    takes_rank_map = True
-
-    @property
-    def on_quantized_base(self) -> bool:
-        """LoRA trains on bitsandbytes layers (QLoRA). DoRA is refused there: its ComfyUI `dora_scale` is computed
-        from the base weights, which a quantized base only approximates."""
-        return not self.use_dora
 
     def peft_config(self, size: AdapterSize) -> "LoraConfig":
         from peft import LoraConfig

@@ -2,14 +2,13 @@
 by a learned orthogonal matrix (Cayley transform of a skew-symmetric one), W' = W·Rᵀ. It keeps the angles between
 the base model's neurons, so it drifts less at high learning rates. diffusers' LoRA loader cannot read it."""
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
 from sidestep.adapters.kind import AdapterType, Weights, adapted_layers, base_weight
 from sidestep.adapters.targets import AdapterSize, original_module_name
-from sidestep.errors import ConfigError
+from sidestep.config.parts import OftAdapterConfig
 
 if TYPE_CHECKING:
     from peft import OFTConfig
@@ -17,24 +16,9 @@ if TYPE_CHECKING:
 ADAPTER = "default"
 
 
-@dataclass
-class Oft(AdapterType):
-    block_size: int = 32
-    module_dropout: float = 0.0
-    use_cayley_neumann: bool = True
-
+class Oft(OftAdapterConfig, AdapterType):
     peft_type = "OFT"
     formats = ("acestep", "comfyui")
-    scalable = False  # PEFT scales no rotation: OFT plays at strength 1
-
-    def check(self, adapter, shapes) -> None:
-        if self.block_size < 2:
-            raise ConfigError(f"adapter.block_size: must be at least 2 (got {self.block_size})")
-        for module, (features, _) in shapes.items():
-            if features % self.block_size:
-                raise ConfigError(f"adapter.block_size: {self.block_size} does not divide {module}'s {features} input "
-                                  "features; pick a divisor of every target's width (e.g. 16 or 32)")
-        self.check_dropouts("module_dropout")
 
     def peft_config(self, size: AdapterSize) -> "OFTConfig":
         from peft import OFTConfig

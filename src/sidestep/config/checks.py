@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sidestep.config.build import build
 from sidestep.config.containers import as_container, flatten
 from sidestep.config.data_sources import data_schema
-from sidestep.config.parts import ADAPTER_SCHEMAS, ADAPTER_SIZE_KNOBS
+from sidestep.config.parts import ADAPTER_SCHEMAS, knobs_of
 from sidestep.config.renamed_keys import renamed_config
 from sidestep.config.run_name import RUN_NAME
 from sidestep.config.schema import (
@@ -100,7 +100,7 @@ def _drop_knobs_the_type_lacks(cfg: DictConfig, schema: DictConfig) -> None:
     """A preset sets `adapter.rank` whatever `adapter=` chose; a type without a rank (OFT) goes without it. A knob
     no type has is refused; one typed on the command line was refused before composing
     (`overrides.check_overrides`)."""
-    knobs = {name for s in ADAPTER_SCHEMAS.values() for name in s.__dataclass_fields__}
+    knobs = {name for s in ADAPTER_SCHEMAS.values() for name in knobs_of(s)}
     for key in [k for k in cfg.adapter if k not in schema]:
         _check(key in knobs, f"adapter.{key}",
                f"adapter={schema._target_.rsplit('.', 1)[-1].lower()} has no {key}; its knobs are adapter."
@@ -120,13 +120,6 @@ def validate(cfg: DictConfig) -> None:
     _check_finite(cfg)
     _check_arch(cfg.model.arch)
     _check(0 <= tr.seed <= MAX_SEED, "trainer.seed", f"must be between 0 and {MAX_SEED} (got {tr.seed})")
-    if "rank" in adapter:
-        _check(adapter.rank >= 1, "adapter.rank", f"must be at least 1 (got {adapter.rank})")
-        _check(adapter.alpha > 0, "adapter.alpha", f"must be > 0 (got {adapter.alpha}); usually 2 x rank")
-        _check(adapter.alpha_ratio is None or adapter.alpha_ratio > 0, "adapter.alpha_ratio",
-               f"must be > 0 or null (got {adapter.alpha_ratio})")
-    if "dropout" in adapter:
-        _check(0.0 <= adapter.dropout <= 0.5, "adapter.dropout", f"must be between 0 and 0.5 (got {adapter.dropout})")
     _check(RUN_NAME.fullmatch(str(cfg.run.name)) is not None, "run.name",
            f"{cfg.run.name!r}: use letters, digits, - and _ only (it names files and a PEFT adapter)")
     _check(len(adapter.target_modules) > 0, "adapter.target_modules", "is empty; name at least one projection")
@@ -177,16 +170,7 @@ def validate(cfg: DictConfig) -> None:
         validate_preprocess(cfg.preprocess, "preprocess.")
     validate_sample(cfg.sample)
     shapes = projection_shapes(cfg.model.arch)
-    narrowest = min(adapter.target_modules, key=lambda m: min(shapes[m]))
-    _check("rank" not in adapter or rank_map is not None or adapter.rank <= min(shapes[narrowest]), "adapter.rank",
-           f"{adapter.get('rank')} is larger than {narrowest} ({shapes[narrowest][0]} -> {shapes[narrowest][1]} "
-           f"features), where LoRA's rank cannot exceed {min(shapes[narrowest])}; lower it")
-    _check_adapter(cfg, {m: shapes[m] for m in adapter.target_modules})
-
-
-def _check_adapter(cfg: DictConfig, shapes: Dict[str, Tuple[int, int]]) -> None:
-    """The adapter type checks its own knobs (`AdapterType.check`); which knobs it has, its schema says."""
-    build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS).check(cfg.adapter, shapes)
+    OmegaConf.to_object(adapter).check({m: shapes[m] for m in adapter.target_modules})
 
 
 def _check_quantized(cfg: DictConfig) -> None:
@@ -194,9 +178,9 @@ def _check_quantized(cfg: DictConfig) -> None:
     quantize = cfg.model.get("quantize")
     if quantize is None:
         return
-    kind = build(cfg.adapter, leave_out=ADAPTER_SIZE_KNOBS)
+    kind = OmegaConf.to_object(cfg.adapter)  # the type's schema: what it is, without building it (torch)
     _check(kind.on_quantized_base, "model.quantize",
-           f"{quantize}: a {type(kind).__name__}{' (DoRA)' if getattr(kind, 'use_dora', False) else ''} adapter cannot "
+           f"{quantize}: a {kind._target_.rsplit('.', 1)[-1]}{' (DoRA)' if getattr(kind, 'use_dora', False) else ''} adapter cannot "
            "train on a bitsandbytes base here; use model.quantize=null or adapter=lora")
     _check(not cfg.trainer.device.startswith("mps"), "model.quantize",
            f"{quantize}: bitsandbytes has no Apple MPS kernels; use model.quantize=null on a Mac")

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from sidestep.config.parts import ADAPTER_SCHEMAS
+from sidestep.config.parts import ADAPTER_SCHEMAS, knobs_of
 from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.schema import CHOSEN_BY_TARGET, TrainConfig
 from sidestep.errors import ConfigError
@@ -110,8 +110,8 @@ def _check_adapter_knob(key: str, option: str, conf_dir: Path) -> None:
         found = ADAPTER_SCHEMA_LINE.search(path.read_text(encoding="utf-8")) if path.is_file() else None
         schema = schema or (ADAPTER_SCHEMAS.get(found.group(1)) if found else None)
     leaf = key.split(".")[1]
-    if schema is not None and leaf not in schema.__dataclass_fields__:
-        own = [f for f in schema.__dataclass_fields__ if not f.startswith("_")]
+    if schema is not None and leaf not in knobs_of(schema):
+        own = [f for f in knobs_of(schema) if not f.startswith("_")]
         raise ConfigError(f"{key}: adapter={option} has no {leaf}; its knobs are adapter.{', adapter.'.join(own)}")
 
 

@@ -5,8 +5,8 @@ blocks, timestep drawing). One dataclass per option where options differ in thei
 keys); a YAML in `conf/<group>/` holds only what differs from its dataclass.
 """
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from omegaconf import MISSING
 
@@ -19,6 +19,8 @@ from sidestep.config.choices import (
     TimestepMode,
 )
 from sidestep.errors import ConfigError
+
+Shapes = Dict[str, Tuple[int, int]]  # (in, out) features of each target, under its original name
 
 
 @dataclass
@@ -145,12 +147,44 @@ OPTIMIZER_SCHEMAS = {
 
 @dataclass
 class AdapterConfig:
-    """The adapter type: `instantiate(cfg.adapter)` gives an `adapters.AdapterType`, which turns these knobs (size,
-    alpha, dropout, targets) into PEFT's config for that type and writes the files each consumer loads. Each type's
-    schema holds only the knobs that apply to it (`adapter=oft adapter.rank=16` is refused)."""
+    """The adapter type: `instantiate(cfg.adapter)` gives an `adapters.AdapterType` (the type's class in
+    `adapters/<type>.py`, a subclass of its schema here), which turns these knobs (size, alpha, dropout, targets)
+    into PEFT's config for that type and writes the files each consumer loads. Each type's schema holds only the
+    knobs that apply to it (`adapter=oft adapter.rank=16` is refused), and the facts about the type that the checks,
+    the report and the monitor read without importing torch."""
 
     _target_: str = MISSING
     target_modules: List[TargetModule] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+
+    label: ClassVar[str] = "adapter"  # the type's name in words, for the report and the monitor
+    takes_rank_map: ClassVar[bool] = False  # whether `adapter.rank_map`'s per-module ranks apply
+    on_quantized_base: ClassVar[bool] = False  # whether PEFT can put it on bitsandbytes layers (model.quantize)
+    scalable: ClassVar[bool] = True  # whether PEFT can play it at another strength (`sidestep.sample strength=`)
+    injectable: ClassVar[bool] = True  # whether diffusers' `add_adapter` can inject it layer by layer (VeRA cannot:
+    # its matrices are shared across layers)
+    dropouts: ClassVar[Tuple[str, ...]] = ()  # its knobs that are fractions in [0, 1)
+
+    @classmethod
+    def words(cls, knobs: Mapping[str, Any]) -> str:
+        """How a run's saved `adapter.*` is named in words: `LoRA rank 16 / alpha 32`, `OFT block size 32`."""
+        return cls.label
+
+    def check(self, shapes: Shapes) -> None:
+        """Refuse, with one line naming the option, settings this type cannot train; `shapes` holds each target's
+        (in, out) features. Runs on the schema, before any model (or torch) loads."""
+        if not self.injectable:
+            usable = "|".join(name for name, s in ADAPTER_SCHEMAS.items() if s.injectable)
+            raise ConfigError(f"adapter._target_: {self._target_}: diffusers' add_adapter cannot put a {self.label} "
+                              f"adapter on the DiT (its state is shared across layers); use adapter={usable}")
+        for key in self.dropouts:
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"adapter.{key}: must be in [0, 1) (got {getattr(self, key)})")
+
+
+def ranked_words(label: str, knobs: Mapping[str, Any]) -> str:
+    alpha = knobs.get("alpha")
+    return f"{label} rank {knobs.get('rank')} / alpha {alpha:g}" if isinstance(alpha, (int, float)) else \
+        f"{label} rank {knobs.get('rank')}"
 
 
 @dataclass
@@ -161,6 +195,19 @@ class RankedAdapterConfig(AdapterConfig):
     alpha: Optional[float] = None  # strength scale; null: 2 x rank, following the rank (adapter.alpha_ratio sets the factor)
     alpha_ratio: Optional[float] = None  # when set, alpha = alpha_ratio x rank (a sweeper's search knob)
 
+    @classmethod
+    def words(cls, knobs: Mapping[str, Any]) -> str:
+        return ranked_words(cls.label, knobs)
+
+    def check(self, shapes: Shapes) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"adapter.rank: must be at least 1 (got {self.rank})")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ConfigError(f"adapter.alpha: must be > 0 (got {self.alpha}); usually 2 x rank")
+        if self.alpha_ratio is not None and not self.alpha_ratio > 0:
+            raise ConfigError(f"adapter.alpha_ratio: must be > 0 or null (got {self.alpha_ratio})")
+        super().check(shapes)
+
 
 @dataclass
 class LoraAdapterConfig(RankedAdapterConfig):
@@ -170,6 +217,31 @@ class LoraAdapterConfig(RankedAdapterConfig):
     rank_map: Optional[str] = None  # an estimate.json from `python -m sidestep.estimate`: per-module ranks
     use_rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank (rank-stabilised LoRA)
     use_dora: bool = False  # DoRA: also train each output row's magnitude (`adapter=dora` sets it)
+
+    label: ClassVar[str] = "LoRA"
+    takes_rank_map: ClassVar[bool] = True
+
+    @property
+    def on_quantized_base(self) -> bool:  # type: ignore[override]
+        """LoRA trains on bitsandbytes layers (QLoRA). DoRA is refused there: its ComfyUI `dora_scale` is computed
+        from the base weights, which a quantized base only approximates."""
+        return not self.use_dora
+
+    @classmethod
+    def words(cls, knobs: Mapping[str, Any]) -> str:
+        return ranked_words("DoRA" if knobs.get("use_dora") else cls.label, knobs)
+
+    def check(self, shapes: Shapes) -> None:
+        """Its dropout is at most 0.5, and without a rank map its rank fits the narrowest target (B·A's rank is at
+        most min(in, out))."""
+        super().check(shapes)
+        if not 0.0 <= self.dropout <= 0.5:
+            raise ConfigError(f"adapter.dropout: must be between 0 and 0.5 (got {self.dropout})")
+        narrowest = min(shapes, key=lambda m: min(shapes[m]))
+        if self.rank_map is None and self.rank > min(shapes[narrowest]):
+            raise ConfigError(f"adapter.rank: {self.rank} is larger than {narrowest} ({shapes[narrowest][0]} -> "
+                              f"{shapes[narrowest][1]} features), where LoRA's rank cannot exceed "
+                              f"{min(shapes[narrowest])}; lower it")
 
 
 @dataclass
@@ -183,6 +255,14 @@ class LokrAdapterConfig(RankedAdapterConfig):
     rank_dropout: float = 0.0  # drops rows of ΔW while training
     module_dropout: float = 0.0  # skips the whole adapter of a module while training
 
+    label: ClassVar[str] = "LoKr"
+    dropouts: ClassVar[Tuple[str, ...]] = ("rank_dropout", "module_dropout")
+
+    def check(self, shapes: Shapes) -> None:
+        if self.factor == 0 or self.factor < -1:
+            raise ConfigError(f"adapter.factor: must be -1 (the most even split) or a positive factor (got {self.factor})")
+        super().check(shapes)
+
 
 @dataclass
 class LohaAdapterConfig(RankedAdapterConfig):
@@ -192,6 +272,9 @@ class LohaAdapterConfig(RankedAdapterConfig):
     _target_: str = "sidestep.adapters.loha.Loha"
     rank_dropout: float = 0.0
     module_dropout: float = 0.0
+
+    label: ClassVar[str] = "LoHa"
+    dropouts: ClassVar[Tuple[str, ...]] = ("rank_dropout", "module_dropout")
 
 
 @dataclass
@@ -204,11 +287,39 @@ class OftAdapterConfig(AdapterConfig):
     module_dropout: float = 0.0
     use_cayley_neumann: bool = True  # PEFT's faster approximate Cayley transform (false: the exact one)
 
+    label: ClassVar[str] = "OFT"
+    scalable: ClassVar[bool] = False  # PEFT scales no rotation: OFT plays at strength 1
+    dropouts: ClassVar[Tuple[str, ...]] = ("module_dropout",)
+
+    @classmethod
+    def words(cls, knobs: Mapping[str, Any]) -> str:
+        return f"{cls.label} block size {knobs.get('block_size')}"
+
+    def check(self, shapes: Shapes) -> None:
+        if self.block_size < 2:
+            raise ConfigError(f"adapter.block_size: must be at least 2 (got {self.block_size})")
+        for module, (features, _) in shapes.items():
+            if features % self.block_size:
+                raise ConfigError(f"adapter.block_size: {self.block_size} does not divide {module}'s {features} input "
+                                  "features; pick a divisor of every target's width (e.g. 16 or 32)")
+        super().check(shapes)
+
 
 ADAPTER_SCHEMAS = {"lora": LoraAdapterConfig, "lokr": LokrAdapterConfig, "loha": LohaAdapterConfig,
                    "oft": OftAdapterConfig}
-ADAPTER_SIZE_KNOBS = frozenset(("target_modules", "rank", "alpha", "alpha_ratio", "dropout", "bias", "rank_map"))  # read
-# by `adapters.targets.adapter_size`, not by the type's class
+
+
+def knobs_of(schema: type) -> Tuple[str, ...]:
+    """A schema's knobs: its fields, not the ClassVar facts that `__dataclass_fields__` lists too."""
+    return tuple(f.name for f in fields(schema))
+
+
+def adapter_schema(target: Optional[str]) -> Optional[type]:
+    """The schema of the adapter type a `_target_` names (None: a config saved before `adapter=` existed, so LoRA);
+    None for a target `adapter=` does not offer."""
+    if target is None:
+        return next(iter(ADAPTER_SCHEMAS.values()))
+    return next((s for s in ADAPTER_SCHEMAS.values() if s._target_ == target), None)
 
 
 @dataclass

@@ -90,7 +90,7 @@ def renamed_fingerprint(saved: Dict[str, Any], first_adapter: Dict[str, Any]) ->
     """A checkpoint's fingerprint written before the rename, keyed as today's (`lora.rank` into `adapter`,
     `training` -> `timesteps`); only the adapter knobs its type has today are kept. `first_adapter`: what a
     checkpoint from before `adapter=` had."""
-    from sidestep.config.parts import ADAPTER_SCHEMAS
+    from sidestep.config.parts import ADAPTER_SCHEMAS, knobs_of
 
     if not any(k.startswith("lora.") or k == "training" for k in saved):
         return saved
@@ -99,7 +99,7 @@ def renamed_fingerprint(saved: Dict[str, Any], first_adapter: Dict[str, Any]) ->
         out["timesteps"] = saved["training"]
     adapter = dict(saved.get("adapter") or first_adapter)
     schema = next((s for s in ADAPTER_SCHEMAS.values() if s._target_ == adapter.get("_target_")), None)
-    knobs = schema.__dataclass_fields__ if schema is not None else {}
+    knobs = knobs_of(schema) if schema is not None else ()
     for key, value in saved.items():
         leaf = key[len("lora."):]
         if key == "lora.rank_map":
