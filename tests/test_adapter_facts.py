@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sidestep.adapters.label import adapter_words
-from sidestep.config import prepare
+from sidestep.config import checked_train_config
 from sidestep.config.parts import ADAPTER_SCHEMAS, RankedAdapterConfig
 from sidestep.config.trust import ALLOW_ENV
 from sidestep.errors import ConfigError
@@ -40,7 +40,7 @@ def test_a_type_add_adapter_cannot_inject_is_refused_in_one_line(vera, cache_dir
     cfg.adapter = {"_target_": VERA, "rank": 4}
     with pytest.raises(ConfigError, match=r"^adapter._target_: sidestep.adapters.vera.Vera: diffusers' add_adapter "
                                           r"cannot put a VeRA adapter on the DiT .*; use adapter=lora\|lokr\|loha\|oft$"):
-        prepare(cfg)
+        checked_train_config(cfg)
 
 
 def test_a_run_is_named_by_the_schema_its_target_picks(vera):
@@ -87,6 +87,7 @@ print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
 
+@pytest.mark.slow
 def test_a_config_the_checks_refuse_imports_no_torch(tmp_path, cache_dir):
     """Each refusal comes from a check that once built the adapter type (its module imports torch and PEFT)."""
     refused = [["adapter=oft", "adapter.block_size=7"], ["model.quantize=nf4", "adapter=dora"],
