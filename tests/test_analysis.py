@@ -297,7 +297,7 @@ def test_training_and_preprocessing_do_not_load_librosa():
         if path.is_file():
             todo += [m for m in module_imports(path) if m.startswith("sidestep")]
             assert not {"librosa", "pyloudnorm", "numba"} & {m.split(".")[0] for m in module_imports(path)}, name
-    assert "sidestep.preprocess" in seen and "sidestep.analyze" in seen  # the walk did reach the analysis entry
+    assert "sidestep.preprocess" in seen and "sidestep.ui.songs" in seen  # the walk did reach where analysis starts
 
 
 def test_the_offer_counts_one_song_as_one(tmp_path, monkeypatch):
@@ -307,9 +307,9 @@ def test_the_offer_counts_one_song_as_one(tmp_path, monkeypatch):
     (tmp_path / "one").mkdir()
     sf.write(tmp_path / "one" / "a.wav", np.zeros((4800, 2), dtype="float32"), 48000)
     asked = []
-    monkeypatch.setattr(analyze.Confirm, "ask", lambda question, **k: asked.append(question) or False)
-    analyze.offer_analysis(str(tmp_path / "one"), plain=True)
+    monkeypatch.setattr(ui_songs.Confirm, "ask", lambda question, **k: asked.append(question) or False)
+    ui_songs.offer_analysis(str(tmp_path / "one"), plain=True)
     assert asked and asked[0].startswith("The song has no label file. Measure"), asked
     sf.write(tmp_path / "one" / "b.wav", np.zeros((4800, 2), dtype="float32"), 48000)
-    analyze.offer_analysis(str(tmp_path / "one"), plain=True)
+    ui_songs.offer_analysis(str(tmp_path / "one"), plain=True)
     assert asked[1].startswith("None of the 2 songs has a label file. Measure"), asked

@@ -72,7 +72,7 @@ def test_every_sample_is_seen_exactly_its_repeats_each_epoch(make_cfg, folders, 
         orders.append(list(sampler))
     assert orders[0] != orders[1]  # a fresh draw each epoch
     per_epoch = math.ceil((8 * SONGS + 4 * GENERIC) / 4)
-    assert len(loader) == per_epoch and schedule_lengths(cfg, len(loader), 1)[0] == per_epoch
+    assert len(loader) == per_epoch and schedule_lengths(cfg.trainer, len(loader), 1)[0] == per_epoch
 
 
 def test_held_out_per_folder_and_each_sample_knows_its_folder(make_cfg, folders):

@@ -184,6 +184,6 @@ def test_a_hostile_rank_map_is_named_in_one_line(tmp_path, text):
     from sidestep.adapters.rank_map import read_rank_map
 
     (tmp_path / "estimate.json").write_text(text)
-    with pytest.raises(ConfigError, match=r"^lora\.rank_map: \S*estimate\.json[: ]") as refused:
+    with pytest.raises(ConfigError, match=r"^adapter\.rank_map: \S*estimate\.json[: ]") as refused:
         read_rank_map(str(tmp_path / "estimate.json"), OmegaConf.structured(ArchConfig))
     assert "\n" not in str(refused.value)

@@ -97,7 +97,7 @@ def test_rewriting_an_adapter_never_leaves_a_partial_folder(make_cfg, tmp_path, 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", crash)
+    monkeypatch.setattr("safetensors.torch.save", crash)
     with pytest.raises(OSError):
         save_adapter(model, tmp_path / "adapter", "jazz")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == before

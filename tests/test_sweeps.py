@@ -235,7 +235,7 @@ def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_
     rest = child.read()
     child.close()
     assert child.exitstatus == 0, rest[-3000:]
-    assert re.search(r"\b0\W+lora\.rank=2\W+3\b", grid) and re.search(r"\b1\W+lora\.rank=4\W+3\b", grid), grid
+    assert re.search(r"\b0\W+adapter\.rank=2\W+3\b", grid) and re.search(r"\b1\W+adapter\.rank=4\W+3\b", grid), grid
     assert "2 runs, 6 optimizer steps in all" in grid
     assert "Start training?" not in rest and "Start the" not in rest
     assert "★ best" in rest  # a large lr: the two ranks end apart (a tie marks none)

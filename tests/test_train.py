@@ -100,7 +100,8 @@ def test_cli_demo_writes_a_complete_run_dir(cli, tmp_path, cache_dir):
 @pytest.mark.parametrize("args, message", [
     (["optimizer.lr=-1"], "error: optimizer.lr: must be > 0"),
     (["adapter.dropout=0.9"], "error: adapter.dropout: must be between 0 and 0.5"),
-    (["model=turbo", "data.dataset_dir=."], "error: model.checkpoint_dir: is not set"),
+    (["model=turbo", "data=tensors", "data.dataset_dir=."], "error: model.checkpoint_dir: is not set"),
+    (["data.dataset_dir=."], "error: data.dataset_dir: data=synthetic has no dataset_dir; its knobs are"),
     (["optimizer.learning_rate=1e-4"], "error: optimizer.learning_rate: no such option (did you mean optimizer.lr?)"),
     (["adapter.rank=[4"], "error: adapter.rank=[4: cannot parse this override (no viable alternative at input '[4')"),
 ])

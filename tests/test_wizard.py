@@ -103,7 +103,7 @@ def test_basic_mode_with_a_refused_answer_and_back(folders):
     term.answer("Frozen DiT storage", "null")
     term.answer("Adapter rank (adapter.rank) [16]", "0")  # 8gb's rank is the default
     term.see("refused: adapter.rank: must be at least 1 (got 0)")
-    term.answer("LoRA rank", "48")
+    term.answer("Adapter rank", "48")
     term.answer("Adapter alpha (adapter.alpha) [null]", "")  # null: 2 x rank, following the rank
     term.answer("Epochs (trainer.epochs) [1000]", "20")
     term.answer("Recipe name [jazz]", "")

@@ -29,6 +29,7 @@ from sidestep.ui.help import answer_help, usage_and_about
 PATH_KEYS = ("model.checkpoint_dir",)  # and the data source's own (`paths`)
 RESUME_KEYS = ("resume_from", "resume.strict")  # a rerun starts afresh and trains the whole run
 VOLATILE_KEYS = ("run.name",)  # its default carries the start time: a rerun is a new run with a new name
+SETTLED_FROM_DATA = ("sample.duration",)  # null in conf/: the run settles it from its songs, and the rerun will again
 
 
 def override_key(override: str) -> str:
@@ -75,7 +76,8 @@ def drift(run_dir: Path, overrides: List[str]) -> Dict[str, tuple]:
     now = flatten(as_container(cfg))
     saved = flatten(OmegaConf.to_container(load_saved(run_dir / ".hydra" / "config.yaml")))
     keys = sorted((set(now) | set(saved)) - set(RESUME_KEYS) - set(VOLATILE_KEYS))
-    return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
+    return {k: (saved.get(k), now.get(k)) for k in keys
+            if saved.get(k) != now.get(k) and not (k in SETTLED_FROM_DATA and now.get(k) is None)}
 
 
 def main(argv: List[str]) -> None:

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
+from sidestep.config.parts import knobs_of
+from sidestep.config.schema import CHOSEN_BY_TARGET
 from sidestep.config.renamed_keys import renamed_overrides
 from sidestep.config.trust import take_allow_flags
 from sidestep.errors import ConfigError, SidestepError, first_line, plain
@@ -72,9 +74,21 @@ def composition_error(err: Exception) -> str:
     key = getattr(cause, "full_key", None)
     where = re.match(r"In '([^']+)':", str(err))
     if key:
-        return (f"in {where.group(1)}: " if where and cause is not err else "") + f"{key}: {first_line(cause)}"
+        return (f"in {where.group(1)}: " if where and cause is not err else "") + f"{key}: {_reason(cause, key)}"
     lines = [line.strip() for line in plain(str(err)).splitlines() if line.strip()]
     return f"{lines[0][:-1]}: {lines[1]}" if len(lines) > 1 and lines[0].endswith(":") else first_line(err)
+
+
+def _reason(cause: OmegaConfBaseException, key: str) -> str:
+    """`data=synthetic has no dataset_dir; its knobs are ...` for a knob the chosen option of a group lacks (the option
+    named by its schema), else OmegaConf's own first line."""
+    group, _, leaf = key.partition(".")
+    option = next((name for name, schema in CHOSEN_BY_TARGET.get(group, {}).items()
+                   if schema is getattr(cause, "object_type", None)), None)
+    if option is None or not isinstance(cause, (ConfigKeyError, ConfigAttributeError)) or "." in leaf:
+        return first_line(cause)
+    own = ", ".join(f"{group}.{k}" for k in knobs_of(CHOSEN_BY_TARGET[group][option]) if not k.startswith("_"))
+    return f"{group}={option} has no {leaf}; its knobs are {own}"
 
 
 @contextlib.contextmanager
