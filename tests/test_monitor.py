@@ -20,6 +20,7 @@ from sidestep.monitor import Reader, find_runs, main
 from sidestep.run_status import RunStatus, read_status
 from sidestep.ui.console import console
 from sidestep.ui.gpu import profile_for
+from tests.helpers.terminal import HANG_GUARD
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
                                            "trainer.max_steps=6", "trainer.save_every_steps=6", "trainer.log_every=3",
                                            "ui.plain=true", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={sweep}"],
-                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=None)
+                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=HANG_GUARD)
     output = child.read()
     child.close()
     assert child.exitstatus == 0, output[-3000:]
@@ -156,7 +157,7 @@ def test_status_file_follows_the_run_and_records_how_it_ended(tmp_path):
 @pytest.mark.slow
 def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.monitor", str(fake_run(tmp_path)), "ui.plain=true"],
-                          encoding="utf-8", dimensions=(50, 200), timeout=None)
+                          encoding="utf-8", dimensions=(50, 200), timeout=HANG_GUARD)
     output = child.read()  # returns: a running run, yet no live refresh in plain mode
     child.close()
     assert child.exitstatus == 0 and "step 40/400" in output and "\x1b[" not in output, output

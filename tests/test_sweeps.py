@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from sidestep.rerun import drift, saved_overrides
 from tests.helpers.runs import same_adapter
+from tests.helpers.terminal import HANG_GUARD
 
 
 def test_a_2x2_grid_makes_four_job_dirs_and_a_report(cli, tmp_path, cache_dir, monkeypatch):
@@ -228,7 +229,7 @@ def test_a_sweep_at_a_terminal_asks_once_after_showing_its_grid(tmp_path, cache_
     child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "adapter.rank=2,4",
                                            "trainer.max_steps=3", "optimizer.lr=0.1", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}",
                                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=None)
+                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=HANG_GUARD)
     child.expect_exact("Start the 2 runs? (ui.yes=true skips this question)")
     grid = child.before
     child.sendline("y")

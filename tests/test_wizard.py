@@ -21,6 +21,7 @@ from sidestep.config import checked_train_config
 from sidestep.config.overrides import check_overrides
 from sidestep.recipes import HEADER, destination
 from sidestep.wizard import main
+from tests.helpers.terminal import HANG_GUARD
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ class Terminal:
     def __init__(self, args, cwd: Path):
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # pytest sets COLUMNS=80
         self.child = pexpect.spawn(sys.executable, args, cwd=str(cwd), env=env, encoding="utf-8",
-                                   dimensions=(50, 250), timeout=None)
+                                   dimensions=(50, 250), timeout=HANG_GUARD)
         self.child.logfile_read = self.transcript = io.StringIO()
         self.child.delaybeforesend = None  # the wizard reads whole lines: no need to pace the typing
 
