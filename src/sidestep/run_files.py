@@ -32,6 +32,8 @@ def mtime(path: Path) -> Optional[float]:
 def load_yaml(path: Path) -> Optional[object]:
     """A YAML file of the run as plain Python in today's key names (a run from before `adapter.rank`; interpolations
     left as text), or None when there is none or it is not plain YAML data (said once in the log)."""
+    if not path.is_file() and not path.is_symlink():
+        return None
     try:
         return if_present(lambda: renamed_config(OmegaConf.to_container(load_yaml_data(path, record=True),
                                                                         resolve=False)))
