@@ -47,17 +47,24 @@ def test_the_default_sample_length_is_capped_and_an_explicit_one_wins(make_cfg):
     assert sample_duration(make_cfg("sample.duration=7").sample.duration, minute) == 7.0
 
 
+class EightSamples(list):
+    """Stands in for a dataset of eight samples, each seen once an epoch, with no lengths (the crop sets them)."""
+
+    repeats = [1] * 8
+
+
 def test_data_loader_workers_follow_the_cores(make_cfg, monkeypatch):
-    cfg = make_cfg("data.num_workers=null", "data.crop_seconds=2")  # a list stands in for the dataset: no lengths
+    cfg = make_cfg("data.num_workers=null", "data.crop_seconds=2")
+    samples = EightSamples(range(8))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    loader, _ = make_loader(cfg, list(range(8)), "cpu")
+    loader, _ = make_loader(cfg, samples, "cpu")
     assert loader.num_workers == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PyTorch's "will create 4 worker processes ... suggested max is 2"
         loader.check_worker_number_rationality()
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
-    assert make_loader(cfg, list(range(8)), "cpu")[0].num_workers == 4
-    assert make_loader(make_cfg("data.num_workers=3", "data.crop_seconds=2"), list(range(8)), "cpu")[0].num_workers == 3
+    assert make_loader(cfg, samples, "cpu")[0].num_workers == 4
+    assert make_loader(make_cfg("data.num_workers=3", "data.crop_seconds=2"), samples, "cpu")[0].num_workers == 3
 
 
 def test_prodigy_shows_its_real_step_size(make_cfg, tmp_path, caplog):

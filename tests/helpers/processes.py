@@ -47,6 +47,7 @@ def _script_main(script: str, args: Sequence[str], cwd: str, env: Dict[str, str]
     """`python script args...`."""
     _enter(cwd, env, stdout, stderr)
     sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` puts its folder first
     try:
         runpy.run_path(script, run_name="__main__")
     finally:
