@@ -82,27 +82,27 @@ def step_of(tab) -> int:
 def test_a_demo_run_from_the_form_is_watched_stopped_resumed_finished_reported_and_exported(page, studio):
     tab, problems = page
     url, root, cache_dir = studio
-    fill_new_run(tab, url, cache_dir, trainer__max_steps="30", trainer__log_every="1",
+    fill_new_run(tab, url, cache_dir, trainer__max_steps="300", trainer__log_every="1",
                  sample__every_n_epochs="null")
     tab.click("#check")
-    wait_text(tab, "#summary", "30 optimizer steps")
+    wait_text(tab, "#summary", "300 optimizer steps")
     command = tab.text_content("#command")
-    assert command.startswith("python -m sidestep.train experiment=demo trainer.max_steps=30")
+    assert command.startswith("python -m sidestep.train experiment=demo trainer.max_steps=300")
     assert "hydra.run.dir=" in command
     tab.click("#start")
     tab.wait_for_url("**/run?ref=*")
-    expect(tab.locator("#step")).to_have_text(re.compile(r"step [1-9]\d*/30"), timeout=WAIT_MS)  # over SSE
+    expect(tab.locator("#step")).to_have_text(re.compile(r"step [1-9]\d*/300"), timeout=WAIT_MS)  # over SSE
     first = step_of(tab)
-    expect(tab.locator("#step")).not_to_have_text(f"step {first}/30", timeout=WAIT_MS)
+    expect(tab.locator("#step")).not_to_have_text(f"step {first}/300", timeout=WAIT_MS)
     assert step_of(tab) > first
     tab.click("#stop")  # SIGINT, as Ctrl-C: the step ends, a checkpoint is written
     wait_text(tab, "#state", "stopped")
     stopped_at = step_of(tab)
-    assert 0 < stopped_at < 30
+    assert 0 < stopped_at < 300
     tab.wait_for_selector("#resume:not([disabled])")
     tab.click("#resume")
     wait_text(tab, "#state", "finished")
-    wait_text(tab, "#step", "step 30/30")
+    wait_text(tab, "#step", "step 300/300")
     run = Path(tab.text_content("#folder"))
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert "resume_from=latest" in (run / "studio-console.log").read_text()
@@ -122,7 +122,7 @@ def test_a_demo_run_from_the_form_is_watched_stopped_resumed_finished_reported_a
 def test_a_sweep_from_the_form_runs_every_combination(page, studio):
     tab, problems = page
     url, root, cache_dir = studio
-    fill_new_run(tab, url, cache_dir, trainer__max_steps="2", lora__rank="2,4", sample__every_n_epochs="null")
+    fill_new_run(tab, url, cache_dir, trainer__max_steps="2", adapter__rank="2,4", sample__every_n_epochs="null")
     tab.check("#sweep")
     tab.click("#check")
     wait_text(tab, "#command", "python -m sidestep.train -m experiment=demo")
