@@ -100,7 +100,7 @@ def test_two_process_launch_writes_one_run_dir_and_replicas_agree(tmp_path, cach
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sidestep.train", "experiment=demo",
          "trainer.max_steps=4", "trainer.save_every_steps=2", f"data.synthetic.cache_dir={cache_dir}",
-         f"hydra.run.dir={run}"], capture_output=True, text=True, cwd=tmp_path)
+         f"hydra.run.dir={run}"], capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -195,6 +195,7 @@ def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResul
                  + ("" if result.stop_reason is None else f"; {result.stop_reason}"),
                  f", {state.skipped_nonfinite} non-finite steps skipped" if state.skipped_nonfinite else "")
     logger.close()
+    accelerator.wait_for_everyone()  # the others wait while the main process writes the adapter, then all leave together
     accelerator.end_training()
     return result
 
