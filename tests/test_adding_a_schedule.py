@@ -10,12 +10,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from sidestep.config import register_schemas
 from sidestep.config.parts import SCHEDULER_SCHEMAS, SchedulerConfig, _require
-from sidestep.config.trust import shipped_targets
 from sidestep.errors import ConfigError
 from sidestep.training import lr_schedules
-from sidestep.user_config import ENV_OVERRIDE
+from tests.helpers.new_parts import option_in_user_config
 
 
 @dataclass(frozen=True)
@@ -43,14 +41,8 @@ class HalvingSchedulerConfig(SchedulerConfig):
 def with_halving(monkeypatch, tmp_path):
     monkeypatch.setattr(lr_schedules, "Halving", Halving, raising=False)  # file 1: training/lr_schedules.py
     monkeypatch.setitem(SCHEDULER_SCHEMAS, "halving", HalvingSchedulerConfig)  # file 2: config/parts.py
-    folder = tmp_path / "config"
-    (folder / "scheduler").mkdir(parents=True)
-    (folder / "scheduler" / "halving.yaml").write_text("defaults:\n  - /schema/scheduler/halving@_here_\n")  # file 3
-    monkeypatch.setenv(ENV_OVERRIDE, str(folder))
-    shipped_targets.cache_clear()
-    register_schemas()
-    yield
-    shipped_targets.cache_clear()
+    with option_in_user_config(monkeypatch, tmp_path / "config", "scheduler", "halving"):  # file 3: its YAML
+        yield
 
 
 def test_a_new_schedule_with_its_own_knob_drives_the_demo(with_halving, make_cfg, tmp_path, monkeypatch):

@@ -11,11 +11,10 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from sidestep.adapters.kind import AdapterType
-from sidestep.config import register_schemas
 from sidestep.config.parts import ADAPTER_SCHEMAS, AdapterConfig
 from sidestep.config.trust import ALLOW_ENV
 from sidestep.run_status import read_status
-from sidestep.user_config import ENV_OVERRIDE
+from tests.helpers.new_parts import option_in_user_config
 
 TARGET = f"{__name__}.Hra"
 
@@ -62,16 +61,12 @@ class Hra(HraAdapterConfig, AdapterType):
 @pytest.fixture
 def hra_added(tmp_path, monkeypatch):
     """File 2, the YAML (`conf/adapter/hra.yaml`), in the user's config folder on Hydra's search path."""
-    conf = tmp_path / "conf"
-    (conf / "adapter").mkdir(parents=True)
-    (conf / "adapter" / "hra.yaml").write_text("defaults:\n  - /schema/adapter/hra@_here_\n")
-    monkeypatch.setenv(ENV_OVERRIDE, str(conf))
     monkeypatch.setenv(ALLOW_ENV, TARGET)
     monkeypatch.setitem(ADAPTER_SCHEMAS, "hra", HraAdapterConfig)
-    register_schemas()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    yield
+    with option_in_user_config(monkeypatch, tmp_path / "conf", "adapter", "hra"):
+        yield
     root.handlers[:] = handlers
     root.setLevel(level)
     GlobalHydra.instance().clear()

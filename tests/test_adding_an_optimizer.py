@@ -11,10 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sidestep.config import register_schemas
 from sidestep.config.parts import OPTIMIZER_SCHEMAS, OptimizerConfig
-from sidestep.config.trust import shipped_targets
-from sidestep.user_config import ENV_OVERRIDE
+from tests.helpers.new_parts import option_in_user_config
 
 
 @dataclass
@@ -31,14 +29,8 @@ class SgdConfig(OptimizerConfig):
 @pytest.fixture
 def with_sgd(monkeypatch, tmp_path):
     monkeypatch.setitem(OPTIMIZER_SCHEMAS, "sgd", SgdConfig)  # file 1: config/parts.py
-    folder = tmp_path / "config"
-    (folder / "optimizer").mkdir(parents=True)
-    (folder / "optimizer" / "sgd.yaml").write_text("defaults:\n  - /schema/optimizer/sgd@_here_\n")  # file 2
-    monkeypatch.setenv(ENV_OVERRIDE, str(folder))
-    shipped_targets.cache_clear()
-    register_schemas()
-    yield
-    shipped_targets.cache_clear()
+    with option_in_user_config(monkeypatch, tmp_path / "config", "optimizer", "sgd"):  # file 2: its YAML
+        yield
 
 
 def test_a_new_optimizer_trains_the_demo_and_its_state_size_sets_the_memory_figure(with_sgd, make_cfg, tmp_path,
