@@ -1,11 +1,13 @@
 """Shared fixtures: configs composed exactly as the command line composes them, on the tiny model."""
 
+import logging
 import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from sidestep.config import register_schemas
@@ -16,6 +18,17 @@ from tests.helpers.processes import run_module
 
 os.environ.setdefault("SIDESTEP_CONFIG_DIR", tempfile.mkdtemp(prefix="sidestep-config-"))  # never the user's own
 register_schemas()
+
+
+@pytest.fixture
+def hydra_restored():
+    """Hydra sets up the root logger for its jobs and stays initialised; the tests after this one get both back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import sidestep.conf
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
 from sidestep.adapters.files import read_adapter
 from sidestep.adapters.merge import merge_into_variant
-import sidestep.conf
 from sidestep.config import settled_config
 from sidestep.config.overrides import check_overrides
 from sidestep.errors import ConfigError

@@ -2,13 +2,11 @@
 HRA, PEFT's Householder reflections, none of which Side-Step ships) are all it takes to train the demo and export."""
 
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Optional
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
 from sidestep.adapters.kind import AdapterType
 from sidestep.config.parts import ADAPTER_SCHEMAS, AdapterConfig
@@ -59,17 +57,12 @@ class Hra(HraAdapterConfig, AdapterType):
 
 
 @pytest.fixture
-def hra_added(tmp_path, monkeypatch):
+def hra_added(tmp_path, monkeypatch, hydra_restored):
     """File 2, the YAML (`conf/adapter/hra.yaml`), in the user's config folder on Hydra's search path."""
     monkeypatch.setenv(ALLOW_ENV, TARGET)
     monkeypatch.setitem(ADAPTER_SCHEMAS, "hra", HraAdapterConfig)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
     with option_in_user_config(monkeypatch, tmp_path / "conf", "adapter", "hra"):
         yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    GlobalHydra.instance().clear()
 
 
 def test_a_new_adapter_type_trains_the_demo_and_exports(hra_added, tmp_path, cache_dir, monkeypatch):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from sidestep import analyze, tags
+from sidestep import tags
 from sidestep.analysis import run as analysis_run
 from sidestep.analysis.estimate import Estimate
 from sidestep.analysis.key import estimate_key

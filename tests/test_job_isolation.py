@@ -1,29 +1,15 @@
 """A sweep's jobs run one after another in one process: each job's process-wide settings (Accelerate's precision,
 diffusers' attention backend, the random generators) come from its own config, never from the job before it."""
 
-import logging
 import sys
 
-import pytest
 from diffusers.models.attention_dispatch import AttentionBackendName
 from diffusers.models.attention_dispatch import _AttentionBackendRegistry as attention_registry
-from hydra.core.global_hydra import GlobalHydra
 
 from sidestep.run_status import read_status
 from sidestep.train import main
 from sidestep.ui.app import run_app
 from tests.helpers.runs import same_adapter
-
-
-@pytest.fixture
-def hydra_restored():
-    """Hydra sets up the root logger for its jobs and stays initialised; the tests after this one get both back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    GlobalHydra.instance().clear()
 
 
 def test_jobs_of_one_sweep_in_one_process_each_run_with_their_own_settings(tmp_path, cache_dir, monkeypatch,
