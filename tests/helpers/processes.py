@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 PRELOADED = ["torch", "peft", "diffusers", "transformers", "accelerate", "hydra", "omegaconf", "safetensors",
-             "scipy.signal", "soundfile", "rich"]
+             "scipy.signal", "soundfile", "rich", "av", "torch.utils.tensorboard", "matplotlib.figure",
+             "matplotlib.image", "matplotlib.cm",
+             # diffusers and transformers import their models on first use, each package's whole list at once
+             "diffusers.models.autoencoders", "diffusers.models.transformers", "diffusers.pipelines.ace_step",
+             "transformers.models.qwen3"]
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOADED)
 

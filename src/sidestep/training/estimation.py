@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sidestep.adapters.rank_map import FORMAT
 from sidestep.atomic import atomic_file
-from sidestep.data.loader import make_loader, open_dataset
+from sidestep.data.loader import make_loader, open_dataset, release_workers
 from sidestep.models.source import ModelSource, model_source
 from sidestep.training.accelerator import build_accelerator, weight_dtype
 from sidestep.training.flow_matching import (
@@ -107,6 +107,7 @@ def estimate(cfg: DictConfig, run_dir: Path, progress: BatchCounter, model: Opti
                     break
             epoch += 1
     meter.close()
+    release_workers(loader)
 
     scores = meter.scores
     budget = est.budget_params or uniform_budget(scores, cfg.adapter.rank)

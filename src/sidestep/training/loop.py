@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from sidestep.adapters.attach import save_adapter
+from sidestep.data.loader import release_workers
 from sidestep.errors import SidestepError
 from sidestep.run_status import RunStatus
 from sidestep.training import checkpoint as ckpt
@@ -67,8 +68,11 @@ def fit(run: RunSetup, progress: StepProgress, on_start: Optional[Callable[[Opti
     """Train the adapter as `run.cfg` says and write it to `run_dir/adapter/`. `on_start(resumed_from)` is called
     once the checkpoint (if any) is loaded."""
     training = set_up_training(run)
-    (on_start or (lambda resumed_from: None))(run.resume_dir)
-    return _loop(run, training, progress)
+    try:
+        (on_start or (lambda resumed_from: None))(run.resume_dir)
+        return _loop(run, training, progress)
+    finally:
+        release_workers(training.loader)  # Accelerate's copy of `run.loader`, with workers of its own
 
 
 def _loop(run: RunSetup, training: Training, progress: StepProgress) -> FitResult:

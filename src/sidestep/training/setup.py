@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from sidestep.adapters.attach import add_adapter
-from sidestep.data.loader import make_loader, open_dataset
+from sidestep.data.loader import make_loader, open_dataset, release_workers
 from sidestep.library_output import prints_to_debug_log
 from sidestep.models.dit import DiT
 from sidestep.models.source import ModelSource
@@ -76,8 +76,11 @@ def set_up_run(cfg: DictConfig, run_dir: Path, model: ModelSource, make_dataset:
         run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # several processes: the main one's run dir for all
         with claimed(run_dir, cfg.resume_from, accelerator.is_main_process):
             run = _set_up(copy.deepcopy(cfg), run_dir, accelerator, model, make_dataset, save_config)
-            with active_attention(run.attention):
-                yield run
+            try:
+                with active_attention(run.attention):
+                    yield run
+            finally:
+                release_workers(run.loader, run.held_out.loader)
 
 
 def _set_up(cfg: DictConfig, run_dir: Path, accelerator: Accelerator, model: ModelSource,
