@@ -1,5 +1,5 @@
-"""ARCHITECTURE.md's "a data source": its schema (its knobs and what the rest of the code asks of a source) in
-`DATA_SCHEMAS`, its class, and its YAML in the config tree are all it takes: the checks, the report and the
+"""ARCHITECTURE.md's "a data source": its schema in `DATA_SCHEMAS` (its knobs, what the rest of the code asks of a
+source, and where its samples are) and its YAML in the config tree are all it takes: the checks, the report and the
 training run learn about it from the schema, with no other file edited."""
 
 from dataclasses import dataclass
@@ -11,10 +11,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sidestep.config import SyntheticConfig, as_container, checked_train_config, register_schemas
-from sidestep.config.data_sources import DATA_SCHEMAS, DataConfig
+from sidestep.config.data_sources import DATA_SCHEMAS, DataConfig, SampleDir
 from sidestep.config.saved import saved_text
 from sidestep.config.trust import shipped_targets
-from sidestep.data.sources import SampleDir
 from sidestep.data.synthetic import synthetic_dataset
 from sidestep.errors import ConfigError
 from sidestep.report_pages.run_page import write_run_page
@@ -23,8 +22,8 @@ from sidestep.train import train_adapter
 
 
 @dataclass
-class OneStyleConfig(DataConfig):
-    """The new source's schema: generated songs of one style, as many as `songs`."""
+class OneStyle(DataConfig):
+    """The new source: generated songs of one style, as many as `songs`."""
 
     _target_: str = f"{__name__}.OneStyle"
     songs: int = 4
@@ -45,13 +44,6 @@ class OneStyleConfig(DataConfig):
     def paths(data: Any) -> List[str]:
         return ["cache_dir"]
 
-
-class OneStyle:
-    """The new source's class: where its samples are."""
-
-    def __init__(self, **data):
-        self.songs, self.cache_dir = data["songs"], data["cache_dir"]
-
     def folders(self, shape) -> List[SampleDir]:
         settings = OmegaConf.structured(SyntheticConfig(num_samples=self.songs, styles=1, seconds=1.2,
                                                         cache_dir=self.cache_dir))
@@ -61,7 +53,7 @@ class OneStyle:
 @pytest.fixture
 def conf_with_the_source(tmp_path, monkeypatch):
     """A config folder on the search path with `data/one_style.yaml`, and the schema registered as shipped."""
-    monkeypatch.setitem(DATA_SCHEMAS, "one_style", OneStyleConfig)
+    monkeypatch.setitem(DATA_SCHEMAS, "one_style", OneStyle)
     register_schemas()
     shipped_targets.cache_clear()
     conf = tmp_path / "conf"

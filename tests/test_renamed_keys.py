@@ -114,6 +114,7 @@ def old_run(tmp_path: Path, cache_dir: Path) -> Path:
     cfg["lora"] = {k: cfg["adapter"].pop(k) for k in list(cfg["adapter"]) if k in LORA_KNOBS}
     cfg["training"] = cfg.pop("timesteps")
     cfg["scheduler"]["_target_"] = "sidestep.training.lr_schedules.cosine"  # a function then
+    cfg["data"]["_target_"] = "sidestep.data.sources.SyntheticSamples"  # a class beside its schema then
     record = tmp_path / "run" / ".hydra"
     record.mkdir(parents=True)
     (record / "config.yaml").write_text(saved_text(cfg))
@@ -127,6 +128,7 @@ def test_an_old_run_is_read_rerun_and_reported_in_todays_names(tmp_path, cache_d
     saved = load_saved(run / ".hydra" / "config.yaml")
     assert saved.adapter.rank == 4 and saved.timesteps.mode == "vanilla" and "lora" not in saved
     assert saved.scheduler._target_ == "sidestep.training.lr_schedules.Cosine"
+    assert saved.data._target_ == "sidestep.config.data_sources.SyntheticSamples"
     overrides = saved_overrides(run)
     assert "adapter.rank=4" in overrides and "timesteps=vanilla" in overrides
     assert drift(run, overrides) == {}  # today's conf/ recomposes exactly what it ran

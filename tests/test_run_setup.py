@@ -34,7 +34,7 @@ def one_run(tmp_path_factory, cache_dir):
 def test_every_part_of_a_run_is_built_once(one_run):
     _, built, _ = one_run
     assert built == {"sidestep.models.tiny.TinyModel": 1, "sidestep.adapters.lora.Lora": 1,
-                     "sidestep.data.sources.SyntheticSamples": 1, "torch.optim.AdamW": 1,
+                     "sidestep.config.data_sources.SyntheticSamples": 1, "torch.optim.AdamW": 1,
                      "sidestep.training.lr_schedules.Cosine": 1}
 
 

@@ -1,16 +1,29 @@
-"""The schemas of the data group (`data=`): what every source shares (how its samples are loaded) and one
-dataclass per source in `DATA_SCHEMAS`, with what the rest of the code needs to know about a source: whether it is
-generated demo data, its name in words, its checks and its paths.
+"""The data group (`data=`): what every source shares (how its samples are loaded) and one dataclass per source in
+`DATA_SCHEMAS`. A source is its schema: `instantiate(cfg.data)` builds the dataclass its `_target_` names, whose
+`folders` says where its samples are; the rest of the code asks it whether it is generated demo data, its name in
+words, its checks and its paths. Nothing here imports torch: a refused config is refused before it loads.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from sidestep.config.choices import OnProblem
 from sidestep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sidestep.data.samples import SampleShape
+
+
+@dataclass(frozen=True)
+class SampleDir:
+    """One folder of samples of a run: its name in the summary, report and fingerprint, and its repeats an epoch."""
+
+    name: str
+    path: Path
+    repeats: int = 1
 
 
 @dataclass
@@ -27,9 +40,10 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """`instantiate(cfg.data)` gives the sample source `_target_` names (`data/sources.py`); the knobs here say how
-    its samples are loaded. Each source is a subclass in `DATA_SCHEMAS` with its own knobs, and says what the rest of
-    the code needs to know about it: whether it is generated demo data, its name in words, its checks, its paths."""
+    """The knobs here say how a source's samples are loaded. Each source is a subclass in `DATA_SCHEMAS` with its own
+    knobs whose `_target_` names itself, so `instantiate(cfg.data)` builds it; it says where its samples are
+    (`folders`) and what the rest of the code needs to know about it: whether it is generated demo data, its name in
+    words, its checks, its paths."""
 
     _target_: str = MISSING
     crop_seconds: Optional[float] = None
@@ -58,6 +72,10 @@ class DataConfig:
         """Its own knobs, before anything heavy (`preprocessing`: `preprocess.audio_dir` makes the samples first);
         a `ConfigError` naming the key."""
 
+    def folders(self, shape: "SampleShape") -> List[SampleDir]:
+        """Its folders of samples for a model whose samples have this shape (built by `instantiate(cfg.data)`)."""
+        raise NotImplementedError
+
 
 @dataclass
 class DatasetEntry:
@@ -69,10 +87,10 @@ class DatasetEntry:
 
 
 @dataclass
-class SampleFoldersConfig(DataConfig):
+class SampleFolders(DataConfig):
     """`data=tensors`: preprocessed samples in `dataset_dir`, or a mix of folders in `datasets` (each with repeats)."""
 
-    _target_: str = "sidestep.data.sources.SampleFolder"
+    _target_: str = "sidestep.config.data_sources.SampleFolders"
     dataset_dir: Optional[str] = None  # a folder of preprocessed samples (.pt or .safetensors)
     datasets: List[DatasetEntry] = field(default_factory=list)  # several folders, each seen `repeats` times an epoch
 
@@ -109,6 +127,11 @@ class SampleFoldersConfig(DataConfig):
         _refuse(Path(data.dataset_dir).is_dir(), "data.dataset_dir",
                 f"{data.dataset_dir} is not a folder; point it at your preprocessed tensors, or try experiment=demo")
 
+    def folders(self, shape: "SampleShape") -> List[SampleDir]:
+        if self.datasets:
+            return [SampleDir(entry_name(e), Path(e["dir"]), e["repeats"]) for e in self.datasets]
+        return [SampleDir(Path(self.dataset_dir).name, Path(self.dataset_dir))]
+
 
 def entry_name(entry: Any) -> str:
     """A mix folder's name: its `name`, else the folder's own."""
@@ -116,13 +139,14 @@ def entry_name(entry: Any) -> str:
 
 
 @dataclass
-class SyntheticDataConfig(DataConfig):
+class SyntheticSamples(DataConfig):
     """`data=synthetic`: the demo's generated dataset (`synthetic.*`), written once to a cache folder."""
 
-    _target_: str = "sidestep.data.sources.SyntheticSamples"
+    _target_: str = "sidestep.config.data_sources.SyntheticSamples"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     generated: ClassVar[bool] = True
+
     @staticmethod
     def paths(data: Any) -> List[str]:
         return ["synthetic.cache_dir"]
@@ -142,14 +166,19 @@ class SyntheticDataConfig(DataConfig):
         _refuse(s.cache_dir is None or not Path(s.cache_dir).exists() or Path(s.cache_dir).is_dir(),
                 "data.synthetic.cache_dir", f"{s.cache_dir} is a file; give a folder (or leave it null)")
 
+    def folders(self, shape: "SampleShape") -> List[SampleDir]:
+        from sidestep.data.synthetic import synthetic_dataset  # generating imports torch: only when a run trains
 
-DATA_SCHEMAS = {"tensors": SampleFoldersConfig, "synthetic": SyntheticDataConfig}
+        return [SampleDir("synthetic", synthetic_dataset(OmegaConf.create(self.synthetic), shape))]
+
+
+DATA_SCHEMAS = {"tensors": SampleFolders, "synthetic": SyntheticSamples}
 
 
 def data_schema(data: Any) -> type:
     """The schema of the source `data._target_` names (`data` typed, or as saved: a plain dict)."""
     target = data.get("_target_")
-    return next((s for s in DATA_SCHEMAS.values() if s._target_ == target), SampleFoldersConfig)
+    return next((s for s in DATA_SCHEMAS.values() if s._target_ == target), SampleFolders)
 
 
 def _refuse(ok: bool, key: str, message: str) -> None:

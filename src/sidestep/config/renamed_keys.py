@@ -1,7 +1,8 @@
 """Config names that changed, and the one translation from the old spelling to the new: `lora.*` is now the
 adapter type's own `adapter.*` (`lora.rank` -> `adapter.rank`), and the timestep group `training=` is now
-`timesteps=`; a schedule's `_target_` names a class (`lr_schedules.cosine` -> `lr_schedules.Cosine`). A command line, a recipe a user wrote and the record of a run from before keep working: what a
-person typed or wrote gets one `note:` line per old key and command; a run's record is translated quietly.
+`timesteps=`; a schedule's `_target_` names a class (`lr_schedules.cosine` -> `lr_schedules.Cosine`), and a data
+source's names its schema (`data.sources.SampleFolder` -> `config.data_sources.SampleFolders`). A command line, a
+recipe a user wrote and the record of a run from before keep working: what a person typed or wrote gets one `note:` line per old key and command; a run's record is translated quietly.
 """
 
 import re
@@ -13,8 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 RENAMED_NODES = {"lora": "adapter", "training": "timesteps"}  # old top-level node -> new
 SWEEP_PARAMS = "hydra.sweeper.params."  # a sweeper's search space names config keys too
 SCHEDULES = "sidestep.training.lr_schedules."
-RENAMED_TARGETS = {SCHEDULES + old: SCHEDULES + new for old, new in (  # a schedule was a function, now a class
-    ("cosine", "Cosine"), ("linear", "Linear"), ("constant", "Constant"), ("constant_with_warmup", "ConstantWithWarmup"))}
+RENAMED_TARGETS = {  # {group: {old _target_: new}}
+    "scheduler": {SCHEDULES + old: SCHEDULES + new for old, new in (  # a schedule was a function, now a class
+        ("cosine", "Cosine"), ("linear", "Linear"), ("constant", "Constant"),
+        ("constant_with_warmup", "ConstantWithWarmup"))},
+    "data": {"sidestep.data.sources.SampleFolder": "sidestep.config.data_sources.SampleFolders",  # a class beside
+             "sidestep.data.sources.SyntheticSamples": "sidestep.config.data_sources.SyntheticSamples"},  # its schema
+}
 OLD_REFERENCE = re.compile(r"\$\{(lora|training)\.")
 _noticed = set()
 
@@ -72,8 +78,9 @@ def renamed_config(cfg: Any, where: str = "", notify: bool = False) -> Any:
             for leaf in cfg[old]:
                 _tell(notify, f"{old}.{leaf}", f"{new}.{leaf}", where)
             out[new] = {**cfg[old], **(out[new] if isinstance(out.get(new), dict) else {})}
-    if isinstance(out.get("scheduler"), dict) and out["scheduler"].get("_target_") in RENAMED_TARGETS:
-        out["scheduler"] = {**out["scheduler"], "_target_": RENAMED_TARGETS[out["scheduler"]["_target_"]]}
+    for group, renamed in RENAMED_TARGETS.items():
+        if isinstance(out.get(group), dict) and out[group].get("_target_") in renamed:
+            out[group] = {**out[group], "_target_": renamed[out[group]["_target_"]]}
     if isinstance(out.get("defaults"), list):
         out["defaults"] = [_renamed_default(entry, where, notify) for entry in out["defaults"]]
     params = (out.get("hydra") or {}).get("sweeper", {}).get("params") if isinstance(out.get("hydra"), dict) else None
@@ -140,11 +147,15 @@ def _has_old_names(cfg: Any) -> bool:
         return False
     params = cfg.get("hydra", {}).get("sweeper", {}).get("params") if isinstance(cfg.get("hydra"), dict) else None
     defaults = cfg.get("defaults") if isinstance(cfg.get("defaults"), list) else []
-    scheduler = cfg.get("scheduler") if isinstance(cfg.get("scheduler"), dict) else {}
-    return (any(isinstance(cfg.get(k), dict) for k in RENAMED_NODES) or scheduler.get("_target_") in RENAMED_TARGETS
+    return (any(isinstance(cfg.get(k), dict) for k in RENAMED_NODES) or _has_old_targets(cfg)
             or any(isinstance(e, dict) and any(re.search(r"(^|/|\s)training$", str(k)) for k in e) for e in defaults)
             or (isinstance(params, dict) and any(renamed_key(f"{SWEEP_PARAMS}{k}") for k in params))
             or OLD_REFERENCE.search(str(cfg)) is not None)
+
+
+def _has_old_targets(cfg: Dict[str, Any]) -> bool:
+    return any(isinstance(cfg.get(group), dict) and cfg[group].get("_target_") in renamed
+               for group, renamed in RENAMED_TARGETS.items())
 
 
 def _tell(notify: bool, old: str, new: str, where: str) -> None:

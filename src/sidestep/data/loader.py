@@ -11,11 +11,11 @@ from torch.utils.data import DataLoader
 
 from sidestep.config import LATENT_FPS
 from sidestep.config.build import build
+from sidestep.config.data_sources import SampleDir
 from sidestep.data.collate import CropCollate
 from sidestep.data.dataset import LatentDataset
 from sidestep.data.sampler import EpochSampler
 from sidestep.data.samples import sample_shape
-from sidestep.data.sources import SampleDir
 
 
 def dataset_folders(cfg: DictConfig, source=None) -> List[SampleDir]:
