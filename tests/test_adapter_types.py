@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import sidestep.conf
 import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-import sidestep.conf
 from sidestep.adapters.attach import adapter_config, add_adapter, save_adapter, trainable_parameters
 from sidestep.adapters.files import read_adapter
 from sidestep.adapters.merge import merge_into_variant

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from sidestep import train
 from sidestep.config import checked_train_config, settled_config
-from sidestep.config.parts import ConstantSchedulerConfig
 from sidestep.config.overrides import _nearest, check_overrides
+from sidestep.config.parts import ConstantSchedulerConfig
 from sidestep.errors import ConfigError
 from sidestep.ui.app import run_app
 

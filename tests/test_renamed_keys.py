@@ -5,11 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sidestep.conf
 from omegaconf import OmegaConf
 
-import sidestep.conf
-from sidestep.config import as_container, settled_config
-from sidestep.config import renamed_keys
+from sidestep.config import as_container, renamed_keys, settled_config
 from sidestep.config.overrides import check_overrides
 from sidestep.config.saved import load_saved, saved_text
 from sidestep.report_pages.runs import read_run

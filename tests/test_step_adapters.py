@@ -11,13 +11,13 @@ import torch
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
+from sidestep.config import settled_config
 from sidestep.models.source import model_source
 from sidestep.report_pages.run_page import write_run_page
 from sidestep.report_pages.runs import read_run
 from sidestep.sizes import binary_size
 from sidestep.train import train_adapter
 from sidestep.training.checkpoint import LORA_FILE
-from sidestep.config import settled_config
 from sidestep.training.setup import set_up_run
 from tests.helpers.configs import compose_cfg
 

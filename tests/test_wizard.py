@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pexpect
 import pytest
+import sidestep.conf
 import torch
 from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 
-import sidestep.conf
 from sidestep.config import checked_train_config
 from sidestep.config.overrides import check_overrides
 from sidestep.recipes import HEADER, destination

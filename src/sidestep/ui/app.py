@@ -18,8 +18,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 import sidestep.conf
 from sidestep.config.overrides import check_overrides
 from sidestep.config.parts import knobs_of
-from sidestep.config.schema import CHOSEN_BY_TARGET
 from sidestep.config.renamed_keys import renamed_overrides
+from sidestep.config.schema import CHOSEN_BY_TARGET
 from sidestep.config.trust import take_allow_flags
 from sidestep.errors import ConfigError, SidestepError, first_line, plain
 from sidestep.sweep_outcome import WRITE_ERRNOS, FailedJobs, JobFailed, SweepEnded, describe, failed_jobs, sweep_failed
