@@ -1,6 +1,6 @@
 """The monitor follows runs from their files alone: a finished tiny run in detail, a sweep one line per job, a live
 run's progress and ETA, the GPU gauge only where `nvidia-smi` answers. The sweep it watches runs in a terminal
-with `ui.plain=true ui.yes=true`, which must mean plain log lines, no escape codes and no question."""
+with `ui.plain=true`, which must mean plain log lines, no escape codes, and one question for the whole sweep."""
 
 import json
 import os
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pexpect
 import pytest
 
 from sidestep.errors import Interrupted
@@ -20,6 +19,7 @@ from sidestep.monitor import Reader, find_runs, main
 from sidestep.run_status import RunStatus, read_status
 from sidestep.ui.console import console
 from sidestep.ui.gpu import profile_for
+from tests.helpers.processes import start_in_terminal
 from tests.helpers.terminal import HANG_GUARD
 
 
@@ -36,19 +36,25 @@ def monitor(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache_dir):
+def test_a_plain_sweep_in_a_terminal_asks_once_and_the_monitor_follows_its_jobs(tmp_path, cache_dir):
+    """Issue 27: every job asked "Start training? [y/n]". Now the sweep shows its jobs and their steps, asks once (saying
+    how to skip the question), and no job asks again."""
     sweep = tmp_path / "sweep"
-    child = pexpect.spawn(sys.executable, ["-m", "sidestep.train", "-m", "experiment=demo", "adapter.rank=2,4",
-                                           "trainer.max_steps=6", "trainer.save_every_steps=6", "trainer.log_every=3",
-                                           "ui.plain=true", "ui.yes=true", f"data.synthetic.cache_dir={cache_dir}",
-                                           f"hydra.sweep.dir={sweep}"],
-                          cwd=str(tmp_path), encoding="utf-8", dimensions=(50, 200), timeout=HANG_GUARD)
-    output = child.read()
-    child.close()
-    assert child.exitstatus == 0, output[-3000:]
+    command = start_in_terminal("sidestep.train", "-m", "experiment=demo", "adapter.rank=2,4", "trainer.max_steps=6",
+                                "trainer.save_every_steps=6", "trainer.log_every=3", "optimizer.lr=0.1", "ui.plain=true",
+                                f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                                timeout=HANG_GUARD)
+    command.child.expect_exact("Start the 2 runs? (ui.yes=true skips this question)")
+    grid = command.child.before
+    command.child.sendline("y")
+    output = command.child.read()
+    assert command.finish() == 0, output[-3000:]
+    assert re.search(r"\b0\W+adapter\.rank=2\W+6\b", grid) and re.search(r"\b1\W+adapter\.rank=4\W+6\b", grid), grid
+    assert "2 runs, 12 optimizer steps in all" in grid
     assert "\x1b[" not in output  # no colour, no live bar, though stdout is a terminal
-    assert re.search(r"INFO step 6/6  epoch 3/3  loss \d\.\d{4}", output)
-    assert "Start training?" not in output and "Start the" not in output  # ui.yes: no question at all
+    assert re.search(r"INFO step 6/6  epoch 3/3  loss \d+\.\d{4}", output)
+    assert "Start training?" not in output and "Start the" not in output  # no job asks again
+    assert "★ best" in output  # a large lr: the two ranks end apart (a tie marks none)
 
     job = sweep / "0"
     status = read_status(job)
@@ -57,11 +63,11 @@ def test_a_plain_sweep_in_a_terminal_and_the_monitor_of_its_jobs(tmp_path, cache
     assert detail.returncode == 0, detail.stderr
     text = detail.stdout
     for pattern in (rf"state\s+finished: adapter written to {re.escape(str(job / 'adapter'))} \(updated (\d+m)?\d+s ago\)",
-                    r"setup\s+model tiny, LoRA rank 2 / alpha 4 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.003",
+                    r"setup\s+model tiny, LoRA rank 2 / alpha 4 on q_proj\+k_proj\+v_proj\+o_proj, AdamW lr 0.1",
                     r"progress\s+\S+ 100%  step 6/6  epoch 3/3",
-                    rf"loss\s+{status['loss']:.4f} smoothed \(first \d\.\d{{4}}, best \d\.\d{{4}}\)  last step \d\.\d{{4}}",
-                    r"curve\s+\S\S  \d\.\d{3} -> \d\.\d{3}  steps 3-6",
-                    r"lr\s+\d\.\d\de-0\d  grad norm \d\.\d{3}",
+                    rf"loss\s+{status['loss']:.4f} smoothed \(first \d+\.\d{{4}}, best \d+\.\d{{4}}\)  last step \d+\.\d{{4}}",
+                    r"curve\s+\S\S  \d+\.\d{3} -> \d+\.\d{3}  steps 3-6",
+                    r"lr\s+\d\.\d\de-0\d  grad norm \d+\.\d{3}",
                     r"checkpoint\s+step-0000006 \((\d+m)?\d+s ago; 1 kept\)",
                     r"log\s+.*done: listen and compare in .*report"):
         assert re.search(pattern, text), (pattern, text)
@@ -156,11 +162,10 @@ def test_status_file_follows_the_run_and_records_how_it_ended(tmp_path):
 
 @pytest.mark.slow
 def test_plain_in_a_terminal_is_one_snapshot_without_escape_codes(tmp_path):
-    child = pexpect.spawn(sys.executable, ["-m", "sidestep.monitor", str(fake_run(tmp_path)), "ui.plain=true"],
-                          encoding="utf-8", dimensions=(50, 200), timeout=HANG_GUARD)
-    output = child.read()  # returns: a running run, yet no live refresh in plain mode
-    child.close()
-    assert child.exitstatus == 0 and "step 40/400" in output and "\x1b[" not in output, output
+    command = start_in_terminal("sidestep.monitor", str(fake_run(tmp_path)), "ui.plain=true", cwd=tmp_path,
+                                timeout=HANG_GUARD)
+    output = command.child.read()  # returns: a running run, yet no live refresh in plain mode
+    assert command.finish() == 0 and "step 40/400" in output and "\x1b[" not in output, output
 
 
 def test_runs_are_found_in_a_sweep_or_a_folder_of_runs(tmp_path, capsys):

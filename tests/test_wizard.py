@@ -21,6 +21,7 @@ from sidestep.config import checked_train_config
 from sidestep.config.overrides import check_overrides
 from sidestep.recipes import HEADER, destination
 from sidestep.wizard import main
+from tests.helpers.processes import start_in_terminal
 from tests.helpers.terminal import HANG_GUARD
 
 
@@ -46,8 +47,9 @@ class Terminal:
 
     def __init__(self, args, cwd: Path):
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # pytest sets COLUMNS=80
-        self.child = pexpect.spawn(sys.executable, args, cwd=str(cwd), env=env, encoding="utf-8",
-                                   dimensions=(50, 250), timeout=HANG_GUARD)
+        assert args[0] == "-m"
+        self.command = start_in_terminal(*args[1:], cwd=cwd, env=env, dimensions=(50, 250), timeout=HANG_GUARD)
+        self.child = self.command.child
         self.child.logfile_read = self.transcript = io.StringIO()
         self.child.delaybeforesend = None  # the wizard reads whole lines: no need to pace the typing
 
@@ -64,8 +66,7 @@ class Terminal:
     def finish(self) -> str:
         """Wait for the end; the whole transcript."""
         self.child.read()
-        self.child.close()
-        assert self.child.exitstatus == 0, self.transcript.getvalue()[-3000:]
+        assert self.command.finish() == 0, self.transcript.getvalue()[-3000:]
         return self.transcript.getvalue()
 
 
@@ -209,11 +210,10 @@ def test_train_without_a_dataset_offers_the_wizard_at_a_terminal(tmp_path):
     term.answer("No data.dataset_dir given. Set up the run with the wizard?", "y")
     term.answer("Questions", "")
     term.see("Dataset folder (data.dataset_dir): ")  # asked: input typed before the question is discarded
-    term.child.sendeof()
+    term.child.send("\x04")  # Ctrl-D: the end of the input
     term.see("error: the input ended before the last question; nothing was written")
     term.child.expect(pexpect.EOF)
-    term.child.close()
-    assert term.child.exitstatus == 2
+    assert term.command.finish() == 2
 
 
 def test_recipes_go_to_the_users_config_folder_and_name_their_runs_without_a_time(folders, monkeypatch, capsys):

@@ -8,14 +8,19 @@ registered resolvers) is built by the command itself, as in a real start.
 """
 
 import atexit
+import fcntl
 import multiprocessing
 import os
 import runpy
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+from pexpect.fdpexpect import fdspawn
 
 PRELOADED = ["torch", "peft", "diffusers", "transformers", "accelerate", "hydra", "omegaconf", "safetensors",
              "scipy.signal", "soundfile", "rich", "av", "torch.utils.tensorboard", "matplotlib.figure",
@@ -45,6 +50,29 @@ def _module_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, str]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:
         atexit._run_exitfuncs()
+
+
+def _terminal_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, str], tty: str, opened) -> None:
+    """`python -m module args...` with a terminal for its stdin, stdout and stderr, as a session of its own whose
+    controlling terminal that is (as a shell starts a command)."""
+    os.setsid()
+    fd = os.open(tty, os.O_RDWR)  # the first terminal a session leader opens becomes its controlling terminal
+    opened.set()
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # the process start pointed it at /dev/null
+    sys.stdout, sys.stderr = (open(n, "w", buffering=1, encoding="utf-8", closefd=False) for n in (1, 2))
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["-m", *args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def _script_main(script: str, args: Sequence[str], cwd: str, env: Dict[str, str], stdout: str, stderr: str) -> None:
@@ -104,3 +132,35 @@ def run_script(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProce
 def run_function(function: Callable, *args, cwd: Path) -> subprocess.CompletedProcess:
     """`function(*args)` in a fresh process (a module-level function: it is named, not copied, to the process)."""
     return FreshProcess(_function_main, function, args, cwd).finish()
+
+
+class TerminalProcess:
+    """A started command in a pseudo-terminal: `child` is its pexpect side (`expect`, `sendline`, `read`),
+    `finish()` waits for the command and gives its exit code."""
+
+    def __init__(self, module: str, args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]],
+                 dimensions: Tuple[int, int], timeout: float):
+        master, slave = os.openpty()
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *dimensions, 0, 0))
+        opened = _context.Event()
+        self.process = _context.Process(target=_terminal_main, args=(module, list(args), str(cwd),
+                                                                      dict(env or os.environ), os.ttyname(slave), opened))
+        self.process.start()
+        while not opened.wait(1):  # until then, the terminal would read as ended: nobody else holds it open
+            if not self.process.is_alive():
+                raise RuntimeError(f"python -m {module} ended before it opened its terminal")
+        os.close(slave)  # the command's end is the terminal's end
+        self.child = fdspawn(master, encoding="utf-8", timeout=timeout)
+        self.pid = self.process.pid
+
+    def finish(self) -> int:
+        self.process.join()
+        self.child.close()
+        return self.process.exitcode
+
+
+def start_in_terminal(module: str, *args: str, cwd: Path, env: Optional[Dict[str, str]] = None,
+                      dimensions: Tuple[int, int] = (50, 200), timeout: float = 600) -> TerminalProcess:
+    """`python -m module args...` in `cwd`, in a pseudo-terminal of `dimensions` (rows, columns): what a person at a
+    terminal sees and types. `timeout`: how long an `expect` may wait, a bound on a wrong expectation only."""
+    return TerminalProcess(module, [str(a) for a in args], cwd, env, dimensions, timeout)
