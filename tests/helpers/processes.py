@@ -4,11 +4,14 @@ exit code, stdout and stderr), but skips importing them: about 7 of the 8.6 CPU 
 start spends before its first line of work (measured), and far more wall time on a busy machine.
 
 The server imports only third-party libraries, never `sidestep`, so module-level state (the rich console's width,
-registered resolvers) is built by the command itself, as in a real start.
+registered resolvers) is built by the command itself, as in a real start. A command can also be started in a
+pseudo-terminal (`start_in_terminal`), and one that hands over to another with `os.execv` (`sidestep.rerun`) has
+that one forked from the server as well.
 """
 
 import atexit
 import fcntl
+import json
 import multiprocessing
 import os
 import runpy
@@ -17,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import termios
+from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, NoReturn, Optional, Sequence, Tuple
 
 from pexpect.fdpexpect import fdspawn
 
@@ -28,6 +32,7 @@ PRELOADED = ["torch", "peft", "diffusers", "transformers", "accelerate", "hydra"
              # diffusers and transformers import their models on first use, each package's whole list at once
              "diffusers.models.autoencoders", "diffusers.models.transformers", "diffusers.pipelines.ace_step",
              "transformers.models.qwen3"]
+EXEC_REQUEST = "exec.json"  # beside a command's output: the command it handed over to (see `_hand_over`)
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOADED)
 
@@ -37,9 +42,22 @@ def _enter(cwd: str, env: Dict[str, str], stdout: str, stderr: str) -> None:
     os.environ.clear()
     os.environ.update(env)
     for fd, path in ((1, stdout), (2, stderr)):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # a command it hands over to writes on
         os.dup2(target, fd)
         os.close(target)
+    os.execv = partial(_hand_over, os.path.join(os.path.dirname(stdout), EXEC_REQUEST))
+
+
+def _hand_over(request: str, path: str, argv: Sequence[str]) -> NoReturn:
+    """`os.execv(python, [python, "-m", module, ...])` in a forked command: as an exec, this process ends without its
+    exit handlers and the named command takes its place, with its output, folder and environment; that command is
+    forked from the server too (`FreshProcess.finish` starts it), so it starts from a clean interpreter state as an
+    exec would, without importing torch again."""
+    if path != sys.executable or list(argv[1:2]) != ["-m"]:
+        raise NotImplementedError(f"a forked command can hand over only to python -m: {argv}")
+    Path(request).write_text(json.dumps({"module": argv[2], "args": list(argv[3:]), "cwd": os.getcwd(),
+                                         "env": dict(os.environ)}))
+    os._exit(0)
 
 
 def _module_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, str], stdout: str, stderr: str) -> None:
@@ -109,6 +127,16 @@ class FreshProcess:
 
     def finish(self) -> subprocess.CompletedProcess:
         self.process.join()
+        request = Path(self._folder.name) / EXEC_REQUEST
+        while request.exists():  # it handed over to another command (`os.execv`): that one's end is the end
+            command = json.loads(request.read_text())
+            request.unlink()
+            self.args = [command["module"], *command["args"]]
+            self.process = _context.Process(target=_module_main, args=(command["module"], command["args"],
+                                                                       command["cwd"], command["env"], self._out,
+                                                                       self._err))
+            self.process.start()
+            self.process.join()
         out, err = (Path(path).read_text(errors="replace") for path in (self._out, self._err))
         self._folder.cleanup()
         return subprocess.CompletedProcess(self.args, self.process.exitcode, out, err)
