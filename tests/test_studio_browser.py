@@ -3,6 +3,7 @@ stopped, resumed and finished, its report and its export; a sweep from the form;
 preprocessed. One studio server and one browser serve every test of the module."""
 
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -17,11 +18,21 @@ expect = pytest.importorskip("playwright.sync_api", reason="pip install -e .[dev
 
 from sidestep.studio.__main__ import free_port  # noqa: E402
 from sidestep.studio.app import create_app  # noqa: E402
+from sidestep.studio.processes import Processes  # noqa: E402
 from sidestep.studio.security import Folders  # noqa: E402
+from tests.helpers.processes import ForkedPopen  # noqa: E402
 
 INJECTED = "<img src=x onerror=window.pwned=1>"
 WAIT_MS = 240_000  # a ceiling for a stuck page, never a pace: every wait is on what the page shows
 pytestmark = pytest.mark.slow  # the studio starts real `python -m sidestep.train` processes, as a user's would
+
+
+class ForkedProcesses(Processes):
+    """The studio's commands forked from a process that has imported torch already (`tests/helpers/processes.py`):
+    each skips that import, and is otherwise the command a user's studio starts."""
+
+    def launch(self, argv, out, cwd):
+        return ForkedPopen(argv, out.name, cwd, {**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,7 @@ def studio(tmp_path_factory, cache_dir):
     (songs / "pad.txt").write_text("caption: warm pad\nbpm: 90\nlyrics:\n[Instrumental]\n")
     write_song(songs / f"{INJECTED}.wav", 44_100, 1)  # a song named like markup
     (songs / f"{INJECTED}.json").write_text(json.dumps({"caption": "<script>window.pwned=2</script>"}))
-    app = create_app(Folders([root]), "test-token")
+    app = create_app(Folders([root]), "test-token", ForkedProcesses())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port("127.0.0.1"), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -117,6 +117,7 @@ def test_a_value_with_shell_characters_goes_to_the_process_as_one_literal_argume
     assert argv[1:4] == ["-m", "sidestep.train", "experiment=demo"] and literal in argv
     assert not kwargs.get("shell") and isinstance(argv, list)
     assert kwargs["stdin"] is subprocess.DEVNULL
+    assert kwargs["start_new_session"] and kwargs["env"]["PYTHONUNBUFFERED"] == "1"  # Ctrl-C once; lines as they come
 
 
 @pytest.mark.parametrize("text", ["warm lofi piano, 90 bpm", "it's [x] ${oc.env:HOME}", "null", "123", "a\\",

@@ -45,6 +45,9 @@ def _enter(cwd: str, env: Dict[str, str], stdout: str, stderr: str) -> None:
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # a command it hands over to writes on
         os.dup2(target, fd)
         os.close(target)
+    if env.get("PYTHONUNBUFFERED"):  # the server's streams were set up before: as `python -u` would have them
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(write_through=True)
     os.execv = partial(_hand_over, os.path.join(os.path.dirname(stdout), EXEC_REQUEST))
 
 
@@ -192,3 +195,25 @@ def start_in_terminal(module: str, *args: str, cwd: Path, env: Optional[Dict[str
     """`python -m module args...` in `cwd`, in a pseudo-terminal of `dimensions` (rows, columns): what a person at a
     terminal sees and types. `timeout`: how long an `expect` may wait, a bound on a wrong expectation only."""
     return TerminalProcess(module, [str(a) for a in args], cwd, env, dimensions, timeout)
+
+
+class ForkedPopen:
+    """What a caller of `subprocess.Popen` uses (`pid`, `poll`, `wait`, `send_signal`), for `python -m module ...`
+    forked from the server: the studio's commands (`tests/test_studio_browser.py`)."""
+
+    def __init__(self, argv: Sequence[str], out: str, cwd: Path, env: Dict[str, str]):
+        if argv[:2] != [sys.executable, "-m"]:
+            raise NotImplementedError(f"only python -m is forked: {argv}")
+        self.process = _context.Process(target=_module_main, args=(argv[2], list(argv[3:]), str(cwd), env, out, out))
+        self.process.start()
+        self.pid = self.process.pid
+
+    def poll(self) -> Optional[int]:
+        return self.process.exitcode
+
+    def wait(self) -> int:
+        self.process.join()
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)

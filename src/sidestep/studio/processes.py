@@ -70,12 +70,15 @@ class Processes:
             with open(log, "ab") as out:
                 out.write(f"$ {shown(argv)}\n".encode())
                 out.flush()
-                # its own session: a Ctrl-C at the studio's terminal reaches it once, from `close`, not twice
-                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                           cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                           start_new_session=True)
+                process = self.launch(argv, out, cwd)
             self.tasks[key] = Task(argv, log, process)
             return self.tasks[key]
+
+    def launch(self, argv: List[str], out, cwd: Path) -> subprocess.Popen:
+        """The process of one command, its output and errors to `out`."""
+        # its own session: a Ctrl-C at the studio's terminal reaches it once, from `close`, not twice
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
 
     def stop(self, key: str, run_dir: Path) -> None:
         """Ctrl-C for the run: to the command the studio started, else to the process training in `run_dir` on
