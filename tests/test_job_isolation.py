@@ -16,7 +16,7 @@ def test_jobs_of_one_sweep_in_one_process_each_run_with_their_own_settings(tmp_p
                                                                            hydra_restored):
     sweep = tmp_path / "sweep"
     monkeypatch.setattr(sys, "argv", [
-        "train", "-m", "experiment=demo", "trainer.precision=fp32,bf16,fp32", "trainer.max_steps=2",
+        "train", "-m", "experiment=demo", "trainer.precision=fp32,bf16,fp32", "trainer.max_steps=2", "sample.every_n_epochs=null",
         "ui.yes=true", "ui.plain=true", f"data.synthetic.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"])
     # What a FlexAttention job leaves behind in diffusers (it has no backward on the CPU: a job inheriting it fails).
     monkeypatch.setattr(attention_registry, "_active_backend", AttentionBackendName.FLEX)
