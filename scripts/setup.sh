@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up: a virtual environment in .venv with Side-Step, its studio (python -m sidestep.studio), its test
 # tools and the CPU build of torch pinned in constraints.txt, and the headless Chromium the report and studio tests
-# open pages in. GPU users: see the README ("Installing on a GPU machine").
+# open pages in, and librosa's compiled kernels. GPU users: see the README ("Installing on a GPU machine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
@@ -14,3 +14,5 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
     .venv/bin/python -m playwright install chromium
   fi
 fi
+# librosa's beat tracker and chroma are compiled by numba on first use and cached: once here, not in a first analysis
+.venv/bin/python scripts/compile_kernels.py

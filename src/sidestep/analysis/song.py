@@ -36,7 +36,11 @@ class SongAnalysis:
 
 def analyse_file(path: Path) -> SongAnalysis:
     """Measure one song, the whole of it."""
-    data, rate = decode(path)
+    return analyse_audio(*decode(path))
+
+
+def analyse_audio(data: np.ndarray, rate: int) -> SongAnalysis:
+    """`data`: [samples, channels] at `rate`."""
     lufs, peak = loudness(data, rate)
     mono = soxr.resample(np.ascontiguousarray(data.mean(axis=1)), rate, RATE)
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=mono, sr=RATE, hop_length=HOP))
