@@ -22,5 +22,5 @@ def music(rate: int = 44_100, seconds: float = 8.0, bpm: float = 120.0) -> np.nd
 if __name__ == "__main__":
     start = time.perf_counter()
     found = analyse_audio(music(), 44_100)
-    print(f"librosa's kernels compiled and cached in {time.perf_counter() - start:.1f} s "
+    print(f"librosa's kernels ready (compiled, or read from their cache) in {time.perf_counter() - start:.1f} s "
           f"(the test song: {found.tempo.value} bpm, {found.key.value})")

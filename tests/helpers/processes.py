@@ -63,14 +63,18 @@ def _hand_over(request: str, path: str, argv: Sequence[str]) -> NoReturn:
     os._exit(0)
 
 
-def _module_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, str], stdout: str, stderr: str) -> None:
+def _run_as_main(module: str, args: Sequence[str]) -> None:
     """`python -m module args...`: the module runs as `__main__`; atexit handlers run as at a normal exit."""
-    _enter(cwd, env, stdout, stderr)
     sys.argv = ["-m", *args]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:
         atexit._run_exitfuncs()
+
+
+def _module_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, str], stdout: str, stderr: str) -> None:
+    _enter(cwd, env, stdout, stderr)
+    _run_as_main(module, args)
 
 
 def _terminal_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, str], tty: str, opened) -> None:
@@ -87,11 +91,9 @@ def _terminal_main(module: str, args: Sequence[str], cwd: str, env: Dict[str, st
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.argv = ["-m", *args]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        _run_as_main(module, args)
     finally:
-        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
 

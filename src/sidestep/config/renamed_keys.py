@@ -2,7 +2,8 @@
 adapter type's own `adapter.*` (`lora.rank` -> `adapter.rank`), and the timestep group `training=` is now
 `timesteps=`; a schedule's `_target_` names a class (`lr_schedules.cosine` -> `lr_schedules.Cosine`), and a data
 source's names its schema (`data.sources.SampleFolder` -> `config.data_sources.SampleFolders`). A command line, a
-recipe a user wrote and the record of a run from before keep working: what a person typed or wrote gets one `note:` line per old key and command; a run's record is translated quietly.
+recipe a user wrote and the record of a run from before keep working: what a person typed or wrote gets one `note:`
+line per old key and command; a run's record is translated quietly.
 """
 
 import re

@@ -66,9 +66,8 @@ def release_workers(*loaders: Optional[DataLoader]) -> None:
     """Stop the loaders' worker processes now, once a run is done with them. Left to the garbage collector (the
     loaders sit in reference cycles through Accelerate), each worker costs 5 s: its queues are finalized before the
     iterator, so the stop message never reaches it and PyTorch waits out the join timeout before killing it."""
-    for loader in loaders:
-        iterator = getattr(loader, "_iterator", None)  # a persistent-workers loader keeps its iterator here
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+    for loader in filter(None, loaders):
+        iterator = loader._iterator  # a persistent-workers loader keeps its iterator here
+        if hasattr(iterator, "_shutdown_workers"):  # one with workers (none: num_workers=0, or never iterated)
             iterator._shutdown_workers()
-        if loader is not None:
-            loader._iterator = None
+        loader._iterator = None
